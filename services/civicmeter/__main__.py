@@ -1,0 +1,97 @@
+"""The `civicmeter` command: one sub-command per service.
+
+civicmeter ingest | processor | sink | query | migrate
+civicmeter serve sink query     several services in one process; required for the
+                                embedded ClickHouse, which one process opens at a time
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from civicmeter.core.runtime import ServiceMain, configure_logging, run_until_signalled
+
+SERVABLE = ("ingest", "sink", "query")
+
+
+def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
+    """Build one service's main from the environment (imports stay lazy: faust is heavy)."""
+    from civicmeter.core.telemetry import setup_telemetry
+
+    telemetry = setup_telemetry(name, env)
+    if name == "ingest":
+        from civicmeter.core.config import IngestSettings
+        from civicmeter.ingest import service as ingest
+
+        ingest_settings = IngestSettings.from_env(env)
+        return lambda stop: ingest.serve(ingest_settings, telemetry, stop)
+    if name == "sink":
+        from civicmeter.core.config import SinkSettings
+        from civicmeter.core.storage import open_storage
+        from civicmeter.sink import service as sink
+
+        sink_settings = SinkSettings.from_env(env)
+        sink_storage = open_storage(sink_settings.clickhouse)
+        return lambda stop: sink.serve(sink_settings, sink_storage, telemetry, stop)
+    if name == "query":
+        from civicmeter.core.config import QuerySettings
+        from civicmeter.core.storage import open_storage
+        from civicmeter.query import server as query
+
+        query_settings = QuerySettings.from_env(env)
+        query_storage = open_storage(query_settings.clickhouse)
+        return lambda stop: query.serve(query_settings, query_storage, stop)
+    raise SystemExit(f"unknown service {name!r}; choose from {', '.join(SERVABLE)}")
+
+
+def _run_processor(env: Mapping[str, str], log_level: str) -> None:
+    from civicmeter.processor.worker import run
+
+    run(env, log_level)
+
+
+def _migrate(env: Mapping[str, str]) -> None:
+    from civicmeter.core.config import ClickHouseSettings
+    from civicmeter.core.storage import connect, migrate
+
+    applied = migrate(connect(ClickHouseSettings.from_env(env)))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="civicmeter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--log-level", default=os.environ.get("CIVICMETER_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in SERVABLE:
+        commands.add_parser(name, help=f"run the {name} service")
+    commands.add_parser("processor", help="run the processor (faust worker)")
+    commands.add_parser("migrate", help="apply ClickHouse schema migrations and exit")
+    serve = commands.add_parser("serve", help="run several services in one process")
+    serve.add_argument("services", nargs="+", choices=SERVABLE)
+    args = parser.parse_args(argv)
+    env = dict(os.environ)
+    configure_logging(args.log_level)
+    from civicmeter.core.config import ConfigError
+
+    try:
+        if args.command == "processor":
+            _run_processor(env, args.log_level)
+        elif args.command == "migrate":
+            _migrate(env)
+        else:
+            names = args.services if args.command == "serve" else [args.command]
+            run_until_signalled(*[_service(name, env) for name in dict.fromkeys(names)])
+    except ConfigError as exc:
+        print(f"civicmeter: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Typed, frozen settings built from the environment in each service's main().
+
+Variable names follow the clients' own options (KAFKA_BOOTSTRAP_SERVERS, CLICKHOUSE_HOST, ...);
+telemetry is configured by the standard OTEL_* variables, read by the OpenTelemetry SDK.
+Nothing here reads the environment at import time: callers pass a mapping in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from civicmeter.core.validation import TimeWindow
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def time_window_from_env(env: Mapping[str, str]) -> TimeWindow:
+    """How old or how far ahead an event's time may be (history replays raise the age)."""
+    default = TimeWindow()
+    return TimeWindow(
+        max_age=timedelta(days=_int(env, "CIVICMETER_MAX_EVENT_AGE_DAYS", default.max_age.days)),
+        max_future=timedelta(
+            seconds=_int(
+                env, "CIVICMETER_MAX_EVENT_FUTURE_SECONDS", int(default.max_future.total_seconds())
+            )
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    raw: str = "usage.raw"
+    rated: str = "usage.rated"
+    dlq: str = "usage.dlq"
+    cost_windows: str = "usage.cost.1m"
+    partitions: int = 4
+    replication_factor: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TopicSettings:
+        return cls(
+            raw=env.get("CIVICMETER_TOPIC_RAW", cls.raw),
+            rated=env.get("CIVICMETER_TOPIC_RATED", cls.rated),
+            dlq=env.get("CIVICMETER_TOPIC_DLQ", cls.dlq),
+            cost_windows=env.get("CIVICMETER_TOPIC_COST_WINDOWS", cls.cost_windows),
+            partitions=_int(env, "CIVICMETER_TOPIC_PARTITIONS", cls.partitions),
+            replication_factor=_int(
+                env, "CIVICMETER_TOPIC_REPLICATION_FACTOR", cls.replication_factor
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    create_topics: bool = True
+    topics: TopicSettings = field(default_factory=TopicSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSettings:
+        protocol = env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+        if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL must be one of PLAINTEXT, SSL, "
+                f"SASL_PLAINTEXT, SASL_SSL; got {protocol!r}"
+            )
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
+            security_protocol=protocol,
+            sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
+            sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
+            sasl_password=env.get("KAFKA_SASL_PASSWORD") or None,
+            ssl_cafile=env.get("KAFKA_SSL_CAFILE") or None,
+            create_topics=_bool(env, "CIVICMETER_CREATE_TOPICS", cls.create_topics),
+            topics=TopicSettings.from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """`interface="chdb"` is the embedded engine at `path`; "http"/"https" a server."""
+
+    interface: str = "chdb"
+    path: str = ".civicmeter/chdb"
+    host: str = "localhost"
+    port: int = 8123
+    username: str = "default"
+    password: str = ""
+    database: str = "civicmeter"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ClickHouseSettings:
+        interface = env.get("CLICKHOUSE_INTERFACE", cls.interface)
+        if interface not in ("chdb", "http", "https"):
+            raise ConfigError(
+                f"CLICKHOUSE_INTERFACE must be chdb, http or https; got {interface!r}"
+            )
+        return cls(
+            interface=interface,
+            path=env.get("CLICKHOUSE_PATH", cls.path),
+            host=env.get("CLICKHOUSE_HOST", cls.host),
+            port=_int(env, "CLICKHOUSE_PORT", 8443 if interface == "https" else cls.port),
+            username=env.get("CLICKHOUSE_USERNAME", cls.username),
+            password=env.get("CLICKHOUSE_PASSWORD", cls.password),
+            database=env.get("CLICKHOUSE_DATABASE", cls.database),
+        )
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    kafka: KafkaSettings
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 50051
+    max_batch_events: int = 10_000
+    max_body_bytes: int = 16 * 1024 * 1024
+    linger_ms: int = 20
+    compression: str = "lz4"
+    time_window: TimeWindow = field(default_factory=TimeWindow)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IngestSettings:
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            http_host=env.get("CIVICMETER_INGEST_HOST", cls.http_host),
+            http_port=_int(env, "CIVICMETER_INGEST_HTTP_PORT", cls.http_port),
+            grpc_port=_int(env, "CIVICMETER_INGEST_GRPC_PORT", cls.grpc_port),
+            max_batch_events=_int(env, "CIVICMETER_INGEST_MAX_BATCH_EVENTS", cls.max_batch_events),
+            max_body_bytes=_int(env, "CIVICMETER_INGEST_MAX_BODY_BYTES", cls.max_body_bytes),
+            linger_ms=_int(env, "KAFKA_LINGER_MS", cls.linger_ms),
+            compression=env.get("KAFKA_COMPRESSION_TYPE", cls.compression),
+            time_window=time_window_from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    kafka: KafkaSettings
+    prices_file: Path = Path("config/prices.yaml")
+    batch_size: int = 5_000
+    batch_within_seconds: float = 0.2
+    data_dir: Path = Path(".civicmeter/processor")
+    time_window: TimeWindow = field(default_factory=TimeWindow)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ProcessorSettings:
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
+            batch_size=_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size),
+            data_dir=Path(env.get("CIVICMETER_PROCESSOR_DATA_DIR", str(cls.data_dir))),
+            time_window=time_window_from_env(env),
+        )
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    kafka: KafkaSettings
+    clickhouse: ClickHouseSettings
+    group_id: str = "civicmeter-sink"
+    max_batch_events: int = 50_000
+    max_batch_wait_ms: int = 500
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SinkSettings:
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            clickhouse=ClickHouseSettings.from_env(env),
+            group_id=env.get("CIVICMETER_SINK_GROUP_ID", cls.group_id),
+            max_batch_events=_int(env, "CIVICMETER_SINK_MAX_BATCH_EVENTS", cls.max_batch_events),
+            max_batch_wait_ms=_int(env, "CIVICMETER_SINK_MAX_BATCH_WAIT_MS", cls.max_batch_wait_ms),
+        )
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    clickhouse: ClickHouseSettings
+    host: str = "127.0.0.1"
+    grpc_port: int = 50052
+    reflection: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> QuerySettings:
+        return cls(
+            clickhouse=ClickHouseSettings.from_env(env),
+            host=env.get("CIVICMETER_QUERY_HOST", cls.host),
+            grpc_port=_int(env, "CIVICMETER_QUERY_GRPC_PORT", cls.grpc_port),
+            reflection=_bool(env, "CIVICMETER_QUERY_REFLECTION", cls.reflection),
+        )

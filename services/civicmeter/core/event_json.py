@@ -1,0 +1,186 @@
+"""The JSON mapping of the usage event: a CloudEvents 1.0 envelope around the event's data.
+
+    {"specversion": "1.0", "id": "<event_id>", "source": "<gateway_id>",
+     "type": "kr.civicmeter.usage.v1", "time": "2024-03-04T09:15:00+09:00",
+     "datacontenttype": "application/json",
+     "data": {"organization_id": "seoul", "department_id": "...", "user_id": "...",
+              "account_kind": "organizational", "provider_name": "openai",
+              "service_id": "chatgpt", "request_model": "gpt-4o", "operation_name": "chat",
+              "usage": {"input_tokens": 812, "output_tokens": 95}}}
+
+Decoding uses msgspec (strict types, unknown data fields rejected), so an error names the
+path of the offending field, e.g. "Expected `int`, got `str` - at `$[3].data.usage.images`".
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+EVENT_TYPE = "kr.civicmeter.usage.v1"
+_ACCOUNT_KINDS = {
+    "organizational": pb.ACCOUNT_KIND_ORGANIZATIONAL,
+    "personal": pb.ACCOUNT_KIND_PERSONAL,
+}
+_ACCOUNT_KIND_NAMES = {v: k for k, v in _ACCOUNT_KINDS.items()}
+
+
+class DecodeError(ValueError):
+    """The body is not a well-formed batch of usage CloudEvents; the message names where."""
+
+
+class UsageJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    images: int = 0
+    audio_milliseconds: int = 0
+    video_milliseconds: int = 0
+    characters: int = 0
+    requests: int = 0
+    seat_months: int = 0
+
+
+class RiskJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pii_findings: dict[str, int] = {}
+    content_category: str = ""
+
+
+class MoneyJson(msgspec.Struct, forbid_unknown_fields=True):
+    currency_code: str
+    units: int = 0
+    nanos: int = 0
+
+
+class EventDataJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    organization_id: str
+    department_id: str
+    user_id: str
+    account_kind: str
+    provider_name: str
+    service_id: str
+    operation_name: str
+    usage: UsageJson
+    request_model: str = ""
+    risk: RiskJson | None = None
+    purpose: str = ""
+    reported_cost: MoneyJson | None = None
+
+
+class CloudEventJson(msgspec.Struct, omit_defaults=True):
+    """CloudEvents allows extension attributes, so unknown envelope keys are ignored."""
+
+    specversion: str
+    id: str
+    source: str
+    type: str
+    time: datetime
+    data: EventDataJson
+    datacontenttype: str = "application/json"
+
+
+_batch_decoder = msgspec.json.Decoder(list[CloudEventJson])
+_single_decoder = msgspec.json.Decoder(CloudEventJson)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_batch(body: bytes) -> list[pb.UsageEvent]:
+    """Decode a JSON array (or a single object) of usage CloudEvents into protobuf events."""
+    try:
+        stripped = body.lstrip()
+        if stripped.startswith(b"{"):
+            envelopes = [_single_decoder.decode(body)]
+        else:
+            envelopes = _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise DecodeError(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"malformed JSON: {exc}") from None
+    return [_to_proto(envelope, index) for index, envelope in enumerate(envelopes)]
+
+
+def _to_proto(ce: CloudEventJson, index: int) -> pb.UsageEvent:
+    where = f"$[{index}]"
+    if ce.specversion != "1.0":
+        raise DecodeError(f"specversion must be '1.0' - at `{where}.specversion`")
+    if ce.type != EVENT_TYPE:
+        raise DecodeError(f"type must be {EVENT_TYPE!r} - at `{where}.type`")
+    if ce.time.tzinfo is None:
+        raise DecodeError(f"time must carry a UTC offset (RFC 3339) - at `{where}.time`")
+    data = ce.data
+    kind = _ACCOUNT_KINDS.get(data.account_kind)
+    if kind is None:
+        raise DecodeError(
+            f"account_kind must be organizational or personal - at `{where}.data.account_kind`"
+        )
+    event = pb.UsageEvent(
+        event_id=ce.id,
+        gateway_id=ce.source,
+        organization_id=data.organization_id,
+        department_id=data.department_id,
+        user_id=data.user_id,
+        account_kind=kind,
+        provider_name=data.provider_name,
+        service_id=data.service_id,
+        request_model=data.request_model,
+        operation_name=data.operation_name,
+        purpose=data.purpose,
+        usage=pb.Usage(**msgspec.structs.asdict(data.usage)),
+    )
+    event.event_time.FromDatetime(ce.time)
+    if data.risk is not None:
+        for name, count in data.risk.pii_findings.items():
+            if count < 0:
+                raise DecodeError(
+                    f"count must not be negative - at `{where}.data.risk.pii_findings.{name}`"
+                )
+            event.risk.pii_findings[name] = count
+        event.risk.content_category = data.risk.content_category
+    if data.reported_cost is not None:
+        money = data.reported_cost
+        event.reported_cost.currency_code = money.currency_code
+        event.reported_cost.units = money.units
+        event.reported_cost.nanos = money.nanos
+    return event
+
+
+def encode_event(event: pb.UsageEvent) -> CloudEventJson:
+    """The CloudEvent for a protobuf event (the inverse of decoding)."""
+    usage = UsageJson(**{f.name: getattr(event.usage, f.name) for f in pb.Usage.DESCRIPTOR.fields})
+    risk = None
+    if event.risk.pii_findings or event.risk.content_category:
+        risk = RiskJson(dict(event.risk.pii_findings), event.risk.content_category)
+    cost = None
+    if event.HasField("reported_cost"):
+        rc = event.reported_cost
+        cost = MoneyJson(rc.currency_code, rc.units, rc.nanos)
+    return CloudEventJson(
+        specversion="1.0",
+        id=event.event_id,
+        source=event.gateway_id,
+        type=EVENT_TYPE,
+        time=event.event_time.ToDatetime(tzinfo=UTC),
+        data=EventDataJson(
+            organization_id=event.organization_id,
+            department_id=event.department_id,
+            user_id=event.user_id,
+            account_kind=_ACCOUNT_KIND_NAMES.get(event.account_kind, "unspecified"),
+            provider_name=event.provider_name,
+            service_id=event.service_id,
+            operation_name=event.operation_name,
+            usage=usage,
+            request_model=event.request_model,
+            risk=risk,
+            purpose=event.purpose,
+            reported_cost=cost,
+        ),
+    )
+
+
+def encode_batch(events: list[pb.UsageEvent]) -> bytes:
+    return _encoder.encode([encode_event(e) for e in events])

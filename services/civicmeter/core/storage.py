@@ -1,0 +1,128 @@
+"""ClickHouse access through clickhouse-connect: one code path, two backends.
+
+`interface="chdb"` runs the real ClickHouse engine in-process on a data directory (one process
+may open a path at a time, so in embedded mode the storage services share a process and a
+client); "http"/"https" talk to a server. Schema comes from the numbered SQL migrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.config import ClickHouseSettings
+
+T = TypeVar("T")
+_MIGRATIONS_TABLE = "schema_migrations"
+_embedded: dict[str, Storage] = {}
+_embedded_lock = threading.Lock()
+
+
+class Storage:
+    """A client and the lock that serialises its use from worker threads.
+
+    clickhouse-connect clients are blocking; services call them through `run`, which moves
+    the call off the event loop. One client serves one call at a time (an HTTP session, or the
+    embedded engine shared by every service of the process).
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[Client], T]) -> T:
+        with self._lock:
+            return fn(self.client)
+
+    async def run(self, fn: Callable[[Client], T]) -> T:
+        return await asyncio.to_thread(self.call, fn)
+
+
+def open_storage(settings: ClickHouseSettings) -> Storage:
+    """Storage on settings.database. Embedded storage is one per data path per process."""
+    if settings.interface == "chdb":
+        path = str(Path(settings.path).resolve())
+        with _embedded_lock:
+            storage = _embedded.get(path)
+            if storage is None:
+                storage = Storage(connect(settings))
+                _embedded[path] = storage
+            return storage
+    return Storage(connect(settings))
+
+
+def connect(settings: ClickHouseSettings) -> Client:
+    """A new client on settings.database, created if missing."""
+    if settings.interface == "chdb":
+        Path(settings.path).mkdir(parents=True, exist_ok=True)
+        client = clickhouse_connect.get_client(interface="chdb", path=str(settings.path))
+        client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(settings.database)}")
+        client.database = settings.database
+        return client
+    bootstrap = clickhouse_connect.get_client(
+        interface=settings.interface,
+        host=settings.host,
+        port=settings.port,
+        username=settings.username,
+        password=settings.password,
+    )
+    bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {_ident(settings.database)}")
+    bootstrap.close()
+    return clickhouse_connect.get_client(
+        interface=settings.interface,
+        host=settings.host,
+        port=settings.port,
+        username=settings.username,
+        password=settings.password,
+        database=settings.database,
+    )
+
+
+def _ident(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"CLICKHOUSE_DATABASE {name!r} must be alphanumeric")
+    return name
+
+
+def migration_scripts() -> list[tuple[str, str]]:
+    """(name, sql) of every migration shipped with the package, in order."""
+    folder = resources.files("civicmeter.core") / "migrations"
+    scripts = sorted(
+        (item.name, item.read_text(encoding="utf-8"))
+        for item in folder.iterdir()
+        if item.name.endswith(".sql")
+    )
+    return scripts
+
+
+def migrate(client: Client) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied now."""
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {_MIGRATIONS_TABLE} "
+        "(name String, applied_time DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY name"
+    )
+    done = {
+        row[0] for row in client.query(f"SELECT name FROM {_MIGRATIONS_TABLE} FINAL").result_rows
+    }
+    applied: list[str] = []
+    for name, sql in migration_scripts():
+        if name in done:
+            continue
+        for statement in _statements(sql):
+            client.command(statement)
+        client.insert(_MIGRATIONS_TABLE, [[name]], column_names=["name"])
+        applied.append(name)
+    return applied
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -1,0 +1,145 @@
+"""Rules every usage event must satisfy, with errors that name the offending field.
+
+The same rules run at ingest (synchronous callers get HTTP 400 / INVALID_ARGUMENT) and in the
+processor (anything on usage.raw that breaks them goes to the dead-letter topic).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+# gen_ai.operation.name values plus the media operations AI services bill for.
+OPERATIONS = frozenset(
+    {
+        "chat",
+        "text_completion",
+        "generate_content",
+        "embeddings",
+        "invoke_agent",
+        "execute_tool",
+        "image_generation",
+        "speech_synthesis",
+        "transcription",
+        "video_generation",
+        "music_generation",
+        "search",
+        "presentation",
+        "subscription",
+    }
+)
+
+# Per-event ceilings: far above any real request, low enough to catch unit mistakes.
+QUANTITY_LIMITS = {
+    "input_tokens": 10_000_000,
+    "output_tokens": 10_000_000,
+    "cache_read_input_tokens": 10_000_000,
+    "cache_creation_input_tokens": 10_000_000,
+    "reasoning_tokens": 10_000_000,
+    "images": 1_000,
+    "audio_milliseconds": 86_400_000,
+    "video_milliseconds": 86_400_000,
+    "characters": 100_000_000,
+    "requests": 100_000,
+    "seat_months": 10_000,
+}
+MAX_PII_FINDINGS = 100_000
+
+
+class ValidationError(ValueError):
+    """An event breaks a rule; `field` is the dotted path of the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """How far from now an event's time may be."""
+
+    max_age: timedelta = timedelta(days=400)
+    max_future: timedelta = timedelta(minutes=5)
+
+
+def _check_id(value: str, field: str, pattern: re.Pattern[str] = _ID) -> None:
+    if not value:
+        raise ValidationError(field, "is required")
+    if not pattern.fullmatch(value):
+        raise ValidationError(
+            field, f"{value[:40]!r} is not a valid identifier (pattern {pattern.pattern})"
+        )
+
+
+def validate_event(event: pb.UsageEvent, now: datetime, window: TimeWindow = TimeWindow()) -> None:
+    """Raise ValidationError naming the first offending field; return None when valid."""
+    _check_id(event.event_id, "event_id")
+    if not event.HasField("event_time"):
+        raise ValidationError("event_time", "is required")
+    event_time = event.event_time.ToDatetime(tzinfo=now.tzinfo)
+    if event_time > now + window.max_future:
+        raise ValidationError(
+            "event_time",
+            f"{event_time.isoformat()} is in the future (more than {window.max_future} ahead)",
+        )
+    if event_time < now - window.max_age:
+        raise ValidationError(
+            "event_time", f"{event_time.isoformat()} is older than {window.max_age.days} days"
+        )
+    _check_id(event.gateway_id, "gateway_id")
+    _check_id(event.organization_id, "organization_id")
+    _check_id(event.department_id, "department_id")
+    _check_id(event.user_id, "user_id")
+    if "@" in event.user_id:
+        raise ValidationError("user_id", "must be pseudonymised (keyed HMAC), not an e-mail")
+    if event.account_kind == pb.ACCOUNT_KIND_UNSPECIFIED:
+        raise ValidationError("account_kind", "is required (organizational or personal)")
+    if event.account_kind not in pb.AccountKind.values():
+        raise ValidationError("account_kind", f"unknown value {event.account_kind}")
+    _check_id(event.provider_name, "provider_name", _NAME)
+    _check_id(event.service_id, "service_id", _NAME)
+    if event.request_model:
+        _check_id(event.request_model, "request_model", _MODEL)
+    if event.operation_name not in OPERATIONS:
+        raise ValidationError(
+            "operation_name",
+            f"{event.operation_name[:40]!r} is not one of {', '.join(sorted(OPERATIONS))}",
+        )
+    _validate_usage(event.usage)
+    for kind, count in event.risk.pii_findings.items():
+        _check_id(kind, f"risk.pii_findings[{kind[:40]!r}]", _NAME)
+        if count > MAX_PII_FINDINGS:
+            raise ValidationError(
+                f"risk.pii_findings[{kind!r}]", f"{count} exceeds {MAX_PII_FINDINGS}"
+            )
+    if event.risk.content_category:
+        _check_id(event.risk.content_category, "risk.content_category", _NAME)
+    if event.purpose:
+        _check_id(event.purpose, "purpose", _NAME)
+    if event.HasField("reported_cost"):
+        if not _CURRENCY.fullmatch(event.reported_cost.currency_code):
+            raise ValidationError("reported_cost.currency_code", "must be an ISO 4217 code")
+        if event.reported_cost.units < 0 or event.reported_cost.nanos < 0:
+            raise ValidationError("reported_cost", "must not be negative")
+
+
+def _validate_usage(usage: pb.Usage) -> None:
+    any_quantity = False
+    for name, limit in QUANTITY_LIMITS.items():
+        value: int = getattr(usage, name)
+        if value < 0:
+            raise ValidationError(f"usage.{name}", f"must not be negative, got {value}")
+        if value > limit:
+            raise ValidationError(f"usage.{name}", f"{value} exceeds the per-event limit {limit}")
+        any_quantity = any_quantity or value > 0
+    if not any_quantity:
+        raise ValidationError("usage", "at least one quantity must be positive")

@@ -1,0 +1,74 @@
+"""HTTP front of ingest: POST /v1/events with a batch of usage CloudEvents.
+
+Content types: application/cloudevents-batch+json or application/json (a JSON array),
+application/cloudevents+json (one event), application/x-protobuf (a PublishEventsRequest).
+Answers 202 {"accepted_count": n} once every event is durable in Kafka; 400 with the
+offending events and fields; 413 when the body or the batch is too large; 415 otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from google.protobuf.message import DecodeError as ProtoDecodeError
+
+from civicmeter.core.event_json import DecodeError, decode_batch
+from civicmeter.ingest.publisher import BatchRejectedError, BatchTooLargeError, Publisher
+from civicmeter.ingest.v1 import ingest_service_pb2
+
+JSON_TYPES = frozenset(
+    {"application/json", "application/cloudevents-batch+json", "application/cloudevents+json"}
+)
+PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
+
+PUBLISHER = web.AppKey("publisher", Publisher)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+async def publish_events(request: web.Request) -> web.Response:
+    publisher = request.app[PUBLISHER]
+    content_type = request.content_type
+    if content_type not in JSON_TYPES | PROTOBUF_TYPES:
+        return _error(
+            415,
+            f"unsupported content type {content_type!r}; use one of "
+            f"{', '.join(sorted(JSON_TYPES | PROTOBUF_TYPES))}",
+        )
+    body = await request.read()
+    try:
+        if content_type in PROTOBUF_TYPES:
+            message = ingest_service_pb2.PublishEventsRequest()
+            message.ParseFromString(body)
+            events = list(message.events)
+        else:
+            events = decode_batch(body)
+    except (DecodeError, ProtoDecodeError) as exc:
+        publisher.count_rejected(1, "undecodable")
+        return _error(400, f"cannot decode the batch: {exc}")
+    try:
+        accepted = await publisher.publish(events)
+    except BatchRejectedError as exc:
+        return _error(
+            400,
+            str(exc),
+            errors=[{"index": e.index, "field": e.field, "message": e.message} for e in exc.errors],
+        )
+    except BatchTooLargeError as exc:
+        return _error(413, str(exc))
+    return web.json_response({"accepted_count": accepted}, status=202)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def build_http_app(publisher: Publisher) -> web.Application:
+    app = web.Application(client_max_size=publisher.settings.max_body_bytes)
+    app[PUBLISHER] = publisher
+    app.router.add_post("/v1/events", publish_events)
+    app.router.add_get("/healthz", healthz)
+    return app

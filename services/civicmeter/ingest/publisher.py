@@ -1,0 +1,125 @@
+"""Validates batches of usage events and writes them durably to usage.raw.
+
+A batch is acknowledged to its sender only after Kafka has acknowledged every event
+(acks=all, idempotent producer), so nothing accepted is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+
+from civicmeter.core.config import IngestSettings
+from civicmeter.core.kafka import event_key, make_producer
+from civicmeter.core.telemetry import Telemetry, inject_headers, producer_span
+from civicmeter.core.validation import ValidationError, validate_event
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+MAX_REPORTED_ERRORS = 100
+
+
+@dataclass(frozen=True)
+class EventError:
+    index: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"events[{self.index}].{self.field}: {self.message}"
+
+
+class BatchRejectedError(ValueError):
+    """At least one event is invalid; none of the batch was published."""
+
+    def __init__(self, errors: list[EventError], invalid_count: int) -> None:
+        more = f" (and {invalid_count - len(errors)} more)" if invalid_count > len(errors) else ""
+        super().__init__(f"{invalid_count} invalid event(s); first: {errors[0]}{more}")
+        self.errors = errors
+        self.invalid_count = invalid_count
+
+
+class BatchTooLargeError(ValueError):
+    pass
+
+
+def check_batch(
+    events: Sequence[pb.UsageEvent], settings: IngestSettings, now: datetime | None = None
+) -> None:
+    """Raise BatchRejectedError listing the invalid events (up to MAX_REPORTED_ERRORS)."""
+    if not events:
+        raise BatchRejectedError([EventError(0, "events", "the batch is empty")], 1)
+    if len(events) > settings.max_batch_events:
+        raise BatchTooLargeError(
+            f"{len(events)} events exceed the batch limit {settings.max_batch_events}"
+        )
+    now = now or datetime.now(UTC)
+    errors: list[EventError] = []
+    invalid = 0
+    for index, event in enumerate(events):
+        try:
+            validate_event(event, now, settings.time_window)
+        except ValidationError as exc:
+            invalid += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append(EventError(index, exc.field, exc.message))
+    if errors:
+        raise BatchRejectedError(errors, invalid)
+
+
+class Publisher:
+    def __init__(self, settings: IngestSettings, telemetry: Telemetry) -> None:
+        self.settings = settings
+        self._topic = settings.kafka.topics.raw
+        self._tracer = telemetry.tracer
+        self._producer = make_producer(
+            settings.kafka,
+            linger_ms=settings.linger_ms,
+            compression=settings.compression,
+            client_id="civicmeter-ingest",
+        )
+        self._accepted = telemetry.meter.create_counter(
+            "civicmeter.ingest.events",
+            unit="{event}",
+            description="Events received by ingest, by outcome",
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    def count_rejected(self, count: int, reason: str) -> None:
+        self._accepted.add(count, {"outcome": "rejected", "reason": reason})
+
+    async def publish(self, events: Sequence[pb.UsageEvent]) -> int:
+        """Validate, then publish every event and wait for Kafka's acknowledgement of all."""
+        try:
+            check_batch(events, self.settings)
+        except BatchRejectedError as exc:
+            self.count_rejected(exc.invalid_count, "invalid")
+            raise
+        except BatchTooLargeError:
+            self.count_rejected(len(events), "too_large")
+            raise
+        with trace.use_span(
+            producer_span(self._tracer, self._topic, len(events)), end_on_exit=True
+        ):
+            headers = inject_headers()
+            send = self._producer.send
+            futures = [
+                await send(
+                    self._topic,
+                    event.SerializeToString(),
+                    key=event_key(event.organization_id, event.user_id),
+                    headers=headers,
+                )
+                for event in events
+            ]
+            await asyncio.gather(*futures)
+        self._accepted.add(len(events), {"outcome": "accepted"})
+        return len(events)

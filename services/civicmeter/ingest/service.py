@@ -1,0 +1,42 @@
+"""ingest: the HTTP and gRPC fronts over one Kafka publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from civicmeter.core.config import IngestSettings
+from civicmeter.core.kafka import ensure_topics
+from civicmeter.core.telemetry import Telemetry
+from civicmeter.ingest.grpc_api import build_grpc_server
+from civicmeter.ingest.http_api import build_http_app
+from civicmeter.ingest.publisher import Publisher
+
+log = logging.getLogger("civicmeter.ingest")
+
+
+async def serve(settings: IngestSettings, telemetry: Telemetry, stop: asyncio.Event) -> None:
+    if settings.kafka.create_topics:
+        await ensure_topics(settings.kafka)
+    publisher = Publisher(settings, telemetry)
+    await publisher.start()
+    runner = web.AppRunner(build_http_app(publisher), access_log=None)
+    await runner.setup()
+    grpc_server = build_grpc_server(publisher, f"{settings.http_host}:{settings.grpc_port}")
+    try:
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        await grpc_server.start()
+        log.info(
+            "ingest listening: HTTP %s:%d, gRPC %s:%d",
+            settings.http_host,
+            settings.http_port,
+            settings.http_host,
+            settings.grpc_port,
+        )
+        await stop.wait()
+    finally:
+        await grpc_server.stop()
+        await runner.cleanup()
+        await publisher.stop()

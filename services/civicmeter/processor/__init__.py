@@ -1,0 +1,1 @@
+"""processor: validates, prices and aggregates usage events (faust-streaming)."""

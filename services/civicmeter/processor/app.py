@@ -1,0 +1,145 @@
+"""The faust-streaming app: usage.raw in; usage.rated, usage.cost.1m and usage.dlq out.
+
+Delivery is at-least-once: a micro-batch's events are acknowledged (and so their offsets
+committed) only after everything produced from them is acknowledged by Kafka (acks=all).
+faust's exactly_once mode is deliberately not used; the stores are idempotent on event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import faust
+from opentelemetry import trace
+
+from civicmeter.core.config import ProcessorSettings
+from civicmeter.core.kafka import make_producer
+from civicmeter.core.pricing import PriceCatalog
+from civicmeter.core.telemetry import (
+    Telemetry,
+    consumer_span,
+    inject_headers,
+    links_from_headers,
+    producer_span,
+)
+from civicmeter.processor.pipeline import BatchProcessor, RawRecord
+
+log = logging.getLogger("civicmeter.processor")
+
+
+def _credentials(settings: ProcessorSettings) -> Any:
+    kafka = settings.kafka
+    context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism or "SCRAM-SHA-512",
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def build_app(
+    settings: ProcessorSettings, catalog: PriceCatalog, telemetry: Telemetry
+) -> faust.App:
+    kafka = settings.kafka
+    topics = kafka.topics
+    brokers = ";".join(f"kafka://{b}" for b in kafka.bootstrap_servers.split(","))
+    app = faust.App(
+        "civicmeter-processor",
+        broker=brokers,
+        broker_credentials=_credentials(settings),
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4 * settings.batch_size, 8192),
+        processing_guarantee="at_least_once",
+    )
+    raw_topic = app.topic(
+        topics.raw, key_type=bytes, value_type=bytes, partitions=topics.partitions
+    )
+    processor = BatchProcessor(catalog, topics.raw, settings.time_window)
+    counters = _Counters(telemetry)
+    tracer = telemetry.tracer
+
+    async def rate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor")
+        await producer.start()
+        try:
+            # take_events (not take) keeps each record's partition, offset and headers.
+            batches = cast("faust.Stream[bytes]", stream).take_events
+            async for events in batches(settings.batch_size, within=settings.batch_within_seconds):
+                records = [
+                    RawRecord(e.message.value, e.message.partition, e.message.offset)
+                    for e in events
+                ]
+                links = links_from_headers(e.message.headers for e in events)
+                with trace.use_span(
+                    consumer_span(tracer, topics.raw, len(records), links), end_on_exit=True
+                ):
+                    result = processor.process(records)
+                    with trace.use_span(
+                        producer_span(tracer, topics.rated, len(result.rated)), end_on_exit=True
+                    ):
+                        headers = inject_headers()
+                        futures = [
+                            await producer.send(topics.rated, value, key=key, headers=headers)
+                            for key, value in result.rated
+                        ]
+                        futures += [
+                            await producer.send(topics.dlq, value, key=key, headers=headers)
+                            for key, value in result.dead
+                        ]
+                        futures += [
+                            await producer.send(
+                                topics.cost_windows,
+                                window.SerializeToString(),
+                                key=window.organization_id.encode(),
+                                headers=headers,
+                            )
+                            for window in result.windows
+                        ]
+                        # Offsets of this batch are committed only once all of it is durable.
+                        await asyncio.gather(*futures)
+                counters.record(len(result.rated), result.reasons)
+                if result.dead:
+                    log.warning(
+                        "dead-lettered %d of %d events: %s",
+                        len(result.dead),
+                        len(records),
+                        result.reasons,
+                    )
+                yield None
+        finally:
+            await producer.stop()
+
+    app.agent(raw_topic, name="rate")(rate)
+    return app
+
+
+class _Counters:
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._events = telemetry.meter.create_counter(
+            "civicmeter.processor.events",
+            unit="{event}",
+            description="Events processed, by outcome and dead-letter reason",
+        )
+
+    def record(self, rated: int, reasons: dict[str, int]) -> None:
+        self._events.add(rated, {"outcome": "rated"})
+        for reason, count in reasons.items():
+            self._events.add(count, {"outcome": "dead_lettered", "reason": reason})

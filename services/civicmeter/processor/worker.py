@@ -1,0 +1,25 @@
+"""Runs the processor as a faust worker, with the catalog loaded and checked first."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import faust
+
+from civicmeter.core.config import ProcessorSettings
+from civicmeter.core.kafka import ensure_topics
+from civicmeter.core.pricing import load_catalog
+from civicmeter.core.telemetry import setup_telemetry
+from civicmeter.processor.app import build_app
+
+
+def run(env: Mapping[str, str], log_level: str) -> None:
+    settings = ProcessorSettings.from_env(env)
+    catalog = load_catalog(settings.prices_file)  # a bad catalog stops start-up, with its reason
+    telemetry = setup_telemetry("processor", env)
+    if settings.kafka.create_topics:
+        asyncio.run(ensure_topics(settings.kafka))
+    app = build_app(settings, catalog, telemetry)
+    worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,1 @@
+"""query: the gRPC API finance systems use to read cost and usage."""

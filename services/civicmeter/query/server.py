@@ -1,0 +1,94 @@
+"""civicmeter.query.v1.QueryService over grpc.aio, with health checking and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC
+
+import grpc
+
+from civicmeter.core.config import QuerySettings
+from civicmeter.core.grpc_server import GrpcServer, new_server
+from civicmeter.core.money import to_money
+from civicmeter.core.storage import Storage, migrate
+from civicmeter.query import page_token
+from civicmeter.query.cost import CostQuery, cost_breakdown
+from civicmeter.query.v1 import query_service_pb2 as query_pb
+from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
+
+log = logging.getLogger("civicmeter.query")
+SERVICE_NAME = query_pb.DESCRIPTOR.services_by_name["QueryService"].full_name
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_DIMENSIONS = {
+    query_pb.COST_DIMENSION_ORGANIZATION: "organization",
+    query_pb.COST_DIMENSION_DEPARTMENT: "department",
+    query_pb.COST_DIMENSION_USER: "user",
+    query_pb.COST_DIMENSION_SERVICE: "service",
+}
+
+
+class QueryService(query_grpc.QueryServiceServicer):
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def GetCostBreakdown(  # noqa: N802 (gRPC method name)
+        self, request: query_pb.GetCostBreakdownRequest, context: grpc.aio.ServicerContext
+    ) -> query_pb.GetCostBreakdownResponse:
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        if not request.HasField("start_time"):
+            await context.abort(invalid, "start_time: is required")
+        if not request.HasField("end_time"):
+            await context.abort(invalid, "end_time: is required")
+        start = request.start_time.ToDatetime(tzinfo=UTC)
+        end = request.end_time.ToDatetime(tzinfo=UTC)
+        if end <= start:
+            await context.abort(invalid, "end_time: must be after start_time")
+        dimension = _DIMENSIONS.get(request.group_by)
+        if dimension is None:
+            await context.abort(
+                invalid, "group_by: must be a CostDimension other than COST_DIMENSION_UNSPECIFIED"
+            )
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            await context.abort(invalid, f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        fingerprint = page_token.fingerprint(start, end, dimension, request.organization_id)
+        after = None
+        if request.page_token:
+            try:
+                after = page_token.decode(request.page_token, fingerprint)
+            except page_token.PageTokenError as exc:
+                await context.abort(invalid, f"page_token: {exc}")
+        query = CostQuery(
+            start=start,
+            end=end,
+            dimension=str(dimension),
+            organization_id=request.organization_id or None,
+            after_key=after,
+            limit=request.page_size or DEFAULT_PAGE_SIZE,
+        )
+        page = await self._storage.run(lambda client: cost_breakdown(client, query))
+        response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
+        for row in page.rows:
+            response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
+        if page.has_more:
+            response.next_page_token = page_token.encode(page.rows[-1].key, fingerprint)
+        return response
+
+
+def build_server(settings: QuerySettings, storage: Storage) -> GrpcServer:
+    grpc_server = new_server([SERVICE_NAME], reflection_enabled=settings.reflection)
+    query_grpc.add_QueryServiceServicer_to_server(QueryService(storage), grpc_server.server)
+    grpc_server.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    return grpc_server
+
+
+async def serve(settings: QuerySettings, storage: Storage, stop: asyncio.Event) -> None:
+    await storage.run(migrate)
+    grpc_server = build_server(settings, storage)
+    await grpc_server.start()
+    log.info("query serving gRPC on %s:%d", settings.host, settings.grpc_port)
+    try:
+        await stop.wait()
+    finally:
+        await grpc_server.stop()

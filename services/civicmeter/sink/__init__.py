@@ -1,0 +1,1 @@
+"""sink: writes rated usage events from Kafka to ClickHouse, idempotently."""
