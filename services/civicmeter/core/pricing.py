@@ -10,6 +10,10 @@ Units are the field names of `Usage` (input_tokens, seat_months, ...). Money is 
         effective_from: "2024-01-01T00:00:00+09:00"
         prices:
           - {provider: openai, service: chatgpt, model: "*", unit: seat_months, price: "29000"}
+      - version: "2024-10"
+        effective_from: "2024-10-01T00:00:00+09:00"
+        based_on: "2024-01"      # start from that version's prices; entries below override
+        prices: [...]
 """
 
 from __future__ import annotations
@@ -117,7 +121,7 @@ def parse_catalog(document: Any, source: str = "<catalog>") -> PriceCatalog:
     if not isinstance(raw_versions, list) or not raw_versions:
         raise CatalogError(f"{source}: versions must be a non-empty list")
     versions: list[PriceVersion] = []
-    seen: set[str] = set()
+    by_name: dict[str, PriceVersion] = {}
     for vi, raw in enumerate(raw_versions):
         where = f"{source}: versions[{vi}]"
         if not isinstance(raw, dict):
@@ -125,23 +129,47 @@ def parse_catalog(document: Any, source: str = "<catalog>") -> PriceCatalog:
         name = raw.get("version")
         if not isinstance(name, str) or not name:
             raise CatalogError(f"{where}.version: must be a non-empty string")
-        if name in seen:
+        if name in by_name:
             raise CatalogError(f"{where}.version: {name!r} appears twice")
-        seen.add(name)
+        unknown = set(raw) - {"version", "effective_from", "based_on", "prices"}
+        if unknown:
+            raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
         effective = _parse_time(raw.get("effective_from"), f"{where}.effective_from")
+        prices: dict[tuple[str, str, str], dict[str, Decimal]] = {}
+        base_name = raw.get("based_on")
+        if base_name is not None:
+            base = by_name.get(base_name)
+            if base is None:
+                raise CatalogError(f"{where}.based_on: {base_name!r} is not an earlier version")
+            prices = {key: dict(units) for key, units in base.prices.items()}
         entries = raw.get("prices")
         if not isinstance(entries, list) or not entries:
             raise CatalogError(f"{where}.prices: must be a non-empty list")
-        prices: dict[tuple[str, str, str], dict[str, Decimal]] = {}
+        own: set[tuple[tuple[str, str, str], str]] = set()
         for pi, entry in enumerate(entries):
             at = f"{where}.prices[{pi}]"
             key, unit, price = _parse_price(entry, at)
-            units = prices.setdefault(key, {})
-            if unit in units:
+            if (key, unit) in own:
                 raise CatalogError(f"{at}: duplicate price for {'/'.join(key)} {unit}")
-            units[unit] = price
-        versions.append(PriceVersion(name, effective, prices))
+            own.add((key, unit))
+            prices.setdefault(key, {})[unit] = price
+        version = PriceVersion(name, effective, _with_wildcards(prices))
+        by_name[name] = version
+        versions.append(version)
     return PriceCatalog(versions)
+
+
+def _with_wildcards(
+    prices: dict[tuple[str, str, str], dict[str, Decimal]],
+) -> dict[tuple[str, str, str], dict[str, Decimal]]:
+    """A model's own prices, completed unit by unit from its service's model "*" prices."""
+    merged = {key: dict(units) for key, units in prices.items()}
+    for (provider, service, model), units in merged.items():
+        wildcard = prices.get((provider, service, ANY_MODEL))
+        if model != ANY_MODEL and wildcard:
+            for unit, price in wildcard.items():
+                units.setdefault(unit, price)
+    return merged
 
 
 def _parse_time(value: Any, where: str) -> datetime:

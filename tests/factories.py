@@ -1,0 +1,71 @@
+"""Builders of valid usage events for tests; each test changes only what it is about."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from civicmeter.core.pricing import PriceCatalog, parse_catalog
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+_ids = itertools.count()
+
+CATALOG_DOC: dict[str, Any] = {
+    "currency": "KRW",
+    "versions": [
+        {
+            "version": "v1",
+            "effective_from": "2026-01-01T00:00:00+09:00",
+            "prices": [
+                {"provider": "openai", "service": "openai-api", "model": "gpt-4o",
+                 "unit": "input_tokens", "price": "0.0034"},
+                {"provider": "openai", "service": "openai-api", "model": "gpt-4o",
+                 "unit": "output_tokens", "price": "0.0136"},
+                {"provider": "openai", "service": "chatgpt", "unit": "seat_months",
+                 "price": "29000"},
+                {"provider": "openai", "service": "chatgpt", "unit": "input_tokens",
+                 "price": "0"},
+                {"provider": "openai", "service": "chatgpt", "unit": "output_tokens",
+                 "price": "0"},
+            ],
+        },
+        {
+            "version": "v2",
+            "effective_from": "2026-11-01T00:00:00+09:00",
+            "based_on": "v1",
+            "prices": [
+                {"provider": "openai", "service": "openai-api", "model": "gpt-4o",
+                 "unit": "input_tokens", "price": "0.0036"},
+            ],
+        },
+    ],
+}
+
+
+def catalog() -> PriceCatalog:
+    return parse_catalog(CATALOG_DOC, "test-catalog")
+
+
+def event(**changes: Any) -> pb.UsageEvent:
+    """A valid API call by a Seoul user, one hour before NOW; keyword args override fields."""
+    usage = changes.pop("usage", pb.Usage(input_tokens=1000, output_tokens=200))
+    when = changes.pop("event_time", NOW - timedelta(hours=1))
+    message = pb.UsageEvent(
+        event_id=changes.pop("event_id", f"evt-{next(_ids)}"),
+        gateway_id="gw-seoul-1",
+        organization_id="seoul",
+        department_id="digital-policy",
+        user_id="u_0123456789abcdef0123456789abcdef",
+        account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL,
+        provider_name="openai",
+        service_id="openai-api",
+        request_model="gpt-4o",
+        operation_name="chat",
+        usage=usage,
+    )
+    for name, value in changes.items():
+        setattr(message, name, value)
+    message.event_time.FromDatetime(when)
+    return message

@@ -1,0 +1,52 @@
+from datetime import timedelta
+from decimal import Decimal
+
+from civicmeter.processor.pipeline import BatchProcessor, RawRecord
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+from tests.factories import NOW, catalog, event
+
+
+def records(*messages: pb.UsageEvent | bytes) -> list[RawRecord]:
+    return [RawRecord(m if isinstance(m, bytes) else m.SerializeToString(), 0, offset)
+            for offset, m in enumerate(messages)]
+
+
+def test_valid_events_are_rated_and_keyed_by_user() -> None:
+    result = BatchProcessor(catalog(), "usage.raw").process(records(event(), event()), NOW)
+    assert len(result.rated) == 2
+    key, value = result.rated[0]
+    assert key == b"seoul/u_0123456789abcdef0123456789abcdef"
+    rated = pb.RatedUsageEvent.FromString(value)
+    assert rated.cost_krw == "6.320000"
+    assert rated.price_version == "v2"
+    assert not result.dead
+
+
+def test_bad_records_go_to_the_dead_letters_with_reason_and_origin() -> None:
+    bad_field = event(usage=pb.Usage(input_tokens=-1))
+    unpriced = event(provider_name="deepseek", service_id="deepseek-chat")
+    result = BatchProcessor(catalog(), "usage.raw").process(
+        records(b"\xff\xfe not protobuf", bad_field, unpriced, event()), NOW)
+    assert len(result.rated) == 1
+    letters = [pb.DeadLetter.FromString(v) for _, v in result.dead]
+    assert [d.reason_code for d in letters] == ["undecodable", "invalid_field", "unpriced"]
+    assert letters[1].reason.startswith("usage.input_tokens")
+    assert letters[1].payload == bad_field.SerializeToString()
+    assert [d.source_offset for d in letters] == [0, 1, 2]
+    assert result.reasons == {"undecodable": 1, "invalid_field": 1, "unpriced": 1}
+
+
+def test_minute_windows_sum_the_batch_per_user_and_service() -> None:
+    hour_ago = NOW - timedelta(hours=1)
+    a = event(event_time=hour_ago.replace(minute=5, second=1))
+    b = event(event_time=hour_ago.replace(minute=5, second=59))
+    c = event(event_time=hour_ago.replace(minute=6, second=0))
+    d = event(event_time=hour_ago.replace(minute=5, second=30), user_id="u_other")
+    result = BatchProcessor(catalog(), "usage.raw").process(records(a, b, c, d), NOW)
+    windows = {(w.window_start_time.seconds, w.user_id): w for w in result.windows}
+    minute5 = int(hour_ago.replace(minute=5).timestamp())
+    mine = windows[(minute5, a.user_id)]
+    assert (mine.events, Decimal(mine.cost_krw)) == (2, Decimal("12.640000"))
+    assert windows[(minute5 + 60, a.user_id)].events == 1
+    assert windows[(minute5, "u_other")].events == 1
+    assert sum(w.events for w in result.windows) == 4

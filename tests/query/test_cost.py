@@ -1,0 +1,81 @@
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.query.cost import CostQuery, cost_breakdown, source_table
+from civicmeter.sink.writer import write_events
+from tests.factories import NOW, event
+from tests.sink.test_writer import rated
+
+HOUR = NOW.replace(minute=0, second=0) - timedelta(hours=3)
+
+
+@pytest.fixture
+def stored(clickhouse: Client) -> Client:
+    events = [
+        event(organization_id="seoul", department_id="welfare", event_time=HOUR + timedelta(
+            minutes=10, seconds=30)),
+        event(organization_id="seoul", department_id="transport", event_time=HOUR + timedelta(
+            minutes=70)),
+        event(organization_id="busan", department_id="welfare", event_time=HOUR + timedelta(
+            minutes=10, seconds=45)),
+    ]
+    write_events(clickhouse, rated(*events))
+    return clickhouse
+
+
+def query(start: datetime, end: datetime, dimension: str = "organization",
+          org: str | None = None, after: str | None = None, limit: int = 100) -> CostQuery:
+    return CostQuery(start, end, dimension, org, after, limit)
+
+
+def test_the_source_follows_the_alignment_of_the_range() -> None:
+    assert source_table(HOUR, HOUR + timedelta(hours=2))[0] == "usage_cost_1h"
+    assert source_table(HOUR, HOUR + timedelta(minutes=3))[0] == "usage_cost_1m"
+    assert source_table(HOUR, HOUR + timedelta(seconds=3))[0] == "usage_events FINAL"
+
+
+def test_breakdown_by_organisation(stored: Client) -> None:
+    page = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3)))
+    assert [(r.key, r.cost, r.events) for r in page.rows] == [
+        ("busan", Decimal("6.32"), 1), ("seoul", Decimal("12.64"), 2)]
+    assert page.total == Decimal("18.96")
+    assert not page.has_more
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "events"),
+    [
+        (HOUR, HOUR + timedelta(hours=1), 2),  # hourly rollup
+        (HOUR + timedelta(minutes=10), HOUR + timedelta(minutes=11), 2),  # minute rollup
+        (HOUR + timedelta(minutes=10, seconds=40), HOUR + timedelta(minutes=11), 1),  # raw
+    ],
+)
+def test_every_source_gives_the_exact_answer(stored: Client, start: datetime, end: datetime,
+                                            events: int) -> None:
+    page = cost_breakdown(stored, query(start, end))
+    assert sum(r.events for r in page.rows) == events
+    assert page.total == Decimal("6.32") * events
+
+
+def test_an_organisation_filter_and_department_grouping(stored: Client) -> None:
+    page = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), "department", "seoul"))
+    assert [r.key for r in page.rows] == ["transport", "welfare"]
+    assert page.total == Decimal("12.64")
+
+
+def test_keyset_pages_cover_the_result_once(stored: Client) -> None:
+    first = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), limit=1))
+    assert [r.key for r in first.rows] == ["busan"] and first.has_more
+    second = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), after="busan",
+                                          limit=1))
+    assert [r.key for r in second.rows] == ["seoul"] and not second.has_more
+    assert second.total == first.total
+
+
+def test_times_are_utc_whatever_the_caller_zone(stored: Client) -> None:
+    seoul = HOUR.astimezone(timezone(timedelta(hours=9)))
+    assert cost_breakdown(stored, query(seoul, seoul + timedelta(hours=3))).total == Decimal(
+        "18.96")

@@ -1,0 +1,72 @@
+from datetime import timedelta
+from decimal import Decimal
+
+from clickhouse_connect.driver.client import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from civicmeter.processor.pipeline import BatchProcessor, RawRecord
+from civicmeter.sink.writer import write_events
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+from tests.factories import NOW, catalog, event
+
+
+def rated(*events: pb.UsageEvent) -> list[pb.RatedUsageEvent]:
+    result = BatchProcessor(catalog(), "usage.raw").process(
+        [RawRecord(e.SerializeToString(), 0, i) for i, e in enumerate(events)], NOW)
+    return [pb.RatedUsageEvent.FromString(v) for _, v in result.rated]
+
+
+def totals(client: Client) -> tuple[int, Decimal, int, Decimal]:
+    raw = client.query("SELECT count(), sum(cost_krw) FROM usage_events FINAL").result_rows[0]
+    rollup = client.query("SELECT sum(events), sum(cost_krw) FROM usage_cost_1h").result_rows[0]
+    return int(raw[0]), Decimal(raw[1]), int(rollup[0]), Decimal(rollup[1])
+
+
+def test_events_and_rollups_are_written(clickhouse: Client) -> None:
+    batch = rated(event(), event(usage=pb.Usage(input_tokens=10)))
+    result = write_events(clickhouse, batch)
+    assert (result.inserted, result.duplicates) == (2, 0)
+    assert totals(clickhouse) == (2, Decimal("6.356"), 2, Decimal("6.356"))
+
+
+def test_a_redelivered_batch_changes_no_sum(clickhouse: Client) -> None:
+    batch = rated(event(), event(), event())
+    write_events(clickhouse, batch)
+    before = totals(clickhouse)
+    again = write_events(clickhouse, batch[1:] + rated(event()))
+    assert (again.inserted, again.duplicates) == (1, 2)
+    assert totals(clickhouse)[0] == before[0] + 1
+    assert totals(clickhouse)[2] == before[2] + 1
+
+
+def test_duplicates_within_a_batch_are_counted_once(clickhouse: Client) -> None:
+    [one] = rated(event())
+    result = write_events(clickhouse, [one, one, one])
+    assert (result.inserted, result.duplicates) == (1, 2)
+    assert totals(clickhouse)[2] == 1
+
+
+def test_the_same_event_id_in_two_organisations_is_two_events(clickhouse: Client) -> None:
+    write_events(clickhouse, rated(event(event_id="same"), event(event_id="same",
+                                                                  organization_id="busan")))
+    assert totals(clickhouse)[0] == 2
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(range(6)), repeats=st.lists(st.integers(0, 5), max_size=6),
+       cut=st.integers(1, 6))
+def test_any_order_duplication_or_batching_gives_the_same_sums(
+    clickhouse: Client, order: list[int], repeats: list[int], cut: int
+) -> None:
+    clickhouse.command("TRUNCATE TABLE usage_events")
+    clickhouse.command("TRUNCATE TABLE usage_cost_1h")
+    clickhouse.command("TRUNCATE TABLE usage_cost_1m")
+    events = rated(*[event(event_id=f"p-{i}", usage=pb.Usage(input_tokens=100 * (i + 1)),
+                           event_time=NOW - timedelta(minutes=7 * i)) for i in range(6)])
+    stream = [events[i] for i in order] + [events[i] for i in repeats]
+    for start in range(0, len(stream), cut):
+        write_events(clickhouse, stream[start:start + cut])
+    expected = sum(Decimal(e.cost_krw) for e in events)
+    assert totals(clickhouse) == (6, expected, 6, expected)
