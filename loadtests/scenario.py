@@ -31,21 +31,41 @@ DEMO_HMAC_KEY = b"civicmeter-demo-key-not-for-production"
 
 # 2024 resident population (millions), to spread what the report left out.
 POPULATION = {
-    "seoul": 9.39, "busan": 3.29, "daegu": 2.37, "incheon": 3.02, "gwangju": 1.42,
-    "daejeon": 1.44, "ulsan": 1.10, "sejong": 0.39, "gyeonggi": 13.69, "gangwon": 1.52,
-    "chungbuk": 1.59, "chungnam": 2.13, "jeonbuk": 1.75, "jeonnam": 1.80, "gyeongbuk": 2.55,
-    "gyeongnam": 3.25, "jeju": 0.67,
+    "seoul": 9.39,
+    "busan": 3.29,
+    "daegu": 2.37,
+    "incheon": 3.02,
+    "gwangju": 1.42,
+    "daejeon": 1.44,
+    "ulsan": 1.10,
+    "sejong": 0.39,
+    "gyeonggi": 13.69,
+    "gangwon": 1.52,
+    "chungbuk": 1.59,
+    "chungnam": 2.13,
+    "jeonbuk": 1.75,
+    "jeonnam": 1.80,
+    "gyeongbuk": 2.55,
+    "gyeongnam": 3.25,
+    "jeju": 0.67,
 }
 DEPARTMENTS = (
-    "planning-budget", "digital-policy", "culture-tourism", "welfare", "transport",
-    "environment", "economy-jobs", "safety", "press-office", "urban-planning",
+    "planning-budget",
+    "digital-policy",
+    "culture-tourism",
+    "welfare",
+    "transport",
+    "environment",
+    "economy-jobs",
+    "safety",
+    "press-office",
+    "urban-planning",
 )
 # Which governments subscribe to what, consistent with the report's counts (ChatGPT 17,
 # Claude 5, Midjourney 5, Gamma 4; Seoul and Gyeonggi 10 services each).
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "seoul": ("claude", "midjourney", "gamma", "suno", "perplexity", "clova-dubbing", "bluedot"),
-    "gyeonggi": ("claude", "midjourney", "gamma", "suno", "perplexity", "clova-dubbing",
-                 "bluedot"),
+    "gyeonggi": ("claude", "midjourney", "gamma", "suno", "perplexity", "clova-dubbing", "bluedot"),
     "busan": ("midjourney", "perplexity"),
     "incheon": ("claude",),
     "daegu": ("gamma",),
@@ -133,13 +153,15 @@ def _spread(total: int, weights: dict[str, float], unit: int) -> dict[str, int]:
     return shares
 
 
-def build_scenario(facts: dict[str, Any], catalog: PriceCatalog, *, events: int = 200_000,
-                   seed: int = 2024) -> Scenario:
+def build_scenario(
+    facts: dict[str, Any], catalog: PriceCatalog, *, events: int = 200_000, seed: int = 2024
+) -> Scenario:
     """Every government's events; `events` is the approximate total to generate."""
     rng = random.Random(seed)
     period_start = datetime.fromisoformat(facts["period"]["start"]).replace(tzinfo=KST)
     period_end = datetime.fromisoformat(facts["period"]["end"]).replace(tzinfo=KST) + timedelta(
-        days=1)
+        days=1
+    )
     rows = facts["governments"]
     total = int(facts["total_spend_krw"])
     reported = {r["id"]: int(r["spend_krw"]) for r in rows if r["spend_krw"] is not None}
@@ -148,13 +170,21 @@ def build_scenario(facts: dict[str, Any], catalog: PriceCatalog, *, events: int 
     known_users = {r["id"]: int(r["users"]) for r in rows if r["users"] is not None}
     # Gyeonggi answered "not available"; the report's user total excludes it.
     users_total = int(facts["total_users_excluding_gyeonggi"])
-    unknown_users = {r["id"]: spend[r["id"]] / 1.0 for r in rows
-                     if r["users"] is None and r["id"] != "gyeonggi"}
+    unknown_users = {
+        r["id"]: spend[r["id"]] / 1.0 for r in rows if r["users"] is None and r["id"] != "gyeonggi"
+    }
     users = {**known_users, **_spread(users_total - sum(known_users.values()), unknown_users, 1)}
     users["gyeonggi"] = 520
     governments = [
-        Government(r["id"], r["name"], spend[r["id"]], r["id"] in reported, users[r["id"]],
-                   r["id"] in known_users, ("chatgpt", *SUBSCRIPTIONS.get(r["id"], ())))
+        Government(
+            r["id"],
+            r["name"],
+            spend[r["id"]],
+            r["id"] in reported,
+            users[r["id"]],
+            r["id"] in known_users,
+            ("chatgpt", *SUBSCRIPTIONS.get(r["id"], ())),
+        )
         for r in rows
     ]
     months = _months(period_start, period_end)
@@ -173,14 +203,23 @@ def _months(start: datetime, end: datetime) -> list[datetime]:
     return months
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _user_id(government: str, user: int) -> str:
     return pseudonymise_user(DEMO_HMAC_KEY, f"{government}-staff-{user:05d}")
 
 
-def _event(gov: Government, user: int, dept: str, when: datetime, service: str,
-           provider: str, operation: str, model: str, key: str, usage: pb.Usage
-           ) -> pb.UsageEvent:
+def _event(
+    gov: Government,
+    user: int,
+    dept: str,
+    when: datetime,
+    service: str,
+    provider: str,
+    operation: str,
+    model: str,
+    key: str,
+    usage: pb.Usage,
+) -> pb.UsageEvent:
     event = pb.UsageEvent(
         event_id=f"{gov.id}:{key}",
         gateway_id=f"gw-{gov.id}-1",
@@ -207,12 +246,23 @@ def _working_time(rng: random.Random, start: datetime, end: datetime) -> datetim
         if day.weekday() < 5:
             break
     hour = rng.choice((9, 10, 10, 11, 11, 13, 14, 14, 15, 15, 16, 17))
-    return day.replace(hour=hour, minute=rng.randrange(60), second=rng.randrange(60),
-                       microsecond=rng.randrange(1000) * 1000)
+    return day.replace(
+        hour=hour,
+        minute=rng.randrange(60),
+        second=rng.randrange(60),
+        microsecond=rng.randrange(1000) * 1000,
+    )
 
 
-def _generate(gov: Government, catalog: PriceCatalog, months: list[datetime],
-              start: datetime, end: datetime, budget: int, rng: random.Random) -> None:
+def _generate(
+    gov: Government,
+    catalog: PriceCatalog,
+    months: list[datetime],
+    start: datetime,
+    end: datetime,
+    budget: int,
+    rng: random.Random,
+) -> None:
     dept_of = {u: DEPARTMENTS[u % len(DEPARTMENTS)] for u in range(gov.users)}
     # 1. Seat-months: about 96% of spend, split across the services by weight.
     seat_budget = Decimal(gov.spend_krw) * Decimal("0.96")
@@ -224,16 +274,28 @@ def _generate(gov: Government, catalog: PriceCatalog, months: list[datetime],
         svc = SERVICES[service_id]
         price = _unit_price(catalog, svc.provider, svc.id, "", "seat_months", start)
         seats = int(seat_budget * Decimal(weights[service_id] / weight_sum) / price)
-        holders = sorted(rng.sample(range(gov.users), min(gov.users, max(1, seats // len(months)
-                                                                           + 1))))
+        holders = sorted(
+            rng.sample(range(gov.users), min(gov.users, max(1, seats // len(months) + 1)))
+        )
         seat_holders[service_id] = holders
         for n in range(seats):
             month = months[n % len(months)]
             user = holders[(n // len(months)) % len(holders)]
             when = month + timedelta(hours=9, minutes=n % 60)
-            gov.events.append(_event(gov, user, dept_of[user], when, svc.id, svc.provider,
-                                     "subscription", "", f"seat/{service_id}/{n}",
-                                     pb.Usage(seat_months=1)))
+            gov.events.append(
+                _event(
+                    gov,
+                    user,
+                    dept_of[user],
+                    when,
+                    svc.id,
+                    svc.provider,
+                    "subscription",
+                    "",
+                    f"seat/{service_id}/{n}",
+                    pb.Usage(seat_months=1),
+                )
+            )
             spent += price
     # 2. Staff use under the seats: metered, included in the fee.
     api_calls = max(20, budget // 12)
@@ -241,9 +303,20 @@ def _generate(gov: Government, catalog: PriceCatalog, months: list[datetime],
         service_id = rng.choices(gov.services, weights=[weights[s] for s in gov.services])[0]
         svc = SERVICES[service_id]
         user = rng.choice(seat_holders[service_id])
-        gov.events.append(_event(gov, user, dept_of[user], _working_time(rng, start, end),
-                                 svc.id, svc.provider, svc.operation, "",
-                                 f"use/{n}", _seat_usage(svc, rng)))
+        gov.events.append(
+            _event(
+                gov,
+                user,
+                dept_of[user],
+                _working_time(rng, start, end),
+                svc.id,
+                svc.provider,
+                svc.operation,
+                "",
+                f"use/{n}",
+                _seat_usage(svc, rng),
+            )
+        )
     # 3. Metered API use tops the spend up to the reported figure, to the won.
     remaining = Decimal(gov.spend_krw) - spent
     per_call = remaining / api_calls
@@ -253,8 +326,18 @@ def _generate(gov: Government, catalog: PriceCatalog, months: list[datetime],
         when = _working_time(rng, start, end)
         target = per_call * Decimal(rng.uniform(0.4, 1.2))
         usage = _api_usage(catalog, provider, service, model, when, target, rng)
-        event = _event(gov, developers[n % len(developers)],
-                       "digital-policy", when, service, provider, "chat", model, f"api/{n}", usage)
+        event = _event(
+            gov,
+            developers[n % len(developers)],
+            "digital-policy",
+            when,
+            service,
+            provider,
+            "chat",
+            model,
+            f"api/{n}",
+            usage,
+        )
         cost = catalog.rate(event).cost_krw
         if cost > remaining:
             break
@@ -265,15 +348,28 @@ def _generate(gov: Government, catalog: PriceCatalog, months: list[datetime],
         tokens = min(MAX_FILLER_TOKENS, int(remaining / FILLER_PRICE))
         when = _working_time(rng, start, end)
         provider, service, model = FILLER
-        gov.events.append(_event(gov, developers[0], "digital-policy", when, service, provider,
-                                 "chat", model, f"batch/{n}", pb.Usage(input_tokens=tokens)))
+        gov.events.append(
+            _event(
+                gov,
+                developers[0],
+                "digital-policy",
+                when,
+                service,
+                provider,
+                "chat",
+                model,
+                f"batch/{n}",
+                pb.Usage(input_tokens=tokens),
+            )
+        )
         remaining -= FILLER_PRICE * tokens
         n += 1
     rng.shuffle(gov.events)
 
 
-def _unit_price(catalog: PriceCatalog, provider: str, service: str, model: str, unit: str,
-                when: datetime) -> Decimal:
+def _unit_price(
+    catalog: PriceCatalog, provider: str, service: str, model: str, unit: str, when: datetime
+) -> Decimal:
     version = catalog.version_at(when.timestamp())
     prices = version.unit_prices(provider, service, model) if version else None
     if not prices or unit not in prices:
@@ -283,8 +379,9 @@ def _unit_price(catalog: PriceCatalog, provider: str, service: str, model: str, 
 
 def _seat_usage(svc: Service, rng: random.Random) -> pb.Usage:
     if svc.operation == "chat" or svc.operation == "search":
-        return pb.Usage(input_tokens=rng.randint(200, 4000), output_tokens=rng.randint(50, 1500),
-                        requests=1)
+        return pb.Usage(
+            input_tokens=rng.randint(200, 4000), output_tokens=rng.randint(50, 1500), requests=1
+        )
     if svc.operation == "image_generation":
         return pb.Usage(images=rng.choice((1, 4)), requests=1)
     if svc.operation == "music_generation":
@@ -296,22 +393,34 @@ def _seat_usage(svc: Service, rng: random.Random) -> pb.Usage:
     return pb.Usage(requests=1)
 
 
-def _api_usage(catalog: PriceCatalog, provider: str, service: str, model: str, when: datetime,
-               target: Decimal, rng: random.Random) -> pb.Usage:
+def _api_usage(
+    catalog: PriceCatalog,
+    provider: str,
+    service: str,
+    model: str,
+    when: datetime,
+    target: Decimal,
+    rng: random.Random,
+) -> pb.Usage:
     """Token counts for an API call costing about `target` KRW (a batch job, say)."""
     input_price = _unit_price(catalog, provider, service, model, "input_tokens", when)
     output_price = _unit_price(catalog, provider, service, model, "output_tokens", when)
     ratio = rng.uniform(0.05, 0.3)  # output tokens per input token
     input_tokens = int(target / (input_price + output_price * Decimal(ratio)))
     input_tokens = max(100, min(input_tokens, 9_000_000))
-    return pb.Usage(input_tokens=input_tokens,
-                    output_tokens=min(int(input_tokens * ratio), 9_000_000), requests=1)
+    return pb.Usage(
+        input_tokens=input_tokens,
+        output_tokens=min(int(input_tokens * ratio), 9_000_000),
+        requests=1,
+    )
 
 
 def expected_totals(scenario: Scenario, catalog: PriceCatalog) -> dict[str, Decimal]:
     """Each government's spend as the catalog prices its events (the generator's own check)."""
-    return {g.id: sum((catalog.rate(e).cost_krw for e in g.events), Decimal(0))
-            for g in scenario.governments}
+    return {
+        g.id: sum((catalog.rate(e).cost_krw for e in g.events), Decimal(0))
+        for g in scenario.governments
+    }
 
 
 def month_range(period_start: datetime, period_end: datetime) -> tuple[date, date]:

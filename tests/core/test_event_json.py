@@ -10,14 +10,26 @@ from tests.factories import event
 
 def cloud_event(**data_changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "organization_id": "seoul", "department_id": "welfare", "user_id": "u_1",
-        "account_kind": "organizational", "provider_name": "openai", "service_id": "chatgpt",
-        "operation_name": "chat", "usage": {"input_tokens": 10, "output_tokens": 5},
+        "organization_id": "seoul",
+        "department_id": "welfare",
+        "user_id": "u_1",
+        "account_kind": "organizational",
+        "provider_name": "openai",
+        "service_id": "chatgpt",
+        "operation_name": "chat",
+        "usage": {"input_tokens": 10, "output_tokens": 5},
     }
     data.update(data_changes)
-    return {"specversion": "1.0", "id": "e-1", "source": "gw-1",
-            "type": "kr.civicmeter.usage.v1", "time": "2024-03-04T09:15:00+09:00",
-            "datacontenttype": "application/json", "data": data, "traceparent": "ignored-ext"}
+    return {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "gw-1",
+        "type": "kr.civicmeter.usage.v1",
+        "time": "2024-03-04T09:15:00+09:00",
+        "datacontenttype": "application/json",
+        "data": data,
+        "traceparent": "ignored-ext",
+    }
 
 
 def test_a_batch_decodes_to_protobuf_events() -> None:

@@ -6,8 +6,15 @@ from hypothesis import strategies as st
 from civicmeter.core.money import from_money, quantize_cost, to_money
 
 
-@given(st.decimals(min_value=Decimal("-1e12"), max_value=Decimal("1e12"), places=6,
-                   allow_nan=False, allow_infinity=False))
+@given(
+    st.decimals(
+        min_value=Decimal("-1e12"),
+        max_value=Decimal("1e12"),
+        places=6,
+        allow_nan=False,
+        allow_infinity=False,
+    )
+)
 def test_money_round_trips_exactly(amount: Decimal) -> None:
     money = to_money(amount)
     assert from_money(money) == amount

@@ -7,8 +7,10 @@ from tests.factories import NOW, catalog, event
 
 
 def records(*messages: pb.UsageEvent | bytes) -> list[RawRecord]:
-    return [RawRecord(m if isinstance(m, bytes) else m.SerializeToString(), 0, offset)
-            for offset, m in enumerate(messages)]
+    return [
+        RawRecord(m if isinstance(m, bytes) else m.SerializeToString(), 0, offset)
+        for offset, m in enumerate(messages)
+    ]
 
 
 def test_valid_events_are_rated_and_keyed_by_user() -> None:
@@ -26,7 +28,8 @@ def test_bad_records_go_to_the_dead_letters_with_reason_and_origin() -> None:
     bad_field = event(usage=pb.Usage(input_tokens=-1))
     unpriced = event(provider_name="deepseek", service_id="deepseek-chat")
     result = BatchProcessor(catalog(), "usage.raw").process(
-        records(b"\xff\xfe not protobuf", bad_field, unpriced, event()), NOW)
+        records(b"\xff\xfe not protobuf", bad_field, unpriced, event()), NOW
+    )
     assert len(result.rated) == 1
     letters = [pb.DeadLetter.FromString(v) for _, v in result.dead]
     assert [d.reason_code for d in letters] == ["undecodable", "invalid_field", "unpriced"]

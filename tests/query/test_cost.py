@@ -15,19 +15,34 @@ HOUR = NOW.replace(minute=0, second=0) - timedelta(hours=3)
 @pytest.fixture
 def stored(clickhouse: Client) -> Client:
     events = [
-        event(organization_id="seoul", department_id="welfare", event_time=HOUR + timedelta(
-            minutes=10, seconds=30)),
-        event(organization_id="seoul", department_id="transport", event_time=HOUR + timedelta(
-            minutes=70)),
-        event(organization_id="busan", department_id="welfare", event_time=HOUR + timedelta(
-            minutes=10, seconds=45)),
+        event(
+            organization_id="seoul",
+            department_id="welfare",
+            event_time=HOUR + timedelta(minutes=10, seconds=30),
+        ),
+        event(
+            organization_id="seoul",
+            department_id="transport",
+            event_time=HOUR + timedelta(minutes=70),
+        ),
+        event(
+            organization_id="busan",
+            department_id="welfare",
+            event_time=HOUR + timedelta(minutes=10, seconds=45),
+        ),
     ]
     write_events(clickhouse, rated(*events))
     return clickhouse
 
 
-def query(start: datetime, end: datetime, dimension: str = "organization",
-          org: str | None = None, after: str | None = None, limit: int = 100) -> CostQuery:
+def query(
+    start: datetime,
+    end: datetime,
+    dimension: str = "organization",
+    org: str | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> CostQuery:
     return CostQuery(start, end, dimension, org, after, limit)
 
 
@@ -40,7 +55,9 @@ def test_the_source_follows_the_alignment_of_the_range() -> None:
 def test_breakdown_by_organisation(stored: Client) -> None:
     page = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3)))
     assert [(r.key, r.cost, r.events) for r in page.rows] == [
-        ("busan", Decimal("6.32"), 1), ("seoul", Decimal("12.64"), 2)]
+        ("busan", Decimal("6.32"), 1),
+        ("seoul", Decimal("12.64"), 2),
+    ]
     assert page.total == Decimal("18.96")
     assert not page.has_more
 
@@ -53,8 +70,9 @@ def test_breakdown_by_organisation(stored: Client) -> None:
         (HOUR + timedelta(minutes=10, seconds=40), HOUR + timedelta(minutes=11), 1),  # raw
     ],
 )
-def test_every_source_gives_the_exact_answer(stored: Client, start: datetime, end: datetime,
-                                            events: int) -> None:
+def test_every_source_gives_the_exact_answer(
+    stored: Client, start: datetime, end: datetime, events: int
+) -> None:
     page = cost_breakdown(stored, query(start, end))
     assert sum(r.events for r in page.rows) == events
     assert page.total == Decimal("6.32") * events
@@ -69,8 +87,7 @@ def test_an_organisation_filter_and_department_grouping(stored: Client) -> None:
 def test_keyset_pages_cover_the_result_once(stored: Client) -> None:
     first = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), limit=1))
     assert [r.key for r in first.rows] == ["busan"] and first.has_more
-    second = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), after="busan",
-                                          limit=1))
+    second = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), after="busan", limit=1))
     assert [r.key for r in second.rows] == ["seoul"] and not second.has_more
     assert second.total == first.total
 
@@ -78,4 +95,5 @@ def test_keyset_pages_cover_the_result_once(stored: Client) -> None:
 def test_times_are_utc_whatever_the_caller_zone(stored: Client) -> None:
     seoul = HOUR.astimezone(timezone(timedelta(hours=9)))
     assert cost_breakdown(stored, query(seoul, seoul + timedelta(hours=3))).total == Decimal(
-        "18.96")
+        "18.96"
+    )

@@ -13,7 +13,8 @@ from tests.factories import NOW, catalog, event
 
 def rated(*events: pb.UsageEvent) -> list[pb.RatedUsageEvent]:
     result = BatchProcessor(catalog(), "usage.raw").process(
-        [RawRecord(e.SerializeToString(), 0, i) for i, e in enumerate(events)], NOW)
+        [RawRecord(e.SerializeToString(), 0, i) for i, e in enumerate(events)], NOW
+    )
     return [pb.RatedUsageEvent.FromString(v) for _, v in result.rated]
 
 
@@ -48,25 +49,38 @@ def test_duplicates_within_a_batch_are_counted_once(clickhouse: Client) -> None:
 
 
 def test_the_same_event_id_in_two_organisations_is_two_events(clickhouse: Client) -> None:
-    write_events(clickhouse, rated(event(event_id="same"), event(event_id="same",
-                                                                  organization_id="busan")))
+    write_events(
+        clickhouse, rated(event(event_id="same"), event(event_id="same", organization_id="busan"))
+    )
     assert totals(clickhouse)[0] == 2
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(order=st.permutations(range(6)), repeats=st.lists(st.integers(0, 5), max_size=6),
-       cut=st.integers(1, 6))
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    order=st.permutations(range(6)),
+    repeats=st.lists(st.integers(0, 5), max_size=6),
+    cut=st.integers(1, 6),
+)
 def test_any_order_duplication_or_batching_gives_the_same_sums(
     clickhouse: Client, order: list[int], repeats: list[int], cut: int
 ) -> None:
     clickhouse.command("TRUNCATE TABLE usage_events")
     clickhouse.command("TRUNCATE TABLE usage_cost_1h")
     clickhouse.command("TRUNCATE TABLE usage_cost_1m")
-    events = rated(*[event(event_id=f"p-{i}", usage=pb.Usage(input_tokens=100 * (i + 1)),
-                           event_time=NOW - timedelta(minutes=7 * i)) for i in range(6)])
+    events = rated(
+        *[
+            event(
+                event_id=f"p-{i}",
+                usage=pb.Usage(input_tokens=100 * (i + 1)),
+                event_time=NOW - timedelta(minutes=7 * i),
+            )
+            for i in range(6)
+        ]
+    )
     stream = [events[i] for i in order] + [events[i] for i in repeats]
     for start in range(0, len(stream), cut):
-        write_events(clickhouse, stream[start:start + cut])
+        write_events(clickhouse, stream[start : start + cut])
     expected = sum(Decimal(e.cost_krw) for e in events)
     assert totals(clickhouse) == (6, expected, 6, expected)

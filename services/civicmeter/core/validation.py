@@ -98,9 +98,9 @@ def validate_event(event: pb.UsageEvent, now: datetime, window: TimeWindow = Tim
     _check_id(event.gateway_id, "gateway_id")
     _check_id(event.organization_id, "organization_id")
     _check_id(event.department_id, "department_id")
-    _check_id(event.user_id, "user_id")
     if "@" in event.user_id:
         raise ValidationError("user_id", "must be pseudonymised (keyed HMAC), not an e-mail")
+    _check_id(event.user_id, "user_id")
     if event.account_kind == pb.ACCOUNT_KIND_UNSPECIFIED:
         raise ValidationError("account_kind", "is required (organizational or personal)")
     if event.account_kind not in pb.AccountKind.values():

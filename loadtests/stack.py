@@ -1,0 +1,170 @@
+"""The whole civicmeter pipeline on this machine: each service in its own process.
+
+ingest, processor, and sink+query (one process, as embedded ClickHouse requires), pointed at
+a Kafka broker, writing to an embedded ClickHouse data path under `workdir`. Used by the
+demo, the integration tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PRICES = REPO / "config" / "prices.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class LocalStack:
+    kafka_bootstrap: str
+    workdir: Path
+    prices_file: Path = DEFAULT_PRICES
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    ingest_http_port: int = field(default_factory=free_port)
+    ingest_grpc_port: int = field(default_factory=free_port)
+    query_grpc_port: int = field(default_factory=free_port)
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_http_port}"
+
+    @property
+    def query_target(self) -> str:
+        return f"127.0.0.1:{self.query_grpc_port}"
+
+    @property
+    def ingest_grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ingest_grpc_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "CLICKHOUSE_INTERFACE": "chdb",
+            "CLICKHOUSE_PATH": str(self.workdir / "chdb"),
+            "CIVICMETER_PRICES_FILE": str(self.prices_file),
+            "CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / "processor"),
+            "CIVICMETER_INGEST_HTTP_PORT": str(self.ingest_http_port),
+            "CIVICMETER_INGEST_GRPC_PORT": str(self.ingest_grpc_port),
+            "CIVICMETER_QUERY_GRPC_PORT": str(self.query_grpc_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 90.0) -> Self:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self._spawn("ingest", ["ingest"])
+        self._spawn("processor", ["processor"])
+        self._spawn("storage", ["serve", "sink", "query"])
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: self._http_ok(f"{self.ingest_url}/healthz"), "ingest", deadline)
+        self._wait(lambda: self._grpc_serving(self.query_target), "query", deadline)
+        return self
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = (self.workdir / "logs" / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self._procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "civicmeter", *args],
+            env=self.env(),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / "logs" / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        for name, proc in self._procs.items():
+            if proc.poll() is not None:
+                raise StackError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+
+    def _wait(self, ready: object, what: str, deadline: float) -> None:
+        assert callable(ready)
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if ready():
+                return
+            time.sleep(0.2)
+        raise StackError(f"{what} did not become ready in time")
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    @staticmethod
+    def _grpc_serving(target: str) -> bool:
+        with grpc.insecure_channel(target) as channel:
+            try:
+                response = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+            except grpc.RpcError:
+                return False
+            return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM every service, wait for an orderly exit, SIGKILL stragglers."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int | None] = {}
+        for name, proc in self._procs.items():
+            try:
+                codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes[name] = proc.wait()
+        for log in self._logs:
+            log.close()
+        self._procs.clear()
+        self._logs.clear()
+        return codes
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
