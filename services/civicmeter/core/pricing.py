@@ -80,26 +80,31 @@ class PriceCatalog:
         return self._versions[index] if index >= 0 else None
 
     def rate(self, event: pb.UsageEvent) -> Rating:
-        epoch = event.event_time.seconds + event.event_time.nanos / 1e9
-        version = self.version_at(epoch)
-        what = f"{event.provider_name}/{event.service_id}/{event.request_model or ANY_MODEL}"
+        # Versions start on whole seconds, so the event's whole seconds choose the version.
+        version = self.version_at(event.event_time.seconds)
         if version is None:
-            raise UnpricedError(f"no price version is in force at the event time for {what}")
+            raise UnpricedError(
+                f"no price version is in force at the event time for {_what(event)}"
+            )
         prices = version.unit_prices(event.provider_name, event.service_id, event.request_model)
         if prices is None:
-            raise UnpricedError(f"price version {version.version} has no prices for {what}")
-        usage = event.usage
+            raise UnpricedError(f"price version {version.version} has no prices for {_what(event)}")
         cost = Decimal(0)
-        for unit in UNITS:
-            quantity: int = getattr(usage, unit)
-            if quantity:
-                price = prices.get(unit)
-                if price is None:
-                    raise UnpricedError(
-                        f"price version {version.version} has no {unit} price for {what}"
-                    )
+        # ListFields yields only the quantities that are set (non-zero in proto3).
+        for descriptor, quantity in event.usage.ListFields():
+            price = prices.get(descriptor.name)
+            if price is None:
+                raise UnpricedError(
+                    f"price version {version.version} has no {descriptor.name} price "
+                    f"for {_what(event)}"
+                )
+            if price:
                 cost += price * quantity
         return Rating(quantize_cost(cost), version.version)
+
+
+def _what(event: pb.UsageEvent) -> str:
+    return f"{event.provider_name}/{event.service_id}/{event.request_model or ANY_MODEL}"
 
 
 def load_catalog(path: Path) -> PriceCatalog:

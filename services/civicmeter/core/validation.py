@@ -71,39 +71,63 @@ class TimeWindow:
     max_future: timedelta = timedelta(minutes=5)
 
 
+_ACCOUNT_KINDS = frozenset(pb.AccountKind.values()) - {pb.ACCOUNT_KIND_UNSPECIFIED}
+# Identifiers repeat across events (organisations, departments, users, services), so each
+# distinct value is matched against its pattern once; the cache is cleared when it grows large.
+_known_good: dict[re.Pattern[str], set[str]] = {_ID: set(), _NAME: set(), _MODEL: set()}
+_KNOWN_GOOD_LIMIT = 200_000
+
+
 def _check_id(value: str, field: str, pattern: re.Pattern[str] = _ID) -> None:
+    known = _known_good[pattern]
+    if value in known:
+        return
     if not value:
         raise ValidationError(field, "is required")
     if not pattern.fullmatch(value):
         raise ValidationError(
             field, f"{value[:40]!r} is not a valid identifier (pattern {pattern.pattern})"
         )
+    if len(known) >= _KNOWN_GOOD_LIMIT:
+        known.clear()
+    known.add(value)
 
 
 def validate_event(event: pb.UsageEvent, now: datetime, window: TimeWindow = TimeWindow()) -> None:
     """Raise ValidationError naming the first offending field; return None when valid."""
+    now_s = now.timestamp()
+    validate_event_at(
+        event,
+        now_s - window.max_age.total_seconds(),
+        now_s + window.max_future.total_seconds(),
+        window,
+    )
+
+
+def validate_event_at(
+    event: pb.UsageEvent, earliest: float, latest: float, window: TimeWindow
+) -> None:
+    """validate_event with the time bounds precomputed (epoch seconds), for hot loops."""
     _check_id(event.event_id, "event_id")
     if not event.HasField("event_time"):
         raise ValidationError("event_time", "is required")
-    event_time = event.event_time.ToDatetime(tzinfo=now.tzinfo)
-    if event_time > now + window.max_future:
-        raise ValidationError(
-            "event_time",
-            f"{event_time.isoformat()} is in the future (more than {window.max_future} ahead)",
-        )
-    if event_time < now - window.max_age:
-        raise ValidationError(
-            "event_time", f"{event_time.isoformat()} is older than {window.max_age.days} days"
-        )
+    seconds = event.event_time.seconds
+    if not earliest <= seconds <= latest:
+        when = event.event_time.ToJsonString()
+        if seconds > latest:
+            raise ValidationError(
+                "event_time", f"{when} is in the future (more than {window.max_future} ahead)"
+            )
+        raise ValidationError("event_time", f"{when} is older than {window.max_age.days} days")
     _check_id(event.gateway_id, "gateway_id")
     _check_id(event.organization_id, "organization_id")
     _check_id(event.department_id, "department_id")
     if "@" in event.user_id:
         raise ValidationError("user_id", "must be pseudonymised (keyed HMAC), not an e-mail")
     _check_id(event.user_id, "user_id")
-    if event.account_kind == pb.ACCOUNT_KIND_UNSPECIFIED:
-        raise ValidationError("account_kind", "is required (organizational or personal)")
-    if event.account_kind not in pb.AccountKind.values():
+    if event.account_kind not in _ACCOUNT_KINDS:
+        if event.account_kind == pb.ACCOUNT_KIND_UNSPECIFIED:
+            raise ValidationError("account_kind", "is required (organizational or personal)")
         raise ValidationError("account_kind", f"unknown value {event.account_kind}")
     _check_id(event.provider_name, "provider_name", _NAME)
     _check_id(event.service_id, "service_id", _NAME)
@@ -115,14 +139,8 @@ def validate_event(event: pb.UsageEvent, now: datetime, window: TimeWindow = Tim
             f"{event.operation_name[:40]!r} is not one of {', '.join(sorted(OPERATIONS))}",
         )
     _validate_usage(event.usage)
-    for kind, count in event.risk.pii_findings.items():
-        _check_id(kind, f"risk.pii_findings[{kind[:40]!r}]", _NAME)
-        if count > MAX_PII_FINDINGS:
-            raise ValidationError(
-                f"risk.pii_findings[{kind!r}]", f"{count} exceeds {MAX_PII_FINDINGS}"
-            )
-    if event.risk.content_category:
-        _check_id(event.risk.content_category, "risk.content_category", _NAME)
+    if event.HasField("risk"):
+        _validate_risk(event.risk)
     if event.purpose:
         _check_id(event.purpose, "purpose", _NAME)
     if event.HasField("reported_cost"):
@@ -132,14 +150,27 @@ def validate_event(event: pb.UsageEvent, now: datetime, window: TimeWindow = Tim
             raise ValidationError("reported_cost", "must not be negative")
 
 
+def _validate_risk(risk: pb.RiskSignals) -> None:
+    for kind, count in risk.pii_findings.items():
+        _check_id(kind, f"risk.pii_findings[{kind[:40]!r}]", _NAME)
+        if count > MAX_PII_FINDINGS:
+            raise ValidationError(
+                f"risk.pii_findings[{kind!r}]", f"{count} exceeds {MAX_PII_FINDINGS}"
+            )
+    if risk.content_category:
+        _check_id(risk.content_category, "risk.content_category", _NAME)
+
+
 def _validate_usage(usage: pb.Usage) -> None:
-    any_quantity = False
-    for name, limit in QUANTITY_LIMITS.items():
-        value: int = getattr(usage, name)
-        if value < 0:
-            raise ValidationError(f"usage.{name}", f"must not be negative, got {value}")
-        if value > limit:
-            raise ValidationError(f"usage.{name}", f"{value} exceeds the per-event limit {limit}")
-        any_quantity = any_quantity or value > 0
-    if not any_quantity:
+    # ListFields yields only the quantities that are set (non-zero in proto3).
+    fields = usage.ListFields()
+    if not fields:
         raise ValidationError("usage", "at least one quantity must be positive")
+    for descriptor, value in fields:
+        if value < 0:
+            raise ValidationError(f"usage.{descriptor.name}", f"must not be negative, got {value}")
+        limit = QUANTITY_LIMITS[descriptor.name]
+        if value > limit:
+            raise ValidationError(
+                f"usage.{descriptor.name}", f"{value} exceeds the per-event limit {limit}"
+            )

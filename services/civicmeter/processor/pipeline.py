@@ -11,12 +11,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.core.kafka import event_key
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
-from civicmeter.core.validation import TimeWindow, ValidationError, validate_event
+from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
 from civicmeter.processor.windows import MinuteWindows
 from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+# Wire tags of RatedUsageEvent's fields, all length-delimited (wire type 2).
+_EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (bytes([number << 3 | 2]) for number in (1, 2, 3, 4))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    return tag + _varint(len(payload)) + payload
 
 
 @dataclass(frozen=True)
@@ -46,32 +63,42 @@ class BatchProcessor:
         now = now or datetime.now(UTC)
         result = BatchResult()
         windows = MinuteWindows()
-        rated_time = pb.RatedUsageEvent().rated_time
+        rated_time = Timestamp()
         rated_time.FromDatetime(now)
+        rated_time_field = _field(_RATED_TIME, rated_time.SerializeToString())
+        version_fields: dict[str, bytes] = {}
+        earliest = now.timestamp() - self.time_window.max_age.total_seconds()
+        latest = now.timestamp() + self.time_window.max_future.total_seconds()
+        rate = self.catalog.rate
         for record in records:
             event = pb.UsageEvent()
+            raw = record.value
             try:
-                if record.value is None:
+                if raw is None:
                     raise DecodeError("the record has no value")
-                event.ParseFromString(record.value)
+                event.ParseFromString(raw)
             except DecodeError as exc:
                 self._dead(result, record, None, "undecodable", f"not a UsageEvent: {exc}", now)
                 continue
             key = event_key(event.organization_id, event.user_id)
             try:
-                validate_event(event, now, self.time_window)
-                rating = self.catalog.rate(event)
+                validate_event_at(event, earliest, latest, self.time_window)
+                rating = rate(event)
             except ValidationError as exc:
                 self._dead(result, record, key, "invalid_field", str(exc), now)
                 continue
             except UnpricedError as exc:
                 self._dead(result, record, key, "unpriced", str(exc), now)
                 continue
-            rated = pb.RatedUsageEvent(
-                event=event, cost_krw=str(rating.cost_krw), price_version=rating.price_version
-            )
-            rated.rated_time.CopyFrom(rated_time)
-            result.rated.append((key, rated.SerializeToString()))
+            version_field = version_fields.get(rating.price_version)
+            if version_field is None:
+                version_field = _field(_PRICE_VERSION, rating.price_version.encode())
+                version_fields[rating.price_version] = version_field
+            # A RatedUsageEvent written field by field around the bytes as received: the event
+            # is not re-encoded, and fields a newer gateway added survive unchanged.
+            cost_field = _field(_COST, str(rating.cost_krw).encode())
+            rated = b"".join((_field(_EVENT, raw), cost_field, version_field, rated_time_field))
+            result.rated.append((key, rated))
             windows.add(event, rating.cost_krw)
         result.windows = windows.drain()
         return result

@@ -22,4 +22,5 @@ def run(env: Mapping[str, str], log_level: str) -> None:
         asyncio.run(ensure_topics(settings.kafka))
     app = build_app(settings, catalog, telemetry)
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True)
+    worker.spinner = None  # a terminal spinner only garbles service logs
     worker.execute_from_commandline()
