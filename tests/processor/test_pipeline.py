@@ -53,3 +53,14 @@ def test_minute_windows_sum_the_batch_per_user_and_service() -> None:
     assert windows[(minute5 + 60, a.user_id)].events == 1
     assert windows[(minute5, "u_other")].events == 1
     assert sum(w.events for w in result.windows) == 4
+
+
+def test_rated_events_carry_the_received_bytes_with_fields_from_newer_gateways() -> None:
+    newer_field = b"\x98\x06\x01"  # field 99, varint 1: unknown to this version
+    raw = event().SerializeToString() + newer_field
+    result = BatchProcessor(catalog(), "usage.raw").process([RawRecord(raw, 0, 0)], NOW)
+    [(_, value)] = result.rated
+    rated = pb.RatedUsageEvent.FromString(value)
+    assert rated.event == pb.UsageEvent.FromString(raw)
+    assert rated.event.SerializeToString().endswith(newer_field)
+    assert rated.rated_time.ToDatetime().replace(tzinfo=NOW.tzinfo) == NOW
