@@ -469,6 +469,15 @@ def _tail(path: Path, lines: int) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _error_lines(path: Path, count: int) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    found = [line for line in text.splitlines() if "] ERROR " in line or "] FATAL " in line]
+    return "\n".join(found[-count:])
+
+
 class LocalKafka:
     """A single-node KRaft Kafka (combined broker + controller) on 127.0.0.1.
 
@@ -497,8 +506,11 @@ class LocalKafka:
         self._given_dir = Path(data_dir).resolve() if data_dir is not None else None
         self._data_dir: Path | None = self._given_dir
         self._owns_dir = False
+        self._fixed_port = port
+        self._fixed_controller_port = controller_port
         self._port = port
         self._controller_port = controller_port
+        self._log_offset = 0
         self._num_partitions = num_partitions
         self._heap_max = heap_max
         self._heap_min = heap_min
@@ -545,10 +557,13 @@ class LocalKafka:
         return self._proc is not None and self._proc.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
-        """Last lines of the JVM output and of the broker log, for error messages."""
+        """The broker log's last ERROR lines, then the tails of the JVM output and the log."""
         if self._data_dir is None:
             return ""
         parts = []
+        errors = _error_lines(self.log_path, 8)
+        if errors:
+            parts.append(f"--- errors in {self.log_path} ---\n{errors}")
         for path in (self.data_dir / "logs" / "kafka.out", self.log_path):
             text = _tail(path, lines)
             if text:
@@ -580,40 +595,67 @@ class LocalKafka:
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="civicmeter-kafka-"))
             self._owns_dir = True
-        if self._port is None or self._controller_port is None:
-            free = _free_ports(2)
-            self._port = self._port or free[0]
-            self._controller_port = self._controller_port or free[1]
+        deadline = time.monotonic() + self._startup_timeout
+        pick_port = self._fixed_port is None
+        pick_controller = self._fixed_controller_port is None
+        attempt = 0
+        while True:
+            attempt += 1
+            if pick_port or pick_controller:
+                free = _free_ports(2)
+                self._port = free[0] if pick_port else self._port
+                self._controller_port = free[1] if pick_controller else self._controller_port
+            try:
+                self._launch(libs)
+                self._wait_ready(deadline)
+                return self
+            except KafkaStartError:
+                # A picked port may have been taken between picking and binding: retry.
+                retry = (
+                    (pick_port or pick_controller)
+                    and attempt < 3
+                    and "Address already in use" in self._read_new_log()
+                )
+                self._kill()
+                if not retry:
+                    self.stop()
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+
+    def _read_new_log(self) -> str:
+        """What the broker logged since the last launch."""
         try:
-            self._launch(libs)
-            self._wait_ready(time.monotonic() + self._startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            with self.log_path.open("rb") as handle:
+                handle.seek(self._log_offset)
+                return handle.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def _kill(self, timeout: float = 20.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the broker's process group (SIGKILL after ``timeout`` s).
 
         Removes the data dir if it was a temp dir made by :meth:`start`.
         """
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        self._kill(timeout)
         if self._owns_dir and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
             self._owns_dir = False
-            if self._given_dir is None:
-                # A restart gets fresh ports and a fresh dir.
-                self._port = self._controller_port = None
 
     def detach(self) -> int:
         """Leave the broker running past this object (for ``start --dir``); returns its pid."""
@@ -656,7 +698,8 @@ class LocalKafka:
             "num.network.threads": "2",
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
-            "log.retention.hours": "24",
+            # Never delete by age: records with old CreateTime (backfills) must not vanish.
+            "log.retention.ms": "-1",
         }
         config.update(self._extra_config)
         path = data_dir / "server.properties"
@@ -687,7 +730,15 @@ class LocalKafka:
         if (self.data_dir / "kraft" / "meta.properties").is_file():
             return  # formatted on an earlier start: keep the data
         cmd = [
-            *self._java_base(libs),
+            java_executable(),
+            # A short-lived tool: C1 only and serial GC start noticeably faster.
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={libs.parent / _TOOLS_LOG4J_NAME}",
+            "-cp",
+            str(libs / "*"),
             "kafka.tools.StorageTool",
             "format",
             "--config",
@@ -709,6 +760,10 @@ class LocalKafka:
         properties = self._write_config()
         self._format_storage(libs, properties)
         cmd = [*self._java_base(libs), "kafka.Kafka", str(properties)]
+        try:
+            self._log_offset = self.log_path.stat().st_size
+        except OSError:
+            self._log_offset = 0
         with (self.data_dir / "logs" / "kafka.out").open("ab") as out:
             self._proc = subprocess.Popen(
                 cmd,
