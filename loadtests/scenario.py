@@ -153,15 +153,8 @@ def _spread(total: int, weights: dict[str, float], unit: int) -> dict[str, int]:
     return shares
 
 
-def build_scenario(
-    facts: dict[str, Any], catalog: PriceCatalog, *, events: int = 200_000, seed: int = 2024
-) -> Scenario:
-    """Every government's events; `events` is the approximate total to generate."""
-    rng = random.Random(seed)
-    period_start = datetime.fromisoformat(facts["period"]["start"]).replace(tzinfo=KST)
-    period_end = datetime.fromisoformat(facts["period"]["end"]).replace(tzinfo=KST) + timedelta(
-        days=1
-    )
+def governments_of(facts: dict[str, Any]) -> list[Government]:
+    """The 17 governments with spend and users as reported, the rest spread plausibly."""
     rows = facts["governments"]
     total = int(facts["total_spend_krw"])
     reported = {r["id"]: int(r["spend_krw"]) for r in rows if r["spend_krw"] is not None}
@@ -175,7 +168,7 @@ def build_scenario(
     }
     users = {**known_users, **_spread(users_total - sum(known_users.values()), unknown_users, 1)}
     users["gyeonggi"] = 520
-    governments = [
+    return [
         Government(
             r["id"],
             r["name"],
@@ -187,12 +180,24 @@ def build_scenario(
         )
         for r in rows
     ]
+
+
+def build_scenario(
+    facts: dict[str, Any], catalog: PriceCatalog, *, events: int = 200_000, seed: int = 2024
+) -> Scenario:
+    """Every government's events; `events` is the approximate total to generate."""
+    rng = random.Random(seed)
+    period_start = datetime.fromisoformat(facts["period"]["start"]).replace(tzinfo=KST)
+    period_end = datetime.fromisoformat(facts["period"]["end"]).replace(tzinfo=KST) + timedelta(
+        days=1
+    )
+    governments = governments_of(facts)
     months = _months(period_start, period_end)
     user_total = sum(g.users for g in governments)
     for gov in governments:
         budget = max(200, events * gov.users // user_total)
         _generate(gov, catalog, months, period_start, period_end, budget, rng)
-    return Scenario(period_start, period_end, total, governments)
+    return Scenario(period_start, period_end, int(facts["total_spend_krw"]), governments)
 
 
 def _months(start: datetime, end: datetime) -> list[datetime]:
@@ -204,7 +209,7 @@ def _months(start: datetime, end: datetime) -> list[datetime]:
 
 
 @functools.cache
-def _user_id(government: str, user: int) -> str:
+def user_id(government: str, user: int) -> str:
     return pseudonymise_user(DEMO_HMAC_KEY, f"{government}-staff-{user:05d}")
 
 
@@ -225,7 +230,7 @@ def _event(
         gateway_id=f"gw-{gov.id}-1",
         organization_id=gov.id,
         department_id=dept,
-        user_id=_user_id(gov.id, user),
+        user_id=user_id(gov.id, user),
         account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL,
         provider_name=provider,
         service_id=service,
@@ -314,7 +319,7 @@ def _generate(
                 svc.operation,
                 "",
                 f"use/{n}",
-                _seat_usage(svc, rng),
+                seat_usage(svc, rng),
             )
         )
     # 3. Metered API use tops the spend up to the reported figure, to the won.
@@ -377,7 +382,7 @@ def _unit_price(
     return prices[unit]
 
 
-def _seat_usage(svc: Service, rng: random.Random) -> pb.Usage:
+def seat_usage(svc: Service, rng: random.Random) -> pb.Usage:
     if svc.operation == "chat" or svc.operation == "search":
         return pb.Usage(
             input_tokens=rng.randint(200, 4000), output_tokens=rng.randint(50, 1500), requests=1

@@ -47,6 +47,7 @@ class LocalStack:
     ingest_http_port: int = field(default_factory=free_port)
     ingest_grpc_port: int = field(default_factory=free_port)
     query_grpc_port: int = field(default_factory=free_port)
+    services: tuple[str, ...] = ("ingest", "processor", "storage")
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -80,13 +81,23 @@ class LocalStack:
 
     def start(self, timeout: float = 90.0) -> Self:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        self._spawn("ingest", ["ingest"])
-        self._spawn("processor", ["processor"])
-        self._spawn("storage", ["serve", "sink", "query"])
+        commands = {
+            "ingest": ["ingest"],
+            "processor": ["processor"],
+            "storage": ["serve", "sink", "query"],
+        }
+        for name in self.services:
+            self._spawn(name, commands[name])
         deadline = time.monotonic() + timeout
-        self._wait(lambda: self._http_ok(f"{self.ingest_url}/healthz"), "ingest", deadline)
-        self._wait(lambda: self._grpc_serving(self.query_target), "query", deadline)
+        if "ingest" in self.services:
+            self._wait(lambda: self._http_ok(f"{self.ingest_url}/healthz"), "ingest", deadline)
+        if "storage" in self.services:
+            self._wait(lambda: self._grpc_serving(self.query_target), "query", deadline)
         return self
+
+    def pids(self) -> dict[str, int]:
+        """Process ids of the running services, by name (ingest, processor, storage)."""
+        return {name: proc.pid for name, proc in self._procs.items() if proc.poll() is None}
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = (self.workdir / "logs" / f"{name}.log").open("ab")

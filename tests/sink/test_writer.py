@@ -84,3 +84,12 @@ def test_any_order_duplication_or_batching_gives_the_same_sums(
         write_events(clickhouse, stream[start : start + cut])
     expected = sum(Decimal(e.cost_krw) for e in events)
     assert totals(clickhouse) == (6, expected, 6, expected)
+
+
+def test_a_batch_far_larger_than_one_query_is_looked_up_and_written(clickhouse: Client) -> None:
+    # 12,000 ids of 100 characters: one lookup query for all of them would exceed
+    # ClickHouse's default max_query_size (256 KiB).
+    batch = rated(*[event(event_id=f"{i:0100d}") for i in range(12_000)])
+    assert write_events(clickhouse, batch).inserted == 12_000
+    again = write_events(clickhouse, batch)
+    assert (again.inserted, again.duplicates) == (0, 12_000)

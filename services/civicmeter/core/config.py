@@ -167,6 +167,7 @@ class IngestSettings:
 @dataclass(frozen=True)
 class ProcessorSettings:
     kafka: KafkaSettings
+    group_id: str = "civicmeter-processor"
     prices_file: Path = Path("config/prices.yaml")
     batch_size: int = 5_000
     batch_within_seconds: float = 0.2
@@ -177,6 +178,7 @@ class ProcessorSettings:
     def from_env(cls, env: Mapping[str, str]) -> ProcessorSettings:
         return cls(
             kafka=KafkaSettings.from_env(env),
+            group_id=env.get("CIVICMETER_PROCESSOR_GROUP_ID", cls.group_id),
             prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
             batch_size=_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size),
             data_dir=Path(env.get("CIVICMETER_PROCESSOR_DATA_DIR", str(cls.data_dir))),

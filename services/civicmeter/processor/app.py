@@ -55,7 +55,7 @@ def build_app(
     topics = kafka.topics
     brokers = ";".join(f"kafka://{b}" for b in kafka.bootstrap_servers.split(","))
     app = faust.App(
-        "civicmeter-processor",
+        settings.group_id,  # faust's app id is its Kafka consumer group
         broker=brokers,
         broker_credentials=_credentials(settings),
         datadir=str(settings.data_dir),

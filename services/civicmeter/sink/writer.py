@@ -45,6 +45,9 @@ COLUMNS = (
     "rated_time",
 )
 _EPOCH_DAY = date(1970, 1, 1)
+# Event ids are at most 128 characters (validation), so a chunk's query stays under 1 MiB.
+LOOKUP_CHUNK = 5_000
+MAX_QUERY_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -84,22 +87,31 @@ def _row(rated: pb.RatedUsageEvent) -> list[object]:
 
 
 def stored_ids(client: Client, batch: Sequence[pb.RatedUsageEvent]) -> set[tuple[str, str]]:
-    """(organisation, event id) pairs of the batch already in usage_events."""
-    orgs = sorted({r.event.organization_id for r in batch})
-    days = sorted(
-        {
-            _EPOCH_DAY + timedelta(days=d)
-            for d in {r.event.event_time.seconds // 86_400 for r in batch}
-        }
-    )
-    ids = sorted({r.event.event_id for r in batch})
-    rows = client.query(
-        "SELECT organization_id, event_id FROM usage_events "
-        "WHERE organization_id IN %(orgs)s AND toDate(event_time) IN %(days)s "
-        "AND event_id IN %(ids)s",
-        parameters={"orgs": orgs, "days": days, "ids": ids},
-    ).result_rows
-    return {(org, event_id) for org, event_id in rows}
+    """(organisation, event id) pairs of the batch already in usage_events.
+
+    Looked up in chunks, so that no query outgrows ClickHouse's max_query_size however large
+    the batch (and however long its ids).
+    """
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(batch), LOOKUP_CHUNK):
+        chunk = batch[start : start + LOOKUP_CHUNK]
+        orgs = sorted({r.event.organization_id for r in chunk})
+        days = sorted(
+            {
+                _EPOCH_DAY + timedelta(days=d)
+                for d in {r.event.event_time.seconds // 86_400 for r in chunk}
+            }
+        )
+        ids = sorted({r.event.event_id for r in chunk})
+        rows = client.query(
+            "SELECT organization_id, event_id FROM usage_events "
+            "WHERE organization_id IN %(orgs)s AND toDate(event_time) IN %(days)s "
+            "AND event_id IN %(ids)s",
+            parameters={"orgs": orgs, "days": days, "ids": ids},
+            settings={"max_query_size": MAX_QUERY_BYTES},
+        ).result_rows
+        found.update((org, event_id) for org, event_id in rows)
+    return found
 
 
 def write_events(client: Client, batch: Sequence[pb.RatedUsageEvent]) -> WriteResult:

@@ -1,0 +1,479 @@
+"""End-to-end benchmark: ingest → Kafka → processor → sink → ClickHouse → query, co-located.
+
+Measures, in one run on this machine: the ceilings of the parts (Kafka's own producer and
+consumer perf tools on the same broker, a plain aiokafka consumer, raw inserts into the same
+ClickHouse engine); the processor alone against a preloaded topic; then the whole pipeline at
+increasing rates until it saturates: sustained events/s, p50/p99 freshness (event time to
+queryable over gRPC), CPU and memory per service, consumer lag, and a profile of each
+service at the highest rate. Writes loadtests/RESULTS.md.
+
+    python -m loadtests.bench [--rates 2000,5000,10000] [--step-seconds 30] [--soak-seconds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from aiokafka import AIOKafkaProducer
+
+from civicmeter.core.config import KafkaSettings, TopicSettings
+from civicmeter.core.kafka import ensure_topics
+from civicmeter.query.v1 import query_service_pb2 as query_pb
+from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+from loadtests import measure
+from loadtests.loadgen import FACTS, run_load, stamp, templates
+from loadtests.scenario import governments_of, load_facts
+from loadtests.stack import REPO, LocalStack
+from tools.localkafka import KAFKA_VERSION, LocalKafka
+
+RESULTS = REPO / "loadtests" / "RESULTS.md"
+PROBE_ORG = "bench-probe"
+PROBES_PER_SECOND = 5
+
+
+@dataclass
+class Step:
+    target: float
+    sent: int = 0
+    stored: int = 0
+    seconds: float = 0.0
+    freshness: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+    rss: dict[str, int] = field(default_factory=dict)
+    lag_raw: int = 0
+    lag_rated: int = 0
+
+    @property
+    def stored_rate(self) -> float:
+        return self.stored / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        if len(self.freshness) < 2:
+            return None
+        return statistics.quantiles(self.freshness, n=100, method="inclusive")[int(q) - 1]
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+async def stored_events(stack: LocalStack, start: datetime, end: datetime) -> int:
+    request = query_pb.GetCostBreakdownRequest(
+        group_by=query_pb.COST_DIMENSION_ORGANIZATION, page_size=1000
+    )
+    request.start_time.FromDatetime(start)
+    request.end_time.FromDatetime(end)
+    async with grpc.aio.insecure_channel(stack.query_target) as channel:
+        response = await query_grpc.QueryServiceStub(channel).GetCostBreakdown(request, timeout=30)
+    return sum(line.event_count for line in response.lines if line.key != PROBE_ORG)
+
+
+class FreshnessProbe:
+    """Sends a few tagged events a second through ingest and times when each is queryable."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.stack = stack
+        self.sent: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.window_start = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(30)
+        return {k: self.seen[k] - self.sent[k] for k in self.seen}
+
+    def take(self) -> list[float]:
+        """Freshness of the probes seen since the last call."""
+        done = [k for k in self.seen if k in self.sent]
+        values = [self.seen[k] - self.sent.pop(k) for k in done]
+        for k in done:
+            del self.seen[k]
+        return values
+
+    async def _run(self) -> None:
+        from civicmeter.ingest.emitter import UsageEmitter
+
+        sequence = 0
+        async with (
+            UsageEmitter(self.stack.ingest_url) as emitter,
+            grpc.aio.insecure_channel(self.stack.query_target) as channel,
+        ):
+            stub = query_grpc.QueryServiceStub(channel)
+            next_probe = time.monotonic()
+            while not self._stop.is_set():
+                if time.monotonic() >= next_probe:
+                    name = f"p{sequence}"
+                    sequence += 1
+                    event = pb.UsageEvent(
+                        event_id=f"{PROBE_ORG}-{name}-{time.time_ns()}",
+                        gateway_id="bench",
+                        organization_id=PROBE_ORG,
+                        department_id=name,
+                        user_id="u_probe",
+                        account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL,
+                        provider_name="openai",
+                        service_id="chatgpt",
+                        operation_name="chat",
+                        usage=pb.Usage(input_tokens=1),
+                    )
+                    sent_at = time.time()
+                    event.event_time.FromNanoseconds(time.time_ns())
+                    await emitter.send([event])
+                    self.sent[name] = sent_at
+                    next_probe += 1 / PROBES_PER_SECOND
+                await self._poll(stub)
+                await asyncio.sleep(0.1)
+
+    async def _poll(self, stub: query_grpc.QueryServiceStub) -> None:
+        request = query_pb.GetCostBreakdownRequest(
+            group_by=query_pb.COST_DIMENSION_DEPARTMENT, organization_id=PROBE_ORG, page_size=1000
+        )
+        request.start_time.FromDatetime(self.window_start)
+        request.end_time.FromDatetime(
+            datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
+        )
+        token = ""
+        now = time.time()
+        while True:
+            request.page_token = token
+            response = await stub.GetCostBreakdown(request, timeout=10)
+            for line in response.lines:
+                if line.key in self.sent and line.key not in self.seen:
+                    self.seen[line.key] = now
+            token = response.next_page_token
+            if not token:
+                return
+
+
+def run_step(
+    stack: LocalStack,
+    kafka: LocalKafka,
+    probe: FreshnessProbe,
+    rate: float,
+    seconds: float,
+    pids: dict[str, int],
+) -> Step:
+    step = Step(rate)
+    horizon = (datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(days=1))
+    before_stored = asyncio.run(stored_events(stack, *horizon))
+    before = measure.sample_all(pids)
+    started = time.monotonic()
+    step.sent = run_load(stack.ingest_url, rate, seconds, workers=2, progress=False)
+    # Let the pipeline drain what was sent, for at most a step's length.
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stored = asyncio.run(stored_events(stack, *horizon)) - before_stored
+        if stored >= step.sent:
+            break
+        time.sleep(0.5)
+    step.seconds = time.monotonic() - started
+    step.stored = asyncio.run(stored_events(stack, *horizon)) - before_stored
+    after = measure.sample_all(pids)
+    step.cpu = measure.cpu_percent(before, after, step.seconds)
+    step.rss = {name: sample.rss_bytes for name, sample in after.items()}
+    step.lag_raw = asyncio.run(
+        measure.consumer_lag(kafka.bootstrap_servers, "civicmeter-processor", "usage.raw")
+    )
+    step.lag_rated = asyncio.run(
+        measure.consumer_lag(kafka.bootstrap_servers, "civicmeter-sink", "usage.rated")
+    )
+    step.freshness = probe.take()
+    return step
+
+
+async def preload(bootstrap: str, topic: str, count: int) -> None:
+    """Write `count` valid events straight to `topic`, as ingest would."""
+    pool = templates(governments_of(load_facts(FACTS)), 4096, seed=99)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        acks="all",
+        enable_idempotence=True,
+        compression_type="lz4",
+        max_batch_size=1 << 20,
+    )
+    await producer.start()
+    try:
+        now = time.time_ns()
+        futures = [
+            await producer.send(
+                topic, stamp(pool[i % len(pool)], f"pre-{i}", now), key=str(i % 4000).encode()
+            )
+            for i in range(count)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+# The processor-alone run uses topics and a group of its own, so the pipeline run never sees
+# its events.
+ALONE_GROUP = "civicmeter-processor-alone"
+ALONE_TOPICS = {
+    "CIVICMETER_TOPIC_RAW": "alone.raw",
+    "CIVICMETER_TOPIC_RATED": "alone.rated",
+    "CIVICMETER_TOPIC_DLQ": "alone.dlq",
+    "CIVICMETER_TOPIC_COST_WINDOWS": "alone.cost",
+}
+
+
+def processor_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
+    """Events/s of the processor alone draining a preloaded topic, from its first commit on
+    (the worker's start-up and group join are not counted)."""
+    raw = ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
+    asyncio.run(preload(kafka.bootstrap_servers, raw, count))
+    env = {**ALONE_TOPICS, "CIVICMETER_PROCESSOR_GROUP_ID": ALONE_GROUP}
+    first: tuple[float, int] | None = None
+    with LocalStack(kafka.bootstrap_servers, workdir / "processor-alone", extra_env=env,
+                    services=("processor",)) as stack:
+        deadline = time.monotonic() + 600
+        while True:
+            lag = asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw))
+            now = time.monotonic()
+            if first is None and lag < count:
+                first = (now, lag)
+            if lag == 0:
+                break
+            stack.check_alive()
+            if now > deadline:
+                raise TimeoutError("the processor did not drain the preloaded topic")
+            time.sleep(0.1)
+    assert first is not None
+    started, remaining = first
+    return remaining / max(now - started, 1e-9)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", default="2000,5000,10000,20000,50000")
+    parser.add_argument("--step-seconds", type=float, default=30)
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=0,
+        help="after the steps, hold --soak-rate this long and track memory",
+    )
+    parser.add_argument("--soak-rate", type=float, default=10_000)
+    parser.add_argument("--preload", type=int, default=200_000)
+    parser.add_argument("--workdir", type=Path, default=REPO / ".civicmeter" / "bench")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",")]
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    began = datetime.now(UTC)
+    lines: list[str] = []
+
+    with LocalKafka(args.workdir / "kafka") as kafka:
+        say(f"Kafka {KAFKA_VERSION} at {kafka.bootstrap_servers}")
+        settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=TopicSettings())
+        asyncio.run(ensure_topics(settings))
+        say("ceilings of the parts on this machine")
+        producer_ceiling = measure.kafka_producer_ceiling(
+            kafka.bootstrap_servers, "perf", 1_000_000, 250
+        )
+        consumer_ceiling = measure.kafka_consumer_ceiling(
+            kafka.bootstrap_servers, "perf", 1_000_000
+        )
+        aiokafka_rate = asyncio.run(
+            measure.aiokafka_consume_rate(kafka.bootstrap_servers, "perf", 1_000_000)
+        )
+        insert_ceiling = measure.clickhouse_insert_ceiling(args.workdir / "ceiling", 500_000)
+        say(
+            f"  kafka-producer-perf-test {producer_ceiling:,.0f}/s, "
+            f"kafka-consumer-perf-test {consumer_ceiling:,.0f}/s, "
+            f"aiokafka getmany {aiokafka_rate:,.0f}/s, ClickHouse insert {insert_ceiling:,.0f} "
+            "rows/s"
+        )
+        say(f"processor alone on {args.preload:,} preloaded events")
+        processor_rate = processor_alone(kafka, args.workdir, args.preload)
+        say(
+            f"  {processor_rate:,.0f} events/s ({processor_rate / aiokafka_rate:.0%} of the "
+            "raw aiokafka consume rate)"
+        )
+
+        steps: list[Step] = []
+        profiles: dict[str, list[tuple[str, float]]] = {}
+        soak: list[tuple[float, dict[str, int]]] = []
+        with LocalStack(
+            kafka.bootstrap_servers,
+            args.workdir / "pipeline",
+            extra_env={"CIVICMETER_LOG_LEVEL": "WARNING"},
+        ) as stack:
+            pids = {**stack.pids(), "kafka": kafka.pid or 0}
+            probe = FreshnessProbe(stack)
+            probe.start()
+            for rate in rates:
+                say(f"pipeline at {rate:,.0f} events/s for {args.step_seconds:.0f} s")
+                step = run_step(stack, kafka, probe, rate, args.step_seconds, pids)
+                steps.append(step)
+                say(
+                    f"  sent {step.sent:,}, stored {step.stored:,} in {step.seconds:.0f} s = "
+                    f"{step.stored_rate:,.0f}/s; lag raw {step.lag_raw:,} rated "
+                    f"{step.lag_rated:,}; freshness p50 {step.percentile(50)} "
+                    f"p99 {step.percentile(99)}"
+                )
+                saturated = step.stored < 0.95 * step.sent or step.sent < 0.9 * rate * (
+                    args.step_seconds
+                )
+                if saturated or rate == rates[-1]:
+                    say("  profiling the services at this rate")
+                    profile_dir = args.workdir / "profiles"
+                    profile_dir.mkdir(exist_ok=True)
+                    load = threading.Thread(
+                        target=run_load,
+                        daemon=True,
+                        args=(stack.ingest_url, rate, 15.0),
+                        kwargs={"progress": False},
+                    )
+                    load.start()
+                    time.sleep(2)
+                    for name in ("ingest", "processor", "storage"):
+                        profiles[name] = measure.profile(pids[name], 8, profile_dir / f"{name}.txt")
+                    load.join()
+                if saturated:
+                    break
+            if args.soak_seconds > 0:
+                say(f"soak at {args.soak_rate:,.0f} events/s for {args.soak_seconds:.0f} s")
+                load = threading.Thread(
+                    target=run_load,
+                    daemon=True,
+                    args=(stack.ingest_url, args.soak_rate, args.soak_seconds),
+                    kwargs={"progress": False},
+                )
+                started = time.monotonic()
+                load.start()
+                while load.is_alive():
+                    samples = measure.sample_all(pids)
+                    soak.append(
+                        (time.monotonic() - started, {n: s.rss_bytes for n, s in samples.items()})
+                    )
+                    time.sleep(10)
+            probe.stop()
+
+    write_results(
+        args,
+        began,
+        producer_ceiling,
+        consumer_ceiling,
+        aiokafka_rate,
+        insert_ceiling,
+        processor_rate,
+        steps,
+        profiles,
+        soak,
+        lines,
+    )
+    say(f"results written to {args.results}")
+    return 0
+
+
+def write_results(
+    args: argparse.Namespace,
+    began: datetime,
+    producer_ceiling: float,
+    consumer_ceiling: float,
+    aiokafka_rate: float,
+    insert_ceiling: float,
+    processor_rate: float,
+    steps: list[Step],
+    profiles: dict[str, list[tuple[str, float]]],
+    soak: list[tuple[float, dict[str, int]]],
+    lines: list[str],
+) -> None:
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value * 1000:,.0f} ms"
+
+    best = max(steps, key=lambda s: s.stored_rate) if steps else None
+    lines += [
+        "# Benchmark results",
+        "",
+        f"Written by `python -m loadtests.bench --rates {args.rates} --step-seconds "
+        f"{args.step_seconds:g} --soak-seconds {args.soak_seconds:g}` (`make bench`) on "
+        f"{began:%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"Machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
+        f"Python {platform.python_version()}, Kafka {KAFKA_VERSION} (single KRaft node), "
+        "ClickHouse embedded (chDB). Everything co-located: the load generator (2 processes), "
+        "the broker, ingest, processor, and sink+query share the cores.",
+        "",
+        "## Ceilings of the parts (same run, same broker, same engine)",
+        "",
+        "| part | rate |",
+        "|---|---|",
+        f"| kafka-producer-perf-test (250 B, acks=all, lz4) | {producer_ceiling:,.0f} records/s |",
+        f"| kafka-consumer-perf-test | {consumer_ceiling:,.0f} records/s |",
+        f"| aiokafka consumer (getmany, no decoding) | {aiokafka_rate:,.0f} records/s |",
+        f"| ClickHouse insert into usage_events (+2 rollup views), 50k-row batches | "
+        f"{insert_ceiling:,.0f} rows/s |",
+        f"| **processor alone** (faust, preloaded usage.raw) | **{processor_rate:,.0f} events/s "
+        f"= {processor_rate / aiokafka_rate:.0%} of aiokafka** |",
+        "",
+        "## The whole pipeline at increasing rates",
+        "",
+        "| target/s | sent | stored | stored/s | freshness p50 | p99 | lag raw | lag rated | "
+        "CPU % ingest / processor / sink+query / kafka | RSS MB ingest / processor / storage |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in steps:
+        cpu = " / ".join(
+            f"{s.cpu.get(n, 0):.0f}" for n in ("ingest", "processor", "storage", "kafka")
+        )
+        rss = " / ".join(
+            f"{s.rss.get(n, 0) / 2**20:.0f}" for n in ("ingest", "processor", "storage")
+        )
+        lines.append(
+            f"| {s.target:,.0f} | {s.sent:,} | {s.stored:,} | {s.stored_rate:,.0f} | "
+            f"{ms(s.percentile(50))} | {ms(s.percentile(99))} | {s.lag_raw:,} | "
+            f"{s.lag_rated:,} | {cpu} | {rss} |"
+        )
+    if best is not None:
+        lines += [
+            "",
+            f"Sustained end to end: **{best.stored_rate:,.0f} events/s** "
+            f"({best.stored_rate / producer_ceiling:.1%} of Kafka's producer ceiling, "
+            f"{best.stored_rate / insert_ceiling:.1%} of the raw insert ceiling).",
+        ]
+    if profiles:
+        lines += ["", "## Where the time goes (py-spy, own time, at the highest rate)", ""]
+        for name, frames in profiles.items():
+            lines.append(
+                f"- **{name}**: " + "; ".join(f"{frame} {share:.0%}" for frame, share in frames[:6])
+            )
+    if soak:
+        first, last = soak[0][1], soak[-1][1]
+        lines += [
+            "",
+            f"## Soak: {args.soak_rate:,.0f} events/s for {args.soak_seconds:.0f} s",
+            "",
+            "| service | RSS first MB | RSS last MB |",
+            "|---|---|---|",
+        ]
+        for name in first:
+            lines.append(
+                f"| {name} | {first[name] / 2**20:.0f} | {last.get(name, 0) / 2**20:.0f} |"
+            )
+    args.results.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Load generator: live usage events of the 17 governments' staff, at a set rate.
+
+Each worker is its own process, sends protobuf batches to ingest over HTTP at its share of
+the rate, and stops at the deadline. Users, departments and services follow the demo
+scenario's populations; event times are now. Events are stamped cheaply: a pool of encoded
+templates gets a fresh event_id and event_time prepended as protobuf fields, so the
+generator spends its CPU on sending, not on building messages.
+
+    python -m loadtests.loadgen --url http://127.0.0.1:8080 --rate 5000 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+from loadtests.scenario import (
+    API_MODELS,
+    DEPARTMENTS,
+    SERVICES,
+    Government,
+    governments_of,
+    load_facts,
+    seat_usage,
+    user_id,
+)
+from loadtests.stack import REPO
+
+FACTS = REPO.parent / "shared" / "data" / "kr_local_gov_genai_2024.yaml"
+TEMPLATES = 4_096
+MAX_WORKERS = 8
+MAX_SECONDS = 3_600
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    tag = number << 3 | 2
+    size = len(payload)
+    out = bytearray([tag])
+    while size > 0x7F:
+        out.append(size & 0x7F | 0x80)
+        size >>= 7
+    out.append(size)
+    return bytes(out) + payload
+
+
+def templates(governments: Sequence[Government], count: int, seed: int) -> list[bytes]:
+    """Encoded events without id and time, users and services weighted as in the scenario."""
+    rng = random.Random(seed)
+    weights = [g.users for g in governments]
+    out: list[bytes] = []
+    for _ in range(count):
+        gov = rng.choices(governments, weights=weights)[0]
+        user = rng.randrange(gov.users)
+        event = pb.UsageEvent(
+            gateway_id=f"gw-{gov.id}-1",
+            organization_id=gov.id,
+            department_id=DEPARTMENTS[user % len(DEPARTMENTS)],
+            user_id=user_id(gov.id, user),
+            account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL,
+            purpose="administrative-work",
+        )
+        if rng.random() < 0.1:
+            provider, service, model, _ = rng.choice(API_MODELS)
+            event.provider_name, event.service_id, event.request_model = provider, service, model
+            event.operation_name = "chat"
+            event.usage.input_tokens = rng.randint(500, 20_000)
+            event.usage.output_tokens = rng.randint(50, 2_000)
+        else:
+            svc = SERVICES[rng.choice(gov.services)]
+            event.provider_name, event.service_id = svc.provider, svc.id
+            event.operation_name = svc.operation
+            event.usage.CopyFrom(seat_usage(svc, rng))
+        out.append(event.SerializeToString())
+    return out
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    url: str
+    rate: float  # events per second for this worker
+    seconds: float
+    batch: int
+    seed: int
+
+
+def stamp(template: bytes, event_id: str, now_ns: int) -> bytes:
+    ts = Timestamp(seconds=now_ns // 1_000_000_000, nanos=now_ns % 1_000_000_000)
+    return _field(1, event_id.encode()) + _field(2, ts.SerializeToString()) + template
+
+
+async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessing.Value) -> None:  # type: ignore[valid-type]
+    interval = plan.batch / plan.rate
+    deadline = time.monotonic() + plan.seconds
+    next_send = time.monotonic()
+    sequence = 0
+    run = f"lg{time.time_ns():x}-{plan.seed}"  # ids unique across runs and workers
+    async with aiohttp.ClientSession() as session:
+        while next_send < deadline:
+            delay = next_send - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now_ns = time.time_ns()
+            body = b"".join(
+                _field(
+                    1,
+                    stamp(pool[(sequence + i) % len(pool)], f"{run}-{sequence + i}", now_ns),
+                )
+                for i in range(plan.batch)
+            )
+            sequence += plan.batch
+            async with session.post(
+                f"{plan.url}/v1/events",
+                data=body,
+                headers={"Content-Type": "application/x-protobuf"},
+            ) as resp:
+                if resp.status != 202:
+                    raise RuntimeError(f"ingest answered {resp.status}: {await resp.text()}")
+            with counter.get_lock():  # type: ignore[attr-defined]
+                counter.value += plan.batch  # type: ignore[attr-defined]
+            # Behind schedule (ingest saturated): do not burst to catch up, keep the pace.
+            next_send = max(next_send + interval, time.monotonic() - interval)
+
+
+def _worker(plan: WorkerPlan, counter: multiprocessing.Value) -> None:  # type: ignore[valid-type]
+    governments = governments_of(load_facts(FACTS))
+    pool = templates(governments, TEMPLATES, plan.seed)
+    asyncio.run(_send_loop(plan, pool, counter))
+
+
+def run_load(
+    url: str,
+    rate: float,
+    seconds: float,
+    workers: int = 2,
+    batch: int = 1_000,
+    progress: bool = True,
+) -> int:
+    """Send at `rate` events/s for `seconds`; return how many events ingest accepted."""
+    if not 0 < seconds <= MAX_SECONDS or not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"seconds must be in (0, {MAX_SECONDS}] and workers in 1..{MAX_WORKERS}")
+    batch = max(1, min(batch, int(rate / workers / 2) or 1))
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("q", 0)
+    procs = [
+        context.Process(
+            target=_worker,
+            daemon=True,
+            args=(WorkerPlan(url, rate / workers, seconds, batch, seed), counter),
+        )
+        for seed in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    started = time.monotonic()
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(1.0)
+            if progress:
+                elapsed = time.monotonic() - started
+                sent = counter.value
+                print(
+                    f"      load: {sent:,} events in {elapsed:.0f} s "
+                    f"({sent / max(elapsed, 1e-9):,.0f}/s, target {rate:,.0f}/s)",
+                    flush=True,
+                )
+            if time.monotonic() - started > seconds + 60:
+                raise TimeoutError("load workers did not stop in time")
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(5)
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
+        raise RuntimeError(f"{len(failed)} load worker(s) failed (exit codes {failed})")
+    return int(counter.value)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument("--rate", type=float, default=5_000)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1_000)
+    args = parser.parse_args(argv)
+    sent = run_load(args.url, args.rate, args.seconds, args.workers, args.batch)
+    print(f"sent {sent:,} events")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from civicmeter.core.pricing import PriceCatalog, load_catalog
+from loadtests.scenario import Scenario, build_scenario, expected_totals, load_facts
+
+REPO = Path(__file__).resolve().parents[2]
+FACTS = load_facts(REPO.parent / "shared" / "data" / "kr_local_gov_genai_2024.yaml")
+
+
+@pytest.fixture(scope="module")
+def catalog() -> PriceCatalog:
+    return load_catalog(REPO / "config" / "prices.yaml")
+
+
+@pytest.fixture(scope="module")
+def scenario(catalog: PriceCatalog) -> Scenario:
+    return build_scenario(FACTS, catalog, events=5_000)
+
+
+def test_reported_spend_is_kept_and_the_rest_adds_up_to_the_total(scenario: Scenario) -> None:
+    reported = {g["id"]: g["spend_krw"] for g in FACTS["governments"]}
+    for gov in scenario.governments:
+        if reported[gov.id] is not None:
+            assert gov.spend_krw == reported[gov.id]
+            assert gov.reported_spend
+    assert sum(g.spend_krw for g in scenario.governments) == FACTS["total_spend_krw"]
+
+
+def test_reported_users_are_kept_and_the_rest_match_the_reported_total(
+    scenario: Scenario,
+) -> None:
+    users = {g.id: g.users for g in scenario.governments}
+    assert users["seoul"] == 440 and users["chungnam"] == 1274
+    without_gyeonggi = sum(n for gov, n in users.items() if gov != "gyeonggi")
+    assert without_gyeonggi == FACTS["total_users_excluding_gyeonggi"]
+
+
+def test_the_catalog_prices_every_government_to_its_spend_exactly(
+    scenario: Scenario, catalog: PriceCatalog
+) -> None:
+    totals = expected_totals(scenario, catalog)
+    assert {g.id: totals[g.id] for g in scenario.governments} == {
+        g.id: Decimal(g.spend_krw) for g in scenario.governments
+    }
+
+
+def test_event_ids_are_unique_and_the_interleaving_keeps_every_event(scenario: Scenario) -> None:
+    ids = [e.event_id for e in scenario.events()]
+    assert len(ids) == scenario.event_count == len(set(ids))
+
+
+def test_subscription_counts_follow_the_report(scenario: Scenario) -> None:
+    subscribers = {s["id"]: s["governments"] for s in FACTS["services"]}
+    for service in ("chatgpt", "claude", "midjourney", "gamma"):
+        have = sum(service in g.services for g in scenario.governments)
+        assert have == subscribers[service], service
