@@ -241,8 +241,9 @@ def processor_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
     asyncio.run(preload(kafka.bootstrap_servers, raw, count))
     env = {**ALONE_TOPICS, "CIVICMETER_PROCESSOR_GROUP_ID": ALONE_GROUP}
     first: tuple[float, int] | None = None
-    with LocalStack(kafka.bootstrap_servers, workdir / "processor-alone", extra_env=env,
-                    services=("processor",)) as stack:
+    with LocalStack(
+        kafka.bootstrap_servers, workdir / "processor-alone", extra_env=env, services=("processor",)
+    ) as stack:
         deadline = time.monotonic() + 600
         while True:
             lag = asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw))
