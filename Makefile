@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test check lint typecheck proto proto-check unit kafka-start kafka-stop clean
+.PHONY: help install demo test check lint typecheck proto proto-check unit kafka-start kafka-stop clean \
+	chart-tools chart-check bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,23 +26,32 @@ demo: $(STAMP) ## Run the demo: a year of the 17 governments' AI use through the
 
 test: check unit ## Run every check and test (what CI runs)
 
-unit: $(STAMP) ## Run the test suite (starts a real Kafka broker; ClickHouse embedded)
+unit: $(STAMP) chart-tools ## Run the test suite (starts a real Kafka broker; ClickHouse embedded)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-check: lint typecheck proto-check ## Lint, type-check and check generated stubs for drift
+check: lint typecheck proto-check chart-check ## Lint, types, stub drift and the Helm chart
 
 lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check services tests loadtests tools
-	$(BIN)/ruff format --check services tests loadtests tools
+	$(BIN)/ruff check services tests loadtests tools deploy
+	$(BIN)/ruff format --check services tests loadtests tools deploy
 
 typecheck: $(STAMP) ## mypy --strict over the project's own code
-	$(BIN)/mypy services tests loadtests tools
+	$(BIN)/mypy services tests loadtests tools deploy
 
 proto: $(STAMP) ## Regenerate the Python stubs from proto/
 	PATH=$(BIN):$$PATH bash scripts/gen_proto.sh
 
 proto-check: $(STAMP) ## Fail if the committed stubs differ from proto/
 	PATH=$(BIN):$$PATH bash scripts/check_proto.sh
+
+chart-tools: ## Install helm, kubeconform, Kubernetes schemas and promtool (cached)
+	bash deploy/check.sh --install-only
+
+chart-check: ## Lint, render and validate the Helm chart offline (installs the tools first)
+	bash deploy/check.sh
+
+bench: $(STAMP) ## End-to-end benchmark at increasing rates; rewrites loadtests/RESULTS.md
+	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
 
 kafka-start: $(STAMP) ## Start a local Kafka broker in .civicmeter/kafka (prints its address)
 	$(BIN)/python -m tools.localkafka start --dir .civicmeter/kafka

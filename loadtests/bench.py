@@ -35,7 +35,7 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests import measure
 from loadtests.loadgen import FACTS, run_load, stamp, templates
 from loadtests.scenario import governments_of, load_facts
-from loadtests.stack import REPO, LocalStack
+from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack
 from tools.localkafka import KAFKA_VERSION, LocalKafka
 
 RESULTS = REPO / "loadtests" / "RESULTS.md"
@@ -108,7 +108,7 @@ class FreshnessProbe:
         return values
 
     async def _run(self) -> None:
-        from civicmeter.ingest.emitter import UsageEmitter
+        from civicmeter.gateway.emitter import UsageEmitter
 
         sequence = 0
         async with (
@@ -261,6 +261,45 @@ def processor_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
     return remaining / max(now - started, 1e-9)
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What the parts do alone on this machine, in the same run (events or records per s)."""
+
+    kafka_producer: float
+    kafka_consumer: float
+    aiokafka_consumer: float
+    clickhouse_insert: float
+    processor_alone: float
+    batch_loop: float
+
+
+def measure_parts(kafka: LocalKafka, args: argparse.Namespace) -> Parts:
+    bootstrap = kafka.bootstrap_servers
+    say("ceilings of the parts on this machine")
+    producer = measure.kafka_producer_ceiling(bootstrap, "perf", 1_000_000, 250)
+    consumer = measure.kafka_consumer_ceiling(bootstrap, "perf", 1_000_000)
+    aiokafka = asyncio.run(measure.aiokafka_consume_rate(bootstrap, "perf", 1_000_000))
+    insert = measure.clickhouse_insert_ceiling(args.workdir / "ceiling", 500_000)
+    say(
+        f"  kafka-producer-perf-test {producer:,.0f}/s, kafka-consumer-perf-test "
+        f"{consumer:,.0f}/s, aiokafka getmany {aiokafka:,.0f}/s, ClickHouse insert "
+        f"{insert:,.0f} rows/s"
+    )
+    say(f"processor alone on {args.preload:,} preloaded events")
+    alone = processor_alone(kafka, args.workdir, args.preload)
+    say(f"  {alone:,.0f} events/s ({alone / aiokafka:.0%} of the raw aiokafka consume rate)")
+    loop = asyncio.run(
+        measure.batch_loop_rate(
+            bootstrap, ALONE_TOPICS["CIVICMETER_TOPIC_RAW"], args.preload, DEFAULT_PRICES
+        )
+    )
+    say(
+        f"  the same pipeline on a plain aiokafka batch loop: {loop:,.0f} events/s "
+        f"({loop / aiokafka:.0%})"
+    )
+    return Parts(producer, consumer, aiokafka, insert, alone, loop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,35 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     began = datetime.now(UTC)
-    lines: list[str] = []
 
     with LocalKafka(args.workdir / "kafka") as kafka:
         say(f"Kafka {KAFKA_VERSION} at {kafka.bootstrap_servers}")
         settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=TopicSettings())
         asyncio.run(ensure_topics(settings))
         say("ceilings of the parts on this machine")
-        producer_ceiling = measure.kafka_producer_ceiling(
-            kafka.bootstrap_servers, "perf", 1_000_000, 250
-        )
-        consumer_ceiling = measure.kafka_consumer_ceiling(
-            kafka.bootstrap_servers, "perf", 1_000_000
-        )
-        aiokafka_rate = asyncio.run(
-            measure.aiokafka_consume_rate(kafka.bootstrap_servers, "perf", 1_000_000)
-        )
-        insert_ceiling = measure.clickhouse_insert_ceiling(args.workdir / "ceiling", 500_000)
-        say(
-            f"  kafka-producer-perf-test {producer_ceiling:,.0f}/s, "
-            f"kafka-consumer-perf-test {consumer_ceiling:,.0f}/s, "
-            f"aiokafka getmany {aiokafka_rate:,.0f}/s, ClickHouse insert {insert_ceiling:,.0f} "
-            "rows/s"
-        )
-        say(f"processor alone on {args.preload:,} preloaded events")
-        processor_rate = processor_alone(kafka, args.workdir, args.preload)
-        say(
-            f"  {processor_rate:,.0f} events/s ({processor_rate / aiokafka_rate:.0%} of the "
-            "raw aiokafka consume rate)"
-        )
+        parts = measure_parts(kafka, args)
 
         steps: list[Step] = []
         profiles: dict[str, list[tuple[str, float]]] = {}
@@ -371,19 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     time.sleep(10)
             probe.stop()
 
-    write_results(
-        args,
-        began,
-        producer_ceiling,
-        consumer_ceiling,
-        aiokafka_rate,
-        insert_ceiling,
-        processor_rate,
-        steps,
-        profiles,
-        soak,
-        lines,
-    )
+    write_results(args, began, parts, steps, profiles, soak)
     say(f"results written to {args.results}")
     return 0
 
@@ -391,16 +396,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def write_results(
     args: argparse.Namespace,
     began: datetime,
-    producer_ceiling: float,
-    consumer_ceiling: float,
-    aiokafka_rate: float,
-    insert_ceiling: float,
-    processor_rate: float,
+    parts: Parts,
     steps: list[Step],
     profiles: dict[str, list[tuple[str, float]]],
     soak: list[tuple[float, dict[str, int]]],
-    lines: list[str],
 ) -> None:
+    producer_ceiling, aiokafka_rate = parts.kafka_producer, parts.aiokafka_consumer
+    insert_ceiling, processor_rate = parts.clickhouse_insert, parts.processor_alone
+    lines: list[str] = []
+
     def ms(value: float | None) -> str:
         return "n/a" if value is None else f"{value * 1000:,.0f} ms"
 
@@ -422,12 +426,14 @@ def write_results(
         "| part | rate |",
         "|---|---|",
         f"| kafka-producer-perf-test (250 B, acks=all, lz4) | {producer_ceiling:,.0f} records/s |",
-        f"| kafka-consumer-perf-test | {consumer_ceiling:,.0f} records/s |",
+        f"| kafka-consumer-perf-test | {parts.kafka_consumer:,.0f} records/s |",
         f"| aiokafka consumer (getmany, no decoding) | {aiokafka_rate:,.0f} records/s |",
         f"| ClickHouse insert into usage_events (+2 rollup views), 50k-row batches | "
         f"{insert_ceiling:,.0f} rows/s |",
         f"| **processor alone** (faust, preloaded usage.raw) | **{processor_rate:,.0f} events/s "
         f"= {processor_rate / aiokafka_rate:.0%} of aiokafka** |",
+        f"| the same pipeline on a plain aiokafka batch loop, no faust (design alternative) | "
+        f"{parts.batch_loop:,.0f} events/s = {parts.batch_loop / aiokafka_rate:.0%} of aiokafka |",
         "",
         "## The whole pipeline at increasing rates",
         "",

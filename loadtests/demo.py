@@ -22,7 +22,7 @@ import grpc
 
 from civicmeter.core.money import from_money
 from civicmeter.core.pricing import load_catalog
-from civicmeter.ingest.emitter import UsageEmitter
+from civicmeter.gateway.emitter import UsageEmitter
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.usage.v1 import usage_event_pb2 as pb

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from civicmeter.core.identity import pseudonymise_user
 from civicmeter.core.pricing import PriceCatalog
+from civicmeter.gateway.identity import pseudonymise_user
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 KST = timezone(timedelta(hours=9), "KST")

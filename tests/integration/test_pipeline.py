@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from civicmeter.core.event_json import encode_batch
 from civicmeter.core.money import from_money
-from civicmeter.ingest.emitter import IngestRejectedError, UsageEmitter
+from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
 from civicmeter.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc

@@ -1,14 +1,26 @@
-"""The gateway SDK: what an AI gateway embeds before a request leaves the organisation.
+"""The gateway SDK: what an AI gateway embeds to meter requests before they leave.
 
-    from civicmeter.gateway import detect_pii
+    from civicmeter.gateway import UsageEmitter, detect_pii, pseudonymise_user
 
-    event.risk.pii_findings.update(detect_pii(prompt))   # counts by type, never the text
+    event.user_id = pseudonymise_user(org_key, "kim.minji")   # keyed HMAC, never the name
+    event.risk.pii_findings.update(detect_pii(prompt))        # counts by type, never the text
+    async with UsageEmitter("http://ingest:8080") as emitter:
+        await emitter.emit(event)
 
 `detect_pii` and `PiiDetector` find Korean personal information (resident and foreigner
 registration numbers, passports, driver licences, phone numbers, business registration
 numbers, e-mail addresses, bank accounts) and report how many of each, nothing more.
 """
 
+from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
+from civicmeter.gateway.identity import pseudonymise_user
 from civicmeter.gateway.pii import PII_TYPES, PiiDetector, detect_pii
 
-__all__ = ["PII_TYPES", "PiiDetector", "detect_pii"]
+__all__ = [
+    "PII_TYPES",
+    "IngestRejectedError",
+    "PiiDetector",
+    "UsageEmitter",
+    "detect_pii",
+    "pseudonymise_user",
+]

@@ -1,0 +1,1 @@
+"""Measuring the gateway's personal-information detector on a labelled synthetic corpus."""

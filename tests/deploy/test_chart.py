@@ -1,0 +1,587 @@
+"""The Helm chart deploy/helm/civicmeter: its values schema, and what it renders.
+
+helm and kubeconform are the ones deploy/check.sh installs (its cache directory first, then
+PATH), with the offline Kubernetes schemas it writes. Without them these tests fail: run
+`deploy/check.sh --install-only` first. They never skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "deploy" / "helm" / "civicmeter"
+KUBERNETES_VERSION = "1.37.0"
+TIMEOUT_SECONDS = 60
+RELEASE = "civicmeter"
+NAMESPACE = "metering"
+
+Manifest = dict[str, Any]
+
+RESTRICTED_CONTAINER = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _tools_dir() -> Path:
+    cache = os.environ.get("CIVICMETER_CACHE_DIR") or str(Path.home() / ".cache" / "civicmeter")
+    return Path(cache) / "tools"
+
+
+def _tool(name: str) -> str:
+    cached = _tools_dir() / "bin" / name
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return str(cached)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is neither in {cached.parent} nor on PATH: run deploy/check.sh "
+            "--install-only (it installs the pinned helm, kubeconform and schemas)",
+            pytrace=False,
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return _tool("helm")
+
+
+@pytest.fixture(scope="session")
+def kubeconform() -> list[str]:
+    schemas = _tools_dir() / "kubernetes-json-schema" / f"v{KUBERNETES_VERSION}-standalone-strict"
+    if not (schemas / "deployment-apps-v1.json").is_file():
+        pytest.fail(
+            f"no Kubernetes {KUBERNETES_VERSION} schemas in {schemas.parent}: run "
+            "deploy/check.sh --install-only",
+            pytrace=False,
+        )
+    location = (
+        f"{schemas.parent}/{{{{ .NormalizedKubernetesVersion }}}}-standalone"
+        "{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    )
+    return [
+        _tool("kubeconform"),
+        "-strict",
+        "-summary",
+        "-kubernetes-version",
+        KUBERNETES_VERSION,
+        "-schema-location",
+        location,
+        "-skip",
+        "ServiceMonitor,PrometheusRule",
+    ]
+
+
+def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, input=stdin, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False
+    )
+
+
+def _values_file(tmp_path: Path, values: Mapping[str, Any]) -> Path:
+    path = tmp_path / f"values-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(yaml.safe_dump(dict(values)))
+    return path
+
+
+def _template(
+    helm: str, tmp_path: Path, values: Mapping[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    args = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    args += ["--kube-version", KUBERNETES_VERSION]
+    if values is not None:
+        args += ["-f", str(_values_file(tmp_path, values))]
+    return _run(args)
+
+
+def _lint(helm: str, tmp_path: Path, values: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+    return _run([helm, "lint", "--strict", str(CHART), "-f", str(_values_file(tmp_path, values))])
+
+
+def _render(helm: str, tmp_path: Path, values: Mapping[str, Any] | None = None) -> list[Manifest]:
+    result = _template(helm, tmp_path, values)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def default_render(helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    return _render(helm, tmp_path_factory.mktemp("default"))
+
+
+@pytest.fixture(scope="module")
+def production_render(helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[Manifest]:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    return _render(helm, tmp_path_factory.mktemp("production"), values)
+
+
+def _of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def _named(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [m for m in _of_kind(manifests, kind) if m["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def _pod_templates(manifests: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    for manifest in manifests:
+        if manifest["kind"] in ("Deployment", "Job"):
+            yield manifest["metadata"]["name"], manifest["spec"]["template"]
+
+
+def _containers(manifests: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    for name, template in _pod_templates(manifests):
+        spec = template["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            yield f"{name}/{container['name']}", container
+
+
+def _container(manifests: list[Manifest], component: str) -> Manifest:
+    deployment = _named(manifests, "Deployment", f"{RELEASE}-{component}")
+    containers: list[Manifest] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _env(container: Manifest) -> dict[str, Manifest]:
+    return {entry["name"]: entry for entry in container.get("env", [])}
+
+
+def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+# ---- the values schema rejects what a platform team would get wrong
+
+
+@pytest.mark.parametrize(
+    ("values", "path", "message"),
+    [
+        ({"ingest": {"replicaz": 2}}, "/ingest", "'replicaz' not allowed"),
+        ({"ingres": {"enabled": True}}, "", "'ingres' not allowed"),
+        ({"kafka": {"sasl": {"pasword": "x"}}}, "/kafka/sasl", "'pasword' not allowed"),
+        (
+            {"networkPolicy": {"egress": {"kafka": {"too": []}}}},
+            "/networkPolicy/egress/kafka",
+            "'too' not allowed",
+        ),
+        (
+            {"containerSecurityContext": {"readOnlyRootFileSystem": True}},
+            "/containerSecurityContext",
+            "'readOnlyRootFileSystem' not allowed",
+        ),
+    ],
+)
+def test_a_typo_in_values_fails_template_and_lint_with_a_schema_error(
+    helm: str, tmp_path: Path, values: dict[str, Any], path: str, message: str
+) -> None:
+    for result in (_template(helm, tmp_path, values), _lint(helm, tmp_path, values)):
+        assert result.returncode != 0
+        output = result.stdout + result.stderr
+        assert "schema" in output
+        assert f"at '{path}'" in output
+        assert message in output
+
+
+@pytest.mark.parametrize(
+    ("values", "path", "message"),
+    [
+        ({"ingest": {"replicas": "two"}}, "/ingest/replicas", "want integer"),
+        ({"kafka": {"topics": {"create": "false"}}}, "/kafka/topics/create", "want boolean"),
+        ({"clickhouse": {"port": "8443"}}, "/clickhouse/port", "want integer"),
+        ({"clickhouse": {"port": 70000}}, "/clickhouse/port", "maximum"),
+        ({"kafka": {"securityProtocol": "SASL_TLS"}}, "/kafka/securityProtocol", "SASL_SSL"),
+        ({"kafka": {"bootstrapServers": "kafka"}}, "/kafka/bootstrapServers", "pattern"),
+        (
+            {"query": {"resources": {"requests": {"cpu": "lots"}}}},
+            "/query/resources/requests/cpu",
+            "does not match pattern",
+        ),
+        ({"otel": {"env": {"OTEL_METRICS_EXPORTER": "statsd"}}}, "/otel/env", "prometheus"),
+        # helm reports propertyNames errors at a wrong location, so only the message counts.
+        ({"otel": {"env": {"JAVA_OPTS": "-Xmx1g"}}}, "", "'JAVA_OPTS' does not match pattern"),
+        ({"ingest": {"podLabels": {"tier": 1}}}, "/ingest/podLabels/tier", "want string"),
+    ],
+)
+def test_a_wrong_type_or_value_fails_with_a_schema_error(
+    helm: str, tmp_path: Path, values: dict[str, Any], path: str, message: str
+) -> None:
+    result = _template(helm, tmp_path, values)
+    assert result.returncode != 0
+    assert "don't meet the specifications of the schema" in result.stderr
+    assert f"at '{path}" in result.stderr
+    assert message in result.stderr
+
+
+def test_sasl_without_a_password_or_secret_fails_with_the_setting_named(
+    helm: str, tmp_path: Path
+) -> None:
+    values = {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"username": "civicmeter"}}}
+    result = _template(helm, tmp_path, values)
+    assert result.returncode != 0
+    assert "kafka.sasl.password or kafka.sasl.existingSecret is required" in result.stderr
+
+
+def test_every_object_in_the_schema_is_closed_and_every_field_typed() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    untyped: list[str] = []
+    open_objects: list[str] = []
+
+    def walk(node: dict[str, Any], where: str) -> None:
+        if "type" not in node:
+            untyped.append(where or "/")
+        if node.get("type") == "object":
+            extra = node.get("additionalProperties")
+            # Closed (false), a typed map (a schema), or a Kubernetes object passed through as
+            # is (true), which says so and is left to kubeconform and the API server.
+            if extra is None or (extra is True and "Kubernetes" not in node["description"]):
+                open_objects.append(where or "/")
+            if isinstance(extra, dict):
+                walk(extra, f"{where}/*")
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{where}/{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{where}/[]")
+
+    walk(schema, "")
+    assert untyped == []
+    assert open_objects == []
+
+
+def test_the_default_catalog_is_the_project_price_catalog() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["pricing"]["catalog"] == (REPO / "config" / "prices.yaml").read_text()
+
+
+# ---- kubeconform catches what the schema passes through to Kubernetes
+
+
+def test_the_default_render_is_valid_kubernetes(
+    helm: str, kubeconform: list[str], tmp_path: Path
+) -> None:
+    rendered = _template(helm, tmp_path)
+    assert rendered.returncode == 0, rendered.stderr
+    result = _run([*kubeconform, "-"], stdin=rendered.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Invalid: 0, Errors: 0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"ingest": {"tolerations": [{"key": "gpu", "operator": "Exists", "efect": "x"}]}},
+            "additional properties 'efect' not allowed",
+        ),
+        ({"sink": {"extraEnv": [{"name": "A", "valu": "b"}]}}, "'valu' not allowed"),
+        (
+            {"processor": {"livenessProbe": {"exec": {"command": "true"}}}},
+            "got string, want",
+        ),
+        (
+            {"networkPolicy": {"ingress": {"ingest": [{"namespaceSelector": {"app": "gw"}}]}}},
+            "'app' not allowed",
+        ),
+    ],
+)
+def test_broken_kubernetes_objects_in_values_fail_kubeconform(
+    helm: str, kubeconform: list[str], tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    rendered = _template(helm, tmp_path, values)
+    assert rendered.returncode == 0, rendered.stderr  # the schema lets Kubernetes objects through
+    result = _run([*kubeconform, "-"], stdin=rendered.stdout)
+    assert result.returncode != 0
+    assert message in result.stdout
+
+
+# ---- what the default render promises
+
+
+def test_every_container_runs_restricted(default_render: list[Manifest]) -> None:
+    containers = dict(_containers(default_render))
+    assert len(containers) == 5  # four services and the migration Job
+    for name, container in containers.items():
+        context = container["securityContext"]
+        for key, value in RESTRICTED_CONTAINER.items():
+            assert context.get(key) == value, f"{name}: securityContext.{key}"
+    for name, template in _pod_templates(default_render):
+        pod = template["spec"]["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert template["spec"]["automountServiceAccountToken"] is False, name
+
+
+def test_a_read_only_root_keeps_tmp_and_the_processor_data_dir_writable(
+    default_render: list[Manifest],
+) -> None:
+    for name, container in _containers(default_render):
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert "/tmp" in mounts, name
+    processor = _named(default_render, "Deployment", f"{RELEASE}-processor")
+    data_dir = _env(_container(default_render, "processor"))["CIVICMETER_PROCESSOR_DATA_DIR"]
+    mounts = {
+        m["mountPath"]: m["name"] for m in _container(default_render, "processor")["volumeMounts"]
+    }
+    volumes = {v["name"]: v for v in processor["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts[data_dir["value"]]]
+
+
+def test_every_pod_template_carries_the_config_checksum(default_render: list[Manifest]) -> None:
+    templates = dict(_pod_templates(default_render))
+    assert len(templates) == 5
+    for name, template in templates.items():
+        checksum = template["metadata"]["annotations"].get("checksum/config", "")
+        assert re.fullmatch("[0-9a-f]{64}", checksum), name
+
+
+def test_a_price_change_rolls_the_pods(
+    helm: str, tmp_path: Path, default_render: list[Manifest]
+) -> None:
+    catalog = (REPO / "config" / "prices.yaml").read_text() + "# a new price\n"
+    changed = _render(helm, tmp_path, {"pricing": {"catalog": catalog}})
+
+    def checksum(manifests: list[Manifest]) -> str:
+        deployment = _named(manifests, "Deployment", f"{RELEASE}-processor")
+        annotations: dict[str, str] = deployment["spec"]["template"]["metadata"]["annotations"]
+        return annotations["checksum/config"]
+
+    assert checksum(changed) != checksum(default_render)
+
+
+def test_the_processor_reads_the_catalog_from_the_pricing_config_map(
+    default_render: list[Manifest],
+) -> None:
+    container = _container(default_render, "processor")
+    prices_file = _env(container)["CIVICMETER_PRICES_FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if prices_file.startswith(m["mountPath"]))
+    processor = _named(default_render, "Deployment", f"{RELEASE}-processor")
+    volume = next(
+        v for v in processor["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    )
+    config_map = _named(default_render, "ConfigMap", volume["configMap"]["name"])
+    key = prices_file.removeprefix(mount["mountPath"] + "/")
+    assert config_map["data"][key] == (REPO / "config" / "prices.yaml").read_text()
+
+
+@pytest.mark.parametrize(("component", "port"), [("ingest", 50051), ("query", 50052)])
+def test_grpc_services_are_probed_with_grpc_health_on_their_port(
+    default_render: list[Manifest], component: str, port: int
+) -> None:
+    container = _container(default_render, component)
+    assert {"name": "grpc", "containerPort": port, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["grpc"] == {"port": port}
+    assert container["startupProbe"]["grpc"] == {"port": port}
+    # The servers bind to 127.0.0.1 unless told otherwise; the kubelet probes the pod IP.
+    host = _env(container)[f"CIVICMETER_{component.upper()}_HOST"]["value"]
+    assert host == "0.0.0.0"
+
+
+def test_ingest_liveness_uses_healthz_and_query_liveness_grpc(
+    default_render: list[Manifest],
+) -> None:
+    assert _container(default_render, "ingest")["livenessProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": "http",
+    }
+    assert _container(default_render, "query")["livenessProbe"]["grpc"] == {"port": 50052}
+    for component in ("processor", "sink"):
+        assert "livenessProbe" not in _container(default_render, component)
+
+
+@pytest.mark.parametrize("component", ["sink", "query"])
+def test_the_clickhouse_password_comes_from_a_secret(
+    default_render: list[Manifest], component: str
+) -> None:
+    env = _env(_container(default_render, component))
+    assert env["CLICKHOUSE_INTERFACE"]["value"] == "https"
+    password = env["CLICKHOUSE_PASSWORD"]
+    assert "value" not in password
+    ref = password["valueFrom"]["secretKeyRef"]
+    secret = _named(default_render, "Secret", ref["name"])
+    assert ref["key"] in secret["data"]
+
+
+def test_the_migration_hook_brings_its_own_secret_and_service_account(
+    default_render: list[Manifest],
+) -> None:
+    job = _named(default_render, "Job", f"{RELEASE}-migration")
+    hook = job["metadata"]["annotations"]
+    assert hook["helm.sh/hook"] == "pre-install,pre-upgrade"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["containers"][0]["args"] == ["migrate"]
+    # A pre-install hook runs before the release's other objects exist: what it uses must be
+    # a hook too, created before it (a lower weight).
+    account = _named(default_render, "ServiceAccount", spec["serviceAccountName"])
+    ref = _env(spec["containers"][0])["CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    secret = _named(default_render, "Secret", ref["name"])
+    for dependency in (account, secret):
+        annotations = dependency["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == hook["helm.sh/hook"]
+        assert int(annotations["helm.sh/hook-weight"]) < int(hook["helm.sh/hook-weight"])
+
+
+def test_a_private_clickhouse_ca_reaches_every_clickhouse_client(helm: str, tmp_path: Path) -> None:
+    values = yaml.safe_load((CHART / "ci" / "monitoring-disabled-values.yaml").read_text())
+    manifests = _render(helm, tmp_path, values)
+    ca = values["clickhouse"]["tls"]["caCert"]
+    clients = dict(_pod_templates(manifests))
+    assert set(clients) >= {f"{RELEASE}-sink", f"{RELEASE}-query", f"{RELEASE}-migration"}
+    for name, template in clients.items():
+        container = template["spec"]["containers"][0]
+        env = _env(container)
+        if "CLICKHOUSE_HOST" not in env:
+            assert "SSL_CERT_FILE" not in env, name
+            continue
+        ca_file = Path(env["SSL_CERT_FILE"]["value"])
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(ca_file.parent))
+        volume = next(v for v in template["spec"]["volumes"] if v["name"] == mount["name"])
+        secret = _named(manifests, "Secret", volume["secret"]["secretName"])
+        (item,) = volume["secret"]["items"]
+        assert item["path"] == ca_file.name
+        assert base64.b64decode(secret["data"][item["key"]]).decode() == ca, name
+
+
+def test_production_takes_every_credential_from_existing_secrets(
+    production_render: list[Manifest],
+) -> None:
+    assert _of_kind(production_render, "Secret") == []
+    secret_like = re.compile(r"PASSWORD|HMAC_KEY|SECRET|TOKEN")
+    for name, container in _containers(production_render):
+        for entry in container.get("env", []):
+            if secret_like.search(entry["name"]):
+                assert "value" not in entry, f"{name}: {entry['name']} is a literal"
+                assert "secretKeyRef" in entry["valueFrom"], f"{name}: {entry['name']}"
+    env = _env(_container(production_render, "processor"))
+    assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "civicmeter",
+        "key": "password",
+    }
+    assert env["CIVICMETER_CREATE_TOPICS"]["value"] == "false"
+    ca_file = Path(env["KAFKA_SSL_CAFILE"]["value"])
+    mounts = {
+        m["mountPath"]: m["name"]
+        for m in _container(production_render, "processor")["volumeMounts"]
+    }
+    processor = _named(production_render, "Deployment", f"{RELEASE}-processor")
+    volumes = {v["name"]: v for v in processor["spec"]["template"]["spec"]["volumes"]}
+    ca_volume = volumes[mounts[str(ca_file.parent)]]["secret"]
+    assert ca_volume["secretName"] == "metering-cluster-ca-cert"
+    assert ca_volume["items"] == [{"key": "ca.crt", "path": ca_file.name}]
+
+
+def test_services_target_ports_their_pods_expose(production_render: list[Manifest]) -> None:
+    pods = [t for _, t in _pod_templates(_of_kind(production_render, "Deployment"))]
+    services = _of_kind(production_render, "Service")
+    assert len(services) == 6  # ingest and query (+ headless), processor and sink metrics
+    for service in services:
+        selected = [
+            p for p in pods if _selects(service["spec"]["selector"], p["metadata"]["labels"])
+        ]
+        assert len(selected) == 1, service["metadata"]["name"]
+        ports = {p["name"] for c in selected[0]["spec"]["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports, service["metadata"]["name"]
+
+
+def test_the_service_monitor_scrapes_each_pod_once(production_render: list[Manifest]) -> None:
+    monitor = _named(production_render, "ServiceMonitor", RELEASE)
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    scraped = [
+        s["spec"]["selector"]["app.kubernetes.io/component"]
+        for s in _of_kind(production_render, "Service")
+        if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+        and "metrics" in {p["name"] for p in s["spec"]["ports"]}
+    ]
+    assert sorted(scraped) == ["ingest", "processor", "query", "sink"]
+
+
+def test_the_alerts_watch_lag_dead_letters_rejections_and_anomalies(
+    production_render: list[Manifest],
+) -> None:
+    rule = _named(production_render, "PrometheusRule", RELEASE)
+    rules = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    lag = rules["CivicmeterConsumerLagGrowing"]
+    assert "sum by (consumergroup) (kafka_consumergroup_lag" in lag
+    assert 'consumergroup=~"civicmeter-processor|civicmeter-sink"' in lag
+    assert 'outcome="dead_lettered"' in rules["CivicmeterDeadLettersGrowing"]
+    assert "civicmeter_(processor|sink)_events_total" in rules["CivicmeterDeadLettersGrowing"]
+    assert 'outcome="rejected"' in rules["CivicmeterIngestRejecting"]
+    assert (
+        'civicmeter_alerts_total{namespace="metering", severity="high"}'
+        in (rules["CivicmeterHighSeverityAnomaly"])
+    )
+    assert "CivicmeterIngestDown" in rules  # additionalRules
+
+
+def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(
+    production_render: list[Manifest],
+) -> None:
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"]
+        for h in _of_kind(production_render, "HorizontalPodAutoscaler")
+    }
+    assert scaled == {f"{RELEASE}-ingest", f"{RELEASE}-query"}
+    for deployment in _of_kind(production_render, "Deployment"):
+        name = deployment["metadata"]["name"]
+        assert ("replicas" in deployment["spec"]) == (name not in scaled), name
+
+
+def test_every_deployment_has_a_disruption_budget(production_render: list[Manifest]) -> None:
+    budgets = _of_kind(production_render, "PodDisruptionBudget")
+    for deployment in _of_kind(production_render, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        matching = [b for b in budgets if _selects(b["spec"]["selector"]["matchLabels"], labels)]
+        assert len(matching) == 1, deployment["metadata"]["name"]
+
+
+def test_network_policies_admit_only_the_ports_each_service_serves(
+    production_render: list[Manifest],
+) -> None:
+    pods = {
+        t["metadata"]["labels"]["app.kubernetes.io/component"]: t
+        for _, t in _pod_templates(production_render)
+    }
+    policies = _of_kind(production_render, "NetworkPolicy")
+    assert len(policies) == 5
+    for policy in policies:
+        spec = policy["spec"]
+        component = spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        container_ports = {
+            p["containerPort"]
+            for c in pods[component]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        for rule in spec["ingress"]:
+            assert rule["from"], f"{component}: ingress from anywhere"
+            assert {p["port"] for p in rule["ports"]} <= container_ports, component
+        egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
+        expected = {53, 4317}
+        if component in ("ingest", "processor", "sink"):
+            expected.add(9093)  # the Kafka bootstrap port
+        if component in ("sink", "query", "migration"):
+            expected.add(8443)  # ClickHouse over HTTPS
+        assert egress_ports == expected, component
