@@ -450,9 +450,9 @@ def test_a_private_clickhouse_ca_reaches_every_clickhouse_client(helm: str, tmp_
         container = template["spec"]["containers"][0]
         env = _env(container)
         if "CLICKHOUSE_HOST" not in env:
-            assert "SSL_CERT_FILE" not in env, name
+            assert "CLICKHOUSE_CA_CERT" not in env, name
             continue
-        ca_file = Path(env["SSL_CERT_FILE"]["value"])
+        ca_file = Path(env["CLICKHOUSE_CA_CERT"]["value"])
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(ca_file.parent))
         volume = next(v for v in template["spec"]["volumes"] if v["name"] == mount["name"])
         secret = _named(manifests, "Secret", volume["secret"]["secretName"])

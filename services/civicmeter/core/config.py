@@ -59,6 +59,7 @@ class TopicSettings:
     rated: str = "usage.rated"
     dlq: str = "usage.dlq"
     cost_windows: str = "usage.cost.1m"
+    alerts: str = "usage.alerts"
     partitions: int = 4
     replication_factor: int = 1
 
@@ -69,6 +70,7 @@ class TopicSettings:
             rated=env.get("CIVICMETER_TOPIC_RATED", cls.rated),
             dlq=env.get("CIVICMETER_TOPIC_DLQ", cls.dlq),
             cost_windows=env.get("CIVICMETER_TOPIC_COST_WINDOWS", cls.cost_windows),
+            alerts=env.get("CIVICMETER_TOPIC_ALERTS", cls.alerts),
             partitions=_int(env, "CIVICMETER_TOPIC_PARTITIONS", cls.partitions),
             replication_factor=_int(
                 env, "CIVICMETER_TOPIC_REPLICATION_FACTOR", cls.replication_factor
@@ -118,6 +120,7 @@ class ClickHouseSettings:
     username: str = "default"
     password: str = ""
     database: str = "civicmeter"
+    ca_cert: str | None = None  # a private CA (PEM file) for https; None: the system's
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ClickHouseSettings:
@@ -134,6 +137,7 @@ class ClickHouseSettings:
             username=env.get("CLICKHOUSE_USERNAME", cls.username),
             password=env.get("CLICKHOUSE_PASSWORD", cls.password),
             database=env.get("CLICKHOUSE_DATABASE", cls.database),
+            ca_cert=env.get("CLICKHOUSE_CA_CERT") or None,
         )
 
 

@@ -82,7 +82,7 @@ async def ensure_topics(settings: KafkaSettings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [topics.raw, topics.rated, topics.dlq, topics.cost_windows]
+        wanted = [topics.raw, topics.rated, topics.dlq, topics.cost_windows, topics.alerts]
         new = [
             NewTopic(name, topics.partitions, topics.replication_factor)
             for name in wanted

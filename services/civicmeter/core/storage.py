@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -66,23 +66,19 @@ def connect(settings: ClickHouseSettings) -> Client:
         client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(settings.database)}")
         client.database = settings.database
         return client
-    bootstrap = clickhouse_connect.get_client(
-        interface=settings.interface,
-        host=settings.host,
-        port=settings.port,
-        username=settings.username,
-        password=settings.password,
-    )
+    server: dict[str, Any] = {
+        "interface": settings.interface,
+        "host": settings.host,
+        "port": settings.port,
+        "username": settings.username,
+        "password": settings.password,
+    }
+    if settings.ca_cert:
+        server["ca_cert"] = settings.ca_cert
+    bootstrap = clickhouse_connect.get_client(**server)
     bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {_ident(settings.database)}")
     bootstrap.close()
-    return clickhouse_connect.get_client(
-        interface=settings.interface,
-        host=settings.host,
-        port=settings.port,
-        username=settings.username,
-        password=settings.password,
-        database=settings.database,
-    )
+    return clickhouse_connect.get_client(**server, database=settings.database)
 
 
 def _ident(name: str) -> str:

@@ -8,11 +8,14 @@ from datetime import UTC
 
 import grpc
 
+from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
 from civicmeter.core.config import QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.money import to_money
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.query import page_token
+from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME
+from civicmeter.query.alert_service import AlertService
 from civicmeter.query.cost import CostQuery, cost_breakdown
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
@@ -56,9 +59,10 @@ class QueryService(query_grpc.QueryServiceServicer):
         after = None
         if request.page_token:
             try:
-                after = page_token.decode(request.page_token, fingerprint)
+                position = page_token.decode(request.page_token, fingerprint)
             except page_token.PageTokenError as exc:
                 await context.abort(invalid, f"page_token: {exc}")
+            after = str(position[0])
         query = CostQuery(
             start=start,
             end=end,
@@ -72,13 +76,16 @@ class QueryService(query_grpc.QueryServiceServicer):
         for row in page.rows:
             response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
         if page.has_more:
-            response.next_page_token = page_token.encode(page.rows[-1].key, fingerprint)
+            response.next_page_token = page_token.encode([page.rows[-1].key], fingerprint)
         return response
 
 
 def build_server(settings: QuerySettings, storage: Storage) -> GrpcServer:
-    grpc_server = new_server([SERVICE_NAME], reflection_enabled=settings.reflection)
+    grpc_server = new_server(
+        [SERVICE_NAME, ALERT_SERVICE_NAME], reflection_enabled=settings.reflection
+    )
     query_grpc.add_QueryServiceServicer_to_server(QueryService(storage), grpc_server.server)
+    alert_grpc.add_AlertServiceServicer_to_server(AlertService(storage), grpc_server.server)
     grpc_server.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     return grpc_server
 

@@ -1,24 +1,30 @@
-"""The sink loop: usage.rated → ClickHouse, committing offsets only after the write.
+"""The sink loop: usage.rated and usage.alerts → ClickHouse, committing offsets only after
+the write.
 
-Records that are not RatedUsageEvents go to usage.dlq with the reason; they never stop the
-loop. A failed write is retried with backoff without committing, so nothing is skipped.
+Records that cannot be decoded go to usage.dlq with the reason; they never stop the loop.
+A failed write is retried with backoff without committing, so nothing is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import CommitFailedError
+from clickhouse_connect.driver.client import Client
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
-from civicmeter.core.config import SinkSettings
+from civicmeter.alert.v1 import alert_pb2
+from civicmeter.core.config import SinkSettings, TopicSettings
 from civicmeter.core.kafka import make_consumer, make_producer
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.core.telemetry import Telemetry, consumer_span, links_from_headers
+from civicmeter.sink.alert_writer import AlertWriteResult, write_alerts
 from civicmeter.sink.writer import WriteResult, write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
@@ -26,32 +32,47 @@ log = logging.getLogger("civicmeter.sink")
 MAX_BACKOFF_SECONDS = 30.0
 
 
-def decode(
-    records: list[ConsumerRecord[bytes, bytes]], topic: str
-) -> tuple[list[pb.RatedUsageEvent], list[pb.DeadLetter]]:
-    rated: list[pb.RatedUsageEvent] = []
-    dead: list[pb.DeadLetter] = []
+@dataclass
+class Decoded:
+    rated: list[pb.RatedUsageEvent] = field(default_factory=list)
+    alerts: list[alert_pb2.Alert] = field(default_factory=list)
+    dead: list[pb.DeadLetter] = field(default_factory=list)
+
+
+def decode(records: list[ConsumerRecord[bytes, bytes]], topics: TopicSettings) -> Decoded:
+    """Rated events and alerts by topic; anything undecodable becomes a dead letter."""
+    out = Decoded()
     now = datetime.now(UTC)
     for record in records:
-        message = pb.RatedUsageEvent()
         try:
-            message.ParseFromString(record.value or b"")
-            if not message.event.event_id or not message.price_version:
-                raise DecodeError("missing event or price_version")
+            if record.topic == topics.alerts:
+                alert = alert_pb2.Alert.FromString(record.value or b"")
+                if not alert.dedup_key or not alert.organization_id:
+                    raise DecodeError("missing dedup_key or organization_id")
+                out.alerts.append(alert)
+            else:
+                rated = pb.RatedUsageEvent.FromString(record.value or b"")
+                if not rated.event.event_id or not rated.price_version:
+                    raise DecodeError("missing event or price_version")
+                out.rated.append(rated)
         except DecodeError as exc:
             letter = pb.DeadLetter(
                 payload=record.value or b"",
                 reason_code="undecodable",
-                reason=f"not a RatedUsageEvent: {exc}",
-                source_topic=topic,
+                reason=f"not a record of {record.topic}: {exc}",
+                source_topic=record.topic,
                 source_partition=record.partition,
                 source_offset=record.offset,
             )
             letter.dead_letter_time.FromDatetime(now)
-            dead.append(letter)
-            continue
-        rated.append(message)
-    return rated, dead
+            out.dead.append(letter)
+    return out
+
+
+def write_batch(client: Client, decoded: Decoded) -> tuple[WriteResult, AlertWriteResult]:
+    events = write_events(client, decoded.rated)
+    alerts = write_alerts(client, decoded.alerts, time.time_ns() // 1_000_000)
+    return events, alerts
 
 
 async def serve(
@@ -62,15 +83,19 @@ async def serve(
     written = telemetry.meter.create_counter(
         "civicmeter.sink.events",
         unit="{event}",
-        description="Rated events handled by the sink, by outcome",
+        description="Rated events and alerts handled by the sink, by outcome",
     )
     consumer = make_consumer(
-        settings.kafka, topics.rated, group_id=settings.group_id, client_id="civicmeter-sink"
+        settings.kafka,
+        topics.rated,
+        topics.alerts,
+        group_id=settings.group_id,
+        client_id="civicmeter-sink",
     )
     producer = make_producer(settings.kafka, client_id="civicmeter-sink")
     await producer.start()
     await consumer.start()
-    log.info("sink consuming %s into ClickHouse", topics.rated)
+    log.info("sink consuming %s and %s into ClickHouse", topics.rated, topics.alerts)
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(
@@ -79,21 +104,26 @@ async def serve(
             records = [record for batch in fetched.values() for record in batch]
             if not records:
                 continue
-            rated, dead = decode(records, topics.rated)
+            decoded = decode(records, topics)
             links = links_from_headers(r.headers for r in records)
             with trace.use_span(
                 consumer_span(telemetry.tracer, topics.rated, len(records), links), end_on_exit=True
             ):
-                if dead:
+                if decoded.dead:
                     await asyncio.gather(
-                        *[await producer.send(topics.dlq, d.SerializeToString()) for d in dead]
+                        *[
+                            await producer.send(topics.dlq, d.SerializeToString())
+                            for d in decoded.dead
+                        ]
                     )
-                    written.add(len(dead), {"outcome": "dead_lettered"})
-                result = await _write_with_retry(storage, rated, stop)
+                    written.add(len(decoded.dead), {"outcome": "dead_lettered"})
+                result = await _write_with_retry(storage, decoded, stop)
             if result is None:
                 break  # stopping before the write succeeded: leave the offsets uncommitted
-            written.add(result.inserted, {"outcome": "inserted"})
-            written.add(result.duplicates, {"outcome": "duplicate"})
+            events, alerts = result
+            written.add(events.inserted, {"outcome": "inserted"})
+            written.add(events.duplicates, {"outcome": "duplicate"})
+            written.add(alerts.occurrences, {"outcome": "alert_occurrence"})
             try:
                 await consumer.commit()
             except CommitFailedError as exc:
@@ -105,16 +135,17 @@ async def serve(
 
 
 async def _write_with_retry(
-    storage: Storage, rated: list[pb.RatedUsageEvent], stop: asyncio.Event
-) -> WriteResult | None:
+    storage: Storage, decoded: Decoded, stop: asyncio.Event
+) -> tuple[WriteResult, AlertWriteResult] | None:
     backoff = 0.5
     while True:
         try:
-            return await storage.run(lambda client: write_events(client, rated))
+            return await storage.run(lambda client: write_batch(client, decoded))
         except Exception as exc:  # noqa: BLE001 (any storage failure is retried, never skipped)
             log.error(
-                "ClickHouse write of %d events failed, retrying in %.1fs: %s",
-                len(rated),
+                "ClickHouse write of %d events and %d alerts failed, retrying in %.1fs: %s",
+                len(decoded.rated),
+                len(decoded.alerts),
                 backoff,
                 exc,
             )

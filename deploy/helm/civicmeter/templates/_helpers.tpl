@@ -224,7 +224,7 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
       key: clickhouse-password
 {{- end }}
 {{- if include "civicmeter.clickhouseCa" $root }}
-- name: SSL_CERT_FILE
+- name: CLICKHOUSE_CA_CERT
   value: /etc/civicmeter/clickhouse-ca/ca.crt
 {{- end }}
 {{- end }}

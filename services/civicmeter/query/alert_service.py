@@ -1,0 +1,124 @@
+"""civicmeter.alert.v1.AlertService: list, acknowledge and watch alerts over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.core.storage import Storage
+from civicmeter.query import page_token
+from civicmeter.query.alerts import (
+    AlertFilter,
+    alerts_after,
+    get_alert,
+    list_alerts,
+    record_state,
+)
+
+SERVICE_NAME = alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_REPLAY_SECONDS = 86_400
+WATCH_POLL_SECONDS = 0.5
+_WATCH = "watch"  # the fingerprint of watch cursors: they fit any filter
+
+
+def _filter(request: alert_service_pb2.AlertFilter) -> AlertFilter:
+    return AlertFilter(
+        request.organization_id or None, int(request.min_severity), tuple(request.alert_types)
+    )
+
+
+class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
+    def __init__(self, storage: Storage, poll_seconds: float = WATCH_POLL_SECONDS) -> None:
+        self._storage = storage
+        self._poll = poll_seconds
+
+    async def ListAlerts(  # noqa: N802 (gRPC method name)
+        self, request: alert_service_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> alert_service_pb2.ListAlertsResponse:
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page_size: must be between 0 and {MAX_PAGE_SIZE}",
+            )
+        flt = _filter(request.filter)
+        fingerprint = page_token.fingerprint(flt, request.state)
+        before: tuple[int, str] | None = None
+        if request.page_token:
+            try:
+                ms, key = page_token.decode(request.page_token, fingerprint)
+            except (page_token.PageTokenError, ValueError) as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {exc}")
+            before = (int(ms), str(key))
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        page = await self._storage.run(
+            lambda c: list_alerts(c, flt, int(request.state), size + 1, before)
+        )
+        response = alert_service_pb2.ListAlertsResponse(alerts=[s.alert for s in page[:size]])
+        if len(page) > size:
+            last = page[size - 1]
+            response.next_page_token = page_token.encode(
+                [last.opened_ms, last.alert.dedup_key], fingerprint
+            )
+        return response
+
+    async def AcknowledgeAlert(  # noqa: N802 (gRPC method name)
+        self,
+        request: alert_service_pb2.AcknowledgeAlertRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> alert_service_pb2.AcknowledgeAlertResponse:
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        if not request.organization_id:
+            await context.abort(invalid, "organization_id: is required")
+        if not request.dedup_key:
+            await context.abort(invalid, "dedup_key: is required")
+        if not request.actor:
+            await context.abort(invalid, "actor: is required")
+        state = request.state or alert_pb2.ALERT_STATE_ACKNOWLEDGED
+        if state not in (alert_pb2.ALERT_STATE_ACKNOWLEDGED, alert_pb2.ALERT_STATE_RESOLVED):
+            await context.abort(invalid, "state: must be ACKNOWLEDGED or RESOLVED")
+        org, key = request.organization_id, request.dedup_key
+        if await self._storage.run(lambda c: get_alert(c, org, key)) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no alert {key!r} in {org!r}")
+        now_ms = time.time_ns() // 1_000_000
+        await self._storage.run(
+            lambda c: record_state(c, org, key, int(state), request.actor, now_ms)
+        )
+        stored = await self._storage.run(lambda c: get_alert(c, org, key))
+        assert stored is not None
+        return alert_service_pb2.AcknowledgeAlertResponse(alert=stored.alert)
+
+    async def WatchAlerts(  # noqa: N802 (gRPC method name)
+        self, request: alert_service_pb2.WatchAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[alert_service_pb2.WatchAlertsResponse]:
+        flt = _filter(request.filter)
+        if request.cursor:
+            try:
+                ms, key = page_token.decode(request.cursor, _WATCH)
+            except (page_token.PageTokenError, ValueError) as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
+            after = (int(ms), str(key))
+        else:
+            if not 0 <= request.replay_seconds <= MAX_REPLAY_SECONDS:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"replay_seconds: must be between 0 and {MAX_REPLAY_SECONDS}",
+                )
+            after = (time.time_ns() // 1_000_000 - 1000 * request.replay_seconds, "")
+        while True:  # until the client cancels, which cancels this generator
+            batch = await self._storage.run(
+                functools.partial(alerts_after, flt=flt, after=after, limit=500)
+            )
+            for stored in batch:
+                after = (stored.opened_ms, stored.alert.dedup_key)
+                yield alert_service_pb2.WatchAlertsResponse(
+                    alert=stored.alert, cursor=page_token.encode(list(after), _WATCH)
+                )
+            if not batch:
+                await asyncio.sleep(self._poll)
