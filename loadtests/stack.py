@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PRICES = REPO / "config" / "prices.yaml"
+DEFAULT_POLICIES = REPO / "config" / "policies.yaml"
 
 
 def free_port() -> int:
@@ -70,6 +71,7 @@ class LocalStack:
             "CLICKHOUSE_INTERFACE": "chdb",
             "CLICKHOUSE_PATH": str(self.workdir / "chdb"),
             "CIVICMETER_PRICES_FILE": str(self.prices_file),
+            "CIVICMETER_POLICY_FILE": str(DEFAULT_POLICIES),
             "CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / "processor"),
             "CIVICMETER_INGEST_HTTP_PORT": str(self.ingest_http_port),
             "CIVICMETER_INGEST_GRPC_PORT": str(self.ingest_grpc_port),
@@ -84,7 +86,7 @@ class LocalStack:
         commands = {
             "ingest": ["ingest"],
             "processor": ["processor"],
-            "storage": ["serve", "sink", "query"],
+            "storage": ["serve", "sink", "query", "notifier"],
         }
         for name in self.services:
             self._spawn(name, commands[name])

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from civicmeter.core.runtime import ServiceMain, configure_logging, run_until_signalled
 
-SERVABLE = ("ingest", "sink", "query")
+SERVABLE = ("ingest", "sink", "query", "notifier")
 
 
 def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
@@ -44,6 +44,18 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         query_settings = QuerySettings.from_env(env)
         query_storage = open_storage(query_settings.clickhouse)
         return lambda stop: query.serve(query_settings, query_storage, stop)
+    if name == "notifier":
+        from civicmeter.core.config import NotifierSettings
+        from civicmeter.core.policy import load_policies
+        from civicmeter.core.storage import open_storage
+        from civicmeter.notifier import service as notifier
+
+        notifier_settings = NotifierSettings.from_env(env)
+        policies = load_policies(notifier_settings.policy_file)
+        notifier_storage = open_storage(notifier_settings.clickhouse)
+        return lambda stop: notifier.serve(
+            notifier_settings, notifier_storage, policies, telemetry, env, stop
+        )
     raise SystemExit(f"unknown service {name!r}; choose from {', '.join(SERVABLE)}")
 
 
@@ -77,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     env = dict(os.environ)
     configure_logging(args.log_level)
     from civicmeter.core.config import ConfigError
+    from civicmeter.core.policy import PolicyError
+    from civicmeter.core.pricing import CatalogError
 
     try:
         if args.command == "processor":
@@ -86,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             names = args.services if args.command == "serve" else [args.command]
             run_until_signalled(*[_service(name, env) for name in dict.fromkeys(names)])
-    except ConfigError as exc:
+    except (ConfigError, CatalogError, PolicyError) as exc:
         print(f"civicmeter: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

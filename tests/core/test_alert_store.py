@@ -3,7 +3,13 @@ from datetime import UTC, datetime, timedelta
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.query.alerts import AlertFilter, alerts_after, get_alert, list_alerts, record_state
+from civicmeter.core.alert_store import (
+    AlertFilter,
+    alerts_after,
+    get_alert,
+    list_alerts,
+    record_state,
+)
 from civicmeter.sink.alert_writer import write_alerts
 
 T0 = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)

@@ -1,9 +1,12 @@
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import NOW, catalog, event
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def records(*messages: pb.UsageEvent | bytes) -> list[RawRecord]:
@@ -64,3 +67,23 @@ def test_rated_events_carry_the_received_bytes_with_fields_from_newer_gateways()
     assert rated.event == pb.UsageEvent.FromString(raw)
     assert rated.event.SerializeToString().endswith(newer_field)
     assert rated.rated_time.ToDatetime().replace(tzinfo=NOW.tzinfo) == NOW
+
+
+def test_a_banned_provider_is_dead_lettered_as_unpriced_and_still_alerted() -> None:
+    from civicmeter.core.policy import load_policies
+    from civicmeter.processor.detection import DetectionEngine
+
+    engine = DetectionEngine(load_policies(REPO / "config" / "policies.yaml"))
+    deepseek = event(
+        provider_name="deepseek", service_id="deepseek-chat", request_model="deepseek-r1"
+    )
+    result = BatchProcessor(catalog(), "usage.raw", detection=engine).process(
+        records(deepseek, event()), NOW
+    )
+    assert result.reasons == {"unpriced": 1}
+    # NOW is a Saturday in Seoul: the user's off-hours use folds into one alert for the day.
+    assert sorted(a.alert_type for a in result.alerts) == ["banned_provider", "off_hours"]
+    [alert] = [a for a in result.alerts if a.alert_type == "banned_provider"]
+    assert alert.trigger_event_id == deepseek.event_id
+    assert alert.organization_id == "seoul"
+    assert "deepseek" in alert.explanation.lower()

@@ -14,7 +14,7 @@ from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_
 from civicmeter.core.storage import Storage
 from civicmeter.query.alert_service import AlertService
 from civicmeter.sink.alert_writer import write_alerts
-from tests.query.test_alerts import alert
+from tests.core.test_alert_store import alert
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Alerts as stored by the sink, folded by dedup key: list, change state, tail new ones.
+"""Reading alerts as the sink stores them, folded by dedup key: list, change state, tail
+the newly opened ones (for the alert API and the notifier).
 
 alerts_opened has one row per alert; alert_occurrences counts its repeats; alert_states holds
 acknowledgements and resolutions (the latest wins). Pages and the watch cursor run on

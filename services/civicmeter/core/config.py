@@ -173,6 +173,7 @@ class ProcessorSettings:
     kafka: KafkaSettings
     group_id: str = "civicmeter-processor"
     prices_file: Path = Path("config/prices.yaml")
+    policy_file: Path = Path("config/policies.yaml")
     batch_size: int = 5_000
     batch_within_seconds: float = 0.2
     data_dir: Path = Path(".civicmeter/processor")
@@ -184,6 +185,7 @@ class ProcessorSettings:
             kafka=KafkaSettings.from_env(env),
             group_id=env.get("CIVICMETER_PROCESSOR_GROUP_ID", cls.group_id),
             prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
+            policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             batch_size=_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size),
             data_dir=Path(env.get("CIVICMETER_PROCESSOR_DATA_DIR", str(cls.data_dir))),
             time_window=time_window_from_env(env),
@@ -223,4 +225,22 @@ class QuerySettings:
             host=env.get("CIVICMETER_QUERY_HOST", cls.host),
             grpc_port=_int(env, "CIVICMETER_QUERY_GRPC_PORT", cls.grpc_port),
             reflection=_bool(env, "CIVICMETER_QUERY_REFLECTION", cls.reflection),
+        )
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    clickhouse: ClickHouseSettings
+    policy_file: Path = Path("config/policies.yaml")
+    poll_seconds: float = 1.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 0.5
+    webhook_timeout_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NotifierSettings:
+        return cls(
+            clickhouse=ClickHouseSettings.from_env(env),
+            policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
+            max_attempts=_int(env, "CIVICMETER_NOTIFIER_MAX_ATTEMPTS", cls.max_attempts),
         )

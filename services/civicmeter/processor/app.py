@@ -26,7 +26,9 @@ from civicmeter.core.telemetry import (
     links_from_headers,
     producer_span,
 )
-from civicmeter.processor.pipeline import BatchProcessor, RawRecord
+from civicmeter.processor.alerts import SEVERITY_NAMES
+from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
 
 log = logging.getLogger("civicmeter.processor")
 
@@ -49,7 +51,10 @@ def _credentials(settings: ProcessorSettings) -> Any:
 
 
 def build_app(
-    settings: ProcessorSettings, catalog: PriceCatalog, telemetry: Telemetry
+    settings: ProcessorSettings,
+    catalog: PriceCatalog,
+    telemetry: Telemetry,
+    detection: DetectionEngine | None = None,
 ) -> faust.App:
     kafka = settings.kafka
     topics = kafka.topics
@@ -72,7 +77,7 @@ def build_app(
     raw_topic = app.topic(
         topics.raw, key_type=bytes, value_type=bytes, partitions=topics.partitions
     )
-    processor = BatchProcessor(catalog, topics.raw, settings.time_window)
+    processor = BatchProcessor(catalog, topics.raw, settings.time_window, detection)
     counters = _Counters(telemetry)
     tracer = telemetry.tracer
 
@@ -113,9 +118,18 @@ def build_app(
                             )
                             for window in result.windows
                         ]
+                        futures += [
+                            await producer.send(
+                                topics.alerts,
+                                alert.SerializeToString(),
+                                key=alert.dedup_key.encode(),
+                                headers=headers,
+                            )
+                            for alert in result.alerts
+                        ]
                         # Offsets of this batch are committed only once all of it is durable.
                         await asyncio.gather(*futures)
-                counters.record(len(result.rated), result.reasons)
+                counters.record(result)
                 if result.dead:
                     log.warning(
                         "dead-lettered %d of %d events: %s",
@@ -139,7 +153,21 @@ class _Counters:
             description="Events processed, by outcome and dead-letter reason",
         )
 
-    def record(self, rated: int, reasons: dict[str, int]) -> None:
-        self._events.add(rated, {"outcome": "rated"})
-        for reason, count in reasons.items():
+        self._alerts = telemetry.meter.create_counter(
+            "civicmeter.alerts",
+            unit="{alert}",
+            description="Alert occurrences raised by the detectors, by type and severity",
+        )
+
+    def record(self, result: BatchResult) -> None:
+        self._events.add(len(result.rated), {"outcome": "rated"})
+        for reason, count in result.reasons.items():
             self._events.add(count, {"outcome": "dead_lettered", "reason": reason})
+        for alert in result.alerts:
+            self._alerts.add(
+                1,
+                {
+                    "alert_type": alert.alert_type,
+                    "severity": SEVERITY_NAMES.get(alert.severity, "unspecified"),
+                },
+            )

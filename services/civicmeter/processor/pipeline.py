@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.kafka import event_key
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
+from civicmeter.processor.alerts import to_record
+from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.windows import MinuteWindows
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
@@ -48,16 +52,22 @@ class BatchResult:
     rated: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, RatedUsageEvent)
     dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, DeadLetter)
     windows: list[pb.CostWindow] = field(default_factory=list)
+    alerts: list[alert_pb2.Alert] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)  # dead letters by reason code
 
 
 class BatchProcessor:
     def __init__(
-        self, catalog: PriceCatalog, source_topic: str, time_window: TimeWindow = TimeWindow()
+        self,
+        catalog: PriceCatalog,
+        source_topic: str,
+        time_window: TimeWindow = TimeWindow(),
+        detection: DetectionEngine | None = None,
     ) -> None:
         self.catalog = catalog
         self.source_topic = source_topic
         self.time_window = time_window
+        self.detection = detection
 
     def process(self, records: Sequence[RawRecord], now: datetime | None = None) -> BatchResult:
         now = now or datetime.now(UTC)
@@ -70,6 +80,7 @@ class BatchProcessor:
         earliest = now.timestamp() - self.time_window.max_age.total_seconds()
         latest = now.timestamp() + self.time_window.max_future.total_seconds()
         rate = self.catalog.rate
+        accepted: list[tuple[pb.UsageEvent, Decimal]] = []
         for record in records:
             event = pb.UsageEvent()
             raw = record.value
@@ -89,6 +100,9 @@ class BatchProcessor:
                 continue
             except UnpricedError as exc:
                 self._dead(result, record, key, "unpriced", str(exc), now)
+                # Still a request that happened: DeepSeek is unpriced because it is banned,
+                # and the detectors must see it.
+                accepted.append((event, Decimal(0)))
                 continue
             version_field = version_fields.get(rating.price_version)
             if version_field is None:
@@ -100,7 +114,10 @@ class BatchProcessor:
             rated = b"".join((_field(_EVENT, raw), cost_field, version_field, rated_time_field))
             result.rated.append((key, rated))
             windows.add(event, rating.cost_krw)
+            accepted.append((event, rating.cost_krw))
         result.windows = windows.drain()
+        if self.detection is not None:
+            result.alerts = [to_record(alert) for alert in self.detection.process(accepted)]
         return result
 
     def _dead(

@@ -9,18 +9,22 @@ import faust
 
 from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.kafka import ensure_topics
+from civicmeter.core.policy import load_policies
 from civicmeter.core.pricing import load_catalog
 from civicmeter.core.telemetry import setup_telemetry
 from civicmeter.processor.app import build_app
+from civicmeter.processor.detection import DetectionEngine
 
 
 def run(env: Mapping[str, str], log_level: str) -> None:
     settings = ProcessorSettings.from_env(env)
-    catalog = load_catalog(settings.prices_file)  # a bad catalog stops start-up, with its reason
+    # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
+    catalog = load_catalog(settings.prices_file)
+    detection = DetectionEngine(load_policies(settings.policy_file))
     telemetry = setup_telemetry("processor", env)
     if settings.kafka.create_topics:
         asyncio.run(ensure_topics(settings.kafka))
-    app = build_app(settings, catalog, telemetry)
+    app = build_app(settings, catalog, telemetry, detection)
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True)
     worker.spinner = None  # a terminal spinner only garbles service logs
     worker.execute_from_commandline()

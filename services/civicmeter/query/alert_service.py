@@ -10,15 +10,15 @@ from collections.abc import AsyncIterator
 import grpc
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
-from civicmeter.core.storage import Storage
-from civicmeter.query import page_token
-from civicmeter.query.alerts import (
+from civicmeter.core.alert_store import (
     AlertFilter,
     alerts_after,
     get_alert,
     list_alerts,
     record_state,
 )
+from civicmeter.core.storage import Storage
+from civicmeter.query import page_token
 
 SERVICE_NAME = alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
 DEFAULT_PAGE_SIZE = 100

@@ -1,0 +1,174 @@
+"""The notifier loop: alerts newly opened in ClickHouse → their organisation's webhooks.
+
+It keeps its place in alerts_opened in notifier_cursor, so a restart neither repeats nor skips
+alerts, and records every delivery's outcome in alert_deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from functools import partial
+
+import aiohttp
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.alert_store import AlertFilter, StoredAlert, alerts_after
+from civicmeter.core.config import NotifierSettings
+from civicmeter.core.policy import PolicySet
+from civicmeter.core.storage import Storage, migrate
+from civicmeter.core.telemetry import Telemetry
+from civicmeter.notifier.webhook import SEVERITY_NAMES, post_with_retries, slack_message
+
+log = logging.getLogger("civicmeter.notifier")
+CURSOR_NAME = "webhooks"
+
+
+def load_cursor(client: Client) -> tuple[int, str] | None:
+    rows = client.query(
+        "SELECT opened_ms, dedup_key FROM notifier_cursor FINAL WHERE name = %(name)s",
+        parameters={"name": CURSOR_NAME},
+    ).result_rows
+    return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def save_cursor(client: Client, *, cursor: tuple[int, str]) -> None:
+    client.insert(
+        "notifier_cursor",
+        [[CURSOR_NAME, cursor[0], cursor[1], time.time_ns() // 10**6]],
+        column_names=("name", "opened_ms", "dedup_key", "updated_time"),
+    )
+
+
+def record_delivery(
+    client: Client, alert: StoredAlert, target: str, status: str, attempts: int, reason: str
+) -> None:
+    a = alert.alert
+    client.insert(
+        "alert_deliveries",
+        [
+            [
+                a.organization_id,
+                a.dedup_key,
+                target,
+                int(a.severity),
+                status,
+                attempts,
+                reason,
+                time.time_ns() // 10**6,
+            ]
+        ],
+        column_names=(
+            "organization_id",
+            "dedup_key",
+            "target",
+            "severity",
+            "status",
+            "attempts",
+            "reason",
+            "delivered_time",
+        ),
+    )
+
+
+async def deliver(
+    session: aiohttp.ClientSession,
+    storage: Storage,
+    policies: PolicySet,
+    environ: Mapping[str, str],
+    stored: StoredAlert,
+    max_attempts: int,
+    base_delay: float,
+) -> int:
+    """Send one alert to every route of its severity; return how many deliveries failed."""
+    alert = stored.alert
+    severity = SEVERITY_NAMES.get(alert.severity)
+    routing = policies.for_organization(alert.organization_id).routing
+    targets = routing.targets(severity) if severity else ()
+    failed = 0
+    for index, target in enumerate(targets):
+        name = target.env or f"route-{index}"
+        url = target.resolve(environ)
+        if url is None:
+            await storage.run(
+                partial(
+                    record_delivery,
+                    alert=stored,
+                    target=name,
+                    status="no_route",
+                    attempts=0,
+                    reason="the webhook URL is not configured",
+                )
+            )
+            failed += 1
+            continue
+        result = await post_with_retries(
+            session, url, slack_message(alert), max_attempts=max_attempts, base_delay=base_delay
+        )
+        status = "delivered" if result.delivered else "failed"
+        failed += 0 if result.delivered else 1
+        await storage.run(
+            partial(
+                record_delivery,
+                alert=stored,
+                target=name,
+                status=status,
+                attempts=result.attempts,
+                reason=result.reason,
+            )
+        )
+        if not result.delivered:
+            log.error(
+                "webhook %s failed for alert %s after %d attempts: %s",
+                name,
+                alert.dedup_key,
+                result.attempts,
+                result.reason,
+            )
+    return failed
+
+
+async def serve(
+    settings: NotifierSettings,
+    storage: Storage,
+    policies: PolicySet,
+    telemetry: Telemetry,
+    environ: Mapping[str, str],
+    stop: asyncio.Event,
+) -> None:
+    await storage.run(migrate)
+    deliveries = telemetry.meter.create_counter(
+        "civicmeter.notifier.deliveries",
+        unit="{delivery}",
+        description="Webhook deliveries of alerts, by outcome",
+    )
+    saved = await storage.run(load_cursor)
+    # On first start, deliver what opens from now on, not the whole history.
+    cursor = saved if saved is not None else (time.time_ns() // 10**6, "")
+    await storage.run(partial(save_cursor, cursor=cursor))
+    log.info("notifier delivering alerts opened after %s", cursor)
+    timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while not stop.is_set():
+            batch = await storage.run(
+                partial(alerts_after, flt=AlertFilter(None), after=cursor, limit=100)
+            )
+            for stored in batch:
+                failed = await deliver(
+                    session,
+                    storage,
+                    policies,
+                    environ,
+                    stored,
+                    settings.max_attempts,
+                    settings.retry_base_seconds,
+                )
+                deliveries.add(1, {"outcome": "failed" if failed else "delivered"})
+                cursor = (stored.opened_ms, stored.alert.dedup_key)
+                await storage.run(partial(save_cursor, cursor=cursor))
+            if not batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=settings.poll_seconds)

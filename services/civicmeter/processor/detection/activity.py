@@ -1,0 +1,149 @@
+"""Each user's requests and spend per local day, and their baseline over past active days.
+
+Shared by the volume and peer detectors. A day is the organisation's local day; an active
+day is one with at least one request. When a user's first request of a new day arrives, the
+day before joins the history (the last `history_days` active days) and today's limits are
+worked out once from it (see robust.py); until `warmup_days` active days are known, none.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from civicmeter.core.policy import VolumeSpikeSettings
+from civicmeter.processor.detection.bounded import LruMap
+from civicmeter.processor.detection.context import EventContext
+from civicmeter.processor.detection.robust import (
+    Limit,
+    median,
+    robust_limit,
+    robust_limit_decimal,
+)
+
+ZERO = Decimal(0)
+DayTotals = tuple[int, int, Decimal]  # (local day ordinal, requests, cost KRW)
+
+
+@dataclass(slots=True)
+class UserActivity:
+    department: str
+    day: int  # the user's current local day
+    count: int = 0
+    cost: Decimal = ZERO
+    history: deque[DayTotals] = field(default_factory=deque)  # earlier active days, oldest first
+    count_limit: Limit[float] | None = None  # today's, from the history; None while warming up
+    cost_limit: Limit[Decimal] | None = None
+    volume_alerted_day: int = 0  # the last day a volume spike was raised (folds the rest)
+    peer_alerted_month: int = 0
+
+    def completed_counts(self, today: int) -> list[int]:
+        """Requests per active day before `today`."""
+        counts = [count for _, count, _ in self.history]
+        if self.day < today and self.count:
+            counts.append(self.count)
+        return counts
+
+    def typical_count(self, today: int, warmup_days: int) -> float | None:
+        """The median of the completed active days, once there are `warmup_days` of them."""
+        counts = self.completed_counts(today)
+        if len(counts) < warmup_days:
+            return None
+        return median([float(c) for c in counts])
+
+
+class ActivityTracker:
+    def __init__(self, capacity: int) -> None:
+        self._users: LruMap[tuple[str, str], UserActivity] = LruMap(capacity)
+
+    def observe(self, ctx: EventContext) -> UserActivity | None:
+        """Count a request; the user's state when it belongs to their current day, or None
+        when it is a late arrival for an earlier day (counted in the history, judged never)."""
+        key = (ctx.organization_id, ctx.user_id)
+        state = self._users.get(key)
+        settings = ctx.policy.detectors.volume_spike
+        if state is None:
+            state = UserActivity(
+                ctx.department_id, ctx.day, history=deque(maxlen=settings.history_days)
+            )
+            self._users.put(key, state)
+        elif ctx.day > state.day:
+            _roll(state, ctx.day, settings)
+        elif ctx.day < state.day:
+            _add_late(state, ctx.day, ctx.cost)
+            return None
+        state.department = ctx.department_id
+        state.count += 1
+        state.cost += ctx.cost
+        return state
+
+    def peek(self, organization_id: str, user_id: str) -> UserActivity | None:
+        return self._users.peek((organization_id, user_id))
+
+    def seed(
+        self,
+        organization_id: str,
+        user_id: str,
+        department_id: str,
+        days: Sequence[DayTotals],
+        settings: VolumeSpikeSettings,
+    ) -> None:
+        """Restore a user's recent days (e.g. from stored daily totals after a restart)."""
+        ordered = sorted(d for d in days if d[1] > 0)
+        if not ordered:
+            return
+        last_day, last_count, last_cost = ordered[-1]
+        state = UserActivity(
+            department_id,
+            last_day,
+            last_count,
+            last_cost,
+            deque(ordered[:-1], maxlen=settings.history_days),
+        )
+        self._users.put((organization_id, user_id), state)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+
+def _roll(state: UserActivity, day: int, settings: VolumeSpikeSettings) -> None:
+    if state.count:
+        state.history.append((state.day, state.count, state.cost))
+    if state.history.maxlen != settings.history_days:
+        state.history = deque(state.history, maxlen=settings.history_days)
+    state.day, state.count, state.cost = day, 0, ZERO
+    if len(state.history) < settings.warmup_days:
+        state.count_limit = state.cost_limit = None
+        return
+    state.count_limit = robust_limit(
+        [float(count) for _, count, _ in state.history],
+        settings.factor,
+        settings.mad_multiplier,
+        float(settings.min_requests),
+    )
+    costs = [cost for _, _, cost in state.history]
+    if any(costs):
+        state.cost_limit = robust_limit_decimal(
+            costs,
+            _decimal(settings.factor),
+            _decimal(settings.mad_multiplier),
+            settings.min_cost_krw,
+        )
+    else:  # seat-included use costs nothing per request: the floor is the whole limit
+        state.cost_limit = Limit(settings.min_cost_krw, ZERO, ZERO)
+
+
+@functools.lru_cache(maxsize=64)
+def _decimal(value: float) -> Decimal:
+    return Decimal(str(value))
+
+
+def _add_late(state: UserActivity, day: int, cost: Decimal) -> None:
+    days = {d: (count, spent) for d, count, spent in state.history}
+    count, spent = days.get(day, (0, ZERO))
+    days[day] = (count + 1, spent + cost)
+    ordered = sorted((d, c, s) for d, (c, s) in days.items())
+    state.history = deque(ordered, maxlen=state.history.maxlen)

@@ -1,0 +1,137 @@
+"""Canary personal data in a prompt: the gateway SDK counts it, the pipeline meters and alerts
+on the counts, and the text itself is nowhere: not in Kafka, not in ClickHouse, not in logs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.storage import connect
+from civicmeter.gateway import UsageEmitter, detect_pii, pseudonymise_user
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+from loadtests.stack import LocalStack
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
+
+TOKEN = f"CANARY{uuid.uuid4().hex[:12].upper()}"
+CANARIES = [TOKEN, "900101-1234568", "9001011234568", "010-2345-6789", "01023456789",
+            f"{TOKEN.lower()}@example.go.kr"]  # fmt: skip
+PROMPT = (f"민원인 주민등록번호 900101-1234568, 연락처 010-2345-6789, "
+          f"이메일 {TOKEN.lower()}@example.go.kr 로 회신해 주세요. {TOKEN}")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def canary_stack(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    workdir = tmp_path_factory.mktemp("canary")
+    # Debug logs and console spans: the most a service ever writes about an event.
+    env = {"CIVICMETER_LOG_LEVEL": "DEBUG", "OTEL_TRACES_EXPORTER": "console",
+           "CIVICMETER_TOPIC_RAW": "canary.raw", "CIVICMETER_TOPIC_RATED": "canary.rated",
+           "CIVICMETER_TOPIC_DLQ": "canary.dlq", "CIVICMETER_TOPIC_COST_WINDOWS": "canary.cost",
+           "CIVICMETER_TOPIC_ALERTS": "canary.alerts",
+           "CIVICMETER_PROCESSOR_GROUP_ID": "canary-processor",
+           "CIVICMETER_SINK_GROUP_ID": "canary-sink"}  # fmt: skip
+    with LocalStack(kafka_bootstrap, workdir, extra_env=env) as stack:
+        yield stack
+
+
+async def test_canary_personal_data_is_counted_alerted_and_stored_nowhere(
+    canary_stack: LocalStack,
+) -> None:
+    stack = canary_stack
+    findings = detect_pii(PROMPT)  # the gateway: counts by type, the prompt stays here
+    assert findings == {"kr_rrn": 1, "phone": 1, "email": 1}
+    event = pb.UsageEvent(
+        event_id=str(uuid.uuid4()), gateway_id="gw-canary", organization_id="seoul",
+        department_id="welfare", user_id=pseudonymise_user(b"canary-key-0123456789", "kim"),
+        account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL, provider_name="openai",
+        service_id="chatgpt", operation_name="chat",
+        usage=pb.Usage(input_tokens=len(PROMPT), output_tokens=120))  # fmt: skip
+    event.risk.pii_findings.update(findings)
+    event.event_time.FromDatetime(datetime.now(UTC))
+
+    async with grpc.aio.insecure_channel(stack.query_target) as channel:
+        watch = alert_service_pb2_grpc.AlertServiceStub(channel).WatchAlerts(
+            alert_service_pb2.WatchAlertsRequest(
+                filter=alert_service_pb2.AlertFilter(
+                    organization_id="seoul", alert_types=["pii_sent"]
+                ),
+                replay_seconds=60,
+            )
+        )
+        async with UsageEmitter(stack.ingest_url) as emitter:
+            await emitter.send([event])
+        opened = await asyncio.wait_for(watch.read(), 60)
+        watch.cancel()
+    assert opened.alert.alert_type == "pii_sent"
+    assert opened.alert.trigger_event_id == event.event_id
+    assert opened.alert.severity >= alert_pb2.SEVERITY_MEDIUM
+
+    kafka_bytes = await everything_in_kafka(
+        stack.kafka_bootstrap,
+        ["canary.raw", "canary.rated", "canary.dlq", "canary.cost", "canary.alerts"],
+    )
+    assert event.event_id.encode() in kafka_bytes  # the search does see the event's records
+    stack.stop()  # releases the embedded ClickHouse so this test can open it
+    client = connect(ClickHouseSettings(path=str(stack.workdir / "chdb")))
+    stored = everything_in_clickhouse(client)
+    assert event.event_id in stored
+    logs = "\n".join(p.read_text(errors="replace") for p in Path(stack.workdir, "logs").iterdir())
+    assert "process canary.raw" in logs  # the logs do hold the spans of this event
+    for canary in CANARIES:
+        assert canary.encode() not in kafka_bytes, f"{canary} in Kafka"
+        assert canary not in stored, f"{canary} in ClickHouse"
+        assert canary not in logs, f"{canary} in the logs"
+
+
+async def everything_in_kafka(bootstrap: str, topics: list[str]) -> bytes:
+    """Keys, values and headers of every record of `topics`, concatenated."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    chunks: list[bytes] = []
+    try:
+        idle = 0
+        while idle < 3:
+            batches = await consumer.getmany(timeout_ms=1000)
+            idle = 0 if batches else idle + 1
+            for records in batches.values():
+                for r in records:
+                    chunks += [r.key or b"", r.value or b""]
+                    chunks += [k.encode() + v for k, v in r.headers]
+    finally:
+        await consumer.stop()
+    return b"\n".join(chunks)
+
+
+def everything_in_clickhouse(client: Client) -> str:
+    """Every row of every table of the civicmeter database, as text."""
+    tables = [
+        row[0]
+        for row in client.query(
+            "SELECT name FROM system.tables WHERE database = 'civicmeter' "
+            "AND engine NOT LIKE '%View'"
+        ).result_rows
+    ]
+    assert "usage_events" in tables and "alert_occurrences" in tables
+    return "\n".join(
+        str(row)
+        for table in tables
+        for row in client.query(f"SELECT * FROM civicmeter.{table}").result_rows
+    )
