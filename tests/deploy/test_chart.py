@@ -189,6 +189,18 @@ def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
             "/containerSecurityContext",
             "'readOnlyRootFileSystem' not allowed",
         ),
+        ({"notifier": {"webhookSecret": []}}, "/notifier", "'webhookSecret' not allowed"),
+        (
+            {"notifier": {"webhookSecrets": [{"name": "A", "secretName": "s", "kee": "k"}]}},
+            "/notifier/webhookSecrets/0",
+            "'kee' not allowed",
+        ),
+        ({"policies": {"configMap": "p"}}, "/policies", "'configMap' not allowed"),
+        (
+            {"networkPolicy": {"egress": {"webhook": {"ports": [443]}}}},
+            "/networkPolicy/egress",
+            "'webhook' not allowed",
+        ),
     ],
 )
 def test_a_typo_in_values_fails_template_and_lint_with_a_schema_error(
@@ -220,6 +232,18 @@ def test_a_typo_in_values_fails_template_and_lint_with_a_schema_error(
         # helm reports propertyNames errors at a wrong location, so only the message counts.
         ({"otel": {"env": {"JAVA_OPTS": "-Xmx1g"}}}, "", "'JAVA_OPTS' does not match pattern"),
         ({"ingest": {"podLabels": {"tier": 1}}}, "/ingest/podLabels/tier", "want string"),
+        # One cursor: a second notifier would deliver every alert twice.
+        ({"notifier": {"replicas": 2}}, "/notifier/replicas", "maximum"),
+        (
+            {"notifier": {"webhookSecrets": [{"name": "SECURITY-WEBHOOK", "secretName": "s"}]}},
+            "/notifier/webhookSecrets/0",
+            "missing property 'key'",
+        ),
+        (
+            {"notifier": {"webhookSecrets": [{"name": "A-B", "secretName": "s", "key": "k"}]}},
+            "/notifier/webhookSecrets/0/name",
+            "does not match pattern",
+        ),
     ],
 )
 def test_a_wrong_type_or_value_fails_with_a_schema_error(
@@ -239,6 +263,18 @@ def test_sasl_without_a_password_or_secret_fails_with_the_setting_named(
     result = _template(helm, tmp_path, values)
     assert result.returncode != 0
     assert "kafka.sasl.password or kafka.sasl.existingSecret is required" in result.stderr
+
+
+def test_a_webhook_variable_named_twice_fails_with_the_setting_named(
+    helm: str, tmp_path: Path
+) -> None:
+    secrets = [
+        {"name": "CIVICMETER_WEBHOOK_SECURITY", "secretName": "a", "key": "url"},
+        {"name": "CIVICMETER_WEBHOOK_SECURITY", "secretName": "b", "key": "url"},
+    ]
+    result = _template(helm, tmp_path, {"notifier": {"webhookSecrets": secrets}})
+    assert result.returncode != 0
+    assert "notifier.webhookSecrets names CIVICMETER_WEBHOOK_SECURITY twice" in result.stderr
 
 
 def test_every_object_in_the_schema_is_closed_and_every_field_typed() -> None:
@@ -319,7 +355,7 @@ def test_broken_kubernetes_objects_in_values_fail_kubeconform(
 
 def test_every_container_runs_restricted(default_render: list[Manifest]) -> None:
     containers = dict(_containers(default_render))
-    assert len(containers) == 5  # four services and the migration Job
+    assert len(containers) == 6  # five services and the migration Job
     for name, container in containers.items():
         context = container["securityContext"]
         for key, value in RESTRICTED_CONTAINER.items():
@@ -348,7 +384,7 @@ def test_a_read_only_root_keeps_tmp_and_the_processor_data_dir_writable(
 
 def test_every_pod_template_carries_the_config_checksum(default_render: list[Manifest]) -> None:
     templates = dict(_pod_templates(default_render))
-    assert len(templates) == 5
+    assert len(templates) == 6
     for name, template in templates.items():
         checksum = template["metadata"]["annotations"].get("checksum/config", "")
         assert re.fullmatch("[0-9a-f]{64}", checksum), name
@@ -404,11 +440,11 @@ def test_ingest_liveness_uses_healthz_and_query_liveness_grpc(
         "port": "http",
     }
     assert _container(default_render, "query")["livenessProbe"]["grpc"] == {"port": 50052}
-    for component in ("processor", "sink"):
+    for component in ("processor", "sink", "notifier"):
         assert "livenessProbe" not in _container(default_render, component)
 
 
-@pytest.mark.parametrize("component", ["sink", "query"])
+@pytest.mark.parametrize("component", ["sink", "query", "notifier"])
 def test_the_clickhouse_password_comes_from_a_secret(
     default_render: list[Manifest], component: str
 ) -> None:
@@ -445,7 +481,9 @@ def test_a_private_clickhouse_ca_reaches_every_clickhouse_client(helm: str, tmp_
     manifests = _render(helm, tmp_path, values)
     ca = values["clickhouse"]["tls"]["caCert"]
     clients = dict(_pod_templates(manifests))
-    assert set(clients) >= {f"{RELEASE}-sink", f"{RELEASE}-query", f"{RELEASE}-migration"}
+    assert set(clients) >= {
+        f"{RELEASE}-{client}" for client in ("sink", "query", "notifier", "migration")
+    }
     for name, template in clients.items():
         container = template["spec"]["containers"][0]
         env = _env(container)
@@ -465,7 +503,7 @@ def test_production_takes_every_credential_from_existing_secrets(
     production_render: list[Manifest],
 ) -> None:
     assert _of_kind(production_render, "Secret") == []
-    secret_like = re.compile(r"PASSWORD|HMAC_KEY|SECRET|TOKEN")
+    secret_like = re.compile(r"PASSWORD|HMAC_KEY|SECRET|TOKEN|WEBHOOK")
     for name, container in _containers(production_render):
         for entry in container.get("env", []):
             if secret_like.search(entry["name"]):
@@ -494,7 +532,7 @@ def test_production_takes_every_credential_from_existing_secrets(
 def test_services_target_ports_their_pods_expose(production_render: list[Manifest]) -> None:
     pods = [t for _, t in _pod_templates(_of_kind(production_render, "Deployment"))]
     services = _of_kind(production_render, "Service")
-    assert len(services) == 6  # ingest and query (+ headless), processor and sink metrics
+    assert len(services) == 7  # ingest and query (+ headless), processor, sink, notifier metrics
     for service in services:
         selected = [
             p for p in pods if _selects(service["spec"]["selector"], p["metadata"]["labels"])
@@ -515,10 +553,10 @@ def test_the_service_monitor_scrapes_each_pod_once(production_render: list[Manif
         if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
         and "metrics" in {p["name"] for p in s["spec"]["ports"]}
     ]
-    assert sorted(scraped) == ["ingest", "processor", "query", "sink"]
+    assert sorted(scraped) == ["ingest", "notifier", "processor", "query", "sink"]
 
 
-def test_the_alerts_watch_lag_dead_letters_rejections_and_anomalies(
+def test_the_alerts_watch_lag_dead_letters_rejections_anomalies_and_webhooks(
     production_render: list[Manifest],
 ) -> None:
     rule = _named(production_render, "PrometheusRule", RELEASE)
@@ -530,8 +568,13 @@ def test_the_alerts_watch_lag_dead_letters_rejections_and_anomalies(
     assert "civicmeter_(processor|sink)_events_total" in rules["CivicmeterDeadLettersGrowing"]
     assert 'outcome="rejected"' in rules["CivicmeterIngestRejecting"]
     assert (
-        'civicmeter_alerts_total{namespace="metering", severity="high"}'
+        'civicmeter_alerts_total{namespace="metering", severity=~"high|critical"}'
         in (rules["CivicmeterHighSeverityAnomaly"])
+    )
+    # The counter civicmeter.notifier.deliveries, as the Prometheus exporter names it.
+    assert (
+        'civicmeter_notifier_deliveries_total{namespace="metering", outcome="failed"}'
+        in rules["CivicmeterWebhookDeliveryFailing"]
     )
     assert "CivicmeterIngestDown" in rules  # additionalRules
 
@@ -565,7 +608,7 @@ def test_network_policies_admit_only_the_ports_each_service_serves(
         for _, t in _pod_templates(production_render)
     }
     policies = _of_kind(production_render, "NetworkPolicy")
-    assert len(policies) == 5
+    assert len(policies) == 6
     for policy in policies:
         spec = policy["spec"]
         component = spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
@@ -582,6 +625,149 @@ def test_network_policies_admit_only_the_ports_each_service_serves(
         expected = {53, 4317}
         if component in ("ingest", "processor", "sink"):
             expected.add(9093)  # the Kafka bootstrap port
-        if component in ("sink", "query", "migration"):
+        if component in ("sink", "query", "notifier", "migration"):
             expected.add(8443)  # ClickHouse over HTTPS
+        if component == "notifier":
+            expected.add(443)  # the webhook hosts
         assert egress_ports == expected, component
+
+
+# ---- the notifier and the policy file
+
+
+def _pod_spec(manifests: list[Manifest], component: str) -> Manifest:
+    deployment = _named(manifests, "Deployment", f"{RELEASE}-{component}")
+    spec: Manifest = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def _mounted_file(manifests: list[Manifest], component: str, path: str) -> tuple[Manifest, str]:
+    """The volume a container reads `path` from, and the file's path inside that volume."""
+    container = _container(manifests, component)
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volumes = {v["name"]: v for v in _pod_spec(manifests, component)["volumes"]}
+    return volumes[mount["name"]], path.removeprefix(mount["mountPath"] + "/")
+
+
+def test_the_notifier_runs_one_restricted_pod_on_clickhouse_without_kafka(
+    production_render: list[Manifest],
+) -> None:
+    deployment = _named(production_render, "Deployment", f"{RELEASE}-notifier")
+    # One cursor: never two pods, not even during a rollout.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    template = deployment["spec"]["template"]
+    assert re.fullmatch("[0-9a-f]{64}", template["metadata"]["annotations"]["checksum/config"])
+    container = _container(production_render, "notifier")
+    assert container["args"] == ["notifier"]
+    for key, value in RESTRICTED_CONTAINER.items():
+        assert container["securityContext"].get(key) == value, key
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert template["spec"]["automountServiceAccountToken"] is False
+    env = _env(container)
+    assert env["CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "civicmeter-clickhouse",
+        "key": "password",
+    }
+    assert env["CLICKHOUSE_HOST"]["value"] == "clickhouse.metering.svc"
+    assert "CLICKHOUSE_CA_CERT" in env
+    assert env["CIVICMETER_NOTIFIER_MAX_ATTEMPTS"]["value"] == "5"
+    # Production Kafka is SASL_SSL with a CA: none of it reaches the notifier.
+    assert [name for name in env if name.startswith("KAFKA_")] == []
+    assert "CIVICMETER_CREATE_TOPICS" not in env
+    assert "kafka-ca" not in {v["name"] for v in template["spec"]["volumes"]}
+    assert "livenessProbe" not in container
+
+
+def test_webhook_urls_come_from_the_secrets_named_in_values(
+    production_render: list[Manifest],
+) -> None:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    webhooks = values["notifier"]["webhookSecrets"]
+    assert webhooks
+    env = _env(_container(production_render, "notifier"))
+    for webhook in webhooks:
+        entry = env[webhook["name"]]
+        assert "value" not in entry
+        assert entry["valueFrom"]["secretKeyRef"] == {
+            "name": webhook["secretName"],
+            "key": webhook["key"],
+        }
+    # Only the notifier posts to webhooks.
+    for component in ("ingest", "processor", "sink", "query"):
+        assert not set(_env(_container(production_render, component))) & {
+            w["name"] for w in webhooks
+        }
+
+
+def test_without_a_policies_config_map_the_services_read_the_image_policy_file(
+    default_render: list[Manifest],
+) -> None:
+    for name, container in _containers(default_render):
+        assert "CIVICMETER_POLICY_FILE" not in _env(container), name
+    for component in ("processor", "notifier"):
+        volumes = {v["name"] for v in _pod_spec(default_render, component)["volumes"]}
+        assert "policies" not in volumes, component
+    # ... so the image must name its own copy of config/policies.yaml.
+    dockerfile = (REPO / "deploy" / "docker" / "Dockerfile").read_text()
+    assert "CIVICMETER_POLICY_FILE=/etc/civicmeter/policies.yaml" in dockerfile
+    assert re.search(
+        r"^COPY .*config/policies\.yaml /etc/civicmeter/policies\.yaml$", dockerfile, re.M
+    )
+
+
+@pytest.mark.parametrize("component", ["processor", "notifier"])
+def test_a_policies_config_map_is_mounted_where_the_policy_file_points(
+    production_render: list[Manifest], component: str
+) -> None:
+    policy_file = _env(_container(production_render, component))["CIVICMETER_POLICY_FILE"]
+    volume, path = _mounted_file(production_render, component, policy_file["value"])
+    assert volume["configMap"]["name"] == "civicmeter-policies"
+    assert volume["configMap"]["items"] == [{"key": "policies.yaml", "path": path}]
+
+
+def test_only_processor_and_notifier_get_the_policy_file(
+    production_render: list[Manifest],
+) -> None:
+    readers = {
+        name
+        for name, container in _containers(production_render)
+        if "CIVICMETER_POLICY_FILE" in _env(container)
+    }
+    assert readers == {f"{RELEASE}-processor/processor", f"{RELEASE}-notifier/notifier"}
+
+
+def test_naming_a_policies_config_map_rolls_the_pods(
+    helm: str, tmp_path: Path, default_render: list[Manifest]
+) -> None:
+    def checksums(manifests: list[Manifest]) -> set[str]:
+        return {
+            template["metadata"]["annotations"]["checksum/config"]
+            for name, template in _pod_templates(manifests)
+            if name in (f"{RELEASE}-processor", f"{RELEASE}-notifier")
+        }
+
+    first = checksums(_render(helm, tmp_path, {"policies": {"existingConfigMap": "policies-a"}}))
+    second = checksums(_render(helm, tmp_path, {"policies": {"existingConfigMap": "policies-b"}}))
+    assert len(first) == len(second) == 1
+    assert len(first | second | checksums(default_render)) == 3
+
+
+def test_a_disabled_notifier_leaves_nothing_behind(helm: str, tmp_path: Path) -> None:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    values["notifier"]["enabled"] = False
+    manifests = _render(helm, tmp_path, values)
+    components = [m["metadata"]["labels"].get("app.kubernetes.io/component") for m in manifests]
+    assert "notifier" not in components
+    rule = _named(manifests, "PrometheusRule", RELEASE)
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "CivicmeterWebhookDeliveryFailing" not in alerts
+    assert "CivicmeterHighSeverityAnomaly" in alerts
+
+
+def test_the_alerts_topic_reaches_the_processor_and_the_sink(
+    default_render: list[Manifest],
+) -> None:
+    for component in ("processor", "sink"):
+        env = _env(_container(default_render, component))
+        assert env["CIVICMETER_TOPIC_ALERTS"]["value"] == "usage.alerts", component

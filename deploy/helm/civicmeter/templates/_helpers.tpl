@@ -134,6 +134,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (not .Values.pricing.existingConfigMap) (not .Values.pricing.catalog) }}
 {{- fail "pricing.catalog or pricing.existingConfigMap is required" }}
 {{- end }}
+{{- $webhookEnv := list }}
+{{- range .Values.notifier.webhookSecrets }}
+{{- if has .name $webhookEnv }}
+{{- fail (printf "notifier.webhookSecrets names %s twice" .name) }}
+{{- end }}
+{{- $webhookEnv = append $webhookEnv .name }}
+{{- end }}
 {{- end }}
 
 {{/* Checksums that roll the pods when the chart's own config or secrets change. */}}
@@ -170,6 +177,8 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
   value: {{ .Values.kafka.topics.dlq | quote }}
 - name: CIVICMETER_TOPIC_COST_WINDOWS
   value: {{ .Values.kafka.topics.costWindows | quote }}
+- name: CIVICMETER_TOPIC_ALERTS
+  value: {{ .Values.kafka.topics.alerts | quote }}
 - name: CIVICMETER_TOPIC_PARTITIONS
   value: {{ .Values.kafka.topics.partitions | quote }}
 - name: CIVICMETER_TOPIC_REPLICATION_FACTOR
@@ -254,6 +263,34 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 {{- if include "civicmeter.apiKeyHashes" . }}
 - name: CIVICMETER_API_KEY_HASHES_FILE
   value: /etc/civicmeter/api-keys/hashes
+{{- end }}
+{{- end }}
+
+{{/* The policy file: from policies.existingConfigMap when set, else the image's own copy
+(its CIVICMETER_POLICY_FILE), so neither the env nor the volume below is rendered. */}}
+{{- define "civicmeter.env.policies" -}}
+{{- if .Values.policies.existingConfigMap }}
+- name: CIVICMETER_POLICY_FILE
+  value: /etc/civicmeter/policies/{{ .Values.policies.key }}
+{{- end }}
+{{- end }}
+
+{{- define "civicmeter.volumes.policies" -}}
+{{- if .Values.policies.existingConfigMap }}
+- name: policies
+  configMap:
+    name: {{ .Values.policies.existingConfigMap }}
+    items:
+      - key: {{ .Values.policies.key }}
+        path: {{ .Values.policies.key }}
+{{- end }}
+{{- end }}
+
+{{- define "civicmeter.volumeMounts.policies" -}}
+{{- if .Values.policies.existingConfigMap }}
+- name: policies
+  mountPath: /etc/civicmeter/policies
+  readOnly: true
 {{- end }}
 {{- end }}
 
