@@ -151,12 +151,15 @@ async def serve(
     await storage.run(partial(save_cursor, cursor=cursor))
     log.info("notifier delivering alerts opened after %s", cursor)
     timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # trust_env: honour HTTPS_PROXY where webhooks are only reachable through a proxy.
+    async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
         while not stop.is_set():
             batch = await storage.run(
                 partial(alerts_after, flt=AlertFilter(None), after=cursor, limit=100)
             )
             for stored in batch:
+                if stop.is_set():
+                    break  # the cursor stands at the last alert delivered
                 failed = await deliver(
                     session,
                     storage,
