@@ -14,12 +14,14 @@ import asyncio
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 
+from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.money import from_money
 from civicmeter.core.pricing import load_catalog
 from civicmeter.gateway.emitter import UsageEmitter
@@ -192,7 +194,32 @@ async def run_demo(stack: LocalStack, scenario: Scenario) -> tuple[bool, float, 
     say("[6/6] spend per government, from the query service (gRPC GetCostBreakdown)")
     by_org = await cost_by(stack, scenario, query_pb.COST_DIMENSION_ORGANIZATION)
     by_service = await cost_by(stack, scenario, query_pb.COST_DIMENSION_SERVICE)
-    return report(scenario, by_org, by_service), send_seconds, stored_at - first_sent
+    matched = report(scenario, by_org, by_service)
+    await alert_summary(stack)
+    return matched, send_seconds, stored_at - first_sent
+
+
+async def alert_summary(stack: LocalStack) -> None:
+    """What the detectors flagged in the year, from AlertService.ListAlerts."""
+    counts: Counter[tuple[str, str]] = Counter()
+    examples: dict[str, str] = {}
+    async with grpc.aio.insecure_channel(stack.query_target) as channel:
+        stub = alert_service_pb2_grpc.AlertServiceStub(channel)
+        token = ""
+        while True:
+            page = await stub.ListAlerts(
+                alert_service_pb2.ListAlertsRequest(page_size=1000, page_token=token), timeout=30
+            )
+            for alert in page.alerts:
+                severity = alert_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_")
+                counts[(alert.alert_type, severity.lower())] += 1
+                examples.setdefault(alert.alert_type, alert.explanation[:80])
+            token = page.next_page_token
+            if not token:
+                break
+    say(f"\n      alerts raised (AlertService.ListAlerts): {sum(counts.values()):,}")
+    for (alert_type, severity), count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        say(f"        {alert_type:<26} {severity:<8} {count:>6,}   e.g. {examples[alert_type]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
