@@ -87,3 +87,24 @@ def test_a_banned_provider_is_dead_lettered_as_unpriced_and_still_alerted() -> N
     assert alert.trigger_event_id == deepseek.event_id
     assert alert.organization_id == "seoul"
     assert "deepseek" in alert.explanation.lower()
+
+
+def test_repeats_go_out_as_occurrences_of_one_alert_when_not_folded() -> None:
+    from civicmeter.core.policy import load_policies
+    from civicmeter.processor.detection import DetectionEngine
+
+    policies = load_policies(REPO / "config" / "policies.yaml")
+    uses = [event(provider_name="deepseek", service_id="deepseek-chat") for _ in range(3)]
+    folded = BatchProcessor(catalog(), "usage.raw", detection=DetectionEngine(policies))
+    unfolded = BatchProcessor(
+        catalog(), "usage.raw", detection=DetectionEngine(policies, fold_repeats=False)
+    )
+    once = [
+        a for a in folded.process(records(*uses), NOW).alerts if a.alert_type == "banned_provider"
+    ]
+    every = [
+        a for a in unfolded.process(records(*uses), NOW).alerts if a.alert_type == "banned_provider"
+    ]
+    assert len(once) == 1
+    assert len(every) == 3 and len({a.dedup_key for a in every}) == 1
+    assert [a.trigger_event_id for a in every] == [u.event_id for u in uses]

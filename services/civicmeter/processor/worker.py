@@ -20,7 +20,8 @@ def run(env: Mapping[str, str], log_level: str) -> None:
     settings = ProcessorSettings.from_env(env)
     # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
     catalog = load_catalog(settings.prices_file)
-    detection = DetectionEngine(load_policies(settings.policy_file))
+    # Every occurrence goes out: the sink folds them into one alert with a count.
+    detection = DetectionEngine(load_policies(settings.policy_file), fold_repeats=False)
     telemetry = setup_telemetry("processor", env)
     if settings.kafka.create_topics:
         asyncio.run(ensure_topics(settings.kafka))

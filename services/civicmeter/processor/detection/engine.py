@@ -94,10 +94,15 @@ class DetectionEngine:
         policies: PolicySet,
         limits: EngineLimits | None = None,
         detectors: Collection[str] | None = None,
+        *,
+        fold_repeats: bool = True,
     ) -> None:
         """`detectors`: the names of those to run (default all), e.g. to run the
         organisation-wide ones (budget_threshold, peer_spike, new_service_in_department)
-        where all of an organisation's events arrive, and the rest where one user's do."""
+        where all of an organisation's events arrive, and the rest where one user's do.
+
+        `fold_repeats`: raise each dedup key once while remembered (True), or return every
+        occurrence (False) for a store that folds them into one alert with a count."""
         unknown = set(detectors or ()) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; known: {DETECTOR_NAMES}")
@@ -106,6 +111,7 @@ class DetectionEngine:
         self._policies = policies
         self._seen: RecentSet[str] = RecentSet(self.limits.seen_events)
         self._raised: RecentSet[str] = RecentSet(self.limits.raised_alerts)
+        self._fold = fold_repeats
         self._organizations: dict[str, _Organization] = {}
         self._activity = ActivityTracker(self.limits.users)
         self._bursts = AutomationBurstDetector(self.limits.users)
@@ -140,7 +146,7 @@ class DetectionEngine:
         self._organizations = {}
 
     def process(self, batch: Sequence[tuple[pb.UsageEvent, Decimal]]) -> list[Alert]:
-        """The alerts this batch raises, in event order; each dedup key once."""
+        """The alerts this batch raises, in event order (each dedup key once when folding)."""
         alerts: list[Alert] = []
         seen, raised = self._seen, self._raised
         version = self._policies.version
@@ -178,7 +184,7 @@ class DetectionEngine:
                 ctx.today = self._activity.observe(ctx)
             for detector in org.enabled:
                 for alert in detector.detect(ctx):
-                    if raised.add(alert.dedup_key):
+                    if not self._fold or raised.add(alert.dedup_key):
                         alerts.append(alert)
         return alerts
 
