@@ -73,6 +73,19 @@ def _migrate(env: Mapping[str, str]) -> None:
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
+def _api_key(key_id: str, organization: str, role: str) -> None:
+    import yaml
+
+    from civicmeter.core.auth import hash_token, new_token, parse_api_keys
+
+    token = new_token()
+    entry = {"id": key_id, "organization_id": organization, "role": role,
+             "sha256": hash_token(token)}  # fmt: skip
+    parse_api_keys({"keys": [entry]}, "the new key")  # the same checks as loading the file
+    print(f"token (give it to the caller, it is shown once): {token}", file=sys.stderr)
+    print(yaml.safe_dump({"keys": [entry]}, sort_keys=False), end="")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="civicmeter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -83,11 +96,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         commands.add_parser(name, help=f"run the {name} service")
     commands.add_parser("processor", help="run the processor (faust worker)")
     commands.add_parser("migrate", help="apply ClickHouse schema migrations and exit")
+    api_key = commands.add_parser("api-key", help="make a query API token and its key entry")
+    api_key.add_argument("--id", required=True)
+    api_key.add_argument("--organization", required=True, help="an organisation id, or '*'")
+    api_key.add_argument(
+        "--role", required=True, choices=["finance-reader", "auditor", "security", "admin"]
+    )
     serve = commands.add_parser("serve", help="run several services in one process")
     serve.add_argument("services", nargs="+", choices=SERVABLE)
     args = parser.parse_args(argv)
     env = dict(os.environ)
     configure_logging(args.log_level)
+    from civicmeter.core.auth import ApiKeyError
     from civicmeter.core.config import ConfigError
     from civicmeter.core.policy import PolicyError
     from civicmeter.core.pricing import CatalogError
@@ -97,10 +117,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             _run_processor(env, args.log_level)
         elif args.command == "migrate":
             _migrate(env)
+        elif args.command == "api-key":
+            _api_key(args.id, args.organization, args.role)
         else:
             names = args.services if args.command == "serve" else [args.command]
             run_until_signalled(*[_service(name, env) for name in dict.fromkeys(names)])
-    except (ConfigError, CatalogError, PolicyError) as exc:
+    except (ConfigError, CatalogError, PolicyError, ApiKeyError) as exc:
         print(f"civicmeter: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

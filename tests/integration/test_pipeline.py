@@ -287,8 +287,11 @@ async def test_processing_spans_link_to_the_span_that_produced_the_event(
     def linked() -> bool:
         return any(trace_id in links for links in pattern.findall(read_log(stack, "processor")))
 
+    def exported() -> bool:  # spans are exported in batches, every few seconds
+        return f'"trace_id": "0x{trace_id}"' in read_log(stack, "ingest")
+
     deadline = time.monotonic() + 60
-    while not linked() and time.monotonic() < deadline:
+    while not (linked() and exported()) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     assert linked(), "no processor span links to the ingest span"
-    assert f'"trace_id": "0x{trace_id}"' in read_log(stack, "ingest")
+    assert exported(), "the ingest span that produced the event was not exported"

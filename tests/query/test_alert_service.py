@@ -12,6 +12,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.storage import Storage
+from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService
 from civicmeter.sink.alert_writer import write_alerts
 from tests.core.test_alert_store import alert
@@ -19,7 +20,7 @@ from tests.core.test_alert_store import alert
 
 @pytest.fixture
 async def stub(clickhouse: Client) -> AsyncIterator[alert_service_pb2_grpc.AlertServiceStub]:
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[AccessInterceptor(None, None)])  # open access
     alert_service_pb2_grpc.add_AlertServiceServicer_to_server(
         AlertService(Storage(clickhouse), poll_seconds=0.05), server
     )

@@ -217,6 +217,7 @@ class QuerySettings:
     host: str = "127.0.0.1"
     grpc_port: int = 50052
     reflection: bool = True
+    api_keys_file: Path | None = None  # None: the API is open (development only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QuerySettings:
@@ -225,6 +226,9 @@ class QuerySettings:
             host=env.get("CIVICMETER_QUERY_HOST", cls.host),
             grpc_port=_int(env, "CIVICMETER_QUERY_GRPC_PORT", cls.grpc_port),
             reflection=_bool(env, "CIVICMETER_QUERY_REFLECTION", cls.reflection),
+            api_keys_file=Path(env["CIVICMETER_API_KEYS_FILE"])
+            if env.get("CIVICMETER_API_KEYS_FILE")
+            else None,
         )
 
 

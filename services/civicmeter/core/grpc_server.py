@@ -33,13 +33,15 @@ def new_server(
     *,
     max_message_bytes: int = 4 * 1024 * 1024,
     reflection_enabled: bool = True,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> GrpcServer:
     """A server with health and (optionally) reflection; callers add their servicers and ports."""
     server = grpc.aio.server(
+        interceptors=list(interceptors),
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-        ]
+        ],
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

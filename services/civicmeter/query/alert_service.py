@@ -19,6 +19,7 @@ from civicmeter.core.alert_store import (
 )
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
+from civicmeter.query.access import abort_if_foreign
 
 SERVICE_NAME = alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
 DEFAULT_PAGE_SIZE = 100
@@ -28,10 +29,12 @@ WATCH_POLL_SECONDS = 0.5
 _WATCH = "watch"  # the fingerprint of watch cursors: they fit any filter
 
 
-def _filter(request: alert_service_pb2.AlertFilter) -> AlertFilter:
-    return AlertFilter(
-        request.organization_id or None, int(request.min_severity), tuple(request.alert_types)
-    )
+async def _filter(
+    request: alert_service_pb2.AlertFilter, context: grpc.aio.ServicerContext
+) -> AlertFilter:
+    """The filter with the caller's tenant scope applied."""
+    organization = await abort_if_foreign(context, request.organization_id)
+    return AlertFilter(organization, int(request.min_severity), tuple(request.alert_types))
 
 
 class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
@@ -47,7 +50,7 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"page_size: must be between 0 and {MAX_PAGE_SIZE}",
             )
-        flt = _filter(request.filter)
+        flt = await _filter(request.filter, context)
         fingerprint = page_token.fingerprint(flt, request.state)
         before: tuple[int, str] | None = None
         if request.page_token:
@@ -74,7 +77,8 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> alert_service_pb2.AcknowledgeAlertResponse:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
-        if not request.organization_id:
+        organization = await abort_if_foreign(context, request.organization_id)
+        if organization is None:
             await context.abort(invalid, "organization_id: is required")
         if not request.dedup_key:
             await context.abort(invalid, "dedup_key: is required")
@@ -83,7 +87,7 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
         state = request.state or alert_pb2.ALERT_STATE_ACKNOWLEDGED
         if state not in (alert_pb2.ALERT_STATE_ACKNOWLEDGED, alert_pb2.ALERT_STATE_RESOLVED):
             await context.abort(invalid, "state: must be ACKNOWLEDGED or RESOLVED")
-        org, key = request.organization_id, request.dedup_key
+        org, key = str(organization), request.dedup_key
         if await self._storage.run(lambda c: get_alert(c, org, key)) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no alert {key!r} in {org!r}")
         now_ms = time.time_ns() // 1_000_000
@@ -97,7 +101,7 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
     async def WatchAlerts(  # noqa: N802 (gRPC method name)
         self, request: alert_service_pb2.WatchAlertsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[alert_service_pb2.WatchAlertsResponse]:
-        flt = _filter(request.filter)
+        flt = await _filter(request.filter, context)
         if request.cursor:
             try:
                 ms, key = page_token.decode(request.cursor, _WATCH)

@@ -9,11 +9,13 @@ from datetime import UTC
 import grpc
 
 from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
+from civicmeter.core.auth import load_api_keys
 from civicmeter.core.config import QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.money import to_money
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.query import page_token
+from civicmeter.query.access import AccessInterceptor, AuditLog, abort_if_foreign
 from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.cost import CostQuery, cost_breakdown
@@ -55,7 +57,8 @@ class QueryService(query_grpc.QueryServiceServicer):
             )
         if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
             await context.abort(invalid, f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
-        fingerprint = page_token.fingerprint(start, end, dimension, request.organization_id)
+        organization = await abort_if_foreign(context, request.organization_id)
+        fingerprint = page_token.fingerprint(start, end, dimension, organization)
         after = None
         if request.page_token:
             try:
@@ -67,7 +70,7 @@ class QueryService(query_grpc.QueryServiceServicer):
             start=start,
             end=end,
             dimension=str(dimension),
-            organization_id=request.organization_id or None,
+            organization_id=organization,
             after_key=after,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
@@ -80,9 +83,14 @@ class QueryService(query_grpc.QueryServiceServicer):
         return response
 
 
-def build_server(settings: QuerySettings, storage: Storage) -> GrpcServer:
+def build_server(
+    settings: QuerySettings, storage: Storage, audit: AuditLog | None = None
+) -> GrpcServer:
+    keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else None
     grpc_server = new_server(
-        [SERVICE_NAME, ALERT_SERVICE_NAME], reflection_enabled=settings.reflection
+        [SERVICE_NAME, ALERT_SERVICE_NAME],
+        reflection_enabled=settings.reflection,
+        interceptors=[AccessInterceptor(keys, audit)],
     )
     query_grpc.add_QueryServiceServicer_to_server(QueryService(storage), grpc_server.server)
     alert_grpc.add_AlertServiceServicer_to_server(AlertService(storage), grpc_server.server)
@@ -92,10 +100,12 @@ def build_server(settings: QuerySettings, storage: Storage) -> GrpcServer:
 
 async def serve(settings: QuerySettings, storage: Storage, stop: asyncio.Event) -> None:
     await storage.run(migrate)
-    grpc_server = build_server(settings, storage)
+    audit = AuditLog(storage)
+    grpc_server = build_server(settings, storage, audit)
     await grpc_server.start()
     log.info("query serving gRPC on %s:%d", settings.host, settings.grpc_port)
     try:
-        await stop.wait()
+        await audit.run(stop)
     finally:
         await grpc_server.stop()
+        await audit.flush()

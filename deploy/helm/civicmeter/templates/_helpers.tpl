@@ -261,7 +261,7 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 
 {{- define "civicmeter.env.apiKeyHashes" -}}
 {{- if include "civicmeter.apiKeyHashes" . }}
-- name: CIVICMETER_API_KEY_HASHES_FILE
+- name: CIVICMETER_API_KEYS_FILE
   value: /etc/civicmeter/api-keys/hashes
 {{- end }}
 {{- end }}

@@ -1,0 +1,265 @@
+"""Access to the query API: authentication, roles, tenant scope and the audit log.
+
+An interceptor authenticates each call from its `authorization: Bearer <token>` metadata
+(UNAUTHENTICATED without a valid key), checks the role may call the method
+(PERMISSION_DENIED), makes the principal available to the servicers, and records the call in
+ClickHouse's audit_log. Servicers call `tenant_scope` with the organisation a request names:
+a caller scoped to one organisation gets it (or PERMISSION_DENIED for another one), so every
+query carries the tenant predicate server-side. Health checks and reflection stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.auth import OPEN_ACCESS, ApiKeys, Principal
+from civicmeter.core.storage import Storage
+
+log = logging.getLogger("civicmeter.query.access")
+
+METHOD_ROLES: dict[str, frozenset[str]] = {
+    "/civicmeter.query.v1.QueryService/GetCostBreakdown": frozenset(
+        {"finance-reader", "auditor", "admin"}),
+    "/civicmeter.alert.v1.AlertService/ListAlerts": frozenset({"auditor", "security", "admin"}),
+    "/civicmeter.alert.v1.AlertService/WatchAlerts": frozenset({"auditor", "security", "admin"}),
+    "/civicmeter.alert.v1.AlertService/AcknowledgeAlert": frozenset({"security", "admin"}),
+}  # fmt: skip
+OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+AUDIT_COLUMNS = ("call_time", "key_id", "principal_organization", "role", "method",
+                 "organization_id", "status", "duration_ms", "peer")  # fmt: skip
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+_scoped: contextvars.ContextVar[list[str]] = contextvars.ContextVar("scoped")
+
+
+class TenantError(Exception):
+    """The caller asked for an organisation its key does not cover."""
+
+
+def tenant_scope(requested: str) -> str | None:
+    """The organisation a query must be restricted to (None: every organisation).
+
+    Raises TenantError when a caller scoped to one organisation names another, and
+    LookupError outside a call the interceptor admitted: without a principal, no data.
+    """
+    principal = _principal.get()
+    if principal.sees_every_organization:
+        scope = requested or None
+    elif requested and requested != principal.organization_id:
+        raise TenantError(f"organization_id: {requested!r} is outside this key's organisation")
+    else:
+        scope = principal.organization_id
+    noted = _scoped.get(None)
+    if noted is not None:
+        noted.append(scope or "*")
+    return scope
+
+
+async def abort_if_foreign(context: grpc.aio.ServicerContext, requested: str) -> str | None:
+    try:
+        return tenant_scope(requested)
+    except TenantError as exc:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        raise AssertionError("unreachable") from None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    call_ms: int
+    principal: Principal
+    method: str
+    organization_id: str
+    status: str
+    duration_ms: int
+    peer: str
+
+
+class AuditLog:
+    """Buffers call records and writes them in batches, so auditing costs a call little."""
+
+    def __init__(self, storage: Storage, flush_seconds: float = 1.0) -> None:
+        self._storage = storage
+        self._flush_seconds = flush_seconds
+        self._pending: list[AuditEntry] = []
+
+    def record(self, entry: AuditEntry) -> None:
+        self._pending.append(entry)
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        rows = [
+            [
+                e.call_ms,
+                e.principal.key_id,
+                e.principal.organization_id,
+                e.principal.role,
+                e.method,
+                e.organization_id,
+                e.status,
+                e.duration_ms,
+                e.peer,
+            ]
+            for e in batch
+        ]
+
+        def insert(client: Client) -> None:
+            client.insert("audit_log", rows, column_names=AUDIT_COLUMNS)
+
+        await self._storage.run(insert)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._flush_seconds)
+            await self.flush()
+
+
+def _bearer(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    return ""
+
+
+class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, keys: ApiKeys | None, audit: AuditLog | None) -> None:
+        self._keys = keys
+        self._audit = audit
+        if keys is None:
+            log.warning("no API keys configured: the query API is open to every caller")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        principal = OPEN_ACCESS if self._keys is None else self._keys.authenticate(_bearer(details))
+        allowed = METHOD_ROLES.get(method, frozenset({"admin"}))
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self._call(
+                    principal, allowed, method, context, lambda: inner(request, context)
+                )
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for response in self._stream(
+                    principal, allowed, method, context, inner_stream(request, context)
+                ):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def _admit(
+        self,
+        principal: Principal | None,
+        allowed: frozenset[str],
+        context: grpc.aio.ServicerContext,
+    ) -> Principal:
+        if principal is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "authorization: a valid `Bearer <API key>` is required",
+            )
+        assert principal is not None
+        if principal.role not in allowed:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"role {principal.role!r} may not call this method",
+            )
+        return principal
+
+    async def _call(
+        self,
+        principal: Principal | None,
+        allowed: frozenset[str],
+        method: str,
+        context: grpc.aio.ServicerContext,
+        call: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        started, scoped = time.monotonic(), _scoped.set([])
+        try:
+            admitted = await self._admit(principal, allowed, context)
+            token = _principal.set(admitted)
+            try:
+                return await call()
+            finally:
+                _principal.reset(token)
+        finally:
+            self._note(principal, method, context, started)
+            _scoped.reset(scoped)
+
+    async def _stream(
+        self,
+        principal: Principal | None,
+        allowed: frozenset[str],
+        method: str,
+        context: grpc.aio.ServicerContext,
+        responses: AsyncIterator[Any],
+    ) -> AsyncIterator[Any]:
+        started, scoped = time.monotonic(), _scoped.set([])
+        try:
+            admitted = await self._admit(principal, allowed, context)
+            token = _principal.set(admitted)
+            try:
+                async for response in responses:
+                    yield response
+            finally:
+                _principal.reset(token)
+        finally:
+            self._note(principal, method, context, started)
+            _scoped.reset(scoped)
+
+    def _note(
+        self,
+        principal: Principal | None,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        started: float,
+    ) -> None:
+        if self._audit is None:
+            return
+        code = context.code()
+        status = "OK" if code is None else getattr(code, "name", str(code))
+        scopes = _scoped.get([])
+        self._audit.record(
+            AuditEntry(
+                call_ms=time.time_ns() // 1_000_000,
+                principal=principal or Principal("unauthenticated", "", ""),
+                method=method,
+                organization_id=",".join(sorted(set(scopes))),
+                status=status,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                peer=context.peer() or "",
+            )
+        )

@@ -1,0 +1,207 @@
+"""Tenant isolation and roles over a real gRPC channel, with the access interceptor, on the
+embedded ClickHouse engine: for every RPC and every ordered pair of tenants, A's key asking
+for B's data gets PERMISSION_DENIED or only A's rows."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.alert.v1 import alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.storage import Storage
+from civicmeter.query.access import AccessInterceptor, AuditLog
+from civicmeter.query.alert_service import AlertService
+from civicmeter.query.server import QueryService
+from civicmeter.query.v1 import query_service_pb2 as query_pb
+from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.sink.alert_writer import write_alerts
+from civicmeter.sink.writer import write_events
+from tests.core.test_alert_store import alert
+from tests.factories import NOW, event
+from tests.sink.test_writer import rated
+
+TENANTS = ("seoul", "busan", "jeju")
+
+
+def token(tenant: str, role: str) -> str:
+    return f"cmk_test_{tenant}_{role}"
+
+
+@dataclass
+class Api:
+    query: query_grpc.QueryServiceStub
+    alerts: alert_service_pb2_grpc.AlertServiceStub
+    audit: AuditLog
+
+
+@pytest.fixture
+async def api(clickhouse: Client) -> AsyncIterator[Api]:
+    for tenant in TENANTS:
+        write_events(clickhouse, rated(event(organization_id=tenant)))
+        write_alerts(
+            clickhouse, [alert(f"{tenant}-k", f"{tenant}-e", org=tenant)], time.time_ns() // 10**6
+        )
+    roles = ("finance-reader", "auditor", "security")
+    keys = parse_api_keys({"keys": [
+        {"id": f"{t}-{r}", "organization_id": t, "role": r, "sha256": hash_token(token(t, r))}
+        for t, r in itertools.product(TENANTS, roles)]})  # fmt: skip
+    storage = Storage(clickhouse)
+    audit = AuditLog(storage)
+    server = grpc.aio.server(interceptors=[AccessInterceptor(keys, audit)])
+    query_grpc.add_QueryServiceServicer_to_server(QueryService(storage), server)
+    alert_service_pb2_grpc.add_AlertServiceServicer_to_server(
+        AlertService(storage, poll_seconds=0.05), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield Api(
+            query_grpc.QueryServiceStub(channel),
+            alert_service_pb2_grpc.AlertServiceStub(channel),
+            audit,
+        )
+    await server.stop(None)
+
+
+def bearer(value: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {value}"),)
+
+
+def cost_request(org: str) -> query_pb.GetCostBreakdownRequest:
+    request = query_pb.GetCostBreakdownRequest(
+        group_by=query_pb.COST_DIMENSION_ORGANIZATION, organization_id=org
+    )
+    request.start_time.FromDatetime(NOW - timedelta(days=1))
+    request.end_time.FromDatetime(NOW + timedelta(days=1))
+    return request
+
+
+async def rows_seen(api: Api, caller: str, target: str) -> list[str] | grpc.StatusCode:
+    """The organisations in what `caller`'s keys get when asking each RPC for `target`."""
+    seen: list[str] = []
+    try:
+        costs = await api.query.GetCostBreakdown(
+            cost_request(target), metadata=bearer(token(caller, "finance-reader"))
+        )
+        seen += [line.key for line in costs.lines]
+        listed = await api.alerts.ListAlerts(
+            alert_service_pb2.ListAlertsRequest(
+                filter=alert_service_pb2.AlertFilter(organization_id=target)
+            ),
+            metadata=bearer(token(caller, "auditor")),
+        )
+        seen += [a.organization_id for a in listed.alerts]
+        watch = api.alerts.WatchAlerts(
+            alert_service_pb2.WatchAlertsRequest(
+                filter=alert_service_pb2.AlertFilter(organization_id=target), replay_seconds=3600
+            ),
+            metadata=bearer(token(caller, "auditor")),
+        )
+        first = await asyncio.wait_for(watch.read(), 5)
+        watch.cancel()
+        seen.append(first.alert.organization_id)
+        acknowledged = await api.alerts.AcknowledgeAlert(
+            alert_service_pb2.AcknowledgeAlertRequest(
+                organization_id=target, dedup_key=f"{target}-k", actor="t"
+            ),
+            metadata=bearer(token(caller, "security")),
+        )
+        seen.append(acknowledged.alert.organization_id)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return seen
+
+
+async def test_every_rpc_for_every_ordered_pair_of_tenants_stays_in_its_tenant(api: Api) -> None:
+    cross_rows = 0
+    for caller, target in itertools.product(TENANTS, TENANTS):
+        outcome = await rows_seen(api, caller, target)
+        if caller == target:
+            assert outcome == [caller] * 4, (caller, outcome)
+        else:
+            assert outcome == grpc.StatusCode.PERMISSION_DENIED, (caller, target, outcome)
+        if isinstance(outcome, list):
+            cross_rows += sum(org != caller for org in outcome)
+    assert cross_rows == 0
+
+
+async def test_each_rpc_refuses_a_foreign_organisation_on_its_own(api: Api) -> None:
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    calls = [
+        api.query.GetCostBreakdown(cost_request("busan"),
+                                   metadata=bearer(token("seoul", "finance-reader"))),
+        api.alerts.ListAlerts(alert_service_pb2.ListAlertsRequest(
+            filter=alert_service_pb2.AlertFilter(organization_id="busan")),
+            metadata=bearer(token("seoul", "auditor"))),
+        api.alerts.AcknowledgeAlert(alert_service_pb2.AcknowledgeAlertRequest(
+            organization_id="busan", dedup_key="busan-k", actor="x"),
+            metadata=bearer(token("seoul", "security"))),
+    ]  # fmt: skip
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == denied
+    watch = api.alerts.WatchAlerts(
+        alert_service_pb2.WatchAlertsRequest(
+            filter=alert_service_pb2.AlertFilter(organization_id="busan")
+        ),
+        metadata=bearer(token("seoul", "auditor")),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await watch.read()
+    assert info.value.code() == denied
+
+
+async def test_no_organisation_named_means_the_keys_own(api: Api) -> None:
+    costs = await api.query.GetCostBreakdown(
+        cost_request(""), metadata=bearer(token("jeju", "finance-reader"))
+    )
+    assert [line.key for line in costs.lines] == ["jeju"]
+
+
+async def test_missing_or_wrong_credentials_and_roles(api: Api) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as none:
+        await api.query.GetCostBreakdown(cost_request("seoul"))
+    assert none.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await api.query.GetCostBreakdown(cost_request("seoul"), metadata=bearer("cmk_guess"))
+    assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as role:
+        await api.alerts.AcknowledgeAlert(
+            alert_service_pb2.AcknowledgeAlertRequest(
+                organization_id="seoul", dedup_key="seoul-k", actor="x"
+            ),
+            metadata=bearer(token("seoul", "finance-reader")),
+        )
+    assert role.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_every_call_is_in_the_audit_log(api: Api, clickhouse: Client) -> None:
+    await api.query.GetCostBreakdown(
+        cost_request("seoul"), metadata=bearer(token("seoul", "finance-reader"))
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await api.query.GetCostBreakdown(
+            cost_request("busan"), metadata=bearer(token("seoul", "finance-reader"))
+        )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await api.query.GetCostBreakdown(cost_request("seoul"))
+    await api.audit.flush()
+    rows = clickhouse.query(
+        "SELECT key_id, method, organization_id, status FROM audit_log ORDER BY call_time"
+    ).result_rows
+    method = "/civicmeter.query.v1.QueryService/GetCostBreakdown"
+    assert [tuple(r) for r in rows] == [
+        ("seoul-finance-reader", method, "seoul", "OK"),
+        ("seoul-finance-reader", method, "", "PERMISSION_DENIED"),
+        ("unauthenticated", method, "", "UNAUTHENTICATED"),
+    ]
