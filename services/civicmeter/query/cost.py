@@ -6,6 +6,7 @@ range reads usage_events with FINAL so the answer is exact, not merely eventuall
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -61,7 +62,10 @@ def _aligned(t: datetime, seconds: int) -> bool:
     return t.timestamp() % seconds == 0
 
 
-def cost_breakdown(client: Client, query: CostQuery) -> CostPage:
+def cost_breakdown(client: Client, query: CostQuery, max_seconds: float | None = None) -> CostPage:
+    """One page of the breakdown. `max_seconds` (the caller's remaining deadline) bounds each
+    query in ClickHouse itself, so a query the client gave up on does not run on."""
+    settings = {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
     column = DIMENSIONS[query.dimension]
     table, time_column, events = source_table(query.start, query.end)
     # Epoch milliseconds, so no time zone of client or server can shift the range.
@@ -74,7 +78,9 @@ def cost_breakdown(client: Client, query: CostQuery) -> CostPage:
         where.append("organization_id = %(org)s")
         params["org"] = query.organization_id
     total_row = client.query(
-        f"SELECT sum(cost_krw) FROM {table} WHERE {' AND '.join(where)}", parameters=params
+        f"SELECT sum(cost_krw) FROM {table} WHERE {' AND '.join(where)}",
+        parameters=params,
+        settings=settings,
     ).result_rows
     total = Decimal(total_row[0][0]) if total_row and total_row[0][0] is not None else Decimal(0)
     if query.after_key is not None:
@@ -85,6 +91,7 @@ def cost_breakdown(client: Client, query: CostQuery) -> CostPage:
         f"SELECT {column} AS key, sum(cost_krw) AS cost, {events} AS events FROM {table} "
         f"WHERE {' AND '.join(where)} GROUP BY key ORDER BY key LIMIT %(limit)s",
         parameters=params,
+        settings=settings,
     ).result_rows
     page = [CostRow(str(key), Decimal(cost), int(count)) for key, cost, count in rows]
     return CostPage(page[: query.limit], total, len(page) > query.limit)

@@ -7,6 +7,7 @@ import logging
 from datetime import UTC
 
 import grpc
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
 from civicmeter.core.auth import load_api_keys
@@ -74,7 +75,15 @@ class QueryService(query_grpc.QueryServiceServicer):
             after_key=after,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
-        page = await self._storage.run(lambda client: cost_breakdown(client, query))
+        remaining = context.time_remaining()
+        try:
+            page = await self._storage.run(lambda c: cost_breakdown(c, query, remaining))
+        except DatabaseError as exc:
+            if "TIMEOUT_EXCEEDED" not in str(exc):
+                raise
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
+            )
         response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
         for row in page.rows:
             response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)

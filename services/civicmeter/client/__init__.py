@@ -1,0 +1,16 @@
+"""The Python client finance and audit integrators use for the civicmeter query API.
+
+    async with CivicmeterClient("civicmeter-query:50052", token=API_TOKEN, tls=True) as api:
+        breakdown = await api.cost_breakdown(start, end, group_by="department")
+        for line in breakdown.lines:
+            print(line.key, line.cost_krw, line.event_count)      # Decimal KRW
+        async for alert in api.alerts(state="open"):
+            ...
+
+Pages are followed for you; money comes back as Decimal; errors are grpc.aio.AioRpcError
+with the server's status code and a message naming the field.
+"""
+
+from civicmeter.client._client import CivicmeterClient, CostBreakdown, CostLine
+
+__all__ = ["CivicmeterClient", "CostBreakdown", "CostLine"]

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Literal, Self
+
+import grpc
+
+from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.core.money import from_money
+from civicmeter.query.v1 import query_service_pb2 as query_pb
+from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
+
+Dimension = Literal["organization", "department", "user", "service"]
+_DIMENSIONS: dict[str, query_pb.CostDimension.ValueType] = {
+    "organization": query_pb.COST_DIMENSION_ORGANIZATION,
+    "department": query_pb.COST_DIMENSION_DEPARTMENT,
+    "user": query_pb.COST_DIMENSION_USER,
+    "service": query_pb.COST_DIMENSION_SERVICE,
+}
+State = Literal["open", "acknowledged", "resolved"]
+_STATES: dict[str, alert_pb2.AlertState.ValueType] = {
+    "open": alert_pb2.ALERT_STATE_OPEN,
+    "acknowledged": alert_pb2.ALERT_STATE_ACKNOWLEDGED,
+    "resolved": alert_pb2.ALERT_STATE_RESOLVED,
+}
+Severity = Literal["low", "medium", "high", "critical"]
+_SEVERITIES: dict[str, alert_pb2.Severity.ValueType] = {
+    "low": alert_pb2.SEVERITY_LOW,
+    "medium": alert_pb2.SEVERITY_MEDIUM,
+    "high": alert_pb2.SEVERITY_HIGH,
+    "critical": alert_pb2.SEVERITY_CRITICAL,
+}
+
+
+@dataclass(frozen=True)
+class CostLine:
+    key: str
+    cost_krw: Decimal
+    event_count: int
+
+
+@dataclass(frozen=True)
+class CostBreakdown:
+    lines: list[CostLine]
+    total_krw: Decimal
+
+
+class CivicmeterClient:
+    """An asyncio client of QueryService and AlertService over one channel."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        client_certificate: tuple[bytes, bytes] | None = None,  # (key, chain) for mutual TLS
+        timeout_seconds: float = 30.0,
+    ) -> None:
+        if tls:
+            key, chain = client_certificate or (None, None)
+            credentials = grpc.ssl_channel_credentials(root_certificates, key, chain)
+            self._channel = grpc.aio.secure_channel(target, credentials)
+        else:
+            self._channel = grpc.aio.insecure_channel(target)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout_seconds
+        self._query = query_grpc.QueryServiceStub(self._channel)
+        self._alerts = alert_service_pb2_grpc.AlertServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def cost_breakdown(
+        self,
+        start: datetime,
+        end: datetime,
+        group_by: Dimension,
+        organization_id: str = "",
+        page_size: int = 1000,
+    ) -> CostBreakdown:
+        """Cost over [start, end) grouped by one dimension, every page gathered."""
+        request = query_pb.GetCostBreakdownRequest(
+            group_by=_DIMENSIONS[group_by], organization_id=organization_id,
+            page_size=page_size)  # fmt: skip
+        request.start_time.FromDatetime(start)
+        request.end_time.FromDatetime(end)
+        lines: list[CostLine] = []
+        while True:
+            response: query_pb.GetCostBreakdownResponse = await self._query.GetCostBreakdown(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+            lines += [CostLine(line.key, from_money(line.cost), line.event_count)
+                      for line in response.lines]  # fmt: skip
+            if not response.next_page_token:
+                return CostBreakdown(lines, from_money(response.total_cost))
+            request.page_token = response.next_page_token
+
+    async def alerts(
+        self,
+        *,
+        organization_id: str = "",
+        state: State | None = None,
+        min_severity: Severity | None = None,
+        alert_types: Sequence[str] = (),
+        page_size: int = 500,
+    ) -> AsyncIterator[alert_pb2.Alert]:
+        """Alerts newest first, page after page."""
+        request = alert_service_pb2.ListAlertsRequest(
+            filter=self._filter(organization_id, min_severity, alert_types),
+            state=_STATES[state] if state else alert_pb2.ALERT_STATE_UNSPECIFIED,
+            page_size=page_size)  # fmt: skip
+        while True:
+            response: alert_service_pb2.ListAlertsResponse = await self._alerts.ListAlerts(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+            for alert in response.alerts:
+                yield alert
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def acknowledge(
+        self, organization_id: str, dedup_key: str, actor: str, *, resolve: bool = False
+    ) -> alert_pb2.Alert:
+        response: alert_service_pb2.AcknowledgeAlertResponse = (
+            await self._alerts.AcknowledgeAlert(
+                alert_service_pb2.AcknowledgeAlertRequest(
+                    organization_id=organization_id, dedup_key=dedup_key, actor=actor,
+                    state=_STATES["resolved" if resolve else "acknowledged"]),
+                metadata=self._metadata, timeout=self._timeout))  # fmt: skip
+        return response.alert
+
+    async def watch_alerts(
+        self,
+        *,
+        organization_id: str = "",
+        cursor: str = "",
+        replay_seconds: int = 0,
+        min_severity: Severity | None = None,
+        alert_types: Sequence[str] = (),
+    ) -> AsyncGenerator[tuple[alert_pb2.Alert, str], None]:
+        """Alerts as they open, each with the cursor to resume after it."""
+        call = self._alerts.WatchAlerts(
+            alert_service_pb2.WatchAlertsRequest(
+                filter=self._filter(organization_id, min_severity, alert_types), cursor=cursor,
+                replay_seconds=replay_seconds),
+            metadata=self._metadata)  # fmt: skip
+        try:
+            async for message in call:
+                yield message.alert, message.cursor
+        finally:
+            call.cancel()
+
+    @staticmethod
+    def _filter(
+        organization_id: str, min_severity: Severity | None, alert_types: Sequence[str]
+    ) -> alert_service_pb2.AlertFilter:
+        return alert_service_pb2.AlertFilter(
+            organization_id=organization_id,
+            min_severity=_SEVERITIES[min_severity]
+            if min_severity
+            else alert_pb2.SEVERITY_UNSPECIFIED,
+            alert_types=list(alert_types),
+        )
