@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test check lint typecheck proto proto-check unit kafka-start kafka-stop clean \
-	chart-tools chart-check bench
+	chart-tools chart-check bench api-tools proto-lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,10 +26,10 @@ demo: $(STAMP) ## Run the demo: a year of the 17 governments' AI use through the
 
 test: check unit ## Run every check and test (what CI runs)
 
-unit: $(STAMP) chart-tools ## Run the test suite (starts a real Kafka broker; ClickHouse embedded)
+unit: $(STAMP) chart-tools api-tools ## Run the test suite (starts a real Kafka broker; ClickHouse embedded)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-check: lint typecheck proto-check chart-check ## Lint, types, stub drift and the Helm chart
+check: lint typecheck proto-check proto-lint chart-check ## Lint, types, stubs, buf, the Helm chart
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check services tests loadtests tools deploy
@@ -43,6 +43,12 @@ proto: $(STAMP) ## Regenerate the Python stubs from proto/
 
 proto-check: $(STAMP) ## Fail if the committed stubs differ from proto/
 	PATH=$(BIN):$$PATH bash scripts/check_proto.sh
+
+api-tools: ## Install buf (npm) and grpcurl (go install), pinned and cached
+	bash scripts/api_tools.sh
+
+proto-lint: $(STAMP) api-tools ## buf lint and breaking-change check of proto/ against the v1 baseline
+	bash scripts/buf_check.sh
 
 chart-tools: ## Install helm, kubeconform, Kubernetes schemas and promtool (cached)
 	bash deploy/check.sh --install-only

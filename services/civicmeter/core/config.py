@@ -29,6 +29,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -218,6 +228,8 @@ class QuerySettings:
     grpc_port: int = 50052
     reflection: bool = True
     api_keys_file: Path | None = None  # None: the API is open (development only)
+    rate_per_key: float = 200.0  # calls a second per API key (bursts of twice that); 0: off
+    cache_seconds: float = 1.0  # how long an answer is reused for the same question; 0: off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QuerySettings:
@@ -229,6 +241,8 @@ class QuerySettings:
             api_keys_file=Path(env["CIVICMETER_API_KEYS_FILE"])
             if env.get("CIVICMETER_API_KEYS_FILE")
             else None,
+            rate_per_key=_float(env, "CIVICMETER_QUERY_RATE_PER_KEY", cls.rate_per_key),
+            cache_seconds=_float(env, "CIVICMETER_QUERY_CACHE_SECONDS", cls.cache_seconds),
         )
 
 

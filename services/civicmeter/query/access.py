@@ -133,10 +133,30 @@ def _bearer(details: grpc.HandlerCallDetails) -> str:
     return ""
 
 
+class RateLimiter:
+    """A token bucket per API key: `rate` calls a second, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, keys: ApiKeys | None, audit: AuditLog | None) -> None:
+    def __init__(
+        self, keys: ApiKeys | None, audit: AuditLog | None, limiter: RateLimiter | None = None
+    ) -> None:
         self._keys = keys
         self._audit = audit
+        self._limiter = limiter
         if keys is None:
             log.warning("no API keys configured: the query API is open to every caller")
 
@@ -196,6 +216,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {principal.role!r} may not call this method",
+            )
+        if self._limiter is not None and not self._limiter.allow(principal.key_id):
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"rate limit of {self._limiter.rate:g} calls/s for key "
+                f"{principal.key_id!r} exceeded; retry with backoff",
             )
         return principal
 

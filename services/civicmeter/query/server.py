@@ -16,10 +16,11 @@ from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.money import to_money
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.query import page_token
-from civicmeter.query.access import AccessInterceptor, AuditLog, abort_if_foreign
+from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter, abort_if_foreign
 from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME
 from civicmeter.query.alert_service import AlertService
-from civicmeter.query.cost import CostQuery, cost_breakdown
+from civicmeter.query.cache import AnswerCache
+from civicmeter.query.cost import CostPage, CostQuery, cost_breakdown
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 
@@ -36,8 +37,9 @@ _DIMENSIONS = {
 
 
 class QueryService(query_grpc.QueryServiceServicer):
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, cache_seconds: float = 0.0) -> None:
         self._storage = storage
+        self._cache: AnswerCache[CostQuery, CostPage] = AnswerCache(cache_seconds)
 
     async def GetCostBreakdown(  # noqa: N802 (gRPC method name)
         self, request: query_pb.GetCostBreakdownRequest, context: grpc.aio.ServicerContext
@@ -75,15 +77,10 @@ class QueryService(query_grpc.QueryServiceServicer):
             after_key=after,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
-        remaining = context.time_remaining()
-        try:
-            page = await self._storage.run(lambda c: cost_breakdown(c, query, remaining))
-        except DatabaseError as exc:
-            if "TIMEOUT_EXCEEDED" not in str(exc):
-                raise
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
-            )
+        page = self._cache.get(query)
+        if page is None:
+            page = await self._compute(query, context)
+            self._cache.put(query, page)
         response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
         for row in page.rows:
             response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
@@ -91,17 +88,36 @@ class QueryService(query_grpc.QueryServiceServicer):
             response.next_page_token = page_token.encode([page.rows[-1].key], fingerprint)
         return response
 
+    async def _compute(self, query: CostQuery, context: grpc.aio.ServicerContext) -> CostPage:
+        remaining = context.time_remaining()
+        try:
+            return await self._storage.run(lambda c: cost_breakdown(c, query, remaining))
+        except DatabaseError as exc:
+            if "TIMEOUT_EXCEEDED" not in str(exc):
+                raise
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
+            )
+            raise  # abort raises; this keeps the type checker informed
+
 
 def build_server(
     settings: QuerySettings, storage: Storage, audit: AuditLog | None = None
 ) -> GrpcServer:
     keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else None
+    limiter = (
+        RateLimiter(settings.rate_per_key, 2 * settings.rate_per_key)
+        if settings.rate_per_key > 0
+        else None
+    )
     grpc_server = new_server(
         [SERVICE_NAME, ALERT_SERVICE_NAME],
         reflection_enabled=settings.reflection,
-        interceptors=[AccessInterceptor(keys, audit)],
+        interceptors=[AccessInterceptor(keys, audit, limiter)],
     )
-    query_grpc.add_QueryServiceServicer_to_server(QueryService(storage), grpc_server.server)
+    query_grpc.add_QueryServiceServicer_to_server(
+        QueryService(storage, settings.cache_seconds), grpc_server.server
+    )
     alert_grpc.add_AlertServiceServicer_to_server(AlertService(storage), grpc_server.server)
     grpc_server.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     return grpc_server
