@@ -47,6 +47,11 @@ def query(
 
 
 def test_the_source_follows_the_alignment_of_the_range() -> None:
+    day = HOUR.replace(hour=0)
+    assert source_table(day, day + timedelta(days=30))[0] == "usage_cost_1d"
+    assert source_table(day, day + timedelta(days=30), "department")[0] == (
+        "usage_cost_1d_departments"
+    )
     assert source_table(HOUR, HOUR + timedelta(hours=2))[0] == "usage_cost_1h"
     assert source_table(HOUR, HOUR + timedelta(minutes=3))[0] == "usage_cost_1m"
     assert source_table(HOUR, HOUR + timedelta(seconds=3))[0] == "usage_events FINAL"
@@ -65,6 +70,7 @@ def test_breakdown_by_organisation(stored: Client) -> None:
 @pytest.mark.parametrize(
     ("start", "end", "events"),
     [
+        (HOUR.replace(hour=0), HOUR.replace(hour=0) + timedelta(days=1), 3),  # daily rollup
         (HOUR, HOUR + timedelta(hours=1), 2),  # hourly rollup
         (HOUR + timedelta(minutes=10), HOUR + timedelta(minutes=11), 2),  # minute rollup
         (HOUR + timedelta(minutes=10, seconds=40), HOUR + timedelta(minutes=11), 1),  # raw

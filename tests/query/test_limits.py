@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -94,3 +95,27 @@ async def test_the_same_question_is_answered_from_the_cache_and_another_is_not(
     fresh = await stub.GetCostBreakdown(request("busan"), metadata=auth)
     assert cached == before
     assert [(line.key, line.event_count) for line in fresh.lines] == [("busan", 1)]
+
+
+async def test_concurrent_askers_share_one_computation() -> None:
+    cache: AnswerCache[str, int] = AnswerCache(ttl_seconds=0)  # coalescing works uncached too
+    calls = 0
+    gate = asyncio.Event()
+
+    async def compute() -> int:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return 42
+
+    waiters = [asyncio.create_task(cache.get_or_compute("q", compute)) for _ in range(10)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await asyncio.gather(*waiters) == [42] * 10
+    assert calls == 1
+
+    async def fail() -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await cache.get_or_compute("q", fail)

@@ -77,10 +77,7 @@ class QueryService(query_grpc.QueryServiceServicer):
             after_key=after,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
-        page = self._cache.get(query)
-        if page is None:
-            page = await self._compute(query, context)
-            self._cache.put(query, page)
+        page = await self._cache.get_or_compute(query, lambda: self._compute(query, context))
         response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
         for row in page.rows:
             response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
