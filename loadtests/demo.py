@@ -202,7 +202,7 @@ async def run_demo(stack: LocalStack, scenario: Scenario) -> tuple[bool, float, 
 async def alert_summary(stack: LocalStack) -> None:
     """What the detectors flagged in the year, from AlertService.ListAlerts."""
     counts: Counter[tuple[str, str]] = Counter()
-    examples: dict[str, str] = {}
+    examples: dict[tuple[str, str], str] = {}
     async with grpc.aio.insecure_channel(stack.query_target) as channel:
         stub = alert_service_pb2_grpc.AlertServiceStub(channel)
         token = ""
@@ -212,14 +212,17 @@ async def alert_summary(stack: LocalStack) -> None:
             )
             for alert in page.alerts:
                 severity = alert_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_")
-                counts[(alert.alert_type, severity.lower())] += 1
-                examples.setdefault(alert.alert_type, alert.explanation[:80])
+                kind = (alert.alert_type, severity.lower())
+                counts[kind] += 1
+                examples.setdefault(kind, alert.explanation[:80])
             token = page.next_page_token
             if not token:
                 break
     say(f"\n      alerts raised (AlertService.ListAlerts): {sum(counts.values()):,}")
     for (alert_type, severity), count in sorted(counts.items(), key=lambda kv: -kv[1]):
-        say(f"        {alert_type:<26} {severity:<8} {count:>6,}   e.g. {examples[alert_type]}")
+        say(
+            f"        {alert_type:<26} {severity:<8} {count:>6,}   e.g. {examples[(alert_type, severity)]}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
