@@ -219,10 +219,9 @@ async def alert_summary(stack: LocalStack) -> None:
             if not token:
                 break
     say(f"\n      alerts raised (AlertService.ListAlerts): {sum(counts.values()):,}")
-    for (alert_type, severity), count in sorted(counts.items(), key=lambda kv: -kv[1]):
-        say(
-            f"        {alert_type:<26} {severity:<8} {count:>6,}   e.g. {examples[(alert_type, severity)]}"
-        )
+    for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        alert_type, severity = kind
+        say(f"        {alert_type:<26} {severity:<8} {count:>6,}   e.g. {examples[kind]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
