@@ -65,6 +65,13 @@ class ApiKeys:
     def authenticate(self, token: str) -> Principal | None:
         return self.by_hash.get(hash_token(token)) if token else None
 
+    def for_certificate(self, common_name: str) -> Principal | None:
+        """The key a verified client certificate stands for: its common name is the key id."""
+        for principal in self.by_hash.values():
+            if principal.key_id == common_name:
+                return principal
+        return None
+
 
 def load_api_keys(path: Path) -> ApiKeys:
     try:

@@ -29,6 +29,11 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -228,6 +233,11 @@ class QuerySettings:
     grpc_port: int = 50052
     reflection: bool = True
     api_keys_file: Path | None = None  # None: the API is open (development only)
+    # TLS: a certificate and key serve TLS; a client CA as well requires client certificates
+    # (mutual TLS), whose common name may stand for an API key id.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     rate_per_key: float = 200.0  # calls a second per API key (bursts of twice that); 0: off
     cache_seconds: float = 1.0  # how long an answer is reused for the same question; 0: off
 
@@ -238,9 +248,10 @@ class QuerySettings:
             host=env.get("CIVICMETER_QUERY_HOST", cls.host),
             grpc_port=_int(env, "CIVICMETER_QUERY_GRPC_PORT", cls.grpc_port),
             reflection=_bool(env, "CIVICMETER_QUERY_REFLECTION", cls.reflection),
-            api_keys_file=Path(env["CIVICMETER_API_KEYS_FILE"])
-            if env.get("CIVICMETER_API_KEYS_FILE")
-            else None,
+            api_keys_file=_path(env, "CIVICMETER_API_KEYS_FILE"),
+            tls_cert_file=_path(env, "CIVICMETER_QUERY_TLS_CERT"),
+            tls_key_file=_path(env, "CIVICMETER_QUERY_TLS_KEY"),
+            tls_client_ca_file=_path(env, "CIVICMETER_QUERY_TLS_CLIENT_CA"),
             rate_per_key=_float(env, "CIVICMETER_QUERY_RATE_PER_KEY", cls.rate_per_key),
             cache_seconds=_float(env, "CIVICMETER_QUERY_CACHE_SECONDS", cls.cache_seconds),
         )

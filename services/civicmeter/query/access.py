@@ -1,7 +1,8 @@
 """Access to the query API: authentication, roles, tenant scope and the audit log.
 
-An interceptor authenticates each call from its `authorization: Bearer <token>` metadata
-(UNAUTHENTICATED without a valid key), checks the role may call the method
+An interceptor authenticates each call from its `authorization: Bearer <token>` metadata or,
+under mutual TLS, its verified client certificate, whose common name is a key id
+(UNAUTHENTICATED without either), checks the role may call the method
 (PERMISSION_DENIED), makes the principal available to the servicers, and records the call in
 ClickHouse's audit_log. Servicers call `tenant_scope` with the organisation a request names:
 a caller scoped to one organisation gets it (or PERMISSION_DENIED for another one), so every
@@ -126,6 +127,12 @@ class AuditLog:
             await self.flush()
 
 
+def _certificate_name(context: grpc.aio.ServicerContext) -> str:
+    """The common name of the client certificate TLS verified, or "" without one."""
+    names = context.auth_context().get("x509_common_name") or []
+    return names[0].decode() if names else ""
+
+
 def _bearer(details: grpc.HandlerCallDetails) -> str:
     for key, value in details.invocation_metadata or ():
         if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
@@ -206,6 +213,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         allowed: frozenset[str],
         context: grpc.aio.ServicerContext,
     ) -> Principal:
+        if principal is None and self._keys is not None:
+            principal = self._keys.for_certificate(_certificate_name(context))
         if principal is None:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,

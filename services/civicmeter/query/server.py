@@ -11,7 +11,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
 from civicmeter.core.auth import load_api_keys
-from civicmeter.core.config import QuerySettings
+from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.money import to_money
 from civicmeter.core.storage import Storage, migrate
@@ -98,6 +98,25 @@ class QueryService(query_grpc.QueryServiceServicer):
             raise  # abort raises; this keeps the type checker informed
 
 
+def server_credentials(settings: QuerySettings) -> grpc.ServerCredentials | None:
+    """TLS from the certificate and key; mutual TLS when a client CA is given too."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise ConfigError(
+                "CIVICMETER_QUERY_TLS_CLIENT_CA needs CIVICMETER_QUERY_TLS_CERT "
+                "and CIVICMETER_QUERY_TLS_KEY"
+            )
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ConfigError("CIVICMETER_QUERY_TLS_CERT and CIVICMETER_QUERY_TLS_KEY go together")
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 def build_server(
     settings: QuerySettings, storage: Storage, audit: AuditLog | None = None
 ) -> GrpcServer:
@@ -116,7 +135,12 @@ def build_server(
         QueryService(storage, settings.cache_seconds), grpc_server.server
     )
     alert_grpc.add_AlertServiceServicer_to_server(AlertService(storage), grpc_server.server)
-    grpc_server.server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    address = f"{settings.host}:{settings.grpc_port}"
+    credentials = server_credentials(settings)
+    if credentials is None:
+        grpc_server.server.add_insecure_port(address)
+    else:
+        grpc_server.server.add_secure_port(address, credentials)
     return grpc_server
 
 
