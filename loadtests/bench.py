@@ -51,7 +51,7 @@ class Step:
     seconds: float = 0.0
     freshness: list[float] = field(default_factory=list)
     cpu: dict[str, float] = field(default_factory=dict)
-    rss: dict[str, int] = field(default_factory=dict)
+    rss: dict[str, float] = field(default_factory=dict)
     lag_raw: int = 0
     lag_rated: int = 0
 
@@ -186,8 +186,8 @@ def run_step(
     step.seconds = time.monotonic() - started
     step.stored = asyncio.run(stored_events(stack, *horizon)) - before_stored
     after = measure.sample_all(pids)
-    step.cpu = measure.cpu_percent(before, after, step.seconds)
-    step.rss = {name: sample.rss_bytes for name, sample in after.items()}
+    step.cpu = _by_service(measure.cpu_percent(before, after, step.seconds))
+    step.rss = _by_service({name: sample.rss_bytes for name, sample in after.items()})
     step.lag_raw = asyncio.run(
         measure.consumer_lag(kafka.bootstrap_servers, "civicmeter-processor", "usage.raw")
     )
@@ -196,6 +196,15 @@ def run_step(
     )
     step.freshness = probe.take()
     return step
+
+
+def _by_service(values: dict[str, float] | dict[str, int]) -> dict[str, float]:
+    """Figures of processor-2, processor-3, ... added to the processor's."""
+    out: dict[str, float] = {}
+    for name, value in values.items():
+        service = "processor" if name.startswith("processor") else name
+        out[service] = out.get(service, 0) + value
+    return out
 
 
 async def preload(bootstrap: str, topic: str, count: int) -> None:
@@ -314,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--soak-rate", type=float, default=10_000)
     parser.add_argument("--preload", type=int, default=200_000)
+    parser.add_argument(
+        "--processors",
+        type=int,
+        default=1,
+        help="processor processes sharing usage.raw's partitions",
+    )
     parser.add_argument("--workdir", type=Path, default=REPO / ".civicmeter" / "bench")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -336,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kafka.bootstrap_servers,
             args.workdir / "pipeline",
             extra_env={"CIVICMETER_LOG_LEVEL": "WARNING"},
+            processors=args.processors,
         ) as stack:
             pids = {**stack.pids(), "kafka": kafka.pid or 0}
             probe = FreshnessProbe(stack)
@@ -413,7 +429,8 @@ def write_results(
         "# Benchmark results",
         "",
         f"Written by `python -m loadtests.bench --rates {args.rates} --step-seconds "
-        f"{args.step_seconds:g} --soak-seconds {args.soak_seconds:g}` (`make bench`) on "
+        f"{args.step_seconds:g} --soak-seconds {args.soak_seconds:g} --processors "
+        f"{args.processors}` (`make bench`) on "
         f"{began:%Y-%m-%d %H:%M} UTC.",
         "",
         f"Machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "

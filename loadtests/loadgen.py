@@ -7,6 +7,7 @@ templates gets a fresh event_id and event_time prepended as protobuf fields, so 
 generator spends its CPU on sending, not on building messages.
 
     python -m loadtests.loadgen --url http://127.0.0.1:8080 --rate 5000 --seconds 30
+    python -m loadtests.loadgen --rate 2000 --seconds 240 --day-seconds 240   # a day in 4 min
 """
 
 from __future__ import annotations
@@ -90,6 +91,22 @@ class WorkerPlan:
     seconds: float
     batch: int
     seed: int
+    day_seconds: float = 0.0  # > 0: a working day's curve compressed into this many seconds
+
+
+# Relative request rate by hour of the day in Seoul: quiet nights, a morning and an
+# afternoon peak, a lunch dip (mean 1, so the average rate is the one asked for).
+_HOURLY = (0.05, 0.03, 0.03, 0.03, 0.03, 0.05, 0.1, 0.3, 0.9, 1.9, 2.4, 2.2, 1.1, 1.9, 2.4,
+           2.3, 2.0, 1.5, 0.8, 0.5, 0.4, 0.3, 0.2, 0.1)  # fmt: skip
+DAILY_CURVE = tuple(w * 24 / sum(_HOURLY) for w in _HOURLY)
+
+
+def curve_factor(elapsed: float, day_seconds: float) -> float:
+    """The daily curve's weight at `elapsed` seconds into the run (1 when there is no curve)."""
+    if day_seconds <= 0:
+        return 1.0
+    hour = int(elapsed / day_seconds * 24) % 24
+    return DAILY_CURVE[hour]
 
 
 def stamp(template: bytes, event_id: str, now_ns: int) -> bytes:
@@ -98,8 +115,8 @@ def stamp(template: bytes, event_id: str, now_ns: int) -> bytes:
 
 
 async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessing.Value) -> None:  # type: ignore[valid-type]
-    interval = plan.batch / plan.rate
-    deadline = time.monotonic() + plan.seconds
+    started = time.monotonic()
+    deadline = started + plan.seconds
     next_send = time.monotonic()
     sequence = 0
     run = f"lg{time.time_ns():x}-{plan.seed}"  # ids unique across runs and workers
@@ -127,6 +144,8 @@ async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessi
             with counter.get_lock():  # type: ignore[attr-defined]
                 counter.value += plan.batch  # type: ignore[attr-defined]
             # Behind schedule (ingest saturated): do not burst to catch up, keep the pace.
+            rate = plan.rate * curve_factor(time.monotonic() - started, plan.day_seconds)
+            interval = plan.batch / max(rate, 1e-3)
             next_send = max(next_send + interval, time.monotonic() - interval)
 
 
@@ -143,8 +162,10 @@ def run_load(
     workers: int = 2,
     batch: int = 1_000,
     progress: bool = True,
+    day_seconds: float = 0.0,
 ) -> int:
-    """Send at `rate` events/s for `seconds`; return how many events ingest accepted."""
+    """Send at `rate` events/s for `seconds` (shaped by the daily curve when `day_seconds`);
+    return how many events ingest accepted."""
     if not 0 < seconds <= MAX_SECONDS or not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"seconds must be in (0, {MAX_SECONDS}] and workers in 1..{MAX_WORKERS}")
     batch = max(1, min(batch, int(rate / workers / 2) or 1))
@@ -154,7 +175,7 @@ def run_load(
         context.Process(
             target=_worker,
             daemon=True,
-            args=(WorkerPlan(url, rate / workers, seconds, batch, seed), counter),
+            args=(WorkerPlan(url, rate / workers, seconds, batch, seed, day_seconds), counter),
         )
         for seed in range(workers)
     ]
@@ -194,8 +215,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument(
+        "--day-seconds",
+        type=float,
+        default=0,
+        help="shape the rate by a working day's curve compressed into this "
+        "many seconds (0: a flat rate)",
+    )
     args = parser.parse_args(argv)
-    sent = run_load(args.url, args.rate, args.seconds, args.workers, args.batch)
+    sent = run_load(
+        args.url, args.rate, args.seconds, args.workers, args.batch, day_seconds=args.day_seconds
+    )
     print(f"sent {sent:,} events")
 
 

@@ -49,6 +49,8 @@ class LocalStack:
     ingest_grpc_port: int = field(default_factory=free_port)
     query_grpc_port: int = field(default_factory=free_port)
     services: tuple[str, ...] = ("ingest", "processor", "storage")
+    # Processor processes in one consumer group: Kafka spreads the partitions over them.
+    processors: int = 1
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -89,7 +91,15 @@ class LocalStack:
             "storage": ["serve", "sink", "query", "notifier"],
         }
         for name in self.services:
-            self._spawn(name, commands[name])
+            if name == "processor":
+                for n in range(self.processors):
+                    self._spawn(
+                        "processor" if n == 0 else f"processor-{n + 1}",
+                        commands[name],
+                        {"CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / f"processor-{n + 1}")},
+                    )
+            else:
+                self._spawn(name, commands[name])
         deadline = time.monotonic() + timeout
         if "ingest" in self.services:
             self._wait(lambda: self._http_ok(f"{self.ingest_url}/healthz"), "ingest", deadline)
@@ -101,12 +111,12 @@ class LocalStack:
         """Process ids of the running services, by name (ingest, processor, storage)."""
         return {name: proc.pid for name, proc in self._procs.items() if proc.poll() is None}
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
         self._logs.append(log)
         self._procs[name] = subprocess.Popen(
             [sys.executable, "-m", "civicmeter", *args],
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -57,3 +57,14 @@ def test_subscription_counts_follow_the_report(scenario: Scenario) -> None:
     for service in ("chatgpt", "claude", "midjourney", "gamma"):
         have = sum(service in g.services for g in scenario.governments)
         assert have == subscribers[service], service
+
+
+def test_the_daily_curve_keeps_the_average_rate_and_peaks_in_office_hours() -> None:
+    from loadtests.loadgen import DAILY_CURVE, curve_factor
+
+    assert abs(sum(DAILY_CURVE) / 24 - 1) < 1e-9
+    assert curve_factor(123.0, 0) == 1.0
+    day = 240.0
+    at = {hour: curve_factor(day * hour / 24, day) for hour in range(24)}
+    assert at[10] > 2 * at[12] > at[3] * 10  # morning peak, lunch dip, quiet night
+    assert curve_factor(day + day * 10 / 24, day) == at[10]  # the next day repeats
