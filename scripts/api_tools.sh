@@ -20,24 +20,9 @@ CACHE_DIR="${CIVICMETER_CACHE_DIR:-$HOME/.cache/civicmeter}"
 TOOLS_DIR="$CACHE_DIR/tools"
 BIN_DIR="$TOOLS_DIR/bin"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'api_tools.sh: %s\n' "$*" >&2; exit 1; }
-
-# go install PACKAGE@VERSION into BIN_DIR, unless this exact version is there already.
-go_tool() {
-  local name="$1" version="$2" package="$3" ldflags="${4:-}"
-  local stamp
-  stamp="$TOOLS_DIR/stamps/$name-$version-$(printf '%s' "$ldflags" | cksum | cut -d' ' -f1)"
-  if [[ -x "$BIN_DIR/$name" && -f "$stamp" ]]; then
-    return
-  fi
-  command -v go >/dev/null || die "$name $version needs Go (go install); Go is not on PATH"
-  log "installing $name $version with $(go version | cut -d' ' -f3) (first run only)"
-  mkdir -p "$BIN_DIR" "$TOOLS_DIR/stamps"
-  GOBIN="$BIN_DIR" GOFLAGS="-buildvcs=false" \
-    go install -trimpath -ldflags "-s -w $ldflags" "$package@$version"
-  touch "$stamp"
-}
+SCRIPT_NAME=api_tools.sh
+# shellcheck source=lib/tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tools.sh"
 
 # buf from the npm registry: @bufbuild/buf and, through its optionalDependencies, the package
 # holding this platform's native binary. bin/buf links to that binary, not to the Node shim.
