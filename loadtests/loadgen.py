@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from civicmeter.core.wire import length_delimited, tag
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.scenario import (
     API_MODELS,
@@ -38,19 +39,10 @@ from loadtests.stack import REPO
 
 FACTS = REPO.parent / "shared" / "data" / "kr_local_gov_genai_2024.yaml"
 TEMPLATES = 4_096
+_EVENT_ID, _EVENT_TIME = tag(1), tag(2)  # UsageEvent fields
+_EVENTS = tag(1)  # PublishEventsRequest.events
 MAX_WORKERS = 8
 MAX_SECONDS = 3_600
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    tag = number << 3 | 2
-    size = len(payload)
-    out = bytearray([tag])
-    while size > 0x7F:
-        out.append(size & 0x7F | 0x80)
-        size >>= 7
-    out.append(size)
-    return bytes(out) + payload
 
 
 def templates(governments: Sequence[Government], count: int, seed: int) -> list[bytes]:
@@ -111,7 +103,11 @@ def curve_factor(elapsed: float, day_seconds: float) -> float:
 
 def stamp(template: bytes, event_id: str, now_ns: int) -> bytes:
     ts = Timestamp(seconds=now_ns // 1_000_000_000, nanos=now_ns % 1_000_000_000)
-    return _field(1, event_id.encode()) + _field(2, ts.SerializeToString()) + template
+    return (
+        length_delimited(tag(1), event_id.encode())
+        + length_delimited(tag(2), ts.SerializeToString())
+        + template
+    )
 
 
 async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessing.Value) -> None:  # type: ignore[valid-type]
@@ -127,8 +123,8 @@ async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessi
                 await asyncio.sleep(delay)
             now_ns = time.time_ns()
             body = b"".join(
-                _field(
-                    1,
+                length_delimited(
+                    _EVENTS,
                     stamp(pool[(sequence + i) % len(pool)], f"{run}-{sequence + i}", now_ns),
                 )
                 for i in range(plan.batch)

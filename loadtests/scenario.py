@@ -15,7 +15,7 @@ import functools
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -426,7 +426,3 @@ def expected_totals(scenario: Scenario, catalog: PriceCatalog) -> dict[str, Deci
         g.id: sum((catalog.rate(e).cost_krw for e in g.events), Decimal(0))
         for g in scenario.governments
     }
-
-
-def month_range(period_start: datetime, period_end: datetime) -> tuple[date, date]:
-    return period_start.date(), (period_end - timedelta(days=1)).date()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -134,8 +134,7 @@ class LocalStack:
             if proc.poll() is not None:
                 raise StackError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
 
-    def _wait(self, ready: object, what: str, deadline: float) -> None:
-        assert callable(ready)
+    def _wait(self, ready: Callable[[], bool], what: str, deadline: float) -> None:
         while time.monotonic() < deadline:
             self.check_alive()
             if ready():

@@ -22,8 +22,8 @@ import yaml
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.pricing import load_catalog
+from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.gateway import UsageEmitter
-from civicmeter.processor.alerts import SEVERITY_NAMES
 from civicmeter.processor.detection import Alert
 from loadtests.misuse.scenario import MisuseScenario, build_misuse_scenario
 from loadtests.misuse.scoring import score

@@ -11,6 +11,8 @@ import grpc
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.money import from_money
+from civicmeter.core.policy import Severity
+from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 
@@ -26,13 +28,6 @@ _STATES: dict[str, alert_pb2.AlertState.ValueType] = {
     "open": alert_pb2.ALERT_STATE_OPEN,
     "acknowledged": alert_pb2.ALERT_STATE_ACKNOWLEDGED,
     "resolved": alert_pb2.ALERT_STATE_RESOLVED,
-}
-Severity = Literal["low", "medium", "high", "critical"]
-_SEVERITIES: dict[str, alert_pb2.Severity.ValueType] = {
-    "low": alert_pb2.SEVERITY_LOW,
-    "medium": alert_pb2.SEVERITY_MEDIUM,
-    "high": alert_pb2.SEVERITY_HIGH,
-    "critical": alert_pb2.SEVERITY_CRITICAL,
 }
 
 
@@ -174,7 +169,7 @@ class CivicmeterClient:
     ) -> alert_service_pb2.AlertFilter:
         return alert_service_pb2.AlertFilter(
             organization_id=organization_id,
-            min_severity=_SEVERITIES[min_severity]
+            min_severity=SEVERITY_VALUES[min_severity]
             if min_severity
             else alert_pb2.SEVERITY_UNSPECIFIED,
             alert_types=list(alert_types),

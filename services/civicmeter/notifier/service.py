@@ -19,9 +19,10 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.core.alert_store import AlertFilter, StoredAlert, alerts_after
 from civicmeter.core.config import NotifierSettings
 from civicmeter.core.policy import PolicySet
+from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.core.telemetry import Telemetry
-from civicmeter.notifier.webhook import SEVERITY_NAMES, post_with_retries, slack_message
+from civicmeter.notifier.webhook import post_with_retries, slack_message
 
 log = logging.getLogger("civicmeter.notifier")
 CURSOR_NAME = "webhooks"

@@ -10,14 +10,8 @@ from typing import Any
 import aiohttp
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core.policy import Severity
+from civicmeter.core.severity import SEVERITY_NAMES
 
-SEVERITY_NAMES: dict[int, Severity] = {
-    alert_pb2.SEVERITY_LOW: "low",
-    alert_pb2.SEVERITY_MEDIUM: "medium",
-    alert_pb2.SEVERITY_HIGH: "high",
-    alert_pb2.SEVERITY_CRITICAL: "critical",
-}
 _COLOURS = {"low": "#439FE0", "medium": "warning", "high": "danger", "critical": "#7B0000"}
 
 

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core.policy import Severity
+from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.processor.detection.alert import Alert
-
-SEVERITIES: dict[Severity, alert_pb2.Severity.ValueType] = {
-    "low": alert_pb2.SEVERITY_LOW,
-    "medium": alert_pb2.SEVERITY_MEDIUM,
-    "high": alert_pb2.SEVERITY_HIGH,
-    "critical": alert_pb2.SEVERITY_CRITICAL,
-}
-SEVERITY_NAMES: dict[int, Severity] = {number: name for name, number in SEVERITIES.items()}
 
 
 def to_record(alert: Alert) -> alert_pb2.Alert:
@@ -20,7 +12,7 @@ def to_record(alert: Alert) -> alert_pb2.Alert:
     record = alert_pb2.Alert(
         dedup_key=alert.dedup_key,
         alert_type=alert.alert_type,
-        severity=SEVERITIES[alert.severity],
+        severity=SEVERITY_VALUES[alert.severity],
         state=alert_pb2.ALERT_STATE_OPEN,
         organization_id=alert.organization_id,
         department_id=alert.department_id,

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.kafka import make_producer
 from civicmeter.core.pricing import PriceCatalog
+from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.telemetry import (
     Telemetry,
     consumer_span,
@@ -26,7 +27,6 @@ from civicmeter.core.telemetry import (
     links_from_headers,
     producer_span,
 )
-from civicmeter.processor.alerts import SEVERITY_NAMES
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
 

@@ -18,26 +18,14 @@ from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.kafka import event_key
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
+from civicmeter.core.wire import length_delimited, tag
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.windows import MinuteWindows
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
-# Wire tags of RatedUsageEvent's fields, all length-delimited (wire type 2).
-_EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (bytes([number << 3 | 2]) for number in (1, 2, 3, 4))
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+# Keys of RatedUsageEvent's fields, all length-delimited.
+_EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (tag(number) for number in (1, 2, 3, 4))
 
 
 @dataclass(frozen=True)
@@ -75,7 +63,7 @@ class BatchProcessor:
         windows = MinuteWindows()
         rated_time = Timestamp()
         rated_time.FromDatetime(now)
-        rated_time_field = _field(_RATED_TIME, rated_time.SerializeToString())
+        rated_time_field = length_delimited(_RATED_TIME, rated_time.SerializeToString())
         version_fields: dict[str, bytes] = {}
         earliest = now.timestamp() - self.time_window.max_age.total_seconds()
         latest = now.timestamp() + self.time_window.max_future.total_seconds()
@@ -106,12 +94,14 @@ class BatchProcessor:
                 continue
             version_field = version_fields.get(rating.price_version)
             if version_field is None:
-                version_field = _field(_PRICE_VERSION, rating.price_version.encode())
+                version_field = length_delimited(_PRICE_VERSION, rating.price_version.encode())
                 version_fields[rating.price_version] = version_field
             # A RatedUsageEvent written field by field around the bytes as received: the event
             # is not re-encoded, and fields a newer gateway added survive unchanged.
-            cost_field = _field(_COST, str(rating.cost_krw).encode())
-            rated = b"".join((_field(_EVENT, raw), cost_field, version_field, rated_time_field))
+            cost_field = length_delimited(_COST, str(rating.cost_krw).encode())
+            rated = b"".join(
+                (length_delimited(_EVENT, raw), cost_field, version_field, rated_time_field)
+            )
             result.rated.append((key, rated))
             windows.add(event, rating.cost_krw)
             accepted.append((event, rating.cost_krw))

@@ -182,9 +182,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await self._call(
-                    principal, allowed, method, context, lambda: inner(request, context)
-                )
+                async with self._admitted(principal, allowed, method, context):
+                    return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -195,10 +194,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async for response in self._stream(
-                    principal, allowed, method, context, inner_stream(request, context)
-                ):
-                    yield response
+                async with self._admitted(principal, allowed, method, context):
+                    async for response in inner_stream(request, context):
+                        yield response
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
@@ -234,45 +232,26 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return principal
 
-    async def _call(
+    @contextlib.asynccontextmanager
+    async def _admitted(
         self,
         principal: Principal | None,
         allowed: frozenset[str],
         method: str,
         context: grpc.aio.ServicerContext,
-        call: Callable[[], Awaitable[Any]],
-    ) -> Any:
+    ) -> AsyncIterator[None]:
+        """Admit the call (or abort it), make its principal current, and audit it at the end."""
         started, scoped = time.monotonic(), _scoped.set([])
+        caller = principal
         try:
-            admitted = await self._admit(principal, allowed, context)
-            token = _principal.set(admitted)
+            caller = await self._admit(principal, allowed, context)
+            token = _principal.set(caller)
             try:
-                return await call()
+                yield
             finally:
                 _principal.reset(token)
         finally:
-            self._note(principal, method, context, started)
-            _scoped.reset(scoped)
-
-    async def _stream(
-        self,
-        principal: Principal | None,
-        allowed: frozenset[str],
-        method: str,
-        context: grpc.aio.ServicerContext,
-        responses: AsyncIterator[Any],
-    ) -> AsyncIterator[Any]:
-        started, scoped = time.monotonic(), _scoped.set([])
-        try:
-            admitted = await self._admit(principal, allowed, context)
-            token = _principal.set(admitted)
-            try:
-                async for response in responses:
-                    yield response
-            finally:
-                _principal.reset(token)
-        finally:
-            self._note(principal, method, context, started)
+            self._note(caller, method, context, started)
             _scoped.reset(scoped)
 
     def _note(

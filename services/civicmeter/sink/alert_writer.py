@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.alert.v1 import alert_pb2
+from civicmeter.sink.writer import epoch_millis
 
 _COMMON = (
     "organization_id", "dedup_key", "trigger_event_id", "alert_type", "severity",
@@ -29,15 +29,11 @@ class AlertWriteResult:
     opened: int
 
 
-def _millis(ts: Timestamp) -> int:
-    return ts.seconds * 1000 + ts.nanos // 1_000_000
-
-
 def _row(alert: alert_pb2.Alert) -> list[object]:
     return [
         alert.organization_id, alert.dedup_key, alert.trigger_event_id, alert.alert_type,
         int(alert.severity), alert.department_id, alert.user_id, alert.service_id,
-        alert.provider_name, _millis(alert.first_seen_time), alert.explanation,
+        alert.provider_name, epoch_millis(alert.first_seen_time), alert.explanation,
         dict(alert.attributes),
     ]  # fmt: skip
 

@@ -56,7 +56,7 @@ class WriteResult:
     duplicates: int
 
 
-def _millis(ts: Timestamp) -> int:
+def epoch_millis(ts: Timestamp) -> int:
     """Epoch milliseconds: what a DateTime64(3) column takes without building datetimes."""
     return ts.seconds * 1000 + ts.nanos // 1_000_000
 
@@ -69,7 +69,7 @@ def _row(rated: pb.RatedUsageEvent) -> list[object]:
         e.department_id,
         e.user_id,
         e.event_id,
-        _millis(e.event_time),
+        epoch_millis(e.event_time),
         e.gateway_id,
         _ACCOUNT_KINDS.get(e.account_kind, "unspecified"),
         e.provider_name,
@@ -82,7 +82,7 @@ def _row(rated: pb.RatedUsageEvent) -> list[object]:
         e.risk.content_category,
         Decimal(rated.cost_krw),
         rated.price_version,
-        _millis(rated.rated_time),
+        epoch_millis(rated.rated_time),
     ]
 
 

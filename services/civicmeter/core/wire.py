@@ -1,0 +1,25 @@
+"""Protobuf fields written by hand, for messages assembled around bytes already encoded
+(a rated event around the event as received, a load generator's templates). Concatenated
+protobuf fields form a valid message: the last scalar wins and sub-messages merge."""
+
+from __future__ import annotations
+
+
+def tag(field_number: int) -> bytes:
+    """The key of a length-delimited field (wire type 2); one byte for fields 1 to 15."""
+    if not 1 <= field_number <= 15:
+        raise ValueError("only fields 1 to 15 have one-byte keys")
+    return bytes([field_number << 3 | 2])
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(key: bytes, payload: bytes) -> bytes:
+    return key + varint(len(payload)) + payload
