@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from civicmeter.core.telemetry import shutdown_telemetry
+
 ServiceMain = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -38,4 +40,7 @@ def run_until_signalled(*services: ServiceMain) -> None:
         if errors:
             raise errors[0]
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        shutdown_telemetry()  # export the spans and metrics still buffered
