@@ -161,7 +161,7 @@ main() {
   esac
   install_tools
   log "helm $(helm version --template '{{ .Version }}'), kubeconform $(kubeconform -v)," \
-    "$(promtool --version 2>&1 | head -1)"
+    "$(promtool --version 2>&1 | sed -n 1p)"
   [[ $install_only -eq 1 ]] && return 0
 
   local failures=() file name
