@@ -21,7 +21,8 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.storage import connect, migrate
-from civicmeter.sink.writer import COLUMNS, QUANTITY_COLUMNS
+from civicmeter.core.quantities import QUANTITIES
+from civicmeter.sink.writer import COLUMNS
 from tools.localkafka import perf_tool_cmd
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -175,7 +176,7 @@ def clickhouse_insert_ceiling(path: Path, rows: int, batch: int = 50_000) -> flo
     client = connect(ClickHouseSettings(path=str(path), database="ceiling"))
     migrate(client)
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    template = {name: 0 for name in QUANTITY_COLUMNS} | {"input_tokens": 900, "output_tokens": 200}
+    template = {name: 0 for name in QUANTITIES} | {"input_tokens": 900, "output_tokens": 200}
     data = [
         [
             f"org{i % 17}",
@@ -196,6 +197,7 @@ def clickhouse_insert_ceiling(path: Path, rows: int, batch: int = 50_000) -> flo
             Decimal("6.120000"),
             "v1",
             now_ms,
+            0,
         ]
         for i in range(batch)
     ]

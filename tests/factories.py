@@ -86,3 +86,17 @@ def event(**changes: Any) -> pb.UsageEvent:
         setattr(message, name, value)
     message.event_time.FromDatetime(when)
     return message
+
+
+def seoul_months_around(t: datetime, months: int = 2) -> tuple[datetime, datetime]:
+    """Asia/Seoul month starts `months` before and after the month of `t`."""
+    from zoneinfo import ZoneInfo
+
+    seoul = ZoneInfo("Asia/Seoul")
+    local = t.astimezone(seoul)
+    index = local.year * 12 + local.month - 1
+
+    def month_start(i: int) -> datetime:
+        return datetime(i // 12, i % 12 + 1, 1, tzinfo=seoul)
+
+    return month_start(index - months), month_start(index + months)

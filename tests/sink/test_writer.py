@@ -5,10 +5,11 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from civicmeter.billing.reconcile import reconcile
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.sink.writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
-from tests.factories import NOW, catalog, event
+from tests.factories import NOW, catalog, event, seoul_months_around
 
 
 def rated(*events: pb.UsageEvent) -> list[pb.RatedUsageEvent]:
@@ -20,7 +21,7 @@ def rated(*events: pb.UsageEvent) -> list[pb.RatedUsageEvent]:
 
 def totals(client: Client) -> tuple[int, Decimal, int, Decimal]:
     raw = client.query("SELECT count(), sum(cost_krw) FROM usage_events FINAL").result_rows[0]
-    rollup = client.query("SELECT sum(events), sum(cost_krw) FROM usage_cost_1h").result_rows[0]
+    rollup = client.query("SELECT sum(events), sum(cost_krw) FROM usage_rollup_1h").result_rows[0]
     return int(raw[0]), Decimal(raw[1]), int(rollup[0]), Decimal(rollup[1])
 
 
@@ -66,9 +67,9 @@ def test_the_same_event_id_in_two_organisations_is_two_events(clickhouse: Client
 def test_any_order_duplication_or_batching_gives_the_same_sums(
     clickhouse: Client, order: list[int], repeats: list[int], cut: int
 ) -> None:
-    clickhouse.command("TRUNCATE TABLE usage_events")
-    clickhouse.command("TRUNCATE TABLE usage_cost_1h")
-    clickhouse.command("TRUNCATE TABLE usage_cost_1m")
+    for table in ("usage_events", "usage_cost_1m", "usage_rollup_1h", "usage_rollup_1d",
+                  "usage_rollup_1mo", "usage_rollup_1mo_departments"):  # fmt: skip
+        clickhouse.command(f"TRUNCATE TABLE {table}")
     events = rated(
         *[
             event(
@@ -84,6 +85,12 @@ def test_any_order_duplication_or_batching_gives_the_same_sums(
         write_events(clickhouse, stream[start : start + cut])
     expected = sum(Decimal(e.cost_krw) for e in events)
     assert totals(clickhouse) == (6, expected, 6, expected)
+    # Every rollup level (minute, hour, Seoul day, Seoul month, month by department) agrees.
+    check = reconcile(clickhouse, *seoul_months_around(NOW))
+    assert check.differences() == []
+    assert {org: t.cost for org, t in check.ledger.items()} == {"seoul": expected}
+    assert set(check.levels) == {"usage_cost_1m", "usage_rollup_1h", "usage_rollup_1d",
+                                 "usage_rollup_1mo", "usage_rollup_1mo_departments"}  # fmt: skip
 
 
 def test_a_batch_far_larger_than_one_query_is_looked_up_and_written(clickhouse: Client) -> None:

@@ -193,6 +193,7 @@ class ProcessorSettings:
     batch_within_seconds: float = 0.2
     data_dir: Path = Path(".civicmeter/processor")
     time_window: TimeWindow = field(default_factory=TimeWindow)
+    allowed_lateness: timedelta = timedelta(hours=1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProcessorSettings:
@@ -204,6 +205,13 @@ class ProcessorSettings:
             batch_size=_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size),
             data_dir=Path(env.get("CIVICMETER_PROCESSOR_DATA_DIR", str(cls.data_dir))),
             time_window=time_window_from_env(env),
+            allowed_lateness=timedelta(
+                seconds=_int(
+                    env,
+                    "CIVICMETER_ALLOWED_LATENESS_SECONDS",
+                    int(cls.allowed_lateness.total_seconds()),
+                )
+            ),
         )
 
 

@@ -77,7 +77,9 @@ def build_app(
     raw_topic = app.topic(
         topics.raw, key_type=bytes, value_type=bytes, partitions=topics.partitions
     )
-    processor = BatchProcessor(catalog, topics.raw, settings.time_window, detection)
+    processor = BatchProcessor(
+        catalog, topics.raw, settings.time_window, detection, settings.allowed_lateness
+    )
     counters = _Counters(telemetry)
     tracer = telemetry.tracer
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from google.protobuf.message import DecodeError
@@ -26,6 +26,7 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 # Keys of RatedUsageEvent's fields, all length-delimited.
 _EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (tag(number) for number in (1, 2, 3, 4))
+_LATE = bytes([5 << 3, 1])  # RatedUsageEvent.late = true (field 5, varint)
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,13 @@ class BatchProcessor:
         source_topic: str,
         time_window: TimeWindow = TimeWindow(),
         detection: DetectionEngine | None = None,
+        allowed_lateness: timedelta = timedelta(hours=1),
     ) -> None:
         self.catalog = catalog
         self.source_topic = source_topic
         self.time_window = time_window
         self.detection = detection
+        self.allowed_lateness = allowed_lateness
 
     def process(self, records: Sequence[RawRecord], now: datetime | None = None) -> BatchResult:
         now = now or datetime.now(UTC)
@@ -67,6 +70,8 @@ class BatchProcessor:
         version_fields: dict[str, bytes] = {}
         earliest = now.timestamp() - self.time_window.max_age.total_seconds()
         latest = now.timestamp() + self.time_window.max_future.total_seconds()
+        # Events whose minute ended before this are late: minute start < late_before.
+        late_before = now.timestamp() - self.allowed_lateness.total_seconds() - 60
         rate = self.catalog.rate
         accepted: list[tuple[pb.UsageEvent, Decimal]] = []
         for record in records:
@@ -99,9 +104,11 @@ class BatchProcessor:
             # A RatedUsageEvent written field by field around the bytes as received: the event
             # is not re-encoded, and fields a newer gateway added survive unchanged.
             cost_field = length_delimited(_COST, str(rating.cost_krw).encode())
-            rated = b"".join(
-                (length_delimited(_EVENT, raw), cost_field, version_field, rated_time_field)
-            )
+            parts = [length_delimited(_EVENT, raw), cost_field, version_field, rated_time_field]
+            seconds = event.event_time.seconds
+            if seconds - seconds % 60 < late_before:
+                parts.append(_LATE)
+            rated = b"".join(parts)
             result.rated.append((key, rated))
             windows.add(event, rating.cost_krw)
             accepted.append((event, rating.cost_krw))

@@ -17,13 +17,13 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from civicmeter.core.quantities import QUANTITIES
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 _ACCOUNT_KINDS = {
     pb.ACCOUNT_KIND_ORGANIZATIONAL: "organizational",
     pb.ACCOUNT_KIND_PERSONAL: "personal",
 }
-QUANTITY_COLUMNS = tuple(f.name for f in pb.Usage.DESCRIPTOR.fields)
 COLUMNS = (
     "organization_id",
     "department_id",
@@ -37,12 +37,13 @@ COLUMNS = (
     "request_model",
     "operation_name",
     "purpose",
-    *QUANTITY_COLUMNS,
+    *QUANTITIES,
     "pii_findings",
     "content_category",
     "cost_krw",
     "price_version",
     "rated_time",
+    "late",
 )
 _EPOCH_DAY = date(1970, 1, 1)
 # Event ids are at most 128 characters (validation), so a chunk's query stays under 1 MiB.
@@ -77,12 +78,13 @@ def _row(rated: pb.RatedUsageEvent) -> list[object]:
         e.request_model,
         e.operation_name,
         e.purpose,
-        *(getattr(usage, name) for name in QUANTITY_COLUMNS),
+        *(getattr(usage, name) for name in QUANTITIES),
         dict(e.risk.pii_findings),
         e.risk.content_category,
         Decimal(rated.cost_krw),
         rated.price_version,
         epoch_millis(rated.rated_time),
+        int(rated.late),
     ]
 
 

@@ -237,10 +237,15 @@ class RatedUsageEvent(_message.Message):
     COST_KRW_FIELD_NUMBER: _builtins.int
     PRICE_VERSION_FIELD_NUMBER: _builtins.int
     RATED_TIME_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
     cost_krw: _builtins.str
     """Cost in KRW as an exact decimal string (e.g. "29000.0000")."""
     price_version: _builtins.str
     """The price catalog version that rated this event."""
+    late: _builtins.bool
+    """Rated later than the end of its minute plus the allowed lateness: billed in its own window
+    like any other event, and reported as a late correction to that window.
+    """
     @_builtins.property
     def event(self) -> Global___UsageEvent: ...
     @_builtins.property
@@ -254,10 +259,11 @@ class RatedUsageEvent(_message.Message):
         cost_krw: _builtins.str = ...,
         price_version: _builtins.str = ...,
         rated_time: _timestamp_pb2.Timestamp | None = ...,
+        late: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "rated_time", b"rated_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_krw", b"cost_krw", "event", b"event", "price_version", b"price_version", "rated_time", b"rated_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_krw", b"cost_krw", "event", b"event", "late", b"late", "price_version", b"price_version", "rated_time", b"rated_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

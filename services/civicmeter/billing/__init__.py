@@ -1,0 +1,1 @@
+"""Billing: seats, budgets, re-rating and reconciliation over the stored ledger."""
