@@ -1,6 +1,6 @@
 """The `civicmeter` command: one sub-command per service.
 
-civicmeter ingest | processor | sink | query | migrate
+civicmeter ingest | processor | sink | query | notifier | billing | migrate
 civicmeter serve sink query     several services in one process; required for the
                                 embedded ClickHouse, which one process opens at a time
 """
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from civicmeter.core.runtime import ServiceMain, configure_logging, run_until_signalled
 
-SERVABLE = ("ingest", "sink", "query", "notifier")
+SERVABLE = ("ingest", "sink", "query", "notifier", "billing")
 
 
 def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
@@ -56,6 +56,14 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         return lambda stop: notifier.serve(
             notifier_settings, notifier_storage, policies, telemetry, env, stop
         )
+    if name == "billing":
+        from civicmeter.billing import service as billing
+        from civicmeter.core.config import BillingSettings
+        from civicmeter.core.storage import open_storage
+
+        billing_settings = BillingSettings.from_env(env)
+        billing_storage = open_storage(billing_settings.clickhouse)
+        return lambda stop: billing.serve(billing_settings, billing_storage, telemetry, stop)
     raise SystemExit(f"unknown service {name!r}; choose from {', '.join(SERVABLE)}")
 
 

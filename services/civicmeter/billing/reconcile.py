@@ -110,18 +110,19 @@ def reconcile(
         f"FROM usage_events FINAL WHERE {in_period}{org_filter} GROUP BY organization_id",
         parameters=params,
     ).result_rows
-    deltas = dict(
-        client.query(
+    deltas: dict[str, Decimal] = {
+        str(org): Decimal(delta)
+        for org, delta in client.query(
             "SELECT organization_id, sum(cost_delta_krw) FROM cost_corrections "
             f"WHERE {in_period}{org_filter} GROUP BY organization_id",
             parameters=params,
         ).result_rows
-    )
+    }
     for org, count, cost, *quantities in events:
-        delta = Decimal(deltas.pop(org, 0))
+        delta = deltas.pop(org, Decimal(0))
         result.ledger[org] = Totals(int(count), Decimal(cost) + delta, _ints(quantities))
     for org, delta in deltas.items():  # corrections of events outside usage_events: a finding
-        result.ledger[org] = Totals(0, Decimal(delta), _ZERO.quantities)
+        result.ledger[org] = Totals(0, delta, _ZERO.quantities)
     for table, window in ROLLUPS:
         if window == "utc":
             where = (

@@ -281,3 +281,27 @@ class NotifierSettings:
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             max_attempts=_int(env, "CIVICMETER_NOTIFIER_MAX_ATTEMPTS", cls.max_attempts),
         )
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    """The billing service: seat charges from the seat records, and budget alerts."""
+
+    clickhouse: ClickHouseSettings
+    prices_file: Path = Path("config/prices.yaml")
+    policy_file: Path = Path("config/policies.yaml")
+    seats_file: Path | None = None
+    interval_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BillingSettings:
+        seats = env.get("CIVICMETER_SEATS_FILE")
+        return cls(
+            clickhouse=ClickHouseSettings.from_env(env),
+            prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
+            policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
+            seats_file=Path(seats) if seats else None,
+            interval_seconds=float(
+                env.get("CIVICMETER_BILLING_INTERVAL_SECONDS", cls.interval_seconds)
+            ),
+        )

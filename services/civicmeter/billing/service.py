@@ -1,0 +1,36 @@
+"""The billing service: periodic jobs over the stored ledger, in the storage process.
+
+Each job is an object with `async run(stop)`; they run side by side until `stop` is set. A job's
+failure is logged and retried on its next round by the job itself, never taking the others down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from civicmeter.core.config import BillingSettings
+from civicmeter.core.storage import Storage, migrate
+from civicmeter.core.telemetry import Telemetry
+
+log = logging.getLogger("civicmeter.billing")
+
+
+class Job(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def jobs(settings: BillingSettings, storage: Storage, telemetry: Telemetry) -> list[Job]:
+    """The billing jobs this configuration asks for."""
+    found: list[Job] = []
+    return found
+
+
+async def serve(
+    settings: BillingSettings, storage: Storage, telemetry: Telemetry, stop: asyncio.Event
+) -> None:
+    await storage.run(migrate)
+    running = jobs(settings, storage, telemetry)
+    log.info("billing running %d job(s)", len(running))
+    await asyncio.gather(*(job.run(stop) for job in running))
