@@ -1,15 +1,19 @@
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.query.cost import CostQuery, cost_breakdown, source_table
+from civicmeter.query.cost import CostQuery, cost_breakdown
 from civicmeter.sink.writer import write_events
 from tests.factories import NOW, event
 from tests.sink.test_writer import rated
 
 HOUR = NOW.replace(minute=0, second=0) - timedelta(hours=3)
+SEOUL_DAY = datetime.combine(
+    HOUR.astimezone(ZoneInfo("Asia/Seoul")).date(), time(), ZoneInfo("Asia/Seoul")
+)
 
 
 @pytest.fixture
@@ -46,17 +50,6 @@ def query(
     return CostQuery(start, end, dimension, org, after, limit)
 
 
-def test_the_source_follows_the_alignment_of_the_range() -> None:
-    day = HOUR.replace(hour=0)
-    assert source_table(day, day + timedelta(days=30))[0] == "usage_cost_1d"
-    assert source_table(day, day + timedelta(days=30), "department")[0] == (
-        "usage_cost_1d_departments"
-    )
-    assert source_table(HOUR, HOUR + timedelta(hours=2))[0] == "usage_cost_1h"
-    assert source_table(HOUR, HOUR + timedelta(minutes=3))[0] == "usage_cost_1m"
-    assert source_table(HOUR, HOUR + timedelta(seconds=3))[0] == "usage_events FINAL"
-
-
 def test_breakdown_by_organisation(stored: Client) -> None:
     page = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3)))
     assert [(r.key, r.cost, r.events) for r in page.rows] == [
@@ -70,10 +63,10 @@ def test_breakdown_by_organisation(stored: Client) -> None:
 @pytest.mark.parametrize(
     ("start", "end", "events"),
     [
-        (HOUR.replace(hour=0), HOUR.replace(hour=0) + timedelta(days=1), 3),  # daily rollup
+        (SEOUL_DAY, SEOUL_DAY + timedelta(days=1), 3),  # Seoul day rollup
         (HOUR, HOUR + timedelta(hours=1), 2),  # hourly rollup
-        (HOUR + timedelta(minutes=10), HOUR + timedelta(minutes=11), 2),  # minute rollup
-        (HOUR + timedelta(minutes=10, seconds=40), HOUR + timedelta(minutes=11), 1),  # raw
+        (HOUR + timedelta(minutes=10), HOUR + timedelta(minutes=11), 2),  # ledger
+        (HOUR + timedelta(minutes=10, seconds=40), HOUR + timedelta(minutes=11), 1),  # ledger
     ],
 )
 def test_every_source_gives_the_exact_answer(

@@ -1,0 +1,297 @@
+"""Usage and cost over a time range, grouped, filtered and bucketed, read from the rollups.
+
+The planner picks the coarsest table that answers the question exactly:
+
+- usage_rollup_1mo_departments / usage_rollup_1mo: Asia/Seoul months (the first without users);
+- usage_rollup_1d: Asia/Seoul days;
+- usage_rollup_1h: UTC hours, exact in any time zone whose offset is a whole number of hours;
+- otherwise the ledger itself (usage_events FINAL plus the re-rating deltas in cost_corrections),
+  so a range that no rollup covers exactly is still answered exactly, never approximately.
+
+A Seoul table serves a zone only while the zone keeps Seoul's offset over the whole range (so
+Asia/Tokyo does too). Rows come in a stable order (time bucket, then the group-by values), and
+pages continue after the last row's key, so paging returns exactly the unpaged result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.quantities import QUANTITIES
+
+SEOUL = ZoneInfo("Asia/Seoul")
+DIMENSIONS: dict[str, str] = {
+    "organization": "organization_id",
+    "department": "department_id",
+    "user": "user_id",
+    "service": "service_id",
+    "provider": "provider_name",
+    "model": "request_model",
+    "operation": "operation_name",
+    "purpose": "purpose",
+}
+GRANULARITIES = ("hour", "day", "month")
+_MEASURES = ("events", *QUANTITIES, "cost_krw", "late_events", "late_cost_krw")
+
+
+class UsageQueryError(ValueError):
+    """The question cannot be asked; the message names the field."""
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    start: datetime
+    end: datetime
+    group_by: tuple[str, ...] = ()  # keys of DIMENSIONS
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (dimension, allowed values)
+    granularity: str | None = None  # None (the whole range) or one of GRANULARITIES
+    time_zone: str = "Asia/Seoul"
+    organization_id: str | None = None  # the tenant predicate; None only for every-org keys
+    after: tuple[object, ...] | None = None  # the key of the previous page's last row
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    bucket_start: datetime | None  # None without a granularity
+    keys: tuple[str, ...]  # values of the group-by dimensions, in their order
+    events: int
+    quantities: dict[str, int]
+    cost: Decimal
+    late_events: int
+    late_cost: Decimal
+
+    def sort_key(self) -> tuple[object, ...]:
+        bucket = int(self.bucket_start.timestamp()) if self.bucket_start else 0
+        return (bucket, *self.keys)
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    events: int
+    cost: Decimal
+    late_events: int
+    late_cost: Decimal
+
+
+@dataclass(frozen=True)
+class UsagePage:
+    rows: list[UsageRow]
+    totals: UsageTotals
+    has_more: bool
+    source: str  # the table that answered, for operators and tests
+
+
+@dataclass(frozen=True)
+class _Source:
+    table: str
+    kind: str  # "seoul_date", "utc_hour" or "ledger"
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageQueryError(f"time_zone: {name!r} is not an IANA time zone") from None
+
+
+def check(query: UsageQuery) -> None:
+    """Raise UsageQueryError naming the field for anything malformed."""
+    if query.end <= query.start:
+        raise UsageQueryError("end_time: must be after start_time")
+    zone(query.time_zone)
+    seen: set[str] = set()
+    for name in query.group_by:
+        if name not in DIMENSIONS:
+            raise UsageQueryError(f"group_by: {name!r} is not a dimension")
+        if name in seen:
+            raise UsageQueryError(f"group_by: {name!r} appears twice")
+        seen.add(name)
+    for name, values in query.filters:
+        if name not in DIMENSIONS:
+            raise UsageQueryError(f"filters: {name!r} is not a dimension")
+        if not values:
+            raise UsageQueryError(f"filters: {name} needs at least one value")
+    if query.granularity is not None and query.granularity not in GRANULARITIES:
+        raise UsageQueryError(f"granularity: {query.granularity!r} is not one of {GRANULARITIES}")
+
+
+def plan(query: UsageQuery) -> _Source:
+    """The coarsest table that answers `query` exactly."""
+    tz = zone(query.time_zone)
+    needed = set(query.group_by) | {name for name, _ in query.filters}
+    offsets = _offsets(tz, query.start, query.end)
+    seoul_like = offsets == {9 * 3600}
+    if (
+        seoul_like
+        and query.granularity in (None, "month")
+        and _month_start(query.start, tz)
+        and (_month_start(query.end, tz))
+    ):
+        table = "usage_rollup_1mo" if "user" in needed else "usage_rollup_1mo_departments"
+        return _Source(table, "seoul_date")
+    if (
+        seoul_like
+        and query.granularity != "hour"
+        and _day_start(query.start, tz)
+        and (_day_start(query.end, tz))
+    ):
+        return _Source("usage_rollup_1d", "seoul_date")
+    whole_hours = all(offset % 3600 == 0 for offset in offsets)
+    if whole_hours and _hour_start(query.start) and _hour_start(query.end):
+        return _Source("usage_rollup_1h", "utc_hour")
+    return _Source("ledger", "ledger")
+
+
+def usage(client: Client, query: UsageQuery, max_seconds: float | None = None) -> UsagePage:
+    """One page of the answer. `max_seconds` (the caller's remaining deadline) bounds each
+    ClickHouse query, so a query the client gave up on does not run on."""
+    check(query)
+    source = plan(query)
+    settings = {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
+    params: dict[str, object] = {"tz": query.time_zone}
+    table, where = _from_where(source, query, params)
+    bucket = _bucket(source, query.granularity)
+    keys = [f"{DIMENSIONS[name]} AS k{i}" for i, name in enumerate(query.group_by)]
+    key_names = [f"k{i}" for i in range(len(query.group_by))]
+    sums = ", ".join(f"sum({m}) AS {m}" for m in _MEASURES)
+    totals_row = client.query(
+        f"SELECT sum(events), sum(cost_krw), sum(late_events), sum(late_cost_krw) "
+        f"FROM {table} WHERE {where}",
+        parameters=params,
+        settings=settings,
+    ).result_rows[0]
+    totals = UsageTotals(
+        int(totals_row[0] or 0),
+        Decimal(totals_row[1] or 0),
+        int(totals_row[2] or 0),
+        Decimal(totals_row[3] or 0),
+    )
+    order = ["bucket", *key_names]
+    having = ""
+    if query.after is not None:
+        if len(query.after) != len(order):
+            raise UsageQueryError("page_token: does not match this query")
+        having = f"HAVING ({', '.join(order)}) > ({', '.join(_placeholders(query.after, params))})"
+    params["limit"] = query.limit + 1
+    rows = client.query(
+        f"SELECT {bucket} AS bucket{''.join(', ' + k for k in keys)}, {sums} "
+        f"FROM {table} WHERE {where} GROUP BY {', '.join(order)} {having} "
+        f"ORDER BY {', '.join(order)} LIMIT %(limit)s",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    page = [_row(row, len(key_names), query.granularity is not None) for row in rows]
+    return UsagePage(page[: query.limit], totals, len(page) > query.limit, source.table)
+
+
+def _row(row: Sequence[object], n_keys: int, bucketed: bool) -> UsageRow:
+    bucket, *rest = row
+    keys = tuple(str(v) for v in rest[:n_keys])
+    measures = dict(zip(_MEASURES, rest[n_keys:], strict=True))
+    return UsageRow(
+        bucket_start=datetime.fromtimestamp(int(str(bucket)), UTC) if bucketed else None,
+        keys=keys,
+        events=int(str(measures["events"])),
+        quantities={q: int(str(measures[q])) for q in QUANTITIES},
+        cost=Decimal(str(measures["cost_krw"])),
+        late_events=int(str(measures["late_events"])),
+        late_cost=Decimal(str(measures["late_cost_krw"])),
+    )
+
+
+def _placeholders(values: tuple[object, ...], params: dict[str, object]) -> list[str]:
+    names = []
+    for i, value in enumerate(values):
+        params[f"after{i}"] = value
+        names.append(f"%(after{i})s")
+    return names
+
+
+def _from_where(source: _Source, query: UsageQuery, params: dict[str, object]) -> tuple[str, str]:
+    conditions: list[str] = []
+    if query.organization_id is not None:
+        conditions.append("organization_id = %(org)s")
+        params["org"] = query.organization_id
+    for i, (name, values) in enumerate(query.filters):
+        conditions.append(f"{DIMENSIONS[name]} IN %(f{i})s")
+        params[f"f{i}"] = list(values)
+    params["start_ms"] = round(query.start.timestamp() * 1000)
+    params["end_ms"] = round(query.end.timestamp() * 1000)
+    if source.kind == "seoul_date":
+        params["start_day"] = query.start.astimezone(SEOUL).date()
+        params["end_day"] = query.end.astimezone(SEOUL).date()
+        conditions.append("window_start >= %(start_day)s AND window_start < %(end_day)s")
+        return source.table, " AND ".join(conditions)
+    in_range = (
+        "{col} >= fromUnixTimestamp64Milli(%(start_ms)s, 'UTC') "
+        "AND {col} < fromUnixTimestamp64Milli(%(end_ms)s, 'UTC')"
+    )
+    if source.kind == "utc_hour":
+        conditions.append(in_range.format(col="window_start"))
+        return source.table, " AND ".join(conditions)
+    # The ledger: stored events and the re-rating deltas, as rows shaped like a rollup's.
+    where = " AND ".join([*conditions, in_range.format(col="event_time")])
+    dims = ", ".join(DIMENSIONS.values())
+    zeros = ", ".join(f"toUInt64(0) AS {q}" for q in QUANTITIES)
+    quantities = ", ".join(QUANTITIES)
+    ledger = (
+        f"(SELECT event_time AS window_start, {dims}, toUInt64(1) AS events, {quantities}, "
+        "toDecimal128(cost_krw, 6) AS cost_krw, toUInt64(late) AS late_events, "
+        "if(late = 1, toDecimal128(cost_krw, 6), toDecimal128(0, 6)) AS late_cost_krw "
+        f"FROM usage_events FINAL WHERE {where} "
+        f"UNION ALL SELECT event_time AS window_start, {dims}, toUInt64(0) AS events, {zeros}, "
+        "toDecimal128(cost_delta_krw, 6) AS cost_krw, toUInt64(0) AS late_events, "
+        "toDecimal128(0, 6) AS late_cost_krw "
+        f"FROM cost_corrections WHERE {where})"
+    )
+    return ledger, "1"
+
+
+def _bucket(source: _Source, granularity: str | None) -> str:
+    """The bucket's start as epoch seconds (0 when the range is one bucket)."""
+    if granularity is None:
+        return "toUInt32(0)"
+    if source.kind == "seoul_date":  # a Date in Asia/Seoul; only day and month reach here
+        day = "window_start" if granularity == "day" else "toStartOfMonth(window_start)"
+        return f"toUnixTimestamp(toDateTime({day}, 'Asia/Seoul'))"
+    time = "toDateTime(window_start, 'UTC')"
+    if granularity == "hour":
+        return f"toUnixTimestamp(toStartOfHour({time}))"
+    if granularity == "day":
+        return f"toUnixTimestamp(toStartOfDay({time}, %(tz)s))"
+    return f"toUnixTimestamp(toDateTime(toStartOfMonth({time}, %(tz)s), %(tz)s))"
+
+
+def _offsets(tz: ZoneInfo, start: datetime, end: datetime) -> set[int]:
+    """The zone's UTC offsets (seconds) over [start, end], sampled at both ends and every
+    15 days between: time zones change offset at most a few times a year."""
+    found: set[int] = set()
+    t = start
+    while True:
+        offset = t.astimezone(tz).utcoffset()
+        found.add(int(offset.total_seconds()) if offset is not None else 0)
+        if t >= end:
+            return found
+        t = min(t + timedelta(days=15), end)
+
+
+def _month_start(t: datetime, tz: ZoneInfo) -> bool:
+    local = t.astimezone(tz)
+    return local.day == 1 and _day_start(t, tz)
+
+
+def _day_start(t: datetime, tz: ZoneInfo) -> bool:
+    local = t.astimezone(tz)
+    return (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0)
+
+
+def _hour_start(t: datetime) -> bool:
+    return t.timestamp() % 3600 == 0
