@@ -22,25 +22,56 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from civicmeter.usage.v1 import usage_event_pb2 as civicmeter_dot_usage_dot_v1_dot_usage__event__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'civicmeter/query/v1/query_service.proto\x12\x13\x63ivicmeter.query.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xed\x01\n\x17GetCostBreakdownRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x08group_by\x18\x03 \x01(\x0e\x32\".civicmeter.query.v1.CostDimension\x12\x17\n\x0forganization_id\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"\x89\x01\n\x18GetCostBreakdownResponse\x12,\n\x05lines\x18\x01 \x03(\x0b\x32\x1d.civicmeter.query.v1.CostLine\x12&\n\ntotal_cost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"N\n\x08\x43ostLine\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04\x63ost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0b\x65vent_count\x18\x03 \x01(\x03*\xa4\x01\n\rCostDimension\x12\x1e\n\x1a\x43OST_DIMENSION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43OST_DIMENSION_ORGANIZATION\x10\x01\x12\x1d\n\x19\x43OST_DIMENSION_DEPARTMENT\x10\x02\x12\x17\n\x13\x43OST_DIMENSION_USER\x10\x03\x12\x1a\n\x16\x43OST_DIMENSION_SERVICE\x10\x04\x32\x7f\n\x0cQueryService\x12o\n\x10GetCostBreakdown\x12,.civicmeter.query.v1.GetCostBreakdownRequest\x1a-.civicmeter.query.v1.GetCostBreakdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'civicmeter/query/v1/query_service.proto\x12\x13\x63ivicmeter.query.v1\x1a%civicmeter/usage/v1/usage_event.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"T\n\x0f\x44imensionFilter\x12\x31\n\tdimension\x18\x01 \x01(\x0e\x32\x1e.civicmeter.query.v1.Dimension\x12\x0e\n\x06values\x18\x02 \x03(\t\"\xe4\x02\n\x11QueryUsageRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12\x30\n\x08group_by\x18\x04 \x03(\x0e\x32\x1e.civicmeter.query.v1.Dimension\x12\x35\n\x07\x66ilters\x18\x05 \x03(\x0b\x32$.civicmeter.query.v1.DimensionFilter\x12\x35\n\x0bgranularity\x18\x06 \x01(\x0e\x32 .civicmeter.query.v1.Granularity\x12\x11\n\ttime_zone\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"\x8e\x01\n\x12QueryUsageResponse\x12-\n\x05lines\x18\x01 \x03(\x0b\x32\x1e.civicmeter.query.v1.UsageLine\x12\x30\n\x06totals\x18\x02 \x01(\x0b\x32 .civicmeter.query.v1.UsageTotals\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\x80\x02\n\tUsageLine\x12\x35\n\x11\x62ucket_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cgroup_values\x18\x02 \x03(\t\x12\x13\n\x0b\x65vent_count\x18\x03 \x01(\x03\x12.\n\nquantities\x18\x04 \x01(\x0b\x32\x1a.civicmeter.usage.v1.Usage\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x18\n\x10late_event_count\x18\x06 \x01(\x03\x12%\n\tlate_cost\x18\x07 \x01(\x0b\x32\x12.google.type.Money\"\x85\x01\n\x0bUsageTotals\x12\x13\n\x0b\x65vent_count\x18\x01 \x01(\x03\x12 \n\x04\x63ost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x18\n\x10late_event_count\x18\x03 \x01(\x03\x12%\n\tlate_cost\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"\xd8\x01\n\x15GetCostSummaryRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0bgranularity\x18\x04 \x01(\x0e\x32 .civicmeter.query.v1.Granularity\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"\x88\x01\n\x16GetCostSummaryResponse\x12\x37\n\x07periods\x18\x01 \x03(\x0b\x32&.civicmeter.query.v1.CostSummaryPeriod\x12\x35\n\x05total\x18\x02 \x01(\x0b\x32&.civicmeter.query.v1.CostSummaryPeriod\"\xd4\x02\n\x11\x43ostSummaryPeriod\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\ntotal_cost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12-\n\x11subscription_cost\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12&\n\nusage_cost\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x30\n\x14late_correction_cost\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12/\n\x13rerating_adjustment\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x03\x12\x18\n\x10late_event_count\x18\x08 \x01(\x03\"\xb5\x01\n\x12\x45xportUsageRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12\x15\n\rinclude_users\x18\x05 \x01(\x08\"D\n\x13\x45xportUsageResponse\x12-\n\x05lines\x18\x01 \x03(\x0b\x32\x1e.civicmeter.query.v1.FocusLine\"\xa0\x08\n\tFocusLine\x12\'\n\x0b\x62illed_cost\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x0e\x65\x66\x66\x65\x63tive_cost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12%\n\tlist_cost\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0f\x63ontracted_cost\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x18\n\x10\x62illing_currency\x18\x05 \x01(\t\x12\x38\n\x14\x62illing_period_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x62illing_period_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x63harge_period_start\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x63harge_period_end\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63harge_category\x18\n \x01(\t\x12\x14\n\x0c\x63harge_class\x18\x0b \x01(\t\x12\x1a\n\x12\x63harge_description\x18\x0c \x01(\t\x12\x18\n\x10\x63harge_frequency\x18\r \x01(\t\x12\x19\n\x11\x63onsumed_quantity\x18\x0e \x01(\t\x12\x15\n\rconsumed_unit\x18\x0f \x01(\t\x12\x18\n\x10pricing_quantity\x18\x10 \x01(\t\x12\x14\n\x0cpricing_unit\x18\x11 \x01(\t\x12\x15\n\rprovider_name\x18\x12 \x01(\t\x12\x16\n\x0epublisher_name\x18\x13 \x01(\t\x12\x1b\n\x13invoice_issuer_name\x18\x14 \x01(\t\x12\x14\n\x0cservice_name\x18\x15 \x01(\t\x12\x18\n\x10service_category\x18\x16 \x01(\t\x12\x0e\n\x06sku_id\x18\x17 \x01(\t\x12\x1a\n\x12\x62illing_account_id\x18\x18 \x01(\t\x12\x16\n\x0esub_account_id\x18\x19 \x01(\t\x12\x36\n\x04tags\x18\x1a \x03(\x0b\x32(.civicmeter.query.v1.FocusLine.TagsEntry\x12\x11\n\tx_user_id\x18\x1b \x01(\t\x12\x13\n\x0bx_operation\x18\x1c \x01(\t\x12\x11\n\tx_purpose\x18\x1d \x01(\t\x12\x15\n\rx_event_count\x18\x1e \x01(\x03\x12\x30\n\x0cx_quantities\x18\x1f \x01(\x0b\x32\x1a.civicmeter.usage.v1.Usage\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xed\x01\n\x17GetCostBreakdownRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x08group_by\x18\x03 \x01(\x0e\x32\".civicmeter.query.v1.CostDimension\x12\x17\n\x0forganization_id\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"\x89\x01\n\x18GetCostBreakdownResponse\x12,\n\x05lines\x18\x01 \x03(\x0b\x32\x1d.civicmeter.query.v1.CostLine\x12&\n\ntotal_cost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"N\n\x08\x43ostLine\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x04\x63ost\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0b\x65vent_count\x18\x03 \x01(\x03*\xe4\x01\n\tDimension\x12\x19\n\x15\x44IMENSION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44IMENSION_ORGANIZATION\x10\x01\x12\x18\n\x14\x44IMENSION_DEPARTMENT\x10\x02\x12\x12\n\x0e\x44IMENSION_USER\x10\x03\x12\x15\n\x11\x44IMENSION_SERVICE\x10\x04\x12\x16\n\x12\x44IMENSION_PROVIDER\x10\x05\x12\x13\n\x0f\x44IMENSION_MODEL\x10\x06\x12\x17\n\x13\x44IMENSION_OPERATION\x10\x07\x12\x15\n\x11\x44IMENSION_PURPOSE\x10\x08*l\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x14\n\x10GRANULARITY_HOUR\x10\x01\x12\x13\n\x0fGRANULARITY_DAY\x10\x02\x12\x15\n\x11GRANULARITY_MONTH\x10\x03*\xa4\x01\n\rCostDimension\x12\x1e\n\x1a\x43OST_DIMENSION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43OST_DIMENSION_ORGANIZATION\x10\x01\x12\x1d\n\x19\x43OST_DIMENSION_DEPARTMENT\x10\x02\x12\x17\n\x13\x43OST_DIMENSION_USER\x10\x03\x12\x1a\n\x16\x43OST_DIMENSION_SERVICE\x10\x04\x32\xad\x03\n\x0cQueryService\x12o\n\x10GetCostBreakdown\x12,.civicmeter.query.v1.GetCostBreakdownRequest\x1a-.civicmeter.query.v1.GetCostBreakdownResponse\x12]\n\nQueryUsage\x12&.civicmeter.query.v1.QueryUsageRequest\x1a\'.civicmeter.query.v1.QueryUsageResponse\x12i\n\x0eGetCostSummary\x12*.civicmeter.query.v1.GetCostSummaryRequest\x1a+.civicmeter.query.v1.GetCostSummaryResponse\x12\x62\n\x0b\x45xportUsage\x12\'.civicmeter.query.v1.ExportUsageRequest\x1a(.civicmeter.query.v1.ExportUsageResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'civicmeter.query.v1.query_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COSTDIMENSION']._serialized_start=583
-  _globals['_COSTDIMENSION']._serialized_end=747
-  _globals['_GETCOSTBREAKDOWNREQUEST']._serialized_start=123
-  _globals['_GETCOSTBREAKDOWNREQUEST']._serialized_end=360
-  _globals['_GETCOSTBREAKDOWNRESPONSE']._serialized_start=363
-  _globals['_GETCOSTBREAKDOWNRESPONSE']._serialized_end=500
-  _globals['_COSTLINE']._serialized_start=502
-  _globals['_COSTLINE']._serialized_end=580
-  _globals['_QUERYSERVICE']._serialized_start=749
-  _globals['_QUERYSERVICE']._serialized_end=876
+  _globals['_FOCUSLINE_TAGSENTRY']._loaded_options = None
+  _globals['_FOCUSLINE_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_DIMENSION']._serialized_start=3621
+  _globals['_DIMENSION']._serialized_end=3849
+  _globals['_GRANULARITY']._serialized_start=3851
+  _globals['_GRANULARITY']._serialized_end=3959
+  _globals['_COSTDIMENSION']._serialized_start=3962
+  _globals['_COSTDIMENSION']._serialized_end=4126
+  _globals['_DIMENSIONFILTER']._serialized_start=161
+  _globals['_DIMENSIONFILTER']._serialized_end=245
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=248
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=604
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=607
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=749
+  _globals['_USAGELINE']._serialized_start=752
+  _globals['_USAGELINE']._serialized_end=1008
+  _globals['_USAGETOTALS']._serialized_start=1011
+  _globals['_USAGETOTALS']._serialized_end=1144
+  _globals['_GETCOSTSUMMARYREQUEST']._serialized_start=1147
+  _globals['_GETCOSTSUMMARYREQUEST']._serialized_end=1363
+  _globals['_GETCOSTSUMMARYRESPONSE']._serialized_start=1366
+  _globals['_GETCOSTSUMMARYRESPONSE']._serialized_end=1502
+  _globals['_COSTSUMMARYPERIOD']._serialized_start=1505
+  _globals['_COSTSUMMARYPERIOD']._serialized_end=1845
+  _globals['_EXPORTUSAGEREQUEST']._serialized_start=1848
+  _globals['_EXPORTUSAGEREQUEST']._serialized_end=2029
+  _globals['_EXPORTUSAGERESPONSE']._serialized_start=2031
+  _globals['_EXPORTUSAGERESPONSE']._serialized_end=2099
+  _globals['_FOCUSLINE']._serialized_start=2102
+  _globals['_FOCUSLINE']._serialized_end=3158
+  _globals['_FOCUSLINE_TAGSENTRY']._serialized_start=3115
+  _globals['_FOCUSLINE_TAGSENTRY']._serialized_end=3158
+  _globals['_GETCOSTBREAKDOWNREQUEST']._serialized_start=3161
+  _globals['_GETCOSTBREAKDOWNREQUEST']._serialized_end=3398
+  _globals['_GETCOSTBREAKDOWNRESPONSE']._serialized_start=3401
+  _globals['_GETCOSTBREAKDOWNRESPONSE']._serialized_end=3538
+  _globals['_COSTLINE']._serialized_start=3540
+  _globals['_COSTLINE']._serialized_end=3618
+  _globals['_QUERYSERVICE']._serialized_start=4129
+  _globals['_QUERYSERVICE']._serialized_end=4558
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from civicmeter.usage.v1 import usage_event_pb2 as _usage_event_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -20,6 +21,58 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Dimension:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dimension.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DIMENSION_UNSPECIFIED: _Dimension.ValueType  # 0
+    DIMENSION_ORGANIZATION: _Dimension.ValueType  # 1
+    DIMENSION_DEPARTMENT: _Dimension.ValueType  # 2
+    DIMENSION_USER: _Dimension.ValueType  # 3
+    DIMENSION_SERVICE: _Dimension.ValueType  # 4
+    DIMENSION_PROVIDER: _Dimension.ValueType  # 5
+    DIMENSION_MODEL: _Dimension.ValueType  # 6
+    DIMENSION_OPERATION: _Dimension.ValueType  # 7
+    DIMENSION_PURPOSE: _Dimension.ValueType  # 8
+
+class Dimension(_Dimension, metaclass=_DimensionEnumTypeWrapper):
+    """What usage can be grouped and filtered by."""
+
+DIMENSION_UNSPECIFIED: Dimension.ValueType  # 0
+DIMENSION_ORGANIZATION: Dimension.ValueType  # 1
+DIMENSION_DEPARTMENT: Dimension.ValueType  # 2
+DIMENSION_USER: Dimension.ValueType  # 3
+DIMENSION_SERVICE: Dimension.ValueType  # 4
+DIMENSION_PROVIDER: Dimension.ValueType  # 5
+DIMENSION_MODEL: Dimension.ValueType  # 6
+DIMENSION_OPERATION: Dimension.ValueType  # 7
+DIMENSION_PURPOSE: Dimension.ValueType  # 8
+Global___Dimension: _TypeAlias = Dimension  # noqa: Y015
+
+class _Granularity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GranularityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Granularity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GRANULARITY_UNSPECIFIED: _Granularity.ValueType  # 0
+    """No buckets: one line per group for the whole range."""
+    GRANULARITY_HOUR: _Granularity.ValueType  # 1
+    GRANULARITY_DAY: _Granularity.ValueType  # 2
+    GRANULARITY_MONTH: _Granularity.ValueType  # 3
+
+class Granularity(_Granularity, metaclass=_GranularityEnumTypeWrapper):
+    """The length of the time buckets of an answer."""
+
+GRANULARITY_UNSPECIFIED: Granularity.ValueType  # 0
+"""No buckets: one line per group for the whole range."""
+GRANULARITY_HOUR: Granularity.ValueType  # 1
+GRANULARITY_DAY: Granularity.ValueType  # 2
+GRANULARITY_MONTH: Granularity.ValueType  # 3
+Global___Granularity: _TypeAlias = Granularity  # noqa: Y015
 
 class _CostDimension:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -42,6 +95,535 @@ COST_DIMENSION_DEPARTMENT: CostDimension.ValueType  # 2
 COST_DIMENSION_USER: CostDimension.ValueType  # 3
 COST_DIMENSION_SERVICE: CostDimension.ValueType  # 4
 Global___CostDimension: _TypeAlias = CostDimension  # noqa: Y015
+
+@_typing.final
+class DimensionFilter(_message.Message):
+    """Keeps the lines whose dimension has one of the values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    dimension: Global___Dimension.ValueType
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        dimension: Global___Dimension.ValueType = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dimension", b"dimension", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DimensionFilter: _TypeAlias = DimensionFilter  # noqa: Y015
+
+@_typing.final
+class QueryUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    GRANULARITY_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """Restrict to one organisation (empty: every organisation the caller may see)."""
+    granularity: Global___Granularity.ValueType
+    time_zone: _builtins.str
+    """IANA time zone of the day and month buckets (default Asia/Seoul)."""
+    page_size: _builtins.int
+    """Maximum lines per page (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """Opaque token from a previous response's next_page_token."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Inclusive start of the range."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Exclusive end of the range."""
+
+    @_builtins.property
+    def group_by(self) -> _containers.RepeatedScalarFieldContainer[Global___Dimension.ValueType]:
+        """The dimensions each line is grouped by, in this order (empty: one line per bucket)."""
+
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DimensionFilter]:
+        """All filters must hold."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        organization_id: _builtins.str = ...,
+        group_by: _abc.Iterable[Global___Dimension.ValueType] | None = ...,
+        filters: _abc.Iterable[Global___DimensionFilter] | None = ...,
+        granularity: Global___Granularity.ValueType = ...,
+        time_zone: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "filters", b"filters", "granularity", b"granularity", "group_by", b"group_by", "organization_id", b"organization_id", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryUsageRequest: _TypeAlias = QueryUsageRequest  # noqa: Y015
+
+@_typing.final
+class QueryUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when this is the last page."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageLine]: ...
+    @_builtins.property
+    def totals(self) -> Global___UsageTotals:
+        """Totals over all lines of all pages."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___UsageLine] | None = ...,
+        totals: Global___UsageTotals | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "next_page_token", b"next_page_token", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryUsageResponse: _TypeAlias = QueryUsageResponse  # noqa: Y015
+
+@_typing.final
+class UsageLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_START_TIME_FIELD_NUMBER: _builtins.int
+    GROUP_VALUES_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    QUANTITIES_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    LATE_EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    LATE_COST_FIELD_NUMBER: _builtins.int
+    event_count: _builtins.int
+    late_event_count: _builtins.int
+    """Events that arrived after the allowed lateness (included in event_count and cost)."""
+    @_builtins.property
+    def bucket_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the line's bucket; unset without a granularity."""
+
+    @_builtins.property
+    def group_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The values of the request's group_by dimensions, in the same order."""
+
+    @_builtins.property
+    def quantities(self) -> _usage_event_pb2.Usage:
+        """Every metered quantity, summed."""
+
+    @_builtins.property
+    def cost(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def late_cost(self) -> _money_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        bucket_start_time: _timestamp_pb2.Timestamp | None = ...,
+        group_values: _abc.Iterable[_builtins.str] | None = ...,
+        event_count: _builtins.int = ...,
+        quantities: _usage_event_pb2.Usage | None = ...,
+        cost: _money_pb2.Money | None = ...,
+        late_event_count: _builtins.int = ...,
+        late_cost: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bucket_start_time", b"bucket_start_time", "cost", b"cost", "late_cost", b"late_cost", "quantities", b"quantities"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_start_time", b"bucket_start_time", "cost", b"cost", "event_count", b"event_count", "group_values", b"group_values", "late_cost", b"late_cost", "late_event_count", b"late_event_count", "quantities", b"quantities"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageLine: _TypeAlias = UsageLine  # noqa: Y015
+
+@_typing.final
+class UsageTotals(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    LATE_EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    LATE_COST_FIELD_NUMBER: _builtins.int
+    event_count: _builtins.int
+    late_event_count: _builtins.int
+    @_builtins.property
+    def cost(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def late_cost(self) -> _money_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        event_count: _builtins.int = ...,
+        cost: _money_pb2.Money | None = ...,
+        late_event_count: _builtins.int = ...,
+        late_cost: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "late_cost", b"late_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "event_count", b"event_count", "late_cost", b"late_cost", "late_event_count", b"late_event_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageTotals: _TypeAlias = UsageTotals  # noqa: Y015
+
+@_typing.final
+class GetCostSummaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    GRANULARITY_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """Restrict to one organisation (empty: every organisation the caller may see)."""
+    granularity: Global___Granularity.ValueType
+    """The length of a period (default month)."""
+    time_zone: _builtins.str
+    """IANA time zone of the periods (default Asia/Seoul)."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Inclusive start of the first period."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Exclusive end of the last period."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        granularity: Global___Granularity.ValueType = ...,
+        time_zone: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "granularity", b"granularity", "organization_id", b"organization_id", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCostSummaryRequest: _TypeAlias = GetCostSummaryRequest  # noqa: Y015
+
+@_typing.final
+class GetCostSummaryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIODS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostSummaryPeriod]:
+        """One per period that has any cost, in time order."""
+
+    @_builtins.property
+    def total(self) -> Global___CostSummaryPeriod:
+        """The whole range."""
+
+    def __init__(
+        self,
+        *,
+        periods: _abc.Iterable[Global___CostSummaryPeriod] | None = ...,
+        total: Global___CostSummaryPeriod | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["periods", b"periods", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCostSummaryResponse: _TypeAlias = GetCostSummaryResponse  # noqa: Y015
+
+@_typing.final
+class CostSummaryPeriod(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_COST_FIELD_NUMBER: _builtins.int
+    USAGE_COST_FIELD_NUMBER: _builtins.int
+    LATE_CORRECTION_COST_FIELD_NUMBER: _builtins.int
+    RERATING_ADJUSTMENT_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    LATE_EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    event_count: _builtins.int
+    late_event_count: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period; unset on the total."""
+
+    @_builtins.property
+    def total_cost(self) -> _money_pb2.Money:
+        """Everything billed in the period: subscription_cost + usage_cost."""
+
+    @_builtins.property
+    def subscription_cost(self) -> _money_pb2.Money:
+        """Seat subscription fees."""
+
+    @_builtins.property
+    def usage_cost(self) -> _money_pb2.Money:
+        """Metered use (tokens, images, seconds, characters, requests)."""
+
+    @_builtins.property
+    def late_correction_cost(self) -> _money_pb2.Money:
+        """Part of total_cost from events that arrived after the allowed lateness."""
+
+    @_builtins.property
+    def rerating_adjustment(self) -> _money_pb2.Money:
+        """Part of total_cost from re-rating (retroactive price changes), positive or negative."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        total_cost: _money_pb2.Money | None = ...,
+        subscription_cost: _money_pb2.Money | None = ...,
+        usage_cost: _money_pb2.Money | None = ...,
+        late_correction_cost: _money_pb2.Money | None = ...,
+        rerating_adjustment: _money_pb2.Money | None = ...,
+        event_count: _builtins.int = ...,
+        late_event_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["late_correction_cost", b"late_correction_cost", "rerating_adjustment", b"rerating_adjustment", "start_time", b"start_time", "subscription_cost", b"subscription_cost", "total_cost", b"total_cost", "usage_cost", b"usage_cost"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "late_correction_cost", b"late_correction_cost", "late_event_count", b"late_event_count", "rerating_adjustment", b"rerating_adjustment", "start_time", b"start_time", "subscription_cost", b"subscription_cost", "total_cost", b"total_cost", "usage_cost", b"usage_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostSummaryPeriod: _TypeAlias = CostSummaryPeriod  # noqa: Y015
+
+@_typing.final
+class ExportUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    INCLUDE_USERS_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """Restrict to one organisation (empty: every organisation the caller may see)."""
+    time_zone: _builtins.str
+    """IANA time zone of the daily charge periods (default Asia/Seoul)."""
+    include_users: _builtins.bool
+    """One line per user too (default: per department)."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Inclusive start of the period."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Exclusive end of the period."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        time_zone: _builtins.str = ...,
+        include_users: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "include_users", b"include_users", "organization_id", b"organization_id", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUsageRequest: _TypeAlias = ExportUsageRequest  # noqa: Y015
+
+@_typing.final
+class ExportUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FocusLine]: ...
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___FocusLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUsageResponse: _TypeAlias = ExportUsageResponse  # noqa: Y015
+
+@_typing.final
+class FocusLine(_message.Message):
+    """One charge in the columns of the FinOps Open Cost and Usage Specification (FOCUS 1.1); x_
+    columns are civicmeter's own. Costs are in KRW; charge periods are days in the time zone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BILLED_COST_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_COST_FIELD_NUMBER: _builtins.int
+    LIST_COST_FIELD_NUMBER: _builtins.int
+    CONTRACTED_COST_FIELD_NUMBER: _builtins.int
+    BILLING_CURRENCY_FIELD_NUMBER: _builtins.int
+    BILLING_PERIOD_START_FIELD_NUMBER: _builtins.int
+    BILLING_PERIOD_END_FIELD_NUMBER: _builtins.int
+    CHARGE_PERIOD_START_FIELD_NUMBER: _builtins.int
+    CHARGE_PERIOD_END_FIELD_NUMBER: _builtins.int
+    CHARGE_CATEGORY_FIELD_NUMBER: _builtins.int
+    CHARGE_CLASS_FIELD_NUMBER: _builtins.int
+    CHARGE_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CHARGE_FREQUENCY_FIELD_NUMBER: _builtins.int
+    CONSUMED_QUANTITY_FIELD_NUMBER: _builtins.int
+    CONSUMED_UNIT_FIELD_NUMBER: _builtins.int
+    PRICING_QUANTITY_FIELD_NUMBER: _builtins.int
+    PRICING_UNIT_FIELD_NUMBER: _builtins.int
+    PROVIDER_NAME_FIELD_NUMBER: _builtins.int
+    PUBLISHER_NAME_FIELD_NUMBER: _builtins.int
+    INVOICE_ISSUER_NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_CATEGORY_FIELD_NUMBER: _builtins.int
+    SKU_ID_FIELD_NUMBER: _builtins.int
+    BILLING_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    SUB_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    X_USER_ID_FIELD_NUMBER: _builtins.int
+    X_OPERATION_FIELD_NUMBER: _builtins.int
+    X_PURPOSE_FIELD_NUMBER: _builtins.int
+    X_EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    X_QUANTITIES_FIELD_NUMBER: _builtins.int
+    billing_currency: _builtins.str
+    charge_category: _builtins.str
+    """"Usage" for metered use, "Purchase" for seat subscriptions."""
+    charge_class: _builtins.str
+    """"Correction" for events that arrived after the allowed lateness; empty otherwise."""
+    charge_description: _builtins.str
+    charge_frequency: _builtins.str
+    """"Usage-Based" or "Recurring"."""
+    consumed_quantity: _builtins.str
+    consumed_unit: _builtins.str
+    pricing_quantity: _builtins.str
+    pricing_unit: _builtins.str
+    provider_name: _builtins.str
+    publisher_name: _builtins.str
+    invoice_issuer_name: _builtins.str
+    service_name: _builtins.str
+    service_category: _builtins.str
+    sku_id: _builtins.str
+    billing_account_id: _builtins.str
+    """The organisation."""
+    sub_account_id: _builtins.str
+    """The department."""
+    x_user_id: _builtins.str
+    x_operation: _builtins.str
+    x_purpose: _builtins.str
+    x_event_count: _builtins.int
+    @_builtins.property
+    def billed_cost(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def effective_cost(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def list_cost(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def contracted_cost(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def billing_period_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def billing_period_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def charge_period_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def charge_period_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def x_quantities(self) -> _usage_event_pb2.Usage:
+        """Every metered quantity of the line."""
+
+    def __init__(
+        self,
+        *,
+        billed_cost: _money_pb2.Money | None = ...,
+        effective_cost: _money_pb2.Money | None = ...,
+        list_cost: _money_pb2.Money | None = ...,
+        contracted_cost: _money_pb2.Money | None = ...,
+        billing_currency: _builtins.str = ...,
+        billing_period_start: _timestamp_pb2.Timestamp | None = ...,
+        billing_period_end: _timestamp_pb2.Timestamp | None = ...,
+        charge_period_start: _timestamp_pb2.Timestamp | None = ...,
+        charge_period_end: _timestamp_pb2.Timestamp | None = ...,
+        charge_category: _builtins.str = ...,
+        charge_class: _builtins.str = ...,
+        charge_description: _builtins.str = ...,
+        charge_frequency: _builtins.str = ...,
+        consumed_quantity: _builtins.str = ...,
+        consumed_unit: _builtins.str = ...,
+        pricing_quantity: _builtins.str = ...,
+        pricing_unit: _builtins.str = ...,
+        provider_name: _builtins.str = ...,
+        publisher_name: _builtins.str = ...,
+        invoice_issuer_name: _builtins.str = ...,
+        service_name: _builtins.str = ...,
+        service_category: _builtins.str = ...,
+        sku_id: _builtins.str = ...,
+        billing_account_id: _builtins.str = ...,
+        sub_account_id: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        x_user_id: _builtins.str = ...,
+        x_operation: _builtins.str = ...,
+        x_purpose: _builtins.str = ...,
+        x_event_count: _builtins.int = ...,
+        x_quantities: _usage_event_pb2.Usage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "contracted_cost", b"contracted_cost", "effective_cost", b"effective_cost", "list_cost", b"list_cost", "x_quantities", b"x_quantities"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_account_id", b"billing_account_id", "billing_currency", b"billing_currency", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_category", b"charge_category", "charge_class", b"charge_class", "charge_description", b"charge_description", "charge_frequency", b"charge_frequency", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "consumed_quantity", b"consumed_quantity", "consumed_unit", b"consumed_unit", "contracted_cost", b"contracted_cost", "effective_cost", b"effective_cost", "invoice_issuer_name", b"invoice_issuer_name", "list_cost", b"list_cost", "pricing_quantity", b"pricing_quantity", "pricing_unit", b"pricing_unit", "provider_name", b"provider_name", "publisher_name", b"publisher_name", "service_category", b"service_category", "service_name", b"service_name", "sku_id", b"sku_id", "sub_account_id", b"sub_account_id", "tags", b"tags", "x_event_count", b"x_event_count", "x_operation", b"x_operation", "x_purpose", b"x_purpose", "x_quantities", b"x_quantities", "x_user_id", b"x_user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FocusLine: _TypeAlias = FocusLine  # noqa: Y015
 
 @_typing.final
 class GetCostBreakdownRequest(_message.Message):

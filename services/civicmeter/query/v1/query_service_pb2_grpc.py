@@ -40,6 +40,21 @@ class QueryServiceStub:
                 request_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostBreakdownRequest.SerializeToString,
                 response_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostBreakdownResponse.FromString,
                 _registered_method=True)
+        self.QueryUsage = channel.unary_unary(
+                '/civicmeter.query.v1.QueryService/QueryUsage',
+                request_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.QueryUsageRequest.SerializeToString,
+                response_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.QueryUsageResponse.FromString,
+                _registered_method=True)
+        self.GetCostSummary = channel.unary_unary(
+                '/civicmeter.query.v1.QueryService/GetCostSummary',
+                request_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostSummaryRequest.SerializeToString,
+                response_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostSummaryResponse.FromString,
+                _registered_method=True)
+        self.ExportUsage = channel.unary_stream(
+                '/civicmeter.query.v1.QueryService/ExportUsage',
+                request_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.ExportUsageRequest.SerializeToString,
+                response_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.ExportUsageResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -53,6 +68,29 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryUsage(self, request, context):
+        """Usage and cost over a time range, grouped by any dimensions, filtered, in time buckets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCostSummary(self, request, context):
+        """Cost per period (month by default), split into subscription fees, metered usage, late
+        corrections and re-rating adjustments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportUsage(self, request, context):
+        """Daily usage lines for a period in FinOps FOCUS columns, streamed in chunks, so finance
+        tools ingest them unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +98,21 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetCostBreakdown,
                     request_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostBreakdownRequest.FromString,
                     response_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostBreakdownResponse.SerializeToString,
+            ),
+            'QueryUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUsage,
+                    request_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.QueryUsageRequest.FromString,
+                    response_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.QueryUsageResponse.SerializeToString,
+            ),
+            'GetCostSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCostSummary,
+                    request_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostSummaryRequest.FromString,
+                    response_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostSummaryResponse.SerializeToString,
+            ),
+            'ExportUsage': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUsage,
+                    request_deserializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.ExportUsageRequest.FromString,
+                    response_serializer=civicmeter_dot_query_dot_v1_dot_query__service__pb2.ExportUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +143,87 @@ class QueryService:
             '/civicmeter.query.v1.QueryService/GetCostBreakdown',
             civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostBreakdownRequest.SerializeToString,
             civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostBreakdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/civicmeter.query.v1.QueryService/QueryUsage',
+            civicmeter_dot_query_dot_v1_dot_query__service__pb2.QueryUsageRequest.SerializeToString,
+            civicmeter_dot_query_dot_v1_dot_query__service__pb2.QueryUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCostSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/civicmeter.query.v1.QueryService/GetCostSummary',
+            civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostSummaryRequest.SerializeToString,
+            civicmeter_dot_query_dot_v1_dot_query__service__pb2.GetCostSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/civicmeter.query.v1.QueryService/ExportUsage',
+            civicmeter_dot_query_dot_v1_dot_query__service__pb2.ExportUsageRequest.SerializeToString,
+            civicmeter_dot_query_dot_v1_dot_query__service__pb2.ExportUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

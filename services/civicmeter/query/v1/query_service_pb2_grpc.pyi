@@ -35,6 +35,16 @@ class QueryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> QueryServiceAsyncStub: ...
     GetCostBreakdown: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.GetCostBreakdownRequest, _query_service_pb2.GetCostBreakdownResponse]
     """Cost over a time range, grouped by one dimension."""
+    QueryUsage: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.QueryUsageRequest, _query_service_pb2.QueryUsageResponse]
+    """Usage and cost over a time range, grouped by any dimensions, filtered, in time buckets."""
+    GetCostSummary: _grpc.UnaryUnaryMultiCallable[_query_service_pb2.GetCostSummaryRequest, _query_service_pb2.GetCostSummaryResponse]
+    """Cost per period (month by default), split into subscription fees, metered usage, late
+    corrections and re-rating adjustments.
+    """
+    ExportUsage: _grpc.UnaryStreamMultiCallable[_query_service_pb2.ExportUsageRequest, _query_service_pb2.ExportUsageResponse]
+    """Daily usage lines for a period in FinOps FOCUS columns, streamed in chunks, so finance
+    tools ingest them unchanged.
+    """
 
 @_typing.type_check_only
 class QueryServiceAsyncStub(QueryServiceStub):
@@ -43,6 +53,16 @@ class QueryServiceAsyncStub(QueryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetCostBreakdown: _aio.UnaryUnaryMultiCallable[_query_service_pb2.GetCostBreakdownRequest, _query_service_pb2.GetCostBreakdownResponse]  # type: ignore[assignment]
     """Cost over a time range, grouped by one dimension."""
+    QueryUsage: _aio.UnaryUnaryMultiCallable[_query_service_pb2.QueryUsageRequest, _query_service_pb2.QueryUsageResponse]  # type: ignore[assignment]
+    """Usage and cost over a time range, grouped by any dimensions, filtered, in time buckets."""
+    GetCostSummary: _aio.UnaryUnaryMultiCallable[_query_service_pb2.GetCostSummaryRequest, _query_service_pb2.GetCostSummaryResponse]  # type: ignore[assignment]
+    """Cost per period (month by default), split into subscription fees, metered usage, late
+    corrections and re-rating adjustments.
+    """
+    ExportUsage: _aio.UnaryStreamMultiCallable[_query_service_pb2.ExportUsageRequest, _query_service_pb2.ExportUsageResponse]  # type: ignore[assignment]
+    """Daily usage lines for a period in FinOps FOCUS columns, streamed in chunks, so finance
+    tools ingest them unchanged.
+    """
 
 class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers finance systems' questions about AI usage and cost."""
@@ -54,5 +74,33 @@ class QueryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_query_service_pb2.GetCostBreakdownResponse, _abc.Awaitable[_query_service_pb2.GetCostBreakdownResponse]]:
         """Cost over a time range, grouped by one dimension."""
+
+    @_abc_1.abstractmethod
+    def QueryUsage(
+        self,
+        request: _query_service_pb2.QueryUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.QueryUsageResponse, _abc.Awaitable[_query_service_pb2.QueryUsageResponse]]:
+        """Usage and cost over a time range, grouped by any dimensions, filtered, in time buckets."""
+
+    @_abc_1.abstractmethod
+    def GetCostSummary(
+        self,
+        request: _query_service_pb2.GetCostSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_query_service_pb2.GetCostSummaryResponse, _abc.Awaitable[_query_service_pb2.GetCostSummaryResponse]]:
+        """Cost per period (month by default), split into subscription fees, metered usage, late
+        corrections and re-rating adjustments.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportUsage(
+        self,
+        request: _query_service_pb2.ExportUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_query_service_pb2.ExportUsageResponse], _abc.AsyncIterator[_query_service_pb2.ExportUsageResponse]]:
+        """Daily usage lines for a period in FinOps FOCUS columns, streamed in chunks, so finance
+        tools ingest them unchanged.
+        """
 
 def add_QueryServiceServicer_to_server(servicer: QueryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
