@@ -31,6 +31,12 @@ log = logging.getLogger("civicmeter.query.access")
 METHOD_ROLES: dict[str, frozenset[str]] = {
     "/civicmeter.query.v1.QueryService/GetCostBreakdown": frozenset(
         {"finance-reader", "auditor", "admin"}),
+    "/civicmeter.query.v1.QueryService/QueryUsage": frozenset(
+        {"finance-reader", "auditor", "admin"}),
+    "/civicmeter.query.v1.QueryService/GetCostSummary": frozenset(
+        {"finance-reader", "auditor", "admin"}),
+    "/civicmeter.query.v1.QueryService/ExportUsage": frozenset(
+        {"finance-reader", "auditor", "admin"}),
     "/civicmeter.alert.v1.AlertService/ListAlerts": frozenset({"auditor", "security", "admin"}),
     "/civicmeter.alert.v1.AlertService/WatchAlerts": frozenset({"auditor", "security", "admin"}),
     "/civicmeter.alert.v1.AlertService/AcknowledgeAlert": frozenset({"security", "admin"}),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC
 
 import grpc
@@ -21,6 +22,7 @@ from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.cache import AnswerCache
 from civicmeter.query.cost import CostPage, CostQuery, cost_breakdown
+from civicmeter.query.usage_api import UsageApi
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 
@@ -40,6 +42,22 @@ class QueryService(query_grpc.QueryServiceServicer):
     def __init__(self, storage: Storage, cache_seconds: float = 0.0) -> None:
         self._storage = storage
         self._cache: AnswerCache[CostQuery, CostPage] = AnswerCache(cache_seconds)
+        self._usage = UsageApi(storage)
+
+    async def QueryUsage(  # noqa: N802 (gRPC method name)
+        self, request: query_pb.QueryUsageRequest, context: grpc.aio.ServicerContext
+    ) -> query_pb.QueryUsageResponse:
+        return await self._usage.query_usage(request, context)
+
+    async def GetCostSummary(  # noqa: N802 (gRPC method name)
+        self, request: query_pb.GetCostSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> query_pb.GetCostSummaryResponse:
+        return await self._usage.cost_summary(request, context)
+
+    def ExportUsage(  # noqa: N802 (gRPC method name)
+        self, request: query_pb.ExportUsageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[query_pb.ExportUsageResponse]:
+        return self._usage.export_usage(request, context)
 
     async def GetCostBreakdown(  # noqa: N802 (gRPC method name)
         self, request: query_pb.GetCostBreakdownRequest, context: grpc.aio.ServicerContext

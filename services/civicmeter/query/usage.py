@@ -192,6 +192,26 @@ def usage(client: Client, query: UsageQuery, max_seconds: float | None = None) -
     return UsagePage(page[: query.limit], totals, len(page) > query.limit, source.table)
 
 
+def rerating_adjustments(
+    client: Client, query: UsageQuery, max_seconds: float | None = None
+) -> dict[int, Decimal]:
+    """The re-rating deltas of the range by bucket (epoch seconds; 0 without a granularity)."""
+    check(query)
+    settings = {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
+    params: dict[str, object] = {"tz": query.time_zone}
+    conditions = _conditions(query, params)
+    conditions.append(_IN_RANGE.format(col="event_time"))
+    bucket = _bucket(_Source("cost_corrections", "ledger"), query.granularity)
+    rows = client.query(
+        f"SELECT {bucket} AS bucket, sum(cost_delta_krw) FROM "
+        f"(SELECT *, event_time AS window_start FROM cost_corrections "
+        f"WHERE {' AND '.join(conditions)}) GROUP BY bucket",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    return {int(bucket): Decimal(delta) for bucket, delta in rows}
+
+
 def _row(row: Sequence[object], n_keys: int, bucketed: bool) -> UsageRow:
     bucket, *rest = row
     keys = tuple(str(v) for v in rest[:n_keys])
@@ -215,7 +235,14 @@ def _placeholders(values: tuple[object, ...], params: dict[str, object]) -> list
     return names
 
 
-def _from_where(source: _Source, query: UsageQuery, params: dict[str, object]) -> tuple[str, str]:
+_IN_RANGE = (
+    "{col} >= fromUnixTimestamp64Milli(%(start_ms)s, 'UTC') "
+    "AND {col} < fromUnixTimestamp64Milli(%(end_ms)s, 'UTC')"
+)
+
+
+def _conditions(query: UsageQuery, params: dict[str, object]) -> list[str]:
+    """The tenant predicate and the filters; sets the range's bounds in `params`."""
     conditions: list[str] = []
     if query.organization_id is not None:
         conditions.append("organization_id = %(org)s")
@@ -225,20 +252,21 @@ def _from_where(source: _Source, query: UsageQuery, params: dict[str, object]) -
         params[f"f{i}"] = list(values)
     params["start_ms"] = round(query.start.timestamp() * 1000)
     params["end_ms"] = round(query.end.timestamp() * 1000)
+    return conditions
+
+
+def _from_where(source: _Source, query: UsageQuery, params: dict[str, object]) -> tuple[str, str]:
+    conditions = _conditions(query, params)
     if source.kind == "seoul_date":
         params["start_day"] = query.start.astimezone(SEOUL).date()
         params["end_day"] = query.end.astimezone(SEOUL).date()
         conditions.append("window_start >= %(start_day)s AND window_start < %(end_day)s")
         return source.table, " AND ".join(conditions)
-    in_range = (
-        "{col} >= fromUnixTimestamp64Milli(%(start_ms)s, 'UTC') "
-        "AND {col} < fromUnixTimestamp64Milli(%(end_ms)s, 'UTC')"
-    )
     if source.kind == "utc_hour":
-        conditions.append(in_range.format(col="window_start"))
+        conditions.append(_IN_RANGE.format(col="window_start"))
         return source.table, " AND ".join(conditions)
     # The ledger: stored events and the re-rating deltas, as rows shaped like a rollup's.
-    where = " AND ".join([*conditions, in_range.format(col="event_time")])
+    where = " AND ".join([*conditions, _IN_RANGE.format(col="event_time")])
     dims = ", ".join(DIMENSIONS.values())
     zeros = ", ".join(f"toUInt64(0) AS {q}" for q in QUANTITIES)
     quantities = ", ".join(QUANTITIES)

@@ -1,0 +1,282 @@
+"""QueryUsage, GetCostSummary and ExportUsage: the usage query (query/usage.py) on the wire.
+
+Requests become UsageQuery values (INVALID_ARGUMENT names the offending field), the tenant
+predicate comes from the caller's credentials, and every ClickHouse query is bounded by the
+call's remaining deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import partial
+from typing import NoReturn, TypeVar
+
+import grpc
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from civicmeter.core.money import to_money
+from civicmeter.core.storage import Storage
+from civicmeter.query import page_token
+from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.focus import SUBSCRIPTION, focus_lines
+from civicmeter.query.usage import (
+    DIMENSIONS,
+    UsagePage,
+    UsageQuery,
+    UsageQueryError,
+    check,
+    rerating_adjustments,
+    usage,
+)
+from civicmeter.query.v1 import query_service_pb2 as query_pb
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_PERIODS = 1000
+EXPORT_CHUNK = 1000
+_DIMENSION_NAMES = {
+    query_pb.DIMENSION_ORGANIZATION: "organization",
+    query_pb.DIMENSION_DEPARTMENT: "department",
+    query_pb.DIMENSION_USER: "user",
+    query_pb.DIMENSION_SERVICE: "service",
+    query_pb.DIMENSION_PROVIDER: "provider",
+    query_pb.DIMENSION_MODEL: "model",
+    query_pb.DIMENSION_OPERATION: "operation",
+    query_pb.DIMENSION_PURPOSE: "purpose",
+}
+_GRANULARITIES = {
+    query_pb.GRANULARITY_UNSPECIFIED: None,
+    query_pb.GRANULARITY_HOUR: "hour",
+    query_pb.GRANULARITY_DAY: "day",
+    query_pb.GRANULARITY_MONTH: "month",
+}
+_PERIOD_SECONDS = {"hour": 3600, "day": 86_400, "month": 28 * 86_400}
+assert set(_DIMENSION_NAMES.values()) == set(DIMENSIONS)
+
+
+class UsageApi:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def query_usage(
+        self, request: query_pb.QueryUsageRequest, context: grpc.aio.ServicerContext
+    ) -> query_pb.QueryUsageResponse:
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            await _invalid(context, f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        start, end = await _range(context, request)
+        organization = await abort_if_foreign(context, request.organization_id)
+        group_by: list[str] = []
+        for i, value in enumerate(request.group_by):
+            name = _DIMENSION_NAMES.get(value)
+            if name is None:
+                await _invalid(context, f"group_by[{i}]: must be a Dimension, not {value}")
+            group_by.append(str(name))
+        filters: list[tuple[str, tuple[str, ...]]] = []
+        for i, item in enumerate(request.filters):
+            name = _DIMENSION_NAMES.get(item.dimension)
+            if name is None:
+                await _invalid(context, f"filters[{i}].dimension: must be a Dimension")
+            filters.append((str(name), tuple(item.values)))
+        granularity = _GRANULARITIES.get(request.granularity, "invalid")
+        query = UsageQuery(
+            start=start,
+            end=end,
+            group_by=tuple(group_by),
+            filters=tuple(filters),
+            granularity=granularity,
+            time_zone=request.time_zone or "Asia/Seoul",
+            organization_id=organization,
+            limit=request.page_size or DEFAULT_PAGE_SIZE,
+        )
+        await _checked(context, query)
+        fingerprint = page_token.fingerprint(
+            "usage", start, end, query.group_by, query.filters, granularity, query.time_zone,
+            organization,
+        )  # fmt: skip
+        if request.page_token:
+            try:
+                position = page_token.decode(request.page_token, fingerprint)
+            except page_token.PageTokenError as exc:
+                await _invalid(context, f"page_token: {exc}")
+            query = replace(query, after=tuple(position))
+        page = await self._run(context, lambda c, s: usage(c, query, s))
+        response = query_pb.QueryUsageResponse(
+            totals=query_pb.UsageTotals(
+                event_count=page.totals.events,
+                cost=to_money(page.totals.cost),
+                late_event_count=page.totals.late_events,
+                late_cost=to_money(page.totals.late_cost),
+            )
+        )
+        for row in page.rows:
+            line = response.lines.add(
+                group_values=row.keys,
+                event_count=row.events,
+                quantities=pb.Usage(**row.quantities),
+                cost=to_money(row.cost),
+                late_event_count=row.late_events,
+                late_cost=to_money(row.late_cost),
+            )
+            if row.bucket_start is not None:
+                line.bucket_start_time.FromDatetime(row.bucket_start)
+        if page.has_more:
+            last = page.rows[-1].sort_key()
+            response.next_page_token = page_token.encode(
+                [v if isinstance(v, int) else str(v) for v in last], fingerprint
+            )
+        return response
+
+    async def cost_summary(
+        self, request: query_pb.GetCostSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> query_pb.GetCostSummaryResponse:
+        start, end = await _range(context, request)
+        organization = await abort_if_foreign(context, request.organization_id)
+        granularity = _GRANULARITIES.get(request.granularity, "invalid") or "month"
+        query = UsageQuery(
+            start=start,
+            end=end,
+            group_by=("operation",),
+            granularity=granularity,
+            time_zone=request.time_zone or "Asia/Seoul",
+            organization_id=organization,
+            limit=MAX_PAGE_SIZE,
+        )
+        await _checked(context, query)
+        period = _PERIOD_SECONDS[granularity]
+        if (end - start).total_seconds() / period > MAX_PERIODS:
+            await _invalid(context, f"end_time: a summary covers at most {MAX_PERIODS} periods")
+
+        def compute(
+            client: Client, seconds: float | None
+        ) -> tuple[list[UsagePage], dict[int, Decimal]]:
+            pages = [usage(client, query, seconds)]
+            while pages[-1].has_more:
+                after = pages[-1].rows[-1].sort_key()
+                pages.append(usage(client, replace(query, after=after), seconds))
+            return pages, rerating_adjustments(client, query, seconds)
+
+        pages, adjustments = await self._run(context, compute)
+        periods: dict[int, query_pb.CostSummaryPeriod] = {}
+        sums: dict[int, dict[str, Decimal | int]] = {}
+        for row in (row for page in pages for row in page.rows):
+            assert row.bucket_start is not None
+            bucket = int(row.bucket_start.timestamp())
+            slot = sums.setdefault(bucket, _zero_period())
+            kind = "subscription" if row.keys[0] == SUBSCRIPTION else "usage"
+            slot[kind] += row.cost
+            slot["late"] += row.late_cost
+            slot["events"] += row.events
+            slot["late_events"] += row.late_events
+        for bucket, delta in adjustments.items():
+            sums.setdefault(bucket, _zero_period())["adjustment"] += delta
+        total = _zero_period()
+        for bucket in sorted(sums):
+            slot = sums[bucket]
+            periods[bucket] = _period(slot, datetime.fromtimestamp(bucket, UTC))
+            for name, value in slot.items():
+                total[name] += value
+        return query_pb.GetCostSummaryResponse(
+            periods=[periods[b] for b in sorted(periods)], total=_period(total, None)
+        )
+
+    async def export_usage(
+        self, request: query_pb.ExportUsageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[query_pb.ExportUsageResponse]:
+        start, end = await _range(context, request)
+        organization = await abort_if_foreign(context, request.organization_id)
+        dimensions = ["organization", "department", "service", "provider", "model"]
+        dimensions += ["operation", "purpose"] + (["user"] if request.include_users else [])
+        query = UsageQuery(
+            start=start,
+            end=end,
+            group_by=tuple(dimensions),
+            granularity="day",
+            time_zone=request.time_zone or "Asia/Seoul",
+            organization_id=organization,
+            limit=EXPORT_CHUNK,
+        )
+        await _checked(context, query)
+        while True:
+            page = await self._run(context, partial(_page, query))
+            yield query_pb.ExportUsageResponse(lines=focus_lines(page.rows, dimensions, query))
+            if not page.has_more:
+                return
+            query = replace(query, after=page.rows[-1].sort_key())
+
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        fn: Callable[[Client, float | None], T],
+    ) -> T:
+        remaining = context.time_remaining()
+        try:
+            return await self._storage.run(lambda client: fn(client, remaining))
+        except DatabaseError as exc:
+            if "TIMEOUT_EXCEEDED" not in str(exc):
+                raise
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
+            )
+            raise
+
+
+def _page(query: UsageQuery, client: Client, max_seconds: float | None) -> UsagePage:
+    return usage(client, query, max_seconds)
+
+
+def _zero_period() -> dict[str, Decimal | int]:
+    return {"subscription": Decimal(0), "usage": Decimal(0), "late": Decimal(0),
+            "adjustment": Decimal(0), "events": 0, "late_events": 0}  # fmt: skip
+
+
+def _period(slot: dict[str, Decimal | int], start: datetime | None) -> query_pb.CostSummaryPeriod:
+    subscription, metered = Decimal(slot["subscription"]), Decimal(slot["usage"])
+    period = query_pb.CostSummaryPeriod(
+        total_cost=to_money(subscription + metered),
+        subscription_cost=to_money(subscription),
+        usage_cost=to_money(metered),
+        late_correction_cost=to_money(Decimal(slot["late"])),
+        rerating_adjustment=to_money(Decimal(slot["adjustment"])),
+        event_count=int(slot["events"]),
+        late_event_count=int(slot["late_events"]),
+    )
+    if start is not None:
+        period.start_time.FromDatetime(start)
+    return period
+
+
+async def _range(
+    context: grpc.aio.ServicerContext,
+    request: query_pb.QueryUsageRequest
+    | query_pb.GetCostSummaryRequest
+    | query_pb.ExportUsageRequest,
+) -> tuple[datetime, datetime]:
+    if not request.HasField("start_time"):
+        await _invalid(context, "start_time: is required")
+    if not request.HasField("end_time"):
+        await _invalid(context, "end_time: is required")
+    start = request.start_time.ToDatetime(tzinfo=UTC)
+    end = request.end_time.ToDatetime(tzinfo=UTC)
+    if end <= start:
+        await _invalid(context, "end_time: must be after start_time")
+    if end - start > timedelta(days=3660):
+        await _invalid(context, "end_time: a range covers at most ten years")
+    return start, end
+
+
+async def _checked(context: grpc.aio.ServicerContext, query: UsageQuery) -> None:
+    try:
+        check(query)
+    except UsageQueryError as exc:
+        await _invalid(context, str(exc))
+
+
+async def _invalid(context: grpc.aio.ServicerContext, message: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+    raise AssertionError("unreachable")
