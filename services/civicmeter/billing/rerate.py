@@ -1,0 +1,174 @@
+"""Re-rating: recompute stored events' costs with the catalog in force now, and record the
+differences as corrections.
+
+When a price changes retroactively (a corrected contract, a late FX rate), every stored event
+of the period is rated again from its stored quantities. Where the new cost differs from the
+event's current cost (its rated cost plus earlier corrections), one row goes to cost_corrections
+with the delta and the new price version; materialized views carry the delta into every rollup.
+Running it again finds nothing left to change, so it is idempotent; an interrupted run is
+completed by running it again. Runs must not overlap: each reads the corrections written so far.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.pricing import PriceCatalog, UnpricedError
+from civicmeter.core.quantities import QUANTITIES
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+BATCH = 20_000
+_DIMENSIONS = ("department_id", "user_id", "service_id", "provider_name", "request_model",
+               "operation_name", "purpose")  # fmt: skip
+CORRECTION_COLUMNS = (
+    "organization_id", "department_id", "user_id", "event_id", "event_time", "service_id",
+    "provider_name", "request_model", "operation_name", "purpose", "cost_delta_krw",
+    "from_price_version", "to_price_version", "run_id", "corrected_time",
+)  # fmt: skip
+
+
+@dataclass
+class OrganizationRerate:
+    events: int = 0  # events of the period looked at
+    changed: int = 0  # events whose cost changed
+    unpriced: int = 0  # events the catalog cannot price any more: left as they were
+    before: Decimal = Decimal(0)
+    after: Decimal = Decimal(0)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.after - self.before
+
+
+@dataclass
+class RerateReport:
+    run_id: str
+    dry_run: bool
+    organizations: dict[str, OrganizationRerate] = field(default_factory=dict)
+    unpriced_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return sum(o.changed for o in self.organizations.values())
+
+
+def rerate(
+    client: Client,
+    catalog: PriceCatalog,
+    start: datetime,
+    end: datetime,
+    organization_id: str | None = None,
+    *,
+    dry_run: bool = False,
+    batch: int = BATCH,
+) -> RerateReport:
+    """Re-rate the events of [start, end) (optionally of one organisation)."""
+    if end <= start:
+        raise ValueError("end: must be after start")
+    report = RerateReport(run_id=f"rerate-{uuid.uuid4().hex[:12]}", dry_run=dry_run)
+    columns = ["organization_id", "event_id", "event_time", *_DIMENSIONS, *QUANTITIES,
+               "cost_krw", "price_version"]  # fmt: skip
+    params: dict[str, object] = {
+        "start": round(start.timestamp() * 1000),
+        "end": round(end.timestamp() * 1000),
+        "limit": batch,
+    }
+    where = [
+        "event_time >= fromUnixTimestamp64Milli(%(start)s, 'UTC')",
+        "event_time < fromUnixTimestamp64Milli(%(end)s, 'UTC')",
+    ]
+    if organization_id is not None:
+        where.append("organization_id = %(org)s")
+        params["org"] = organization_id
+    after: list[str] = []
+    while True:
+        rows = client.query(
+            f"SELECT {', '.join(columns)} FROM usage_events FINAL "
+            f"WHERE {' AND '.join(where + after)} "
+            "ORDER BY organization_id, event_id LIMIT %(limit)s",
+            parameters=params,
+        ).named_results()
+        page = list(rows)
+        if not page:
+            return report
+        corrections = _rerate_page(client, catalog, page, report)
+        if corrections and not dry_run:
+            client.insert("cost_corrections", corrections, column_names=CORRECTION_COLUMNS)
+        last = page[-1]
+        params["after_org"], params["after_id"] = last["organization_id"], last["event_id"]
+        after = ["(organization_id, event_id) > (%(after_org)s, %(after_id)s)"]
+
+
+def _rerate_page(
+    client: Client,
+    catalog: PriceCatalog,
+    page: Sequence[dict[str, object]],
+    report: RerateReport,
+) -> list[list[object]]:
+    current = _current_corrections(client, page)
+    now_ms = round(datetime.now(UTC).timestamp() * 1000)
+    out: list[list[object]] = []
+    for row in page:
+        org, event_id = str(row["organization_id"]), str(row["event_id"])
+        delta, version = current.get((org, event_id), (Decimal(0), str(row["price_version"])))
+        cost = Decimal(str(row["cost_krw"])) + delta
+        totals = report.organizations.setdefault(org, OrganizationRerate())
+        totals.events += 1
+        totals.before += cost
+        event_time = row["event_time"]
+        assert isinstance(event_time, datetime)
+        if event_time.tzinfo is None:  # clickhouse-connect may hand back naive UTC
+            event_time = event_time.replace(tzinfo=UTC)
+        event = pb.UsageEvent(
+            organization_id=org,
+            department_id=str(row["department_id"]),
+            provider_name=str(row["provider_name"]),
+            service_id=str(row["service_id"]),
+            request_model=str(row["request_model"]),
+            operation_name=str(row["operation_name"]),
+            usage=pb.Usage(**{q: int(str(row[q])) for q in QUANTITIES}),
+        )
+        event.event_time.FromDatetime(event_time.astimezone(UTC))
+        try:
+            rating = catalog.rate(event)
+        except UnpricedError as exc:
+            totals.unpriced += 1
+            totals.after += cost
+            reason = str(exc)
+            report.unpriced_reasons[reason] = report.unpriced_reasons.get(reason, 0) + 1
+            continue
+        totals.after += rating.cost_krw
+        if rating.cost_krw == cost and rating.price_version == version:
+            continue
+        totals.changed += 1
+        out.append([
+            org, *(row[d] for d in ("department_id", "user_id")), event_id,
+            round(event_time.timestamp() * 1000),
+            *(row[d] for d in ("service_id", "provider_name", "request_model",
+                               "operation_name", "purpose")),
+            rating.cost_krw - cost, version, rating.price_version, report.run_id, now_ms,
+        ])  # fmt: skip
+    return out
+
+
+def _current_corrections(
+    client: Client, page: Sequence[dict[str, object]]
+) -> dict[tuple[str, str], tuple[Decimal, str]]:
+    """(organisation, event id) -> (sum of its deltas so far, its latest price version)."""
+    orgs = sorted({str(r["organization_id"]) for r in page})
+    ids = sorted({str(r["event_id"]) for r in page})
+    rows = client.query(
+        "SELECT organization_id, event_id, sum(cost_delta_krw), "
+        "argMax(to_price_version, corrected_time) FROM cost_corrections "
+        "WHERE organization_id IN %(orgs)s AND event_id IN %(ids)s "
+        "GROUP BY organization_id, event_id",
+        parameters={"orgs": orgs, "ids": ids},
+        settings={"max_query_size": 4 << 20},
+    ).result_rows
+    return {(str(o), str(e)): (Decimal(d), str(v)) for o, e, d, v in rows}
