@@ -141,7 +141,7 @@ def report(result: Run, command: str, others: Sequence[Run] = ()) -> str:
         f"governments (each government's reported or spread user count, scaled), "
         f"{sc.start} to {sc.end}, {sc.unique_events} events, {sc.redeliveries} of them "
         f"delivered twice ({events} deliveries), under `config/policies.yaml` with a named "
-        "night shift per government and budgets set for the scenario. "
+        "night shift per government. "
         f"{sc.legit_outside_office} normal events fall outside office hours but inside the hour "
         "of grace or a remote-work, weekend-duty, 24-hour or night-shift schedule, and must not "
         "be flagged. Normal use is built to be regular (Poisson counts around a fixed daily "
@@ -157,9 +157,8 @@ def report(result: Run, command: str, others: Sequence[Run] = ()) -> str:
         "",
         "Alerts are matched to labels by (alert type, dedup key), and must be raised by one of "
         "the label's events: the misuse event itself for per-event detectors, an event of the "
-        "anomalous day (volume, bursts) or month (peers) for the stateful ones, the crossing "
-        "event for budgets. The last column counts the true positives raised by the first such "
-        "event.",
+        "anomalous day (volume, bursts) or month (peers) for the stateful ones. The last column "
+        "counts the true positives raised by the first such event.",
         "",
         *_table(result.scores),
         "",

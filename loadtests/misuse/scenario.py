@@ -32,10 +32,9 @@ for stateful detectors the events of the anomalous day or month):
 - automation_burst: 14-18 requests within 25-45 seconds, or 12-16 at a fixed interval of
   20-120 s (jitter 0.5%), by staff with 8-11 requests a day;
 - new_service_in_department: a department's first use of a sanctioned service it had not
-  used, at least 18 days after the period starts;
-- budget_threshold: budgets are set after generation so that organisations and departments
-  spend 60%, 90% or 130% of them in September; the labels are the events at which the
-  month's running spend (first deliveries only) crosses 50/80/100%.
+  used, at least 18 days after the period starts.
+
+(Budget alerts are not the stream's: the billing service raises them from the stored ledger.)
 
 About 2% of events are delivered a second time up to 10 minutes later (at-least-once
 redelivery), 0.3% arrive 1-3 hours late (a gateway's outage), and delivery order is otherwise
@@ -262,7 +261,7 @@ def build_misuse_scenario(
     days = [start + timedelta(days=n) for n in range(weeks * 7)]
     staff = _staff(governments, scale, rng)
     night = {g: s for g, members in staff.items() for s in members if s.night_shift}
-    document = _with_overlay(base, night, {})
+    document = _with_overlay(base, night)
     policies = parse_policies(document, f"{POLICIES.name} + misuse scenario")
     build = _Build(rng, policies, days)
     habitual = _habitual_services(staff, policies, rng)
@@ -276,14 +275,8 @@ def build_misuse_scenario(
     _seed_habits(build, staff, habitual)
     _seat_charges(build, staff, policies, days)
     cases.inject()
-    # Price, deliver, then set budgets and label their crossings.
     costs = {e.event.event_id: _cost(catalog, e.event) for e in build.events}
     deliveries = _deliveries(build, rng)
-    budgets = _budgets(build, costs, staff, days)
-    document = _with_overlay(base, night, budgets)
-    policies = parse_policies(document, f"{POLICIES.name} + misuse scenario")
-    build.policies = policies
-    _label_budgets(build, deliveries, costs)
     position: dict[str, int] = {}
     for n, event in enumerate(deliveries):
         position.setdefault(event.event_id, n)
@@ -890,7 +883,7 @@ def _schedules(build: _Build, person: Staff) -> tuple[Schedule, ...]:
     return working.schedules_for(person.department, person.user_id)
 
 
-# --- pricing, delivery, budgets ------------------------------------------------------------
+# --- pricing, delivery ---------------------------------------------------------------------
 
 
 def _cost(catalog: PriceCatalog, event: pb.UsageEvent) -> Decimal:
@@ -913,85 +906,8 @@ def _deliveries(build: _Build, rng: random.Random) -> list[pb.UsageEvent]:
     return [event for _, _, event in order]
 
 
-def _budgets(
-    build: _Build,
-    costs: dict[str, Decimal],
-    staff: dict[str, list[Staff]],
-    days: list[date],
-) -> dict[str, dict[str, Any]]:
-    """Monthly budgets the organisations (and some departments) spend 60/90/130% of in the
-    first month."""
-    first_month = (days[0].year, days[0].month)
-    spend: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for item in build.events:
-        if (item.day.year, item.day.month) != first_month:
-            continue
-        event = item.event
-        cost = costs[event.event_id]
-        spend[(event.organization_id, "")] += cost
-        spend[(event.organization_id, event.department_id)] += cost
-    shares = (Decimal("0.6"), Decimal("0.9"), Decimal("1.3"))
-    budgets: dict[str, dict[str, Any]] = {}
-    for n, gov in enumerate(staff):
-        block: dict[str, Any] = {}
-        total = spend[(gov, "")]
-        if n % 4 != 3 and total:
-            block["monthly_krw"] = str((total / shares[n % 3]).quantize(Decimal(1)))
-        departments = {}
-        for m, department in enumerate(sorted(_departments(staff[gov]))[:3]):
-            amount = spend[(gov, department)]
-            if amount and len(staff[gov]) >= 40:
-                departments[department] = str((amount / shares[(n + m) % 3]).quantize(Decimal(1)))
-        block["departments"] = departments
-        budgets[gov] = block
-    return budgets
-
-
-def _label_budgets(
-    build: _Build, deliveries: list[pb.UsageEvent], costs: dict[str, Decimal]
-) -> None:
-    """The event at which each budget's month-to-date spend first reaches each threshold."""
-    seen: set[str] = set()
-    spend: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
-    for event in deliveries:
-        if event.event_id in seen:
-            continue
-        seen.add(event.event_id)
-        cost = costs[event.event_id]
-        if not cost:
-            continue
-        policy = build.policies.for_organization(event.organization_id)
-        month = f"{datetime.fromtimestamp(event.event_time.seconds, KST):%Y-%m}"
-        scopes = [("", policy.budget.monthly_krw)]
-        scopes.append((event.department_id, policy.budget.departments.get(event.department_id)))
-        for department, budget in scopes:
-            if budget is None:
-                continue
-            key = (event.organization_id, department, month)
-            before = spend[key]
-            spend[key] = after = before + cost
-            for threshold in policy.budget.thresholds:
-                line = budget * threshold.percent / 100
-                if before < line <= after:
-                    alert_key = dedup_key(
-                        "budget_threshold",
-                        event.organization_id,
-                        department or "*",
-                        month,
-                        str(threshold.percent),
-                    )
-                    build.label(
-                        "budget_threshold", alert_key, [event.event_id], f"{threshold.percent}%"
-                    )
-
-
-def _with_overlay(
-    base: dict[str, Any],
-    night: dict[str, Staff],
-    budgets: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    """The shipped policy, plus a named night shift per government and the scenario's
-    budgets (in place of the illustrative ones)."""
+def _with_overlay(base: dict[str, Any], night: dict[str, Staff]) -> dict[str, Any]:
+    """The shipped policy, plus a named night shift per government."""
     document = {k: v for k, v in base.items() if k != "organizations"}
     defaults = base.get("defaults", {})
     organizations: dict[str, Any] = {
@@ -1011,9 +927,5 @@ def _with_overlay(
             }
         )
         entry["schedules"] = schedules
-        if gov in budgets:
-            entry["budgets"] = budgets[gov]
-        elif budgets:
-            entry["budgets"] = {"monthly_krw": None, "departments": {}}
     document["organizations"] = organizations
     return document

@@ -10,7 +10,9 @@ import yaml
 
 from civicmeter.core.policy import (
     ALWAYS_BANNED_PROVIDERS,
+    BUDGET_ALERT_TYPES,
     DETECTOR_NAMES,
+    BudgetAmounts,
     PolicyError,
     PolicySet,
     load_policies,
@@ -58,7 +60,11 @@ def test_the_shipped_policy_covers_the_17_governments(shipped: PolicySet) -> Non
         "claude-api",
     }
     assert seoul.budget.monthly_krw == Decimal("5000000")
-    assert seoul.budget.departments["digital-policy"] == Decimal("1500000")
+    assert seoul.budget.yearly_krw == Decimal("60000000")
+    assert seoul.budget.departments["digital-policy"] == BudgetAmounts(
+        Decimal("1500000"), Decimal("18000000")
+    )
+    assert seoul.budget.departments["press-office"] == BudgetAmounts(Decimal("400000"))
     assert [(t.percent, t.severity) for t in seoul.budget.thresholds] == [
         (50, "low"),
         (80, "medium"),
@@ -189,6 +195,40 @@ def test_an_organisation_can_ban_more_but_not_lift_a_default_ban() -> None:
         ({"budgets": {"monthly_krw": 5000000.5}}, "defaults.budgets.monthly_krw", "quoted decimal"),
         ({"budgets": {"departments": {"it": "0"}}}, "defaults.budgets.departments.it", "positive"),
         ({"budgets": {"thresholds": [50, 50]}}, "defaults.budgets.thresholds", "twice"),
+        ({"budgets": {"thresholds": {80: "loud"}}}, "defaults.budgets.thresholds.80", "'loud'"),
+        ({"budgets": {"thresholds": "50%"}}, "defaults.budgets.thresholds", "mapping"),
+        ({"budgets": {"yearly_krw": "-1"}}, "defaults.budgets.yearly_krw", "positive"),
+        (
+            {"budgets": {"monthly_krw": "5000000", "yearly_krw": "500000"}},
+            "defaults.budgets.yearly_krw",
+            "less than monthly_krw",
+        ),
+        (
+            {"budgets": {"departments": {"it": {"monthly_krw": "9", "weekly_krw": "1"}}}},
+            "defaults.budgets.departments.it",
+            "unknown keys ['weekly_krw']",
+        ),
+        (
+            {"budgets": {"departments": {"it": {"yearly_krw": 1.5}}}},
+            "defaults.budgets.departments.it.yearly_krw",
+            "quoted decimal",
+        ),
+        (
+            {"budgets": {"forecast": {"lookback_days": 0}}},
+            "defaults.budgets.forecast.lookback_days",
+            "between 1 and 90",
+        ),
+        ({"budgets": {"forecast": {"method": "x"}}}, "defaults.budgets.forecast", "['method']"),
+        (
+            {"detectors": {"budget_forecast": {"min_overrun_percent": -5}}},
+            "defaults.detectors.budget_forecast.min_overrun_percent",
+            "between 0 and 1000",
+        ),
+        (
+            {"detectors": {"budget_threshold": {"severity": "high"}}},
+            "defaults.detectors.budget_threshold",
+            "unknown keys ['severity']",
+        ),
         (
             {"alerts": {"webhooks": {"high": ["http://hooks.example.com/x"]}}},
             "defaults.alerts.webhooks.high[0]",
@@ -266,11 +306,46 @@ def test_overrides_merge_mappings_key_by_key_and_replace_lists() -> None:
     assert policies.defaults.detectors.volume_spike.factor == 4.0
 
 
+def test_budgets_merge_per_department_and_a_null_lifts_a_default() -> None:
+    document = doc(
+        budgets={
+            "monthly_krw": "1000000",
+            "departments": {"welfare": "300000", "safety": {"yearly_krw": "2400000"}},
+            "thresholds": {50: "low", 90: "high"},
+        }
+    )
+    document["organizations"] = {
+        "jeju": {
+            "budgets": {
+                "yearly_krw": "12000000",
+                "departments": {"welfare": None, "it": {"monthly_krw": "200000"}},
+                "forecast": {"lookback_days": 14},
+            }
+        }
+    }
+    policies = parse_policies(document, "p.yaml")
+    jeju = policies.for_organization("jeju").budget
+    assert (jeju.monthly_krw, jeju.yearly_krw) == (Decimal("1000000"), Decimal("12000000"))
+    assert dict(jeju.departments) == {
+        "safety": BudgetAmounts(yearly_krw=Decimal("2400000")),
+        "it": BudgetAmounts(monthly_krw=Decimal("200000")),
+    }
+    assert [(t.percent, t.severity) for t in jeju.thresholds] == [(50, "low"), (90, "high")]
+    assert jeju.lookback_days == 14
+    defaults = policies.defaults.budget
+    assert (defaults.yearly_krw, defaults.lookback_days) == (None, 7)
+    assert defaults.departments["welfare"] == BudgetAmounts(monthly_krw=Decimal("300000"))
+    assert (
+        parse_policies(doc(budgets={"thresholds": []}), "p.yaml").defaults.budget.thresholds == ()
+    )
+
+
 def test_every_detector_has_settings_with_enabled_and_defaults() -> None:
     detectors = parse_policies(doc(), "p.yaml").defaults.detectors
-    for name in DETECTOR_NAMES:
+    for name in (*DETECTOR_NAMES, *BUDGET_ALERT_TYPES):
         assert getattr(detectors, name).enabled
     assert detectors.banned_provider.severity == "critical"
+    assert detectors.budget_forecast.severity == "medium"
     assert detectors.new_service_in_department.severity == "low"
     pii = detectors.pii_sent
     assert pii.severity_of("kr_rrn") == "high"

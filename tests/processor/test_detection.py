@@ -40,8 +40,6 @@ POLICY: dict[str, Any] = yaml.safe_load(
     organizations:
       seoul:
         sanctioned_services: [chatgpt, claude, openai-api]
-      ulsan:
-        budgets: {{monthly_krw: "1000", departments: {{welfare: "500"}}}}
     """
 )
 
@@ -127,7 +125,8 @@ def test_the_detection_package_exports_exactly_its_public_names() -> None:
         "DetectionEngine",
         "EngineLimits",
     ]
-    assert len(DETECTOR_NAMES) == 11
+    assert len(DETECTOR_NAMES) == 10
+    assert "budget_threshold" not in DETECTOR_NAMES  # the billing service raises it
 
 
 # --- normal use stays quiet -------------------------------------------------------------------
@@ -358,41 +357,6 @@ def test_no_burst_for_a_person_working_quickly(engine: DetectionEngine) -> None:
     assert run(engine, twelve) == []  # 12 in a minute is allowed, 13 is not
 
 
-def test_budget_thresholds_once_each_per_month(engine: DetectionEngine) -> None:
-    events = [use(f"2024-09-{d:02d}T10:00", "300", organization_id="ulsan") for d in (2, 3, 4, 5)]
-    alerts = run(engine, events)
-    # Organisation 1,000 KRW: 50% at 600, 80% at 900, 100% at 1,200. Welfare 500: all at 600.
-    crossings = [(a.department_id, a.attributes["percent"], a.event_id) for a in alerts]
-    ids = [e.event_id for e, _ in events]
-    assert crossings == [
-        ("welfare", "50", ids[0]),
-        ("", "50", ids[1]),
-        ("welfare", "80", ids[1]),
-        ("welfare", "100", ids[1]),
-        ("", "80", ids[2]),
-        ("", "100", ids[3]),
-    ]
-    assert [a.severity for a in alerts if a.department_id == ""] == ["low", "medium", "high"]
-    org = alerts[1]
-    assert (org.user_id, org.service_id, org.provider_name) == ("", "", "")
-    assert org.dedup_key == "budget_threshold|ulsan|*|2024-09|50"
-    assert org.explanation == (
-        "Organisation ulsan has spent 600 KRW in 2024-09, 50% or more of its monthly budget "
-        "of 1,000 KRW."
-    )
-    assert run(engine, [use("2024-09-06T10:00", "300", organization_id="ulsan")]) == []
-    october = use("2024-10-02T10:00", "600", department_id="planning", organization_id="ulsan")
-    assert [a.dedup_key for a in run(engine, [october])] == ["budget_threshold|ulsan|*|2024-10|50"]
-    assert run(engine, [use("2024-10-02T10:00", "5000")]) == []  # busan has no budget
-
-
-def test_budget_spend_can_be_seeded_after_a_restart(engine: DetectionEngine) -> None:
-    engine.seed_spend("ulsan", date(2024, 9, 1), Decimal("850"))
-    spend = use("2024-09-20T10:00", "200", department_id="planning", organization_id="ulsan")
-    alerts = run(engine, [spend])
-    assert [a.attributes["percent"] for a in alerts] == ["100"]  # 50 and 80 were passed before
-
-
 def test_baselines_can_be_seeded_after_a_restart(engine: DetectionEngine) -> None:
     days = workdays("2024-09-02", 9)
     engine.seed_user_days("busan", "welfare", USER, [(d, 3, Decimal(0)) for d in days[:8]])
@@ -439,31 +403,31 @@ def test_detectors_can_be_turned_off_per_organisation(policies: PolicySet) -> No
 
 
 def test_an_engine_can_run_a_subset_of_the_detectors(policies: PolicySet) -> None:
-    engine = DetectionEngine(policies, detectors=["budget_threshold", "peer_spike"])
+    engine = DetectionEngine(policies, detectors=["off_hours", "peer_spike"])
     late_deepseek = use(
-        "2024-09-21T23:30",
+        "2024-09-20T23:30",
         "600",
         provider_name="deepseek",
         organization_id="ulsan",
         department_id="planning",
     )
-    assert types(run(engine, [late_deepseek])) == ["budget_threshold"]  # 50% of 1,000
+    assert types(run(engine, [late_deepseek])) == ["off_hours"]  # not banned_provider
     with pytest.raises(ValueError, match="unknown detectors"):
-        DetectionEngine(policies, detectors=["budget"])
+        DetectionEngine(policies, detectors=["budget_threshold"])  # raised by billing now
 
 
 # --- delivery, state, determinism ---------------------------------------------------------------
 
 
-def test_redelivered_events_are_skipped_and_never_counted_twice(engine: DetectionEngine) -> None:
-    spend = {"organization_id": "ulsan", "department_id": "planning"}
-    first = [use("2024-09-02T10:00", "300", **spend), use("2024-09-02T10:01", "100", **spend)]
-    assert run(engine, first) == []  # 400 of 1,000: no threshold yet
-    # A consumer restart redelivers the batch: were it counted, spend would reach 800.
+def test_redelivered_events_are_skipped_and_never_counted_twice(policies: PolicySet) -> None:
+    engine = DetectionEngine(policies, fold_repeats=False)  # every occurrence comes out
+    personal = {"account_kind": pb.ACCOUNT_KIND_PERSONAL}
+    first = [use("2024-09-02T10:00", **personal), use("2024-09-02T10:01", **personal)]
+    assert types(run(engine, first)) == ["personal_account"] * 2
+    # A consumer restart redelivers the batch: were it seen again, it would alert again.
     assert run(engine, first + first) == []
     assert engine.repeats == 4
-    alerts = run(engine, [use("2024-09-02T10:02", "100", **spend)])
-    assert [a.attributes["percent"] for a in alerts] == ["50"]  # 500, not 900
+    assert types(run(engine, [use("2024-09-02T10:02", **personal)])) == ["personal_account"]
 
 
 def test_redelivery_does_not_inflate_baselines(policies: PolicySet) -> None:
@@ -484,11 +448,10 @@ def test_state_is_bounded(policies: PolicySet) -> None:
         users=30,
         departments=5,
         department_members=4,
-        budget_periods=6,
         organizations=3,
     )
     engine = DetectionEngine(policies, limits)
-    orgs = ["busan", "seoul", "daegu", "jeju", "ulsan"]  # only ulsan has a budget
+    orgs = ["busan", "seoul", "daegu", "jeju", "ulsan"]
     for n in range(400):
         engine.process(
             [
@@ -510,7 +473,6 @@ def test_state_is_bounded(policies: PolicySet) -> None:
         "burst_windows": 30,
         "departments": 5,
         "department_services": 5,
-        "budget_periods": 2,  # ulsan's September and October
         "organizations": 3,
     }
     members = engine._peers._departments  # the members remembered per department
@@ -529,7 +491,7 @@ def test_the_same_events_in_the_same_order_give_the_same_alerts(policies: Policy
     first = [a for i in range(0, len(events), 7) for a in one.process(events[i : i + 7])]
     second = two.process(events)
     assert first == second
-    assert {"volume_spike", "banned_provider", "budget_threshold"} <= set(types(first))
+    assert {"volume_spike", "banned_provider"} <= set(types(first))
 
 
 def test_event_time_not_the_clock_decides_a_replay_from_years_ago(

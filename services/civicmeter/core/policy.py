@@ -25,13 +25,21 @@ DeepSeek, banned for every government) stays banned.
       detectors:
         volume_spike: {warmup_days: 7, factor: 5, mad_multiplier: 6, min_requests: 20}
         pii_sent: {severity: medium, types: {kr_rrn: high, phone: medium, kr_brn: ignore}}
-      budgets: {monthly_krw: "5000000", departments: {welfare: "800000"}, thresholds: [50, 80, 100]}
+        budget_forecast: {severity: medium, min_overrun_percent: 5}
+      budgets:                                        # Asia/Seoul months and calendar years
+        monthly_krw: "5000000"
+        yearly_krw: "55000000"                        # the fiscal year (the calendar year)
+        departments: {welfare: "800000", it: {monthly_krw: "900000", yearly_krw: "9000000"}}
+        thresholds: {50: low, 80: medium, 100: high}  # or [50, 80, 100]
+        forecast: {lookback_days: 7}                  # the run-rate's window
       alerts:
         webhooks: {critical: [{env: CIVICMETER_WEBHOOK_SECURITY}], high: ["https://..."]}
     organizations:
       seoul: {sanctioned_services: [chatgpt, claude, ...], budgets: {monthly_krw: "5000000"}}
 
-Loading validates everything; an error names the file, the entry and the reason.
+Budget periods are Asia/Seoul months and calendar years (the billing rollups' calendar),
+whatever the organisation's time_zone. Loading validates everything; an error names the file,
+the entry and the reason.
 """
 
 from __future__ import annotations
@@ -73,9 +81,11 @@ DETECTOR_NAMES: tuple[str, ...] = (
     "peer_spike",
     "automation_burst",
     "non_work_content",
-    "budget_threshold",
     "new_service_in_department",
 )
+# Raised by the billing service from the stored ledger (seat charges and re-rating included),
+# not by the stream's detectors; the `detectors` block turns them on and off all the same.
+BUDGET_ALERT_TYPES: tuple[str, ...] = ("budget_threshold", "budget_forecast")
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -330,7 +340,16 @@ class NewServiceSettings:
 
 @dataclass(frozen=True)
 class BudgetThresholdSettings:
+    enabled: bool = True  # severities are the thresholds' own (budgets.thresholds)
+
+
+@dataclass(frozen=True)
+class BudgetForecastSettings:
     enabled: bool = True
+    severity: Severity = "medium"
+    # Raised when the projected overrun is at least this share of the budget: a forecast a few
+    # percent over is within the run-rate's own noise, and the 100% threshold follows anyway.
+    min_overrun_percent: int = field(default=5, metadata={"min": 0, "max": 1000})
 
 
 @dataclass(frozen=True)
@@ -344,8 +363,9 @@ class Detectors:
     peer_spike: PeerSpikeSettings = PeerSpikeSettings()
     automation_burst: AutomationBurstSettings = AutomationBurstSettings()
     non_work_content: DetectorToggle = DetectorToggle(severity="medium")
-    budget_threshold: BudgetThresholdSettings = BudgetThresholdSettings()
     new_service_in_department: NewServiceSettings = NewServiceSettings()
+    budget_threshold: BudgetThresholdSettings = BudgetThresholdSettings()
+    budget_forecast: BudgetForecastSettings = BudgetForecastSettings()
 
 
 # --- budgets, categories, routing ------------------------------------------------------------
@@ -362,12 +382,23 @@ def _threshold_severity(percent: int) -> Severity:
 
 
 @dataclass(frozen=True)
+class BudgetAmounts:
+    """What may be spent in an Asia/Seoul month and in a fiscal year (the calendar year, as
+    in Korea); None: no budget for that period."""
+
+    monthly_krw: Decimal | None = None
+    yearly_krw: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class BudgetPolicy:
     monthly_krw: Decimal | None = None  # the organisation's; None: no budget
-    departments: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    yearly_krw: Decimal | None = None
+    departments: Mapping[str, BudgetAmounts] = field(default_factory=lambda: MappingProxyType({}))
     thresholds: tuple[BudgetThreshold, ...] = tuple(
         BudgetThreshold(p, _threshold_severity(p)) for p in (50, 80, 100)
     )
+    lookback_days: int = 7  # the forecast's run-rate: metered spend per day over this many days
 
 
 @dataclass(frozen=True)
@@ -701,10 +732,10 @@ def _parse_schedule(entry: Any, where: str, office_weekdays: frozenset[int]) -> 
 
 def _parse_detectors(raw: Any, where: str) -> Detectors:
     block = _mapping(raw, where)
-    _check_keys(block, set(DETECTOR_NAMES), where)
+    _check_keys(block, {*DETECTOR_NAMES, *BUDGET_ALERT_TYPES}, where)
     base = Detectors()
     changes: dict[str, Any] = {}
-    for name in DETECTOR_NAMES:
+    for name in (*DETECTOR_NAMES, *BUDGET_ALERT_TYPES):
         if name in block:
             changes[name] = _parse_settings(getattr(base, name), block[name], f"{where}.{name}")
     detectors = replace(base, **changes)
@@ -759,14 +790,25 @@ def _pii_types(raw: Any, where: str) -> Mapping[str, Severity | None]:
 
 def _parse_budgets(raw: Any, where: str) -> BudgetPolicy:
     block = _mapping(raw, where)
-    _check_keys(block, {"monthly_krw", "departments", "thresholds"}, where)
-    monthly = block.get("monthly_krw")
+    _check_keys(
+        block, {"monthly_krw", "yearly_krw", "departments", "thresholds", "forecast"}, where
+    )
+    organization = _budget_amounts(block, where)
     departments = _mapping(block.get("departments") or {}, f"{where}.departments")
-    budgets: dict[str, Decimal] = {}
-    for department, amount in departments.items():
+    budgets: dict[str, BudgetAmounts] = {}
+    for department, entry in departments.items():
+        at = f"{where}.departments.{department}"
         if not isinstance(department, str) or not _ID.fullmatch(department):
             raise PolicyError(f"{where}.departments: {department!r} is not a department id")
-        budgets[department] = _money(amount, f"{where}.departments.{department}", positive=True)
+        if isinstance(entry, dict):
+            _check_keys(entry, {"monthly_krw", "yearly_krw"}, at)
+            amounts = _budget_amounts(entry, at)
+        elif entry is None:  # lifts a budget the defaults set
+            amounts = BudgetAmounts()
+        else:  # the short form: a monthly budget
+            amounts = BudgetAmounts(monthly_krw=_money(entry, at, positive=True))
+        if amounts != BudgetAmounts():
+            budgets[department] = amounts
     raw_thresholds = block.get("thresholds", [50, 80, 100])
     thresholds: list[BudgetThreshold] = []
     if isinstance(raw_thresholds, dict):
@@ -778,17 +820,38 @@ def _parse_budgets(raw: Any, where: str) -> BudgetPolicy:
             value = _int(percent, f"{where}.thresholds[{index}]", 1, 1000)
             thresholds.append(BudgetThreshold(value, _threshold_severity(value)))
     else:
-        raise PolicyError(f"{where}.thresholds: must be a list of percentages, e.g. [50, 80, 100]")
+        raise PolicyError(
+            f"{where}.thresholds: must be a list of percentages, e.g. [50, 80, 100], "
+            "or a mapping of percentage to severity, e.g. {50: low, 80: medium, 100: high}"
+        )
     percents = [t.percent for t in thresholds]
     if len(set(percents)) != len(percents):
         raise PolicyError(f"{where}.thresholds: a percentage appears twice")
+    forecast = _mapping(block.get("forecast"), f"{where}.forecast")
+    _check_keys(forecast, {"lookback_days"}, f"{where}.forecast")
     return BudgetPolicy(
-        monthly_krw=None
-        if monthly is None
-        else _money(monthly, f"{where}.monthly_krw", positive=True),
+        monthly_krw=organization.monthly_krw,
+        yearly_krw=organization.yearly_krw,
         departments=MappingProxyType(budgets),
         thresholds=tuple(sorted(thresholds, key=lambda t: t.percent)),
+        lookback_days=_int(
+            forecast.get("lookback_days", 7), f"{where}.forecast.lookback_days", 1, 90
+        ),
     )
+
+
+def _budget_amounts(block: dict[str, Any], where: str) -> BudgetAmounts:
+    """monthly_krw and yearly_krw of `block`; null (or absent) means no budget."""
+    monthly, yearly = (
+        None if block.get(key) is None else _money(block[key], f"{where}.{key}", positive=True)
+        for key in ("monthly_krw", "yearly_krw")
+    )
+    if monthly is not None and yearly is not None and yearly < monthly:
+        raise PolicyError(
+            f"{where}.yearly_krw: {yearly} is less than monthly_krw {monthly} "
+            "(the year's budget covers twelve months)"
+        )
+    return BudgetAmounts(monthly, yearly)
 
 
 def _parse_alerts(raw: Any, where: str) -> AlertRouting:

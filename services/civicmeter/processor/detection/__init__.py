@@ -6,8 +6,10 @@
 
 Detectors: banned_provider, unsanctioned_service, personal_account, pii_sent,
 non_work_content, off_hours, automation_burst, volume_spike, peer_spike,
-new_service_in_department, budget_threshold (DETECTOR_NAMES). Pure and Kafka-free; state is
-bounded by EngineLimits and evolves by event time, never the wall clock.
+new_service_in_department (DETECTOR_NAMES). Pure and Kafka-free; state is bounded by
+EngineLimits and evolves by event time, never the wall clock. Budgets are watched by the
+billing service over the stored ledger, which sees the seat charges and re-rating the stream
+does not.
 """
 
 from civicmeter.core.policy import DETECTOR_NAMES

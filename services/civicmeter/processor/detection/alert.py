@@ -12,8 +12,9 @@ category, and the period, in the organisation's time zone:
 | non_work_content | type, org, user, content category, day |
 | off_hours, volume_spike, automation_burst | type, org, user, day |
 | peer_spike | type, org, department, user, month |
-| budget_threshold | type, org, department (`*` for the organisation), month, percent |
 | new_service_in_department | type, org, department, service |
+
+(Budget alerts are raised by the billing service from the stored ledger: civicmeter.billing.)
 
 The same misuse by the same subject in the same period folds into one key: the engine reports
 it once, and a store keyed on it stays idempotent when an alert is raised again after a
@@ -35,8 +36,8 @@ class Alert:
     alert_type: str  # one of civicmeter.core.policy.DETECTOR_NAMES
     severity: Severity
     organization_id: str
-    department_id: str  # "" for an organisation-wide budget alert
-    user_id: str  # pseudonymous; "" for budget alerts
+    department_id: str
+    user_id: str  # pseudonymous
     service_id: str
     provider_name: str
     event_id: str  # the event that raised it

@@ -33,7 +33,7 @@ class EventContext:
     second: int  # local time of day, seconds after midnight
     month: int  # local year * 100 + month
     # A request a person made; False for a billing connector's seat-month charge, which is
-    # spend (budgets, bans) but not activity (working hours, volume, bursts).
+    # spend (a ban still applies) but not activity (working hours, volume, bursts).
     activity: bool
     banned: bool  # the provider or service is banned for this organisation
     sanctioned: bool  # the service is sanctioned for this organisation

@@ -21,10 +21,6 @@ from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.detectors.automation_burst import AutomationBurstDetector
 from civicmeter.processor.detection.detectors.banned_provider import BannedProviderDetector
 from civicmeter.processor.detection.detectors.base import Detector
-from civicmeter.processor.detection.detectors.budget_threshold import (
-    ORGANIZATION,
-    BudgetThresholdDetector,
-)
 from civicmeter.processor.detection.detectors.new_service_in_department import (
     NewServiceInDepartmentDetector,
 )
@@ -49,7 +45,6 @@ class EngineLimits:
     users: int = 200_000  # per-user baselines and burst windows
     departments: int = 20_000  # peer statistics and services seen, per department
     department_members: int = 5_000  # members remembered per department for peer statistics
-    budget_periods: int = 20_000  # (organisation, department, month) spend totals
     organizations: int = 10_000  # per-organisation policy lookups
 
 
@@ -98,8 +93,8 @@ class DetectionEngine:
         fold_repeats: bool = True,
     ) -> None:
         """`detectors`: the names of those to run (default all), e.g. to run the
-        organisation-wide ones (budget_threshold, peer_spike, new_service_in_department)
-        where all of an organisation's events arrive, and the rest where one user's do.
+        organisation-wide ones (peer_spike, new_service_in_department) where all of an
+        organisation's events arrive, and the rest where one user's do.
 
         `fold_repeats`: raise each dedup key once while remembered (True), or return every
         occurrence (False) for a store that folds them into one alert with a count."""
@@ -118,7 +113,6 @@ class DetectionEngine:
         self._peers = PeerSpikeDetector(
             self._activity, self.limits.departments, self.limits.department_members
         )
-        self._budgets = BudgetThresholdDetector(self.limits.budget_periods)
         self._new_services = NewServiceInDepartmentDetector(self.limits.departments)
         # The order alerts of one event come out in: service-level findings first.
         self._detectors: tuple[Detector, ...] = (
@@ -132,7 +126,6 @@ class DetectionEngine:
             VolumeSpikeDetector(),
             self._peers,
             self._new_services,
-            self._budgets,
         )
         self.repeats = 0  # redelivered events skipped
 
@@ -141,7 +134,7 @@ class DetectionEngine:
         return self._policies
 
     def replace_policies(self, policies: PolicySet) -> None:
-        """Use a new policy version from now on, keeping baselines, spend and seen ids."""
+        """Use a new policy version from now on, keeping baselines and seen ids."""
         self._policies = policies
         self._organizations = {}
 
@@ -188,24 +181,6 @@ class DetectionEngine:
                         alerts.append(alert)
         return alerts
 
-    def seed_spend(
-        self,
-        organization_id: str,
-        month: date,
-        spend_krw: Decimal,
-        department_id: str | None = None,
-    ) -> None:
-        """Month-to-date spend of an organisation (or one department), e.g. from stored
-        totals at start-up; thresholds it already crossed are not raised again."""
-        policy = self._organization(organization_id).policy
-        self._budgets.seed(
-            organization_id,
-            department_id or ORGANIZATION,
-            month.year * 100 + month.month,
-            spend_krw,
-            policy.budget,
-        )
-
     def seed_user_days(
         self,
         organization_id: str,
@@ -230,7 +205,6 @@ class DetectionEngine:
             "burst_windows": len(self._bursts),
             "departments": len(self._peers),
             "department_services": len(self._new_services),
-            "budget_periods": len(self._budgets),
             "organizations": len(self._organizations),
         }
 
