@@ -355,7 +355,7 @@ def test_broken_kubernetes_objects_in_values_fail_kubeconform(
 
 def test_every_container_runs_restricted(default_render: list[Manifest]) -> None:
     containers = dict(_containers(default_render))
-    assert len(containers) == 6  # five services and the migration Job
+    assert len(containers) == 7  # six services and the migration Job
     for name, container in containers.items():
         context = container["securityContext"]
         for key, value in RESTRICTED_CONTAINER.items():
@@ -384,7 +384,7 @@ def test_a_read_only_root_keeps_tmp_and_the_processor_data_dir_writable(
 
 def test_every_pod_template_carries_the_config_checksum(default_render: list[Manifest]) -> None:
     templates = dict(_pod_templates(default_render))
-    assert len(templates) == 6
+    assert len(templates) == 7
     for name, template in templates.items():
         checksum = template["metadata"]["annotations"].get("checksum/config", "")
         assert re.fullmatch("[0-9a-f]{64}", checksum), name
@@ -440,11 +440,11 @@ def test_ingest_liveness_uses_healthz_and_query_liveness_grpc(
         "port": "http",
     }
     assert _container(default_render, "query")["livenessProbe"]["grpc"] == {"port": 50052}
-    for component in ("processor", "sink", "notifier"):
+    for component in ("processor", "sink", "notifier", "billing"):
         assert "livenessProbe" not in _container(default_render, component)
 
 
-@pytest.mark.parametrize("component", ["sink", "query", "notifier"])
+@pytest.mark.parametrize("component", ["sink", "query", "notifier", "billing"])
 def test_the_clickhouse_password_comes_from_a_secret(
     default_render: list[Manifest], component: str
 ) -> None:
@@ -482,7 +482,7 @@ def test_a_private_clickhouse_ca_reaches_every_clickhouse_client(helm: str, tmp_
     ca = values["clickhouse"]["tls"]["caCert"]
     clients = dict(_pod_templates(manifests))
     assert set(clients) >= {
-        f"{RELEASE}-{client}" for client in ("sink", "query", "notifier", "migration")
+        f"{RELEASE}-{client}" for client in ("sink", "query", "notifier", "billing", "migration")
     }
     for name, template in clients.items():
         container = template["spec"]["containers"][0]
@@ -532,7 +532,8 @@ def test_production_takes_every_credential_from_existing_secrets(
 def test_services_target_ports_their_pods_expose(production_render: list[Manifest]) -> None:
     pods = [t for _, t in _pod_templates(_of_kind(production_render, "Deployment"))]
     services = _of_kind(production_render, "Service")
-    assert len(services) == 7  # ingest and query (+ headless), processor, sink, notifier metrics
+    # ingest and query (+ headless); processor, sink, notifier and billing metrics
+    assert len(services) == 8
     for service in services:
         selected = [
             p for p in pods if _selects(service["spec"]["selector"], p["metadata"]["labels"])
@@ -553,7 +554,7 @@ def test_the_service_monitor_scrapes_each_pod_once(production_render: list[Manif
         if _selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
         and "metrics" in {p["name"] for p in s["spec"]["ports"]}
     ]
-    assert sorted(scraped) == ["ingest", "notifier", "processor", "query", "sink"]
+    assert sorted(scraped) == ["billing", "ingest", "notifier", "processor", "query", "sink"]
 
 
 def test_the_alerts_watch_lag_dead_letters_rejections_anomalies_and_webhooks(
@@ -575,6 +576,11 @@ def test_the_alerts_watch_lag_dead_letters_rejections_anomalies_and_webhooks(
     assert (
         'civicmeter_notifier_deliveries_total{namespace="metering", outcome="failed"}'
         in rules["CivicmeterWebhookDeliveryFailing"]
+    )
+    # The counter civicmeter.billing.seat_charges: seats the catalog cannot price.
+    assert (
+        'civicmeter_billing_seat_charges_total{namespace="metering", outcome="unpriced"}'
+        in rules["CivicmeterSeatsUnpriced"]
     )
     assert "CivicmeterIngestDown" in rules  # additionalRules
 
@@ -608,7 +614,7 @@ def test_network_policies_admit_only_the_ports_each_service_serves(
         for _, t in _pod_templates(production_render)
     }
     policies = _of_kind(production_render, "NetworkPolicy")
-    assert len(policies) == 6
+    assert len(policies) == 7
     for policy in policies:
         spec = policy["spec"]
         component = spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
@@ -625,7 +631,7 @@ def test_network_policies_admit_only_the_ports_each_service_serves(
         expected = {53, 4317}
         if component in ("ingest", "processor", "sink"):
             expected.add(9093)  # the Kafka bootstrap port
-        if component in ("sink", "query", "notifier", "migration"):
+        if component in ("sink", "query", "notifier", "billing", "migration"):
             expected.add(8443)  # ClickHouse over HTTPS
         if component == "notifier":
             expected.add(443)  # the webhook hosts
@@ -705,7 +711,7 @@ def test_without_a_policies_config_map_the_services_read_the_image_policy_file(
 ) -> None:
     for name, container in _containers(default_render):
         assert "CIVICMETER_POLICY_FILE" not in _env(container), name
-    for component in ("processor", "notifier"):
+    for component in ("processor", "notifier", "billing"):
         volumes = {v["name"] for v in _pod_spec(default_render, component)["volumes"]}
         assert "policies" not in volumes, component
     # ... so the image must name its own copy of config/policies.yaml.
@@ -716,7 +722,7 @@ def test_without_a_policies_config_map_the_services_read_the_image_policy_file(
     )
 
 
-@pytest.mark.parametrize("component", ["processor", "notifier"])
+@pytest.mark.parametrize("component", ["processor", "notifier", "billing"])
 def test_a_policies_config_map_is_mounted_where_the_policy_file_points(
     production_render: list[Manifest], component: str
 ) -> None:
@@ -726,7 +732,7 @@ def test_a_policies_config_map_is_mounted_where_the_policy_file_points(
     assert volume["configMap"]["items"] == [{"key": "policies.yaml", "path": path}]
 
 
-def test_only_processor_and_notifier_get_the_policy_file(
+def test_only_processor_notifier_and_billing_get_the_policy_file(
     production_render: list[Manifest],
 ) -> None:
     readers = {
@@ -734,7 +740,9 @@ def test_only_processor_and_notifier_get_the_policy_file(
         for name, container in _containers(production_render)
         if "CIVICMETER_POLICY_FILE" in _env(container)
     }
-    assert readers == {f"{RELEASE}-processor/processor", f"{RELEASE}-notifier/notifier"}
+    assert readers == {
+        f"{RELEASE}-{component}/{component}" for component in ("processor", "notifier", "billing")
+    }
 
 
 def test_naming_a_policies_config_map_rolls_the_pods(
@@ -771,3 +779,80 @@ def test_the_alerts_topic_reaches_the_processor_and_the_sink(
     for component in ("processor", "sink"):
         env = _env(_container(default_render, component))
         assert env["CIVICMETER_TOPIC_ALERTS"]["value"] == "usage.alerts", component
+
+
+# ---- billing and the seat file
+
+
+def test_billing_runs_one_restricted_pod_on_clickhouse_and_the_catalog_without_kafka(
+    production_render: list[Manifest],
+) -> None:
+    deployment = _named(production_render, "Deployment", f"{RELEASE}-billing")
+    # One ledger keeper: never two pods, not even during a rollout.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = _container(production_render, "billing")
+    assert container["args"] == ["billing"]
+    for key, value in RESTRICTED_CONTAINER.items():
+        assert container["securityContext"].get(key) == value, key
+    env = _env(container)
+    assert env["CLICKHOUSE_HOST"]["value"] == "clickhouse.metering.svc"
+    assert env["CIVICMETER_BILLING_INTERVAL_SECONDS"]["value"] == "30"
+    assert [name for name in env if name.startswith("KAFKA_")] == []
+    volume, key = _mounted_file(
+        production_render, "billing", env["CIVICMETER_PRICES_FILE"]["value"]
+    )
+    assert volume["configMap"]["name"] == f"{RELEASE}-pricing"
+    assert volume["configMap"]["items"] == [{"key": "prices.yaml", "path": key}]
+
+
+def test_the_seat_config_map_is_mounted_where_the_seat_file_points(
+    production_render: list[Manifest],
+) -> None:
+    seats_file = _env(_container(production_render, "billing"))["CIVICMETER_SEATS_FILE"]
+    volume, path = _mounted_file(production_render, "billing", seats_file["value"])
+    assert volume["configMap"]["name"] == "civicmeter-seats"
+    assert volume["configMap"]["items"] == [{"key": "seats.csv", "path": path}]
+    readers = {
+        name
+        for name, container in _containers(production_render)
+        if "CIVICMETER_SEATS_FILE" in _env(container)
+    }
+    assert readers == {f"{RELEASE}-billing/billing"}
+
+
+def test_without_a_seats_config_map_billing_charges_no_seats(
+    default_render: list[Manifest],
+) -> None:
+    assert "CIVICMETER_SEATS_FILE" not in _env(_container(default_render, "billing"))
+    volumes = {v["name"] for v in _pod_spec(default_render, "billing")["volumes"]}
+    assert "seats" not in volumes
+
+
+@pytest.mark.parametrize(
+    ("values", "path", "message"),
+    [
+        ({"billing": {"replicas": 2}}, "/billing/replicas", "maximum"),
+        ({"billing": {"intervalSeconds": 0}}, "/billing/intervalSeconds", "exclusiveMinimum"),
+        ({"seats": {"existingConfigMap": "s", "key": "seats.txt"}}, "/seats/key", "pattern"),
+        ({"seats": {"configMap": "s"}}, "/seats", "'configMap' not allowed"),
+    ],
+)
+def test_the_schema_rejects_bad_billing_and_seat_values(
+    helm: str, tmp_path: Path, values: dict[str, Any], path: str, message: str
+) -> None:
+    result = _lint(helm, tmp_path, values)
+    assert result.returncode != 0
+    assert path in result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
+
+
+def test_a_disabled_billing_leaves_nothing_behind(helm: str, tmp_path: Path) -> None:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    values["billing"] = {"enabled": False}
+    manifests = _render(helm, tmp_path, values)
+    components = [m["metadata"]["labels"].get("app.kubernetes.io/component") for m in manifests]
+    assert "billing" not in components
+    rule = _named(manifests, "PrometheusRule", RELEASE)
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "CivicmeterSeatsUnpriced" not in alerts

@@ -407,3 +407,30 @@ annotations:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
+
+{{/* The seat file of billing: from seats.existingConfigMap; without one no seats are charged. */}}
+{{- define "civicmeter.env.seats" -}}
+{{- if .Values.seats.existingConfigMap }}
+- name: CIVICMETER_SEATS_FILE
+  value: /etc/civicmeter/seats/{{ .Values.seats.key }}
+{{- end }}
+{{- end }}
+
+{{- define "civicmeter.volumes.seats" -}}
+{{- if .Values.seats.existingConfigMap }}
+- name: seats
+  configMap:
+    name: {{ .Values.seats.existingConfigMap }}
+    items:
+      - key: {{ .Values.seats.key }}
+        path: {{ .Values.seats.key }}
+{{- end }}
+{{- end }}
+
+{{- define "civicmeter.volumeMounts.seats" -}}
+{{- if .Values.seats.existingConfigMap }}
+- name: seats
+  mountPath: /etc/civicmeter/seats
+  readOnly: true
+{{- end }}
+{{- end }}
