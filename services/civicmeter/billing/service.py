@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from civicmeter.billing.budget_monitor import BudgetMonitor
 from civicmeter.core.config import BillingSettings
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.core.telemetry import Telemetry
@@ -24,6 +25,7 @@ class Job(Protocol):
 def jobs(settings: BillingSettings, storage: Storage, telemetry: Telemetry) -> list[Job]:
     """The billing jobs this configuration asks for."""
     found: list[Job] = []
+    found.append(BudgetMonitor.from_settings(settings, storage, telemetry))
     return found
 
 
