@@ -375,11 +375,10 @@ def _generate(
 def _unit_price(
     catalog: PriceCatalog, provider: str, service: str, model: str, unit: str, when: datetime
 ) -> Decimal:
-    version = catalog.version_at(when.timestamp())
-    prices = version.unit_prices(provider, service, model) if version else None
-    if not prices or unit not in prices:
+    price = catalog.unit_price(provider, service, model, unit, when.timestamp())
+    if price is None:
         raise LookupError(f"the catalog has no {unit} price for {provider}/{service}/{model}")
-    return prices[unit]
+    return price
 
 
 def seat_usage(svc: Service, rng: random.Random) -> pb.Usage:

@@ -65,6 +65,42 @@ def catalog() -> PriceCatalog:
     return parse_catalog(CATALOG_DOC, "test-catalog")
 
 
+# A catalog file in vendor currencies, with an inline FX table and a contract; tests name its
+# lines, so a change here moves the line numbers they expect.
+PRICES_YAML = """\
+currency: KRW
+fx:
+  rates:
+    USD:
+      - {effective_from: 2025-01-01, krw_per_unit: "1391.25"}
+      - {effective_from: 2025-02-01, krw_per_unit: "1450.00"}
+versions:
+  - version: "v1"
+    effective_from: "2025-01-01T00:00:00+09:00"
+    currency: USD
+    prices:
+      - {provider: openai, service: openai-api, model: gpt-4o, unit: input_tokens, price: "2.50", per: 1000000}
+      - {provider: openai, service: openai-api, model: gpt-4o, unit: output_tokens, price: "10.00", per: 1000000}
+      - {provider: openai, service: openai-api, model: whisper-1, unit: audio_seconds, price: "0.006", per: 60}
+      - {provider: openai, service: chatgpt, unit: seat_months, price: "29000", currency: KRW}
+      - {provider: openai, service: chatgpt, model: team, unit: seat_months, price: "33.00"}
+  - version: "v2"
+    effective_from: "2025-02-01T00:00:00+09:00"
+    based_on: "v1"
+    prices:
+      - {provider: openai, service: openai-api, model: "*", unit: requests, price: "5", currency: KRW}
+contracts:
+  - contract: seoul-2025
+    organization: seoul
+    effective_from: "2025-03-01T00:00:00+09:00"
+    effective_until: "2025-04-01T00:00:00+09:00"
+    currency: USD
+    prices:
+      - {provider: openai, service: openai-api, model: gpt-4o, unit: input_tokens, price: "2.00", per: 1000000}
+      - {provider: openai, service: chatgpt, model: team, unit: seat_months, price: "27.50"}
+"""  # noqa: E501
+
+
 def event(**changes: Any) -> pb.UsageEvent:
     """A valid API call by a Seoul user, one hour before NOW; keyword args override fields."""
     usage = changes.pop("usage", pb.Usage(input_tokens=1000, output_tokens=200))

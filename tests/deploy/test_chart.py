@@ -803,7 +803,10 @@ def test_billing_runs_one_restricted_pod_on_clickhouse_and_the_catalog_without_k
         production_render, "billing", env["CIVICMETER_PRICES_FILE"]["value"]
     )
     assert volume["configMap"]["name"] == f"{RELEASE}-pricing"
-    assert volume["configMap"]["items"] == [{"key": "prices.yaml", "path": key}]
+    assert volume["configMap"]["items"] == [
+        {"key": "prices.yaml", "path": key},
+        {"key": "fx.yaml", "path": "fx.yaml"},  # the FX table the catalog names, next to it
+    ]
 
 
 def test_the_seat_config_map_is_mounted_where_the_seat_file_points(

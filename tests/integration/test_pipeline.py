@@ -32,7 +32,8 @@ from tests.integration.conftest import read_log
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 T = TypeVar("T")
 
-# config/prices.yaml, version 2024-10 (in force for any event of the last 400 days).
+# config/prices.yaml at the events' times (now): gpt-4o at USD 2.50 and 10.00 per 1M tokens
+# converted at the latest USD rate of config/fx.yaml, 1440.00; the ChatGPT seat at KRW 29000.
 GPT4O_INPUT = Decimal("0.0036")
 GPT4O_OUTPUT = Decimal("0.0144")
 CHATGPT_SEAT = Decimal("29000")

@@ -1,45 +1,120 @@
 """The versioned, effective-dated price catalog and the rating of usage events.
 
-A catalog file lists price versions; each version takes effect at `effective_from` and
-prices (provider, service, model, unit) in KRW. Model "*" matches any model of a service.
-Units are the field names of `Usage` (input_tokens, seat_months, ...). Money is Decimal.
+A catalog file lists price versions. Each takes effect at `effective_from` (until the next one)
+and prices (provider, service, model, unit) in the vendor's currency; the cost of an event is
+converted to KRW with the FX rate in force on its Seoul date. Money is Decimal throughout:
+prices and rates are quoted decimal strings, never YAML floats.
 
-    currency: KRW
+    currency: KRW                 # default currency of prices that name none (default KRW)
+    fx_file: fx.yaml              # dated FX table, relative to this file (format: core/fx.py);
+                                  # or `fx: {rates: {USD: [...]}}` inline
     versions:
       - version: "2024-01"
-        effective_from: "2024-01-01T00:00:00+09:00"
+        effective_from: "2024-01-01T00:00:00+09:00"   # or a date: 00:00 in Asia/Seoul
         prices:
           - {provider: openai, service: chatgpt, model: "*", unit: seat_months, price: "29000"}
-      - version: "2024-10"
-        effective_from: "2024-10-01T00:00:00+09:00"
-        based_on: "2024-01"      # start from that version's prices; entries below override
-        prices: [...]
+      - version: "2025-02"
+        effective_from: "2025-02-01T00:00:00+09:00"
+        based_on: "2024-01"       # start from that version's prices; entries below override
+        currency: USD             # default currency of this version's entries
+        prices:
+          - {provider: openai, service: openai-api, model: gpt-4o, unit: input_tokens,
+             price: "2.50", per: 1000000}                 # USD 2.50 per 1M tokens
+          - {provider: openai, service: openai-api, model: whisper-1, unit: audio_seconds,
+             price: "0.006", per: 60}                     # USD 0.006 a minute
+          - {provider: openai, service: chatgpt, model: business, unit: seat_months,
+             price: "33.00"}                              # a seat plan: model is the plan
+          - {provider: naver, service: clova-dubbing, unit: seat_months, price: "16000",
+             currency: KRW}
+    contracts:                    # per-organisation prices that replace the defaults
+      - contract: seoul-2025
+        organization: seoul
+        effective_from: "2025-03-01T00:00:00+09:00"
+        effective_until: "2026-03-01T00:00:00+09:00"     # optional, exclusive
+        currency: USD
+        prices:
+          - {provider: openai, service: openai-api, model: gpt-4o, unit: input_tokens,
+             price: "2.25", per: 1000000}
+
+Units are the fields of `Usage` (input_tokens, output_tokens, cache_read_input_tokens,
+cache_creation_input_tokens, reasoning_tokens, images, audio_milliseconds, video_milliseconds,
+characters, requests, seat_months), plus `audio_seconds` and `video_seconds`, which price the
+millisecond fields per second (quantity / 1000, exactly). `price` buys `per` units (default 1);
+price / per must be an exact decimal. Model "*" matches any model of a service; for seat
+charges the model is the plan ("business", "team", ...), so "*" matches any plan.
+
+A price is looked up, unit by unit, in the organisation's contract in force (its model, then
+"*"), then in the version in force (its model, then "*"). The rating names the version, and the
+contract when one of its prices was used: "2025-02" or "2025-02+contract:seoul-2025", so that
+every cost can be re-derived from the stored quantities. A published version is never edited:
+a new price is a new version.
+
+Loading checks everything and names the file, the line and the path of the first problem:
+unknown keys, keys given twice, duplicate prices, unknown units, negative or unquoted prices,
+versions out of order, unknown `based_on`, overlapping contracts of one organisation, and a
+currency without an FX rate when a version or contract that uses it takes effect.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import date, datetime, time
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-import yaml
-
+from civicmeter.core.fx import (
+    CURRENCY_CODE,
+    SEOUL,
+    FxError,
+    FxTable,
+    load_fx,
+    parse_fx,
+    seoul_date,
+)
 from civicmeter.core.money import KRW, quantize_cost
+from civicmeter.core.yaml_source import At, SourceError, SourceFile, load_yaml
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 UNITS: tuple[str, ...] = tuple(f.name for f in pb.Usage.DESCRIPTOR.fields)
+# Units a price may be quoted in: (the Usage field it applies to, field units per quoted unit).
+QUOTED_UNITS: dict[str, tuple[str, int]] = {
+    **{unit: (unit, 1) for unit in UNITS},
+    "audio_seconds": ("audio_milliseconds", 1000),
+    "video_seconds": ("video_milliseconds", 1000),
+}
 ANY_MODEL = "*"
+CONTRACT_MARK = "+contract:"
+
+# Rating arithmetic is exact: a result that would need rounding raises Inexact instead.
+_EXACT: Final = Context(prec=60, traps=[Inexact, InvalidOperation])
+_ZERO: Final = Decimal(0)
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MAX_TARIFFS = 65_536  # resolved (version, contract, model) price lists kept for reuse
+
+_TOP_KEYS = ("currency", "fx_file", "fx", "versions", "contracts")
+_VERSION_KEYS = ("version", "effective_from", "based_on", "currency", "prices")
+_CONTRACT_KEYS = (
+    "contract",
+    "organization",
+    "effective_from",
+    "effective_until",
+    "currency",
+    "prices",
+)
+_PRICE_KEYS = ("provider", "service", "model", "unit", "price", "per", "currency")
 
 
-class CatalogError(ValueError):
-    """The catalog file is malformed; the message names the file and the entry."""
+class CatalogError(SourceError):
+    """The catalog (or its FX table) is malformed: the file, the line, the entry, the reason."""
 
 
 class UnpricedError(LookupError):
-    """The catalog has no price for a quantity the event carries."""
+    """The catalog has no price (or no FX rate) for a quantity the event carries."""
 
 
 @dataclass(frozen=True)
@@ -48,173 +123,540 @@ class Rating:
     price_version: str
 
 
+Key = tuple[str, str, str]  # (provider, service, model)
+
+
+@dataclass(frozen=True)
+class Price:
+    amount: Decimal  # as quoted, in `currency`, for `per` of `unit`
+    currency: str
+    unit: str  # as quoted: input_tokens, audio_seconds, ...
+    per: int
+    field: str  # the Usage field it applies to
+    per_quantity: Decimal  # the exact price of one unit of `field`, in `currency`
+    origin: At  # where it was quoted, for messages
+
+
+PriceTable = dict[Key, dict[str, Price]]  # key -> Usage field -> price
+
+
+def _lookup(table: PriceTable, provider: str, service: str, model: str) -> list[dict[str, Price]]:
+    """The price lists that apply to a model, the weaker ("*") first."""
+    found = []
+    wildcard = table.get((provider, service, ANY_MODEL))
+    if wildcard is not None:
+        found.append(wildcard)
+    if model != ANY_MODEL:
+        own = table.get((provider, service, model))
+        if own is not None:
+            found.append(own)
+    return found
+
+
 @dataclass(frozen=True)
 class PriceVersion:
     version: str
     effective_from: datetime
-    # (provider, service, model) -> {unit: price per unit in KRW}
-    prices: dict[tuple[str, str, str], dict[str, Decimal]]
+    prices: PriceTable
 
-    def unit_prices(self, provider: str, service: str, model: str) -> dict[str, Decimal] | None:
-        found = self.prices.get((provider, service, model))
-        if found is None:
-            found = self.prices.get((provider, service, ANY_MODEL))
-        return found
+
+@dataclass(frozen=True)
+class Contract:
+    """An organisation's own prices, replacing the defaults while it is in force."""
+
+    name: str
+    organization: str
+    effective_from: datetime
+    effective_until: datetime | None  # exclusive; None: until the organisation's next contract
+    prices: PriceTable
+
+
+@dataclass(frozen=True)
+class _Tariff:
+    """What one model costs under one version and contract, ready for fast exact rating.
+
+    Per Usage field: the price of one unit as a whole number of `scale` (10^-n), its currency,
+    and whether the contract set it. Summing whole numbers is exact and quick; the sum is
+    scaled back to a Decimal once per event.
+    """
+
+    version: str
+    with_contract: str
+    lines: dict[str, tuple[int, str, bool]]
+    scale: Decimal
+    currency: str | None  # the one currency of all its non-zero prices; None: several
+
+
+_UNRESOLVED: Final = _Tariff("", "", {}, Decimal(1), None)
 
 
 class PriceCatalog:
-    """Price versions ordered by effective time; rates events against the one in force."""
+    """Price versions ordered by effective time, contracts and FX; rates events in KRW."""
 
-    def __init__(self, versions: list[PriceVersion]) -> None:
+    def __init__(
+        self,
+        versions: list[PriceVersion],
+        contracts: Iterable[Contract] = (),
+        fx: FxTable | None = None,
+        files: tuple[SourceFile, ...] = (),
+    ) -> None:
         if not versions:
-            raise CatalogError("the catalog has no versions")
+            raise CatalogError("<catalog>", None, "versions", "the catalog has no versions")
         self._versions = sorted(versions, key=lambda v: v.effective_from)
         self._starts = [v.effective_from.timestamp() for v in self._versions]
+        self._contracts: dict[str, tuple[list[float], list[Contract]]] = {}
+        for contract in sorted(contracts, key=lambda c: c.effective_from):
+            starts, held = self._contracts.setdefault(contract.organization, ([], []))
+            starts.append(contract.effective_from.timestamp())
+            held.append(contract)
+        self.fx = fx or FxTable()
+        self.files = files  # the catalog file and its FX file, as read
+        self._tariffs: dict[tuple[int, str], dict[Key, _Tariff | None]] = {}
 
     @property
     def versions(self) -> list[PriceVersion]:
         return list(self._versions)
 
+    @property
+    def contracts(self) -> list[Contract]:
+        return [c for _, held in self._contracts.values() for c in held]
+
     def version_at(self, epoch_seconds: float) -> PriceVersion | None:
         index = bisect.bisect_right(self._starts, epoch_seconds) - 1
         return self._versions[index] if index >= 0 else None
 
+    def contract_at(self, organization: str, epoch_seconds: float) -> Contract | None:
+        held = self._contracts.get(organization)
+        if held is None:
+            return None
+        starts, contracts = held
+        index = bisect.bisect_right(starts, epoch_seconds) - 1
+        if index < 0:
+            return None
+        contract = contracts[index]
+        until = contract.effective_until
+        if until is not None and epoch_seconds >= until.timestamp():
+            return None
+        return contract
+
     def rate(self, event: pb.UsageEvent) -> Rating:
         # Versions start on whole seconds, so the event's whole seconds choose the version.
-        version = self.version_at(event.event_time.seconds)
-        if version is None:
-            raise UnpricedError(
-                f"no price version is in force at the event time for {_what(event)}"
-            )
-        prices = version.unit_prices(event.provider_name, event.service_id, event.request_model)
-        if prices is None:
+        seconds = event.event_time.seconds
+        tariff = self._tariff(
+            event.organization_id,
+            event.provider_name,
+            event.service_id,
+            event.request_model,
+            seconds,
+        )
+        if tariff is None:
+            version = self.version_at(seconds)
+            if version is None:
+                raise UnpricedError(
+                    f"no price version is in force at the event time for {_what(event)}"
+                )
             raise UnpricedError(f"price version {version.version} has no prices for {_what(event)}")
-        cost = Decimal(0)
+        lines = tariff.lines
+        total = 0
+        by_contract = False
         # ListFields yields only the quantities that are set (non-zero in proto3).
         for descriptor, quantity in event.usage.ListFields():
-            price = prices.get(descriptor.name)
-            if price is None:
+            line = lines.get(descriptor.name)
+            if line is None:
                 raise UnpricedError(
-                    f"price version {version.version} has no {descriptor.name} price "
+                    f"price version {tariff.version} has no {descriptor.name} price "
                     f"for {_what(event)}"
                 )
-            if price:
-                cost += price * quantity
-        return Rating(quantize_cost(cost), version.version)
+            coefficient, _, from_contract = line
+            if coefficient:
+                total += coefficient * quantity
+                by_contract = by_contract or from_contract
+        try:
+            if tariff.currency is None:
+                cost = self._mixed_cost(tariff, event, seconds)
+            else:
+                cost = _EXACT.multiply(total, tariff.scale)
+                if total and tariff.currency != KRW:
+                    cost = _EXACT.multiply(cost, self._fx_rate(tariff.currency, seconds, event))
+        except Inexact:
+            raise UnpricedError(
+                f"the cost of {_what(event)} is too large to compute exactly"
+            ) from None
+        return Rating(quantize_cost(cost), tariff.with_contract if by_contract else tariff.version)
+
+    def seat_fee(
+        self, provider: str, service: str, plan: str, organization_id: str, at: datetime
+    ) -> tuple[Decimal, str]:
+        """The KRW fee of one seat-month of a plan, and the price version that sets it."""
+        if at.tzinfo is None:
+            raise ValueError("the time of a seat fee must carry a UTC offset")
+        event = pb.UsageEvent(
+            organization_id=organization_id,
+            provider_name=provider,
+            service_id=service,
+            request_model=plan,
+            usage=pb.Usage(seat_months=1),
+        )
+        event.event_time.FromDatetime(at)
+        rating = self.rate(event)
+        return rating.cost_krw, rating.price_version
+
+    def unit_price(
+        self,
+        provider: str,
+        service: str,
+        model: str,
+        field: str,
+        epoch_seconds: float,
+        organization_id: str = "",
+    ) -> Decimal | None:
+        """The exact KRW price of one unit of a Usage field at a time; None if it has none."""
+        tariff = self._tariff(organization_id, provider, service, model, int(epoch_seconds // 1))
+        line = tariff.lines.get(field) if tariff is not None else None
+        if tariff is None or line is None:
+            return None
+        coefficient, currency, _ = line
+        if not coefficient:
+            return _ZERO
+        rate = self.fx.rate(currency, epoch_seconds)
+        if rate is None:
+            raise UnpricedError(_no_rate(currency, epoch_seconds, f"{provider}/{service}/{model}"))
+        return _EXACT.multiply(_EXACT.multiply(coefficient, tariff.scale), rate)
+
+    def describe(self) -> str:
+        versions = self._versions
+        currencies = sorted(
+            {p.currency for v in versions for units in v.prices.values() for p in units.values()}
+            | {p.currency for c in self.contracts for u in c.prices.values() for p in u.values()}
+        )
+        text = (
+            f"{len(versions)} version(s) {versions[0].version} .. {versions[-1].version}, "
+            f"{len(self.contracts)} contract(s), currencies {', '.join(currencies)}"
+        )
+        return text + (f", FX from {self.fx.source}" if self.fx.source else "")
+
+    def _tariff(
+        self, organization: str, provider: str, service: str, model: str, seconds: int
+    ) -> _Tariff | None:
+        index = bisect.bisect_right(self._starts, seconds) - 1
+        if index < 0:
+            return None
+        contract = None
+        if organization in self._contracts:
+            contract = self.contract_at(organization, seconds)
+        # One cache per version and contract, keyed by the model: resolving is done once.
+        cache = self._tariffs.get((index, contract.name if contract else ""))
+        if cache is None:
+            cache = self._tariffs[(index, contract.name if contract else "")] = {}
+        key = (provider, service, model)
+        tariff = cache.get(key, _UNRESOLVED)
+        if tariff is _UNRESOLVED:
+            tariff = self._resolve(self._versions[index], contract, provider, service, model)
+            if len(cache) >= _MAX_TARIFFS:
+                cache.clear()  # arbitrary model names must not grow the cache without bound
+            cache[key] = tariff
+        return tariff
+
+    @staticmethod
+    def _resolve(
+        version: PriceVersion, contract: Contract | None, provider: str, service: str, model: str
+    ) -> _Tariff | None:
+        prices: dict[str, tuple[Price, bool]] = {}
+        found = False
+        for table, from_contract in ((version.prices, False), (contract and contract.prices, True)):
+            for units in _lookup(table or {}, provider, service, model):
+                found = True
+                prices.update((field, (price, from_contract)) for field, price in units.items())
+        if not found:
+            return None
+        named = f"{version.version}{CONTRACT_MARK}{contract.name}" if contract else version.version
+        digits = max(-min(0, int(p.per_quantity.as_tuple().exponent)) for p, _ in prices.values())
+        lines = {
+            field: (int(price.per_quantity.scaleb(digits, _EXACT)), price.currency, from_contract)
+            for field, (price, from_contract) in prices.items()
+        }
+        currencies = {currency for coefficient, currency, _ in lines.values() if coefficient}
+        one = currencies.pop() if len(currencies) == 1 else KRW if not currencies else None
+        return _Tariff(version.version, named, lines, Decimal(1).scaleb(-digits), one)
+
+    def _mixed_cost(self, tariff: _Tariff, event: pb.UsageEvent, seconds: int) -> Decimal:
+        """The cost of an event priced in several currencies: each subtotal is converted."""
+        subtotals: dict[str, int] = {}
+        for descriptor, quantity in event.usage.ListFields():
+            coefficient, currency, _ = tariff.lines[descriptor.name]
+            subtotals[currency] = subtotals.get(currency, 0) + coefficient * quantity
+        cost = _ZERO
+        for currency, subtotal in subtotals.items():
+            if subtotal:
+                rate = self._fx_rate(currency, seconds, event)
+                cost = _EXACT.fma(_EXACT.multiply(subtotal, tariff.scale), rate, cost)
+        return cost
+
+    def _fx_rate(self, currency: str, seconds: int, event: pb.UsageEvent) -> Decimal:
+        rate = self.fx.rate(currency, seconds)
+        if rate is None:
+            raise UnpricedError(_no_rate(currency, seconds, _what(event)))
+        return rate
 
 
 def _what(event: pb.UsageEvent) -> str:
     return f"{event.provider_name}/{event.service_id}/{event.request_model or ANY_MODEL}"
 
 
+def _no_rate(currency: str, epoch_seconds: float, what: str) -> str:
+    return f"no {currency} to KRW rate is in force on {seoul_date(epoch_seconds)} for {what}"
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
 def load_catalog(path: Path) -> PriceCatalog:
-    """Load and validate a catalog file; every error names the file and the entry."""
+    """Load and check a catalog file and its FX file; errors name the file, line and entry."""
+    files: list[SourceFile] = []
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CatalogError(f"{path}: cannot read catalog: {exc}") from None
-    return parse_catalog(document, str(path))
+        document, file = load_yaml(path, CatalogError)
+        files.append(file)
+        return _parse(document, str(path), path.parent, files)
+    except SourceError as exc:
+        error = (
+            exc
+            if isinstance(exc, CatalogError)
+            else CatalogError(exc.source, exc.line, exc.path, exc.reason)
+        )
+        error.files = tuple(dict.fromkeys((*files, *exc.files)))
+        raise error from None
 
 
-def parse_catalog(document: Any, source: str = "<catalog>") -> PriceCatalog:
-    if not isinstance(document, dict):
-        raise CatalogError(f"{source}: the catalog must be a mapping")
-    currency = document.get("currency")
-    if currency != KRW:
-        raise CatalogError(f"{source}: currency must be {KRW}, got {currency!r}")
-    raw_versions = document.get("versions")
+def parse_catalog(
+    document: Any, source: str = "<catalog>", base: Path | None = None
+) -> PriceCatalog:
+    """A catalog from a parsed document; `fx_file` is relative to `base` (default: source's)."""
+    try:
+        return _parse(document, source, base or Path(source).parent, [])
+    except FxError as exc:
+        raise CatalogError(exc.source, exc.line, exc.path, exc.reason) from None
+
+
+def _parse(document: Any, source: str, base: Path, files: list[SourceFile]) -> PriceCatalog:
+    root = At(source, CatalogError)
+    doc = root.mapping(document, _TOP_KEYS)
+    currency = KRW
+    if "currency" in doc:
+        currency = _currency(doc["currency"], root.key(doc, "currency"))
+    fx = _fx_table(doc, root, base, files)
+    versions = _versions(doc, root, currency)
+    contracts = _contracts(doc, root, currency)
+    for version in versions:
+        _check_rates(version.prices, version.effective_from, f"version {version.version}", fx)
+    for contract in contracts:
+        _check_rates(contract.prices, contract.effective_from, f"contract {contract.name}", fx)
+    return PriceCatalog(versions, contracts, fx, tuple(files))
+
+
+def _fx_table(doc: dict[Any, Any], root: At, base: Path, files: list[SourceFile]) -> FxTable:
+    if "fx_file" in doc and "fx" in doc:
+        root.key(doc, "fx").fail("give the FX table either inline (fx) or as a file (fx_file)")
+    if "fx" in doc:
+        return parse_fx(doc["fx"], root.source, root.key(doc, "fx"))
+    if "fx_file" not in doc:
+        return FxTable()
+    name = doc["fx_file"]
+    at = root.key(doc, "fx_file")
+    if not isinstance(name, str) or not name:
+        at.fail("must be the path of the FX file, relative to the catalog")
+    path = base / name
+    if not path.is_file():
+        files.append(SourceFile.of(path))  # watched, so that creating it triggers a reload
+        at.fail(f"the FX file {path} does not exist")
+    table = load_fx(path)
+    files.extend(table.files)
+    return table
+
+
+def _versions(doc: dict[Any, Any], root: At, default_currency: str) -> list[PriceVersion]:
+    raw_versions = doc.get("versions")
+    at_versions = root.key(doc, "versions")
     if not isinstance(raw_versions, list) or not raw_versions:
-        raise CatalogError(f"{source}: versions must be a non-empty list")
+        at_versions.fail("must be a non-empty list of price versions")
     versions: list[PriceVersion] = []
     by_name: dict[str, PriceVersion] = {}
     for vi, raw in enumerate(raw_versions):
-        where = f"{source}: versions[{vi}]"
-        if not isinstance(raw, dict):
-            raise CatalogError(f"{where}: must be a mapping")
-        name = raw.get("version")
+        at = at_versions.item(raw_versions, vi)
+        entry = at.mapping(raw, _VERSION_KEYS)
+        name = entry.get("version")
         if not isinstance(name, str) or not name:
-            raise CatalogError(f"{where}.version: must be a non-empty string")
+            at.key(entry, "version").fail("must be a non-empty string")
         if name in by_name:
-            raise CatalogError(f"{where}.version: {name!r} appears twice")
-        unknown = set(raw) - {"version", "effective_from", "based_on", "prices"}
-        if unknown:
-            raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
-        effective = _parse_time(raw.get("effective_from"), f"{where}.effective_from")
-        prices: dict[tuple[str, str, str], dict[str, Decimal]] = {}
-        base_name = raw.get("based_on")
-        if base_name is not None:
-            base = by_name.get(base_name)
+            at.key(entry, "version").fail(f"{name!r} appears twice")
+        at_from = at.key(entry, "effective_from")
+        effective = _time(entry.get("effective_from"), at_from)
+        if versions and effective <= versions[-1].effective_from:
+            at_from.fail(
+                f"must be later than that of {versions[-1].version} "
+                f"({versions[-1].effective_from.isoformat()}): list versions oldest first"
+            )
+        prices: PriceTable = {}
+        if "based_on" in entry:
+            base = by_name.get(entry["based_on"]) if isinstance(entry["based_on"], str) else None
             if base is None:
-                raise CatalogError(f"{where}.based_on: {base_name!r} is not an earlier version")
+                at.key(entry, "based_on").fail(f"{entry['based_on']!r} is not an earlier version")
             prices = {key: dict(units) for key, units in base.prices.items()}
-        entries = raw.get("prices")
-        if not isinstance(entries, list) or not entries:
-            raise CatalogError(f"{where}.prices: must be a non-empty list")
-        own: set[tuple[tuple[str, str, str], str]] = set()
-        for pi, entry in enumerate(entries):
-            at = f"{where}.prices[{pi}]"
-            key, unit, price = _parse_price(entry, at)
-            if (key, unit) in own:
-                raise CatalogError(f"{at}: duplicate price for {'/'.join(key)} {unit}")
-            own.add((key, unit))
-            prices.setdefault(key, {})[unit] = price
-        version = PriceVersion(name, effective, _with_wildcards(prices))
+        currency = default_currency
+        if "currency" in entry:
+            currency = _currency(entry["currency"], at.key(entry, "currency"))
+        for key, field, price in _price_list(entry, at, currency):
+            prices.setdefault(key, {})[field] = price
+        version = PriceVersion(name, effective, prices)
         by_name[name] = version
         versions.append(version)
-    return PriceCatalog(versions)
+    return versions
 
 
-def _with_wildcards(
-    prices: dict[tuple[str, str, str], dict[str, Decimal]],
-) -> dict[tuple[str, str, str], dict[str, Decimal]]:
-    """A model's own prices, completed unit by unit from its service's model "*" prices."""
-    merged = {key: dict(units) for key, units in prices.items()}
-    for (provider, service, model), units in merged.items():
-        wildcard = prices.get((provider, service, ANY_MODEL))
-        if model != ANY_MODEL and wildcard:
-            for unit, price in wildcard.items():
-                units.setdefault(unit, price)
-    return merged
+def _contracts(doc: dict[Any, Any], root: At, default_currency: str) -> list[Contract]:
+    if "contracts" not in doc:
+        return []
+    raw_contracts = doc["contracts"]
+    at_contracts = root.key(doc, "contracts")
+    if not isinstance(raw_contracts, list):
+        at_contracts.fail("must be a list of contracts")
+    contracts: list[tuple[Contract, At]] = []  # with the place of its effective_from
+    for ci, raw in enumerate(raw_contracts):
+        at = at_contracts.item(raw_contracts, ci)
+        entry = at.mapping(raw, _CONTRACT_KEYS)
+        name = entry.get("contract")
+        if not isinstance(name, str) or not name:
+            at.key(entry, "contract").fail("must be a non-empty string naming the contract")
+        if any(c.name == name for c, _ in contracts):
+            at.key(entry, "contract").fail(f"{name!r} appears twice")
+        organization = entry.get("organization")
+        if not isinstance(organization, str) or not organization:
+            at.key(entry, "organization").fail("must be an organisation id, e.g. seoul")
+        at_from = at.key(entry, "effective_from")
+        start = _time(entry.get("effective_from"), at_from)
+        until = None
+        if "effective_until" in entry:
+            at_until = at.key(entry, "effective_until")
+            until = _time(entry["effective_until"], at_until)
+            if until <= start:
+                at_until.fail("must be later than effective_from")
+        currency = default_currency
+        if "currency" in entry:
+            currency = _currency(entry["currency"], at.key(entry, "currency"))
+        prices: PriceTable = {}
+        for key, field, price in _price_list(entry, at, currency):
+            prices.setdefault(key, {})[field] = price
+        contracts.append((Contract(name, organization, start, until, prices), at_from))
+    by_start = sorted(contracts, key=lambda c: (c[0].organization, c[0].effective_from))
+    for (earlier, _), (later, at_from) in itertools.pairwise(by_start):
+        if earlier.organization != later.organization:
+            continue
+        ends = earlier.effective_until
+        if later.effective_from == earlier.effective_from or (
+            ends is not None and ends > later.effective_from
+        ):
+            at_from.fail(
+                f"contract {later.name} overlaps contract {earlier.name} of "
+                f"{later.organization}: an organisation has one contract at a time"
+            )
+    return [c for c, _ in contracts]
 
 
-def _parse_time(value: Any, where: str) -> datetime:
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise CatalogError(f"{where}: {value!r} is not an ISO 8601 time") from None
-    else:
-        raise CatalogError(f"{where}: must be an ISO 8601 time with a UTC offset")
-    if parsed.tzinfo is None:
-        raise CatalogError(f"{where}: must carry a UTC offset")
+def _price_list(entry: dict[Any, Any], at: At, currency: str) -> list[tuple[Key, str, Price]]:
+    raw_prices = entry.get("prices")
+    at_prices = at.key(entry, "prices")
+    if not isinstance(raw_prices, list) or not raw_prices:
+        at_prices.fail("must be a non-empty list of prices")
+    parsed: list[tuple[Key, str, Price]] = []
+    seen: dict[tuple[Key, str], At] = {}
+    for pi, raw in enumerate(raw_prices):
+        at_price = at_prices.item(raw_prices, pi)
+        key, price = _price(raw, at_price, currency)
+        first = seen.get((key, price.field))
+        if first is not None:
+            on_line = f" on line {first.line}" if first.line is not None else ""
+            at_price.fail(
+                f"{'/'.join(key)} {price.field} is priced twice: already at {first.path}{on_line}"
+            )
+        seen[(key, price.field)] = at_price
+        parsed.append((key, price.field, price))
     return parsed
 
 
-def _parse_price(entry: Any, where: str) -> tuple[tuple[str, str, str], str, Decimal]:
-    if not isinstance(entry, dict):
-        raise CatalogError(f"{where}: must be a mapping")
-    unknown = set(entry) - {"provider", "service", "model", "unit", "price"}
-    if unknown:
-        raise CatalogError(f"{where}: unknown keys {sorted(unknown)}")
-    fields: list[str] = []
+def _price(raw: Any, at: At, default_currency: str) -> tuple[Key, Price]:
+    entry = at.mapping(raw, _PRICE_KEYS)
+    names: list[str] = []
     for name in ("provider", "service", "model", "unit"):
         value = entry.get(name, ANY_MODEL if name == "model" else None)
         if not isinstance(value, str) or not value:
-            raise CatalogError(f"{where}.{name}: must be a non-empty string")
-        fields.append(value)
-    provider, service, model, unit = fields
-    if unit not in UNITS:
-        raise CatalogError(f"{where}.unit: {unit!r} is not one of {', '.join(UNITS)}")
-    raw_price = entry.get("price")
-    if not isinstance(raw_price, str):
-        # A YAML float would already have lost precision: prices are quoted decimal strings.
-        raise CatalogError(f'{where}.price: must be a quoted decimal string, e.g. "0.0035"')
+            at.key(entry, name).fail("must be a non-empty string")
+        names.append(value)
+    provider, service, model, unit = names
+    if unit not in QUOTED_UNITS:
+        at.key(entry, "unit").fail(f"{unit!r} is not one of {', '.join(QUOTED_UNITS)}")
+    at_amount = at.key(entry, "price")
+    amount = at_amount.decimal(entry.get("price"), "0.0035")
+    if amount < 0:
+        at_amount.fail("must be a non-negative finite number")
+    per = entry.get("per", 1)
+    if isinstance(per, bool) or not isinstance(per, int) or per < 1:
+        at.key(entry, "per").fail("must be a whole number of units, e.g. 1000000")
+    currency = default_currency
+    if "currency" in entry:
+        currency = _currency(entry["currency"], at.key(entry, "currency"))
+    field, scale = QUOTED_UNITS[unit]
     try:
-        price = Decimal(raw_price)
-    except InvalidOperation:
-        raise CatalogError(f"{where}.price: {raw_price!r} is not a decimal number") from None
-    if not price.is_finite() or price < 0:
-        raise CatalogError(f"{where}.price: must be a non-negative finite number")
-    return (provider, service, model), unit, price
+        per_quantity = _EXACT.divide(amount, per * scale)
+    except Inexact:
+        at_amount.fail(
+            f"{amount} per {per} {unit} is not an exact decimal price of one {field}: "
+            "quote it per a power of ten"
+        )
+    return (provider, service, model), Price(
+        amount, currency, unit, per, field, per_quantity, at_amount
+    )
+
+
+def _currency(value: Any, at: At) -> str:
+    if not isinstance(value, str) or not CURRENCY_CODE.fullmatch(value):
+        at.fail(f"{value!r} is not a three-letter currency code such as KRW or USD")
+    return value
+
+
+def _time(value: Any, at: At) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        return datetime.combine(value, time(), SEOUL)
+    elif isinstance(value, str):
+        if _DATE_ONLY.fullmatch(value):
+            return _time(date.fromisoformat(value), at)
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            at.fail(f"{value!r} is not an ISO 8601 time")
+    else:
+        at.fail("must be an ISO 8601 time with a UTC offset, or a date")
+    if parsed.tzinfo is None:
+        at.fail("must carry a UTC offset, e.g. 2025-01-01T00:00:00+09:00")
+    return parsed
+
+
+def _check_rates(table: PriceTable, start: datetime, what: str, fx: FxTable) -> None:
+    """Every currency a price list uses has a rate on the day it takes effect."""
+    day = seoul_date(start.timestamp())
+    for units in table.values():
+        for price in units.values():
+            if price.currency == KRW or not price.amount:
+                continue
+            if fx.rate(price.currency, start.timestamp()) is not None:
+                continue
+            first = fx.first_date(price.currency)
+            if not fx.source:
+                reason = f"prices in {price.currency} need an FX table: add fx_file (or fx)"
+            else:
+                reason = (
+                    f"no {price.currency} rate in {fx.source} on {day}, when {what} takes effect"
+                    + (f" (the first is on {first})" if first else "")
+                )
+            origin = price.origin
+            raise CatalogError(origin.source, origin.line, origin.path, reason)
