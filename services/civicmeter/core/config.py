@@ -188,6 +188,7 @@ class ProcessorSettings:
     kafka: KafkaSettings
     group_id: str = "civicmeter-processor"
     prices_file: Path = Path("config/prices.yaml")
+    prices_reload_seconds: float = 10.0  # how often the catalog files are checked; 0: never
     policy_file: Path = Path("config/policies.yaml")
     batch_size: int = 5_000
     batch_within_seconds: float = 0.2
@@ -201,6 +202,9 @@ class ProcessorSettings:
             kafka=KafkaSettings.from_env(env),
             group_id=env.get("CIVICMETER_PROCESSOR_GROUP_ID", cls.group_id),
             prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
+            prices_reload_seconds=_float(
+                env, "CIVICMETER_PRICES_RELOAD_SECONDS", cls.prices_reload_seconds
+            ),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             batch_size=_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size),
             data_dir=Path(env.get("CIVICMETER_PROCESSOR_DATA_DIR", str(cls.data_dir))),

@@ -16,9 +16,9 @@ from typing import Any, cast
 import faust
 from opentelemetry import trace
 
+from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.kafka import make_producer
-from civicmeter.core.pricing import PriceCatalog
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.telemetry import (
     Telemetry,
@@ -52,7 +52,7 @@ def _credentials(settings: ProcessorSettings) -> Any:
 
 def build_app(
     settings: ProcessorSettings,
-    catalog: PriceCatalog,
+    prices: CatalogSource,
     telemetry: Telemetry,
     detection: DetectionEngine | None = None,
 ) -> faust.App:
@@ -78,7 +78,7 @@ def build_app(
         topics.raw, key_type=bytes, value_type=bytes, partitions=topics.partitions
     )
     processor = BatchProcessor(
-        catalog, topics.raw, settings.time_window, detection, settings.allowed_lateness
+        prices.catalog, topics.raw, settings.time_window, detection, settings.allowed_lateness
     )
     counters = _Counters(telemetry)
     tracer = telemetry.tracer
@@ -144,6 +144,16 @@ def build_app(
             await producer.stop()
 
     app.agent(raw_topic, name="rate")(rate)
+
+    if settings.prices_reload_seconds > 0:
+
+        async def reload_prices() -> None:
+            # The files are read and checked off the event loop; batches in flight keep the
+            # catalog they started with, the next one takes the new catalog.
+            if await asyncio.to_thread(prices.refresh):
+                processor.catalog = prices.catalog
+
+        app.timer(settings.prices_reload_seconds, name="reload_prices")(reload_prices)
     return app
 
 

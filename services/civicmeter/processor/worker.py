@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import faust
 
+from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.kafka import ensure_topics
 from civicmeter.core.policy import load_policies
-from civicmeter.core.pricing import load_catalog
 from civicmeter.core.telemetry import setup_telemetry
 from civicmeter.processor.app import build_app
 from civicmeter.processor.detection import DetectionEngine
@@ -19,13 +19,13 @@ from civicmeter.processor.detection import DetectionEngine
 def run(env: Mapping[str, str], log_level: str) -> None:
     settings = ProcessorSettings.from_env(env)
     # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
-    catalog = load_catalog(settings.prices_file)
+    prices = CatalogSource(settings.prices_file)
     # Every occurrence goes out: the sink folds them into one alert with a count.
     detection = DetectionEngine(load_policies(settings.policy_file), fold_repeats=False)
     telemetry = setup_telemetry("processor", env)
     if settings.kafka.create_topics:
         asyncio.run(ensure_topics(settings.kafka))
-    app = build_app(settings, catalog, telemetry, detection)
+    app = build_app(settings, prices, telemetry, detection)
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True)
     worker.spinner = None  # a terminal spinner only garbles service logs
     worker.execute_from_commandline()
