@@ -1,6 +1,7 @@
 """The `civicmeter` command: one sub-command per service.
 
 civicmeter ingest | processor | sink | query | notifier | billing | migrate
+civicmeter prices check FILE..  check price catalogs and their FX tables (exit 1 on an error)
 civicmeter serve sink query     several services in one process; required for the
                                 embedded ClickHouse, which one process opens at a time
 """
@@ -94,6 +95,24 @@ def _api_key(key_id: str, organization: str, role: str) -> None:
     print(yaml.safe_dump({"keys": [entry]}, sort_keys=False), end="")
 
 
+def _check_prices(files: Sequence[str]) -> int:
+    """Load each catalog (and its FX table) as the services would; say what is wrong where."""
+    from pathlib import Path
+
+    from civicmeter.core.pricing import CatalogError, load_catalog
+
+    failed = 0
+    for name in files:
+        try:
+            catalog = load_catalog(Path(name))
+        except CatalogError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{name}: ok: {catalog.describe()}")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="civicmeter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -110,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     api_key.add_argument(
         "--role", required=True, choices=["finance-reader", "auditor", "security", "admin"]
     )
+    prices = commands.add_parser("prices", help="work with price catalog files")
+    prices_commands = prices.add_subparsers(dest="prices_command", required=True)
+    check = prices_commands.add_parser(
+        "check", help="check catalogs and the FX tables they name; exit 1 on an error"
+    )
+    check.add_argument("files", nargs="+", metavar="FILE")
     serve = commands.add_parser("serve", help="run several services in one process")
     serve.add_argument("services", nargs="+", choices=SERVABLE)
     args = parser.parse_args(argv)
@@ -125,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _run_processor(env, args.log_level)
         elif args.command == "migrate":
             _migrate(env)
+        elif args.command == "prices":
+            raise SystemExit(_check_prices(args.files))
         elif args.command == "api-key":
             _api_key(args.id, args.organization, args.role)
         else:
