@@ -10,16 +10,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 import grpc
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
+from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.money import from_money
+from civicmeter.core.policy import parse_policies
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import METHOD_ROLES, AccessInterceptor, AuditLog
 from civicmeter.query.alert_service import AlertService
+from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.server import QueryService
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
@@ -41,6 +47,7 @@ class Api:
     query: query_grpc.QueryServiceStub
     alerts: alert_service_pb2_grpc.AlertServiceStub
     audit: AuditLog
+    budgets: budget_grpc.BudgetServiceStub
 
 
 @pytest.fixture
@@ -63,6 +70,8 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
     alert_service_pb2_grpc.add_AlertServiceServicer_to_server(
         AlertService(storage, poll_seconds=0.05), server
     )
+    budgets = parse_policies({"version": "t", "defaults": {"budgets": {"monthly_krw": "1000"}}})
+    budget_grpc.add_BudgetServiceServicer_to_server(BudgetService(storage, lambda: budgets), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -70,6 +79,7 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
             query_grpc.QueryServiceStub(channel),
             alert_service_pb2_grpc.AlertServiceStub(channel),
             audit,
+            budgets=budget_grpc.BudgetServiceStub(channel),
         )
     await server.stop(None)
 
@@ -179,6 +189,20 @@ async def _acknowledge_alert(api: Api, caller: str, target: str) -> list[str]:
         metadata=bearer(token(caller, "security")),
     )
     return [acknowledged.alert.organization_id]
+
+
+@probe("/civicmeter.budget.v1.BudgetService/ListBudgetStatuses")
+async def _budget_statuses(api: Api, caller: str, target: str) -> list[str]:
+    request = budget_pb.ListBudgetStatusesRequest(organization_id=target)
+    request.as_of_time.FromDatetime(NOW)
+    listed = await api.budgets.ListBudgetStatuses(
+        request, metadata=bearer(token(caller, "finance-reader"))
+    )
+    # Whose spend it is shows in its amount: the tenants have 1, 2 and 3 like events.
+    per_event = Decimal(rated(event())[0].cost_krw)
+    owners = {per_event * n: tenant for tenant, n in EVENTS_OF.items()}
+    spenders = [owners.get(from_money(s.spent_amount), "unknown") for s in listed.budget_statuses]
+    return [s.organization_id for s in listed.budget_statuses] + spenders
 
 
 async def test_every_rpc_for_every_ordered_pair_of_tenants_stays_in_its_tenant(api: Api) -> None:

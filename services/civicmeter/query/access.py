@@ -40,6 +40,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/civicmeter.alert.v1.AlertService/ListAlerts": frozenset({"auditor", "security", "admin"}),
     "/civicmeter.alert.v1.AlertService/WatchAlerts": frozenset({"auditor", "security", "admin"}),
     "/civicmeter.alert.v1.AlertService/AcknowledgeAlert": frozenset({"security", "admin"}),
+    "/civicmeter.budget.v1.BudgetService/ListBudgetStatuses": frozenset(
+        {"finance-reader", "auditor", "admin"}),
 }  # fmt: skip
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 AUDIT_COLUMNS = ("call_time", "key_id", "principal_organization", "role", "method",

@@ -11,15 +11,19 @@ import grpc
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
+from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.core.auth import load_api_keys
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.money import to_money
+from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.query import page_token
 from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter, abort_if_foreign
 from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME
 from civicmeter.query.alert_service import AlertService
+from civicmeter.query.budget_service import SERVICE_NAME as BUDGET_SERVICE_NAME
+from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.cache import AnswerCache
 from civicmeter.query.cost import CostPage, CostQuery, cost_breakdown
 from civicmeter.query.usage_api import UsageApi
@@ -145,7 +149,7 @@ def build_server(
         else None
     )
     grpc_server = new_server(
-        [SERVICE_NAME, ALERT_SERVICE_NAME],
+        [SERVICE_NAME, ALERT_SERVICE_NAME, BUDGET_SERVICE_NAME],
         reflection_enabled=settings.reflection,
         interceptors=[AccessInterceptor(keys, audit, limiter)],
     )
@@ -153,6 +157,8 @@ def build_server(
         QueryService(storage, settings.cache_seconds), grpc_server.server
     )
     alert_grpc.add_AlertServiceServicer_to_server(AlertService(storage), grpc_server.server)
+    budgets = BudgetService(storage, PolicySource(settings.policy_file).current)
+    budget_grpc.add_BudgetServiceServicer_to_server(budgets, grpc_server.server)
     address = f"{settings.host}:{settings.grpc_port}"
     credentials = server_credentials(settings)
     if credentials is None:
