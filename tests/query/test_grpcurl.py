@@ -58,6 +58,7 @@ async def test_grpcurl_lists_the_services_by_reflection(target: str) -> None:
     assert set(out.split()) >= {
         "civicmeter.query.v1.QueryService",
         "civicmeter.alert.v1.AlertService",
+        "civicmeter.budget.v1.BudgetService",
         "grpc.health.v1.Health",
     }
 

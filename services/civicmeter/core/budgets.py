@@ -42,7 +42,7 @@ from zoneinfo import ZoneInfo
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.money import quantize_cost
-from civicmeter.core.policy import BudgetThreshold, OrganizationPolicy, PolicySet
+from civicmeter.core.policy import BudgetThreshold, OrganizationPolicy, PolicySet, Severity
 
 SEOUL = ZoneInfo("Asia/Seoul")
 ORGANIZATION = ""  # the department id of an organisation's own budget (events always name one)
@@ -313,7 +313,7 @@ def _by_scope(rows: list[Sequence[object]]) -> dict[tuple[str, str, date], Spend
 @dataclass(frozen=True)
 class ThresholdStatus:
     percent: int
-    severity: str
+    severity: Severity
     amount: Decimal  # the spend at which it is crossed
     crossed: bool
 

@@ -252,6 +252,7 @@ class QuerySettings:
     tls_client_ca_file: Path | None = None
     rate_per_key: float = 200.0  # calls a second per API key (bursts of twice that); 0: off
     cache_seconds: float = 1.0  # how long an answer is reused for the same question; 0: off
+    policy_file: Path = Path("config/policies.yaml")  # the budgets BudgetService reports on
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QuerySettings:
@@ -266,6 +267,7 @@ class QuerySettings:
             tls_client_ca_file=_path(env, "CIVICMETER_QUERY_TLS_CLIENT_CA"),
             rate_per_key=_float(env, "CIVICMETER_QUERY_RATE_PER_KEY", cls.rate_per_key),
             cache_seconds=_float(env, "CIVICMETER_QUERY_CACHE_SECONDS", cls.cache_seconds),
+            policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
         )
 
 

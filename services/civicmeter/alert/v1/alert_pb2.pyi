@@ -110,7 +110,8 @@ class Alert(_message.Message):
     alert_type: _builtins.str
     """The detector that raised it: banned_provider, unsanctioned_service, personal_account,
     pii_sent, off_hours, volume_spike, peer_spike, automation_burst, non_work_content,
-    budget_threshold, new_service_in_department.
+    new_service_in_department (the processor's), budget_threshold, budget_forecast (the
+    billing service's).
     """
     severity: Global___Severity.ValueType
     state: Global___AlertState.ValueType
