@@ -64,7 +64,14 @@ async def target(clickhouse: Client) -> AsyncIterator[str]:
 
 
 def test_the_client_exports_exactly_its_public_names() -> None:
-    assert sorted(civicmeter.client.__all__) == ["CivicmeterClient", "CostBreakdown", "CostLine"]
+    assert sorted(civicmeter.client.__all__) == [
+        "BudgetForecast",
+        "BudgetStatus",
+        "BudgetThreshold",
+        "CivicmeterClient",
+        "CostBreakdown",
+        "CostLine",
+    ]
 
 
 async def test_a_breakdown_gathers_every_page_as_decimal(target: str) -> None:

@@ -6,11 +6,21 @@
             print(line.key, line.cost_krw, line.event_count)      # Decimal KRW
         async for alert in api.alerts(state="open"):
             ...
+        for budget in await api.budget_statuses(period="month"):    # Decimal KRW
+            print(budget.department_id or "(organisation)", budget.spent_krw, budget.forecast)
 
 Pages are followed for you; money comes back as Decimal; errors are grpc.aio.AioRpcError
 with the server's status code and a message naming the field.
 """
 
+from civicmeter.client._budgets import BudgetForecast, BudgetStatus, BudgetThreshold
 from civicmeter.client._client import CivicmeterClient, CostBreakdown, CostLine
 
-__all__ = ["CivicmeterClient", "CostBreakdown", "CostLine"]
+__all__ = [
+    "BudgetForecast",
+    "BudgetStatus",
+    "BudgetThreshold",
+    "CivicmeterClient",
+    "CostBreakdown",
+    "CostLine",
+]

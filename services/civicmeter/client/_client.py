@@ -10,6 +10,9 @@ from typing import Literal, Self
 import grpc
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
+from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.client._budgets import BUDGET_PERIODS, BudgetPeriod, BudgetStatus, budget_status_of
 from civicmeter.core.money import from_money
 from civicmeter.core.policy import Severity
 from civicmeter.core.severity import SEVERITY_VALUES
@@ -67,6 +70,7 @@ class CivicmeterClient:
         self._timeout = timeout_seconds
         self._query = query_grpc.QueryServiceStub(self._channel)
         self._alerts = alert_service_pb2_grpc.AlertServiceStub(self._channel)
+        self._budgets = budget_grpc.BudgetServiceStub(self._channel)
 
     async def __aenter__(self) -> Self:
         return self
@@ -162,6 +166,32 @@ class CivicmeterClient:
                 yield message.alert, message.cursor
         finally:
             call.cancel()
+
+    async def budget_statuses(
+        self,
+        *,
+        organization_id: str = "",
+        as_of: datetime | None = None,
+        period: BudgetPeriod | None = None,
+        page_size: int = 100,
+    ) -> list[BudgetStatus]:
+        """Every budget's status in the month and fiscal year of `as_of` (default now), or
+        only those of `period`, every page gathered."""
+        kind = BUDGET_PERIODS[period] if period else budget_pb.BUDGET_PERIOD_UNSPECIFIED
+        request = budget_pb.ListBudgetStatusesRequest(
+            organization_id=organization_id, period=kind, page_size=page_size
+        )
+        if as_of is not None:
+            request.as_of_time.FromDatetime(as_of)
+        found: list[BudgetStatus] = []
+        while True:
+            response: budget_pb.ListBudgetStatusesResponse = (
+                await self._budgets.ListBudgetStatuses(
+                    request, metadata=self._metadata, timeout=self._timeout))  # fmt: skip
+            found += [budget_status_of(status) for status in response.budget_statuses]
+            if not response.next_page_token:
+                return found
+            request.page_token = response.next_page_token
 
     @staticmethod
     def _filter(
