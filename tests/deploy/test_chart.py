@@ -711,7 +711,7 @@ def test_without_a_policies_config_map_the_services_read_the_image_policy_file(
 ) -> None:
     for name, container in _containers(default_render):
         assert "CIVICMETER_POLICY_FILE" not in _env(container), name
-    for component in ("processor", "notifier", "billing"):
+    for component in ("processor", "notifier", "billing", "query"):
         volumes = {v["name"] for v in _pod_spec(default_render, component)["volumes"]}
         assert "policies" not in volumes, component
     # ... so the image must name its own copy of config/policies.yaml.
@@ -722,7 +722,7 @@ def test_without_a_policies_config_map_the_services_read_the_image_policy_file(
     )
 
 
-@pytest.mark.parametrize("component", ["processor", "notifier", "billing"])
+@pytest.mark.parametrize("component", ["processor", "notifier", "billing", "query"])
 def test_a_policies_config_map_is_mounted_where_the_policy_file_points(
     production_render: list[Manifest], component: str
 ) -> None:
@@ -732,7 +732,7 @@ def test_a_policies_config_map_is_mounted_where_the_policy_file_points(
     assert volume["configMap"]["items"] == [{"key": "policies.yaml", "path": path}]
 
 
-def test_only_processor_notifier_and_billing_get_the_policy_file(
+def test_only_processor_notifier_billing_and_query_get_the_policy_file(
     production_render: list[Manifest],
 ) -> None:
     readers = {
@@ -740,9 +740,9 @@ def test_only_processor_notifier_and_billing_get_the_policy_file(
         for name, container in _containers(production_render)
         if "CIVICMETER_POLICY_FILE" in _env(container)
     }
-    assert readers == {
-        f"{RELEASE}-{component}/{component}" for component in ("processor", "notifier", "billing")
-    }
+    # The query service reports on the policy's budgets (BudgetService).
+    components = ("processor", "notifier", "billing", "query")
+    assert readers == {f"{RELEASE}-{component}/{component}" for component in components}
 
 
 def test_naming_a_policies_config_map_rolls_the_pods(
