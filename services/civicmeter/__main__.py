@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     env = dict(os.environ)
     configure_logging(args.log_level)
+    from civicmeter.billing.seat_file import SeatFileError
     from civicmeter.core.auth import ApiKeyError
     from civicmeter.core.config import ConfigError
     from civicmeter.core.policy import PolicyError
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             names = args.services if args.command == "serve" else [args.command]
             run_until_signalled(*[_service(name, env) for name in dict.fromkeys(names)])
-    except (ConfigError, CatalogError, PolicyError, ApiKeyError) as exc:
+    except (ConfigError, CatalogError, PolicyError, ApiKeyError, SeatFileError) as exc:
         print(f"civicmeter: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

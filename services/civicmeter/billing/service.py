@@ -11,6 +11,7 @@ import logging
 from typing import Protocol
 
 from civicmeter.billing.budget_monitor import BudgetMonitor
+from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.core.config import BillingSettings
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.core.telemetry import Telemetry
@@ -25,6 +26,8 @@ class Job(Protocol):
 def jobs(settings: BillingSettings, storage: Storage, telemetry: Telemetry) -> list[Job]:
     """The billing jobs this configuration asks for."""
     found: list[Job] = []
+    if settings.seats_file is not None:
+        found.append(SeatLedger.from_settings(settings, storage, telemetry))
     found.append(BudgetMonitor.from_settings(settings, storage, telemetry))
     return found
 
