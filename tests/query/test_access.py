@@ -22,13 +22,17 @@ from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.core.auth import hash_token, parse_api_keys
 from civicmeter.core.money import from_money
 from civicmeter.core.policy import parse_policies
+from civicmeter.core.seat_store import Seat, sync_seats
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import METHOD_ROLES, AccessInterceptor, AuditLog
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.budget_service import BudgetService
+from civicmeter.query.seat_service import SeatService
 from civicmeter.query.server import QueryService
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
+from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.sink.alert_writer import write_alerts
 from civicmeter.sink.writer import write_events
 from tests.core.test_alert_store import alert
@@ -47,6 +51,7 @@ class Api:
     query: query_grpc.QueryServiceStub
     alerts: alert_service_pb2_grpc.AlertServiceStub
     audit: AuditLog
+    seats: seat_grpc.SeatServiceStub
     budgets: budget_grpc.BudgetServiceStub
 
 
@@ -59,6 +64,10 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
         write_alerts(
             clickhouse, [alert(f"{tenant}-k", f"{tenant}-e", org=tenant)], time.time_ns() // 10**6
         )
+    sync_seats(clickhouse, [  # tenants hold 1, 2, 3 seats, which tells their summaries apart
+        Seat(t, f"seat-{n}", "welfare", f"u_{t}_{n}", "openai", "chatgpt", "team",
+             NOW.date().replace(day=1), None)
+        for t in TENANTS for n in range(EVENTS_OF[t])])  # fmt: skip
     roles = ("finance-reader", "auditor", "security")
     keys = parse_api_keys({"keys": [
         {"id": f"{t}-{r}", "organization_id": t, "role": r, "sha256": hash_token(token(t, r))}
@@ -70,6 +79,7 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
     alert_service_pb2_grpc.add_AlertServiceServicer_to_server(
         AlertService(storage, poll_seconds=0.05), server
     )
+    seat_grpc.add_SeatServiceServicer_to_server(SeatService(storage), server)
     budgets = parse_policies({"version": "t", "defaults": {"budgets": {"monthly_krw": "1000"}}})
     budget_grpc.add_BudgetServiceServicer_to_server(BudgetService(storage, lambda: budgets), server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -79,6 +89,7 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
             query_grpc.QueryServiceStub(channel),
             alert_service_pb2_grpc.AlertServiceStub(channel),
             audit,
+            seat_grpc.SeatServiceStub(channel),
             budgets=budget_grpc.BudgetServiceStub(channel),
         )
     await server.stop(None)
@@ -203,6 +214,26 @@ async def _budget_statuses(api: Api, caller: str, target: str) -> list[str]:
     owners = {per_event * n: tenant for tenant, n in EVENTS_OF.items()}
     spenders = [owners.get(from_money(s.spent_amount), "unknown") for s in listed.budget_statuses]
     return [s.organization_id for s in listed.budget_statuses] + spenders
+
+
+@probe("/civicmeter.seat.v1.SeatService/ListSeats")
+async def _list_seats(api: Api, caller: str, target: str) -> list[str]:
+    request = seat_pb.ListSeatsRequest(organization_id=target)
+    request.as_of_time.FromDatetime(NOW)
+    listed = await api.seats.ListSeats(request, metadata=bearer(token(caller, "finance-reader")))
+    return [seat.organization_id for seat in listed.seats]
+
+
+@probe("/civicmeter.seat.v1.SeatService/GetSeatSummary")
+async def _seat_summary(api: Api, caller: str, target: str) -> list[str]:
+    request = seat_pb.GetSeatSummaryRequest(
+        organization_id=target, group_by=seat_pb.SEAT_DIMENSION_SERVICE
+    )
+    request.month.year, request.month.month = NOW.year, NOW.month
+    summary = await api.seats.GetSeatSummary(request, metadata=bearer(token(caller, "auditor")))
+    # The summary names no organisation: whose it is shows in its number of seats.
+    owners = {n: tenant for tenant, n in EVENTS_OF.items()}
+    return [owners.get(summary.total.seats, f"unknown:{summary.total.seats}")]
 
 
 async def test_every_rpc_for_every_ordered_pair_of_tenants_stays_in_its_tenant(api: Api) -> None:

@@ -40,6 +40,9 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/civicmeter.alert.v1.AlertService/ListAlerts": frozenset({"auditor", "security", "admin"}),
     "/civicmeter.alert.v1.AlertService/WatchAlerts": frozenset({"auditor", "security", "admin"}),
     "/civicmeter.alert.v1.AlertService/AcknowledgeAlert": frozenset({"security", "admin"}),
+    "/civicmeter.seat.v1.SeatService/ListSeats": frozenset({"finance-reader", "auditor", "admin"}),
+    "/civicmeter.seat.v1.SeatService/GetSeatSummary": frozenset(
+        {"finance-reader", "auditor", "admin"}),
     "/civicmeter.budget.v1.BudgetService/ListBudgetStatuses": frozenset(
         {"finance-reader", "auditor", "admin"}),
 }  # fmt: skip

@@ -26,9 +26,12 @@ from civicmeter.query.budget_service import SERVICE_NAME as BUDGET_SERVICE_NAME
 from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.cache import AnswerCache
 from civicmeter.query.cost import CostPage, CostQuery, cost_breakdown
+from civicmeter.query.seat_service import SERVICE_NAME as SEAT_SERVICE_NAME
+from civicmeter.query.seat_service import SeatService
 from civicmeter.query.usage_api import UsageApi
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 
 log = logging.getLogger("civicmeter.query")
 SERVICE_NAME = query_pb.DESCRIPTOR.services_by_name["QueryService"].full_name
@@ -149,7 +152,7 @@ def build_server(
         else None
     )
     grpc_server = new_server(
-        [SERVICE_NAME, ALERT_SERVICE_NAME, BUDGET_SERVICE_NAME],
+        [SERVICE_NAME, ALERT_SERVICE_NAME, BUDGET_SERVICE_NAME, SEAT_SERVICE_NAME],
         reflection_enabled=settings.reflection,
         interceptors=[AccessInterceptor(keys, audit, limiter)],
     )
@@ -159,6 +162,7 @@ def build_server(
     alert_grpc.add_AlertServiceServicer_to_server(AlertService(storage), grpc_server.server)
     budgets = BudgetService(storage, PolicySource(settings.policy_file).current)
     budget_grpc.add_BudgetServiceServicer_to_server(budgets, grpc_server.server)
+    seat_grpc.add_SeatServiceServicer_to_server(SeatService(storage), grpc_server.server)
     address = f"{settings.host}:{settings.grpc_port}"
     credentials = server_credentials(settings)
     if credentials is None:

@@ -1,0 +1,257 @@
+"""Seat reports: which seats are held, what they cost, and whether their holders use them.
+
+Seats come from seat_assignments, each seat's monthly fee from seat_charges (what the ledger
+charged, as the catalog rated it), and use from the rollups: a seat's holder uses it on an
+Asia/Seoul day with any event of the seat's service other than the "subscription" charges
+(usage_rollup_1d). Month figures (seat and usage cost, active users) come from the monthly
+rollups, never from raw events.
+
+A seat is idle on a day when its holder has not used its service on any of the `idle_days`
+days up to and including that day.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.money import quantize_cost
+from civicmeter.core.seat_store import Seat, live_seats, month_fees
+
+DEFAULT_IDLE_DAYS = 30
+MAX_IDLE_DAYS = 366
+SUBSCRIPTION = "subscription"
+DIMENSIONS = {"service": "service_id", "department": "department_id"}
+UseKey = tuple[str, str, str, str]  # (organisation, user, provider, service)
+
+
+def query_settings(max_seconds: float | None) -> dict[str, object] | None:
+    """Bound each query in ClickHouse by the caller's remaining deadline."""
+    return {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
+
+
+def _use_key(seat: Seat) -> UseKey:
+    return (seat.organization_id, seat.user_id, seat.provider_name, seat.service_id)
+
+
+def _org_filter(organization_id: str | None, params: dict[str, object]) -> str:
+    if organization_id is None:
+        return ""
+    params["org"] = organization_id
+    return " AND organization_id = %(org)s"
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def month_end(first: date) -> date:
+    return date(first.year + first.month // 12, first.month % 12 + 1, 1) - timedelta(days=1)
+
+
+# --- seats held on a day ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeatListQuery:
+    organization_id: str | None
+    as_of: date  # an Asia/Seoul day
+    idle_days: int
+    only_idle: bool
+    after: tuple[str, str] | None  # (organisation, seat id) of the last seat of the previous page
+    limit: int
+
+
+@dataclass(frozen=True)
+class SeatStatus:
+    seat: Seat
+    monthly_fee: Decimal | None  # None: the month is not charged
+    price_version: str
+    last_used: date | None
+    idle: bool
+
+
+@dataclass(frozen=True)
+class SeatPage:
+    seats: list[SeatStatus]
+    has_more: bool
+
+
+def list_seats(client: Client, query: SeatListQuery, max_seconds: float | None = None) -> SeatPage:
+    settings = query_settings(max_seconds)
+    held = live_seats(client, query.organization_id, (query.as_of, query.as_of), settings)
+    if query.after is not None:
+        after = query.after
+        held = [seat for seat in held if seat.key > after]
+    if not query.only_idle:
+        held = held[: query.limit + 1]  # only this page's seats need their use looked up
+    last_used = last_use(client, query.organization_id, held, query.as_of, settings)
+    fees = month_fees(client, month_start(query.as_of), query.organization_id, settings)
+    threshold = query.as_of - timedelta(days=query.idle_days)
+    statuses: list[SeatStatus] = []
+    for seat in held:
+        used = last_used.get(_use_key(seat))
+        idle = used is None or used <= threshold
+        if query.only_idle and not idle:
+            continue
+        fee, version = fees.get(seat.key, (None, ""))
+        statuses.append(SeatStatus(seat, fee, version, used, idle))
+        if len(statuses) > query.limit:
+            break
+    return SeatPage(statuses[: query.limit], len(statuses) > query.limit)
+
+
+def last_use(
+    client: Client,
+    organization_id: str | None,
+    seats: Sequence[Seat],
+    day: date,
+    settings: dict[str, object] | None = None,
+) -> dict[UseKey, date]:
+    """The last day up to `day` on which each seat's holder used the seat's service."""
+    if not seats:
+        return {}
+    params: dict[str, object] = {"day": day, "operation": SUBSCRIPTION}
+    org = _org_filter(organization_id, params)
+    rows = client.query(
+        "SELECT organization_id, user_id, provider_name, service_id, max(window_start) "
+        "FROM usage_rollup_1d WHERE window_start <= %(day)s AND operation_name != %(operation)s"
+        f"{org} GROUP BY organization_id, user_id, provider_name, service_id",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    wanted = {_use_key(seat) for seat in seats}
+    found: dict[UseKey, date] = {}
+    for o, user, provider, service, last in rows:
+        key = (str(o), str(user), str(provider), str(service))
+        if key in wanted:
+            found[key] = last
+    return found
+
+
+# --- one month per service or department -----------------------------------------------------
+
+
+@dataclass
+class SummaryLine:
+    key: str
+    seats: int = 0
+    active_seats: int = 0
+    seat_cost: Decimal = Decimal(0)
+    usage_cost: Decimal = Decimal(0)
+    active_users: int = 0
+
+    @property
+    def idle_seats(self) -> int:
+        return self.seats - self.active_seats
+
+    @property
+    def cost_per_active_user(self) -> Decimal | None:
+        if not self.active_users:
+            return None
+        return quantize_cost((self.seat_cost + self.usage_cost) / self.active_users)
+
+
+@dataclass
+class SeatSummary:
+    lines: list[SummaryLine] = field(default_factory=list)  # ordered by key
+    total: SummaryLine = field(default_factory=lambda: SummaryLine(""))
+
+
+def seat_summary(
+    client: Client,
+    organization_id: str | None,
+    month: date,
+    dimension: str,
+    idle_days: int,
+    today: date,
+    max_seconds: float | None = None,
+) -> SeatSummary:
+    """Seats, their use and cost in the Asia/Seoul month starting on `month`, per `dimension`
+    ("service" or "department"). A seat is judged idle or active on the month's last day, the
+    seat's last day or today, whichever is earliest."""
+    settings = query_settings(max_seconds)
+    column = DIMENSIONS[dimension]
+    first, last = month, month_end(month)
+    lines: dict[str, SummaryLine] = {}
+
+    def line(key: str) -> SummaryLine:
+        return lines.setdefault(key, SummaryLine(key))
+
+    seats = live_seats(client, organization_id, (first, last), settings)
+    days = use_days(client, organization_id, first - timedelta(days=idle_days), last, settings)
+    summary = SeatSummary()
+    for seat in seats:
+        judged = min(last, today, seat.end or last)
+        in_use = used_within(days.get(_use_key(seat), []), judged, idle_days)
+        for target in (line(getattr(seat, column)), summary.total):
+            target.seats += 1
+            target.active_seats += in_use
+    params: dict[str, object] = {"month": first, "operation": SUBSCRIPTION}
+    org = _org_filter(organization_id, params)
+    costs = client.query(
+        f"SELECT {column}, sumIf(cost_krw, operation_name = %(operation)s), "
+        "sumIf(cost_krw, operation_name != %(operation)s) FROM usage_rollup_1mo_departments "
+        f"WHERE window_start = %(month)s{org} GROUP BY {column}",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    for key, seat_cost, usage_cost in costs:
+        for target in (line(str(key)), summary.total):
+            target.seat_cost += Decimal(seat_cost)
+            target.usage_cost += Decimal(usage_cost)
+    # Active users per group, and over all groups with each user counted once.
+    used = (
+        "FROM usage_rollup_1mo WHERE window_start = %(month)s "
+        f"AND operation_name != %(operation)s{org}"
+    )
+    for key, count in client.query(
+        f"SELECT {column}, uniqExact(organization_id, user_id) {used} GROUP BY {column}",
+        parameters=params,
+        settings=settings,
+    ).result_rows:
+        line(str(key)).active_users = int(count)
+    everyone = client.query(
+        f"SELECT uniqExact(organization_id, user_id) {used}", parameters=params, settings=settings
+    ).result_rows
+    summary.total.active_users = int(everyone[0][0]) if everyone else 0
+    summary.lines = [lines[key] for key in sorted(lines)]
+    return summary
+
+
+def use_days(
+    client: Client,
+    organization_id: str | None,
+    first: date,
+    last: date,
+    settings: dict[str, object] | None = None,
+) -> dict[UseKey, list[date]]:
+    """The days of [first, last] on which each user used each service, in order."""
+    params: dict[str, object] = {"first": first, "last": last, "operation": SUBSCRIPTION}
+    org = _org_filter(organization_id, params)
+    rows = client.query(
+        "SELECT DISTINCT organization_id, user_id, provider_name, service_id, window_start "
+        "FROM usage_rollup_1d WHERE window_start >= %(first)s AND window_start <= %(last)s "
+        f"AND operation_name != %(operation)s{org}",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    found: defaultdict[UseKey, list[date]] = defaultdict(list)
+    for o, user, provider, service, day in rows:
+        found[(str(o), str(user), str(provider), str(service))].append(day)
+    for days in found.values():
+        days.sort()
+    return found
+
+
+def used_within(days: Sequence[date], day: date, idle_days: int) -> bool:
+    """Whether any of the sorted `days` falls in the `idle_days` days ending with `day`."""
+    index = bisect.bisect_right(days, day)
+    return index > 0 and days[index - 1] > day - timedelta(days=idle_days)
