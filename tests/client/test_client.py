@@ -71,6 +71,9 @@ def test_the_client_exports_exactly_its_public_names() -> None:
         "CivicmeterClient",
         "CostBreakdown",
         "CostLine",
+        "Seat",
+        "SeatSummary",
+        "SeatSummaryLine",
     ]
 
 

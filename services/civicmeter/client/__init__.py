@@ -8,6 +8,8 @@
             ...
         for budget in await api.budget_statuses(period="month"):    # Decimal KRW
             print(budget.department_id or "(organisation)", budget.spent_krw, budget.forecast)
+        async for seat in api.seats(only_idle=True):                # paid seats nobody uses
+            print(seat.seat_id, seat.user_id, seat.last_used, seat.monthly_fee_krw)
 
 Pages are followed for you; money comes back as Decimal; errors are grpc.aio.AioRpcError
 with the server's status code and a message naming the field.
@@ -15,6 +17,7 @@ with the server's status code and a message naming the field.
 
 from civicmeter.client._budgets import BudgetForecast, BudgetStatus, BudgetThreshold
 from civicmeter.client._client import CivicmeterClient, CostBreakdown, CostLine
+from civicmeter.client._seats import Seat, SeatSummary, SeatSummaryLine
 
 __all__ = [
     "BudgetForecast",
@@ -23,4 +26,7 @@ __all__ = [
     "CivicmeterClient",
     "CostBreakdown",
     "CostLine",
+    "Seat",
+    "SeatSummary",
+    "SeatSummaryLine",
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Literal, Self
@@ -13,11 +13,21 @@ from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_
 from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
 from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.client._budgets import BUDGET_PERIODS, BudgetPeriod, BudgetStatus, budget_status_of
+from civicmeter.client._seats import (
+    SEAT_DIMENSIONS,
+    Seat,
+    SeatDimension,
+    SeatSummary,
+    seat_of,
+    summary_line_of,
+)
 from civicmeter.core.money import from_money
 from civicmeter.core.policy import Severity
 from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
+from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 
 Dimension = Literal["organization", "department", "user", "service"]
 _DIMENSIONS: dict[str, query_pb.CostDimension.ValueType] = {
@@ -71,6 +81,7 @@ class CivicmeterClient:
         self._query = query_grpc.QueryServiceStub(self._channel)
         self._alerts = alert_service_pb2_grpc.AlertServiceStub(self._channel)
         self._budgets = budget_grpc.BudgetServiceStub(self._channel)
+        self._seats = seat_grpc.SeatServiceStub(self._channel)
 
     async def __aenter__(self) -> Self:
         return self
@@ -166,6 +177,56 @@ class CivicmeterClient:
                 yield message.alert, message.cursor
         finally:
             call.cancel()
+
+    async def seats(
+        self,
+        *,
+        organization_id: str = "",
+        as_of: datetime | None = None,
+        idle_days: int = 0,
+        only_idle: bool = False,
+        page_size: int = 500,
+    ) -> AsyncIterator[Seat]:
+        """Seats held on as_of's Asia/Seoul day (default today), page after page; idle_days 0
+        is the server's default (30)."""
+        request = seat_pb.ListSeatsRequest(
+            organization_id=organization_id, idle_days=idle_days, only_idle=only_idle,
+            page_size=page_size)  # fmt: skip
+        if as_of is not None:
+            request.as_of_time.FromDatetime(as_of)
+        while True:
+            response: seat_pb.ListSeatsResponse = await self._seats.ListSeats(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+            for seat in response.seats:
+                yield seat_of(seat)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def seat_summary(
+        self,
+        month: date,
+        group_by: SeatDimension,
+        *,
+        organization_id: str = "",
+        idle_days: int = 0,
+        page_size: int = 1000,
+    ) -> SeatSummary:
+        """Seats, idle seats, cost and cost per active user in `month`'s Asia/Seoul month."""
+        request = seat_pb.GetSeatSummaryRequest(
+            organization_id=organization_id, group_by=SEAT_DIMENSIONS[group_by],
+            idle_days=idle_days, page_size=page_size)  # fmt: skip
+        request.month.year, request.month.month = month.year, month.month
+        lines = []
+        while True:
+            response: seat_pb.GetSeatSummaryResponse = await self._seats.GetSeatSummary(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+            lines += [summary_line_of(line) for line in response.lines]
+            if not response.next_page_token:
+                return SeatSummary(lines, summary_line_of(response.total))
+            request.page_token = response.next_page_token
 
     async def budget_statuses(
         self,
