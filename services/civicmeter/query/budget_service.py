@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from clickhouse_connect.driver.exceptions import DatabaseError
 from google.type import date_pb2, decimal_pb2
 
 from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
@@ -15,7 +14,6 @@ from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.core.budgets import (
     PERIOD_KINDS,
     BudgetStatus,
-    Ledger,
     PeriodKind,
     load_ledger,
     lookback_days,
@@ -27,6 +25,7 @@ from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.deadline import read_within_deadline
 
 SERVICE_NAME = budget_pb.DESCRIPTOR.services_by_name["BudgetService"].full_name
 DEFAULT_PAGE_SIZE = 100
@@ -83,7 +82,10 @@ class BudgetService(budget_grpc.BudgetServiceServicer):
             except (ValueError, OverflowError):
                 await context.abort(invalid, "page_token: is malformed")
         policies = self._policies()
-        ledger = await self._ledger(context, as_of, organization, lookback_days(policies))
+        days = lookback_days(policies)
+        ledger = await read_within_deadline(
+            self._storage, context, lambda c, s: load_ledger(c, as_of, organization, days, s)
+        )
         found = [
             s
             for s in statuses(ledger, policies, organization, kinds)
@@ -100,26 +102,6 @@ class BudgetService(budget_grpc.BudgetServiceServicer):
                 [round(as_of.timestamp() * 1000), *last], fingerprint
             )
         return response
-
-    async def _ledger(
-        self,
-        context: grpc.aio.ServicerContext,
-        as_of: datetime,
-        organization: str | None,
-        days: int,
-    ) -> Ledger:
-        remaining = context.time_remaining()
-        try:
-            return await self._storage.run(
-                lambda client: load_ledger(client, as_of, organization, days, remaining)
-            )
-        except DatabaseError as exc:
-            if "TIMEOUT_EXCEEDED" not in str(exc):
-                raise
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
-            )
-            raise  # abort raises; this keeps the type checker informed
 
 
 def _message(s: BudgetStatus) -> budget_pb.BudgetStatus:

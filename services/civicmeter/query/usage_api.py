@@ -16,12 +16,12 @@ from typing import NoReturn, TypeVar
 
 import grpc
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
 
 from civicmeter.core.money import to_money
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.deadline import read_within_deadline
 from civicmeter.query.focus import SUBSCRIPTION, focus_lines
 from civicmeter.query.usage import (
     DIMENSIONS,
@@ -214,16 +214,7 @@ class UsageApi:
         context: grpc.aio.ServicerContext,
         fn: Callable[[Client, float | None], T],
     ) -> T:
-        remaining = context.time_remaining()
-        try:
-            return await self._storage.run(lambda client: fn(client, remaining))
-        except DatabaseError as exc:
-            if "TIMEOUT_EXCEEDED" not in str(exc):
-                raise
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
-            )
-            raise
+        return await read_within_deadline(self._storage, context, fn)
 
 
 def _page(query: UsageQuery, client: Client, max_seconds: float | None) -> UsagePage:
