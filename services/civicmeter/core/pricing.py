@@ -483,11 +483,7 @@ def _versions(doc: dict[Any, Any], root: At, default_currency: str) -> list[Pric
     for vi, raw in enumerate(raw_versions):
         at = at_versions.item(raw_versions, vi)
         entry = at.mapping(raw, _VERSION_KEYS)
-        name = entry.get("version")
-        if not isinstance(name, str) or not name:
-            at.key(entry, "version").fail("must be a non-empty string")
-        if name in by_name:
-            at.key(entry, "version").fail(f"{name!r} appears twice")
+        name = _unique_name(entry, "version", at, by_name)
         at_from = at.key(entry, "effective_from")
         effective = _time(entry.get("effective_from"), at_from)
         if versions and effective <= versions[-1].effective_from:
@@ -501,12 +497,9 @@ def _versions(doc: dict[Any, Any], root: At, default_currency: str) -> list[Pric
             if base is None:
                 at.key(entry, "based_on").fail(f"{entry['based_on']!r} is not an earlier version")
             prices = {key: dict(units) for key, units in base.prices.items()}
-        currency = default_currency
-        if "currency" in entry:
-            currency = _currency(entry["currency"], at.key(entry, "currency"))
-        for key, field, price in _price_list(entry, at, currency):
-            prices.setdefault(key, {})[field] = price
-        version = PriceVersion(name, effective, prices)
+        version = PriceVersion(
+            name, effective, _with_own_prices(prices, entry, at, default_currency)
+        )
         by_name[name] = version
         versions.append(version)
     return versions
@@ -523,11 +516,7 @@ def _contracts(doc: dict[Any, Any], root: At, default_currency: str) -> list[Con
     for ci, raw in enumerate(raw_contracts):
         at = at_contracts.item(raw_contracts, ci)
         entry = at.mapping(raw, _CONTRACT_KEYS)
-        name = entry.get("contract")
-        if not isinstance(name, str) or not name:
-            at.key(entry, "contract").fail("must be a non-empty string naming the contract")
-        if any(c.name == name for c, _ in contracts):
-            at.key(entry, "contract").fail(f"{name!r} appears twice")
+        name = _unique_name(entry, "contract", at, {c.name for c, _ in contracts})
         organization = entry.get("organization")
         if not isinstance(organization, str) or not organization:
             at.key(entry, "organization").fail("must be an organisation id, e.g. seoul")
@@ -539,12 +528,7 @@ def _contracts(doc: dict[Any, Any], root: At, default_currency: str) -> list[Con
             until = _time(entry["effective_until"], at_until)
             if until <= start:
                 at_until.fail("must be later than effective_from")
-        currency = default_currency
-        if "currency" in entry:
-            currency = _currency(entry["currency"], at.key(entry, "currency"))
-        prices: PriceTable = {}
-        for key, field, price in _price_list(entry, at, currency):
-            prices.setdefault(key, {})[field] = price
+        prices = _with_own_prices({}, entry, at, default_currency)
         contracts.append((Contract(name, organization, start, until, prices), at_from))
     by_start = sorted(contracts, key=lambda c: (c[0].organization, c[0].effective_from))
     for (earlier, _), (later, at_from) in itertools.pairwise(by_start):
@@ -559,6 +543,27 @@ def _contracts(doc: dict[Any, Any], root: At, default_currency: str) -> list[Con
                 f"{later.organization}: an organisation has one contract at a time"
             )
     return [c for c, _ in contracts]
+
+
+def _unique_name(entry: dict[Any, Any], key: str, at: At, taken: Iterable[str]) -> str:
+    name = entry.get(key)
+    if not isinstance(name, str) or not name:
+        at.key(entry, key).fail("must be a non-empty string")
+    if name in taken:
+        at.key(entry, key).fail(f"{name!r} appears twice")
+    return name
+
+
+def _with_own_prices(
+    prices: PriceTable, entry: dict[Any, Any], at: At, default_currency: str
+) -> PriceTable:
+    """`prices` with the entry's own list laid over them, in the entry's currency."""
+    currency = default_currency
+    if "currency" in entry:
+        currency = _currency(entry["currency"], at.key(entry, "currency"))
+    for key, field, price in _price_list(entry, at, currency):
+        prices.setdefault(key, {})[field] = price
+    return prices
 
 
 def _price_list(entry: dict[Any, Any], at: At, currency: str) -> list[tuple[Key, str, Price]]:
