@@ -88,7 +88,7 @@ class LocalStack:
         commands = {
             "ingest": ["ingest"],
             "processor": ["processor"],
-            "storage": ["serve", "sink", "query", "notifier"],
+            "storage": ["serve", "sink", "query", "notifier", "billing"],
         }
         for name in self.services:
             if name == "processor":

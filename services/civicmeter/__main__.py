@@ -1,6 +1,7 @@
 """The `civicmeter` command: one sub-command per service.
 
 civicmeter ingest | processor | sink | query | notifier | billing | migrate
+civicmeter rerate | reconcile   billing commands over the stored ledger
 civicmeter prices check FILE..  check price catalogs and their FX tables (exit 1 on an error)
 civicmeter serve sink query     several services in one process; required for the
                                 embedded ClickHouse, which one process opens at a time
@@ -129,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     api_key.add_argument(
         "--role", required=True, choices=["finance-reader", "auditor", "security", "admin"]
     )
+    from civicmeter.billing import commands as billing_commands
+
+    billing_commands.register(commands)
     prices = commands.add_parser("prices", help="work with price catalog files")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
     check = prices_commands.add_parser(
@@ -151,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             _run_processor(env, args.log_level)
         elif args.command == "migrate":
             _migrate(env)
+        elif args.command in billing_commands.COMMANDS:
+            raise SystemExit(billing_commands.run(args, env))
         elif args.command == "prices":
             raise SystemExit(_check_prices(args.files))
         elif args.command == "api-key":
