@@ -1,8 +1,11 @@
 """The demo: a year of the 17 Korean governments' generative-AI use through civicmeter.
 
-Starts a real Kafka broker and every service, replays the scenario through ingest over HTTP,
-waits until every event is stored, asks the query service over gRPC for each government's
-spend, and checks it against the reported figures to the won. Exit status 0 only if all match.
+Starts a real Kafka broker and every service, with the scenario's seats as the billing
+service's seat file; replays the scenario's usage through ingest over HTTP, waits until every
+event and every monthly seat charge is stored, asks the query service over gRPC for each
+government's spend and checks it against the reported figures to the won, and shows the seat
+summary of a few governments (seats, idle seats, cost per active user). Exit status 0 only if
+all match.
 
     python -m loadtests.demo [--events N] [--workdir DIR]
 """
@@ -16,14 +19,17 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.billing.seat_ledger import charge_event
+from civicmeter.client import CivicmeterClient
 from civicmeter.core.money import from_money
-from civicmeter.core.pricing import load_catalog
+from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.gateway.emitter import UsageEmitter
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
@@ -35,6 +41,7 @@ from tools.localkafka import KAFKA_VERSION, LocalKafka
 FACTS = REPO.parent / "shared" / "data" / "kr_local_gov_genai_2024.yaml"
 SENDERS = 4
 BATCH = 2_000
+SEAT_GOVERNMENTS = ("seoul", "jeju")  # whose seat summary the demo shows
 
 
 def say(message: str) -> None:
@@ -124,7 +131,8 @@ async def cost_by(
 
 
 async def wait_until_stored(stack: LocalStack, scenario: Scenario, limit_seconds: float) -> float:
-    total = scenario.event_count
+    """Until every usage event and every seat charge the billing service makes is stored."""
+    total = scenario.event_count + scenario.charge_count
     bar = Progress("stored", total)
     while True:
         stack.check_alive()
@@ -182,21 +190,68 @@ def report(
     return all_match
 
 
-async def run_demo(stack: LocalStack, scenario: Scenario) -> tuple[bool, float, float]:
+async def run_demo(
+    stack: LocalStack, scenario: Scenario, catalog: PriceCatalog
+) -> tuple[bool, float, float]:
     say(
         f"[4/6] replaying {scenario.event_count:,} events through ingest "
         f"(HTTP, CloudEvents JSON, {SENDERS} senders, {BATCH:,} per batch)"
     )
     first_sent = time.monotonic()
     send_seconds = await replay(stack, scenario)
-    say("[5/6] waiting until every event is priced and stored")
+    say(
+        f"[5/6] waiting until every event is priced and stored, and the "
+        f"{scenario.charge_count:,} monthly seat charges billing makes from the seat file"
+    )
     stored_at = await wait_until_stored(stack, scenario, limit_seconds=600)
     say("[6/6] spend per government, from the query service (gRPC GetCostBreakdown)")
     by_org = await cost_by(stack, scenario, query_pb.COST_DIMENSION_ORGANIZATION)
     by_service = await cost_by(stack, scenario, query_pb.COST_DIMENSION_SERVICE)
     matched = report(scenario, by_org, by_service)
+    matched &= await seat_summary(stack, scenario, catalog)
     await alert_summary(stack)
     return matched, send_seconds, stored_at - first_sent
+
+
+async def seat_summary(stack: LocalStack, scenario: Scenario, catalog: PriceCatalog) -> bool:
+    """The last month's seats of a few governments, from SeatService.GetSeatSummary, checked
+    against the scenario's seats and the catalog's fees."""
+    month = (scenario.period_end - timedelta(days=1)).date().replace(day=1)
+    say(
+        f"\n      seats in {month:%B %Y} (SeatService.GetSeatSummary; idle: no use of the "
+        "service in the last 30 days of the month)"
+    )
+    say(
+        f"      {'':<11} {'service':<14} {'seats':>6} {'idle':>5} {'seat fees (KRW)':>16} "
+        f"{'active users':>13} {'KRW per active user':>20}"
+    )
+    all_match = True
+    async with CivicmeterClient(stack.query_target) as api:
+        for gov in (g for g in scenario.governments if g.id in SEAT_GOVERNMENTS):
+            summary = await api.seat_summary(month, "service", organization_id=gov.id)
+            last = month.replace(day=28)  # any day of the month: seats are held whole months
+            held = [s for s in gov.seats if s.active_on(month) or s.active_on(last)]
+            fees = sum((catalog.rate(charge_event(s, month)).cost_krw for s in held), Decimal(0))
+            total = summary.total
+            match = total.seats == len(held) and total.seat_cost_krw == fees
+            all_match &= match
+            name = gov.name
+            for line in [*summary.lines, total]:
+                if not line.seats:
+                    continue  # metered API services: no seats
+                per_user = line.cost_per_active_user_krw
+                say(
+                    f"      {name:<11} {line.key or 'total':<14} {line.seats:>6,} "
+                    f"{line.idle_seats:>5,} {line.seat_cost_krw:>16,.0f} {line.active_users:>13,} "
+                    f"{'-' if per_user is None else f'{per_user:,.0f}':>20}"
+                    + (f" {'✓' if match else '✗'}" if line is total else "")
+                )
+                name = ""
+    say(
+        "      (✓: the seats and seat fees billing charged match the scenario's seat file and the "
+        "catalog; cost per active user counts seat fees and metered use)"
+    )
+    return all_match
 
 
 async def alert_summary(stack: LocalStack) -> None:
@@ -251,21 +306,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     with LocalKafka(args.workdir / "kafka") as kafka:
         say(f"      ready at {kafka.bootstrap_servers} in {time.monotonic() - t:.1f} s")
         t = time.monotonic()
-        say("[2/6] starting ingest, processor, and sink+query on embedded ClickHouse (chDB)")
-        # The scenario is history (2024): let events up to ten years old through.
-        env = {"CIVICMETER_MAX_EVENT_AGE_DAYS": "3650", "CIVICMETER_LOG_LEVEL": "WARNING"}
+        scenario = build_scenario(load_facts(args.facts), catalog, events=args.events)
+        check = expected_totals(scenario, catalog)
+        assert all(check[g.id] == g.spend_krw for g in scenario.governments)
+        seats_file = args.workdir / "seats.csv"
+        seats = scenario.write_seats(seats_file)
+        say(
+            f"[2/6] scenario: {scenario.event_count:,} usage events and {seats:,} seats "
+            f"({scenario.charge_count:,} seat-months), {scenario.period_start:%Y-%m-%d} to "
+            f"{scenario.period_end:%Y-%m-%d}, built in {time.monotonic() - t:.1f} s; "
+            f"seat file {seats_file}"
+        )
+        t = time.monotonic()
+        say(
+            "[3/6] starting ingest, processor, and sink+query+notifier+billing on embedded "
+            "ClickHouse (chDB)"
+        )
+        env = {
+            # The scenario is history (2024): let events up to ten years old through.
+            "CIVICMETER_MAX_EVENT_AGE_DAYS": "3650",
+            "CIVICMETER_LOG_LEVEL": "WARNING",
+            # billing charges the seats in its first round, as it starts.
+            "CIVICMETER_SEATS_FILE": str(seats_file),
+        }
         with LocalStack(kafka.bootstrap_servers, args.workdir, extra_env=env) as stack:
             say(f"      ready in {time.monotonic() - t:.1f} s (logs in {args.workdir}/logs)")
-            t = time.monotonic()
-            scenario = build_scenario(load_facts(args.facts), catalog, events=args.events)
-            check = expected_totals(scenario, catalog)
-            assert all(check[g.id] == g.spend_krw for g in scenario.governments)
-            say(
-                f"[3/6] scenario: {scenario.event_count:,} events, "
-                f"{scenario.period_start:%Y-%m-%d} to {scenario.period_end:%Y-%m-%d}, "
-                f"built in {time.monotonic() - t:.1f} s"
-            )
-            ok, send_seconds, end_to_end = asyncio.run(run_demo(stack, scenario))
+            ok, send_seconds, end_to_end = asyncio.run(run_demo(stack, scenario, catalog))
             count = scenario.event_count
             say(
                 f"\nthroughput: {count:,} events sent in {send_seconds:.1f} s "

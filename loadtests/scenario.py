@@ -5,12 +5,16 @@ events, priced by the catalog, add up to its reported spend to the won. Spend th
 reported is the reported total less the reported figures, spread over the other governments
 by population; users that were not reported share the reported total of users the same way.
 
-Spend is subscription fees, so most of it is seat-months; staff use under a seat is metered
-at no extra charge; a few percent is metered API use, whose last events top up the exact sum.
+Spend is subscription fees, so most of it is seats: seat assignment records (written to a seat
+file for the billing service, which charges each seat a month's fee for every month it is held);
+staff use under a seat is metered at no extra charge; a few percent is metered API use, whose
+last events top up the exact sum. Some holders stop using their seat months before it ends:
+the idle seats a seat report should find.
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import random
 from collections.abc import Iterator
@@ -22,7 +26,10 @@ from typing import Any
 
 import yaml
 
+from civicmeter.billing.seat_file import COLUMNS as SEAT_COLUMNS
+from civicmeter.billing.seat_ledger import charge_event, months_charged
 from civicmeter.core.pricing import PriceCatalog
+from civicmeter.core.seat_store import Seat
 from civicmeter.gateway.identity import pseudonymise_user
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
@@ -82,18 +89,20 @@ class Service:
     provider: str
     operation: str
     weight: float  # share of seat spend relative to ChatGPT's 1.0
+    plan: str  # the subscription plan the seats are on
 
 
 SERVICES = {
-    "chatgpt": Service("chatgpt", "openai", "chat", 1.0),
-    "claude": Service("claude", "anthropic", "chat", 0.35),
-    "midjourney": Service("midjourney", "midjourney", "image_generation", 0.25),
-    "gamma": Service("gamma", "gamma", "presentation", 0.12),
-    "suno": Service("suno", "suno", "music_generation", 0.06),
-    "perplexity": Service("perplexity", "perplexity", "search", 0.15),
-    "clova-dubbing": Service("clova-dubbing", "naver", "speech_synthesis", 0.08),
-    "bluedot": Service("bluedot", "bluedot", "video_generation", 0.05),
+    "chatgpt": Service("chatgpt", "openai", "chat", 1.0, "team"),
+    "claude": Service("claude", "anthropic", "chat", 0.35, "team"),
+    "midjourney": Service("midjourney", "midjourney", "image_generation", 0.25, "pro"),
+    "gamma": Service("gamma", "gamma", "presentation", 0.12, "pro"),
+    "suno": Service("suno", "suno", "music_generation", 0.06, "pro"),
+    "perplexity": Service("perplexity", "perplexity", "search", 0.15, "enterprise-pro"),
+    "clova-dubbing": Service("clova-dubbing", "naver", "speech_synthesis", 0.08, "pro"),
+    "bluedot": Service("bluedot", "bluedot", "video_generation", 0.05, "pro"),
 }
+IDLE_SHARE = 0.15  # of seats whose holder stops using the service before the seat ends
 # (provider, service, model, share of API calls)
 API_MODELS = (
     ("openai", "openai-api", "gpt-4o", 0.55),
@@ -113,7 +122,8 @@ class Government:
     users: int
     reported_users: bool
     services: tuple[str, ...]
-    events: list[pb.UsageEvent] = field(default_factory=list)
+    events: list[pb.UsageEvent] = field(default_factory=list)  # metered use, through ingest
+    seats: list[Seat] = field(default_factory=list)  # charged by the billing service
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,31 @@ class Scenario:
 
     @property
     def event_count(self) -> int:
+        """The usage events sent through ingest."""
         return sum(len(g.events) for g in self.governments)
+
+    def charges(self, government: Government) -> Iterator[pb.UsageEvent]:
+        """The monthly seat charges the billing service makes for a government's seats."""
+        return _charges(government, self.period_end)
+
+    @property
+    def charge_count(self) -> int:
+        return sum(1 for g in self.governments for _ in self.charges(g))
+
+    def write_seats(self, path: Path) -> int:
+        """Every government's seats as a seat file (CSV); returns the number of seats."""
+        count = 0
+        with path.open("w", encoding="utf-8", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(SEAT_COLUMNS)
+            for gov in self.governments:
+                for seat in gov.seats:
+                    end = seat.end.isoformat() if seat.end else ""
+                    writer.writerow([seat.seat_id, seat.organization_id, seat.department_id,
+                                     seat.user_id, seat.provider_name, seat.service_id, seat.plan,
+                                     seat.start.isoformat(), end])  # fmt: skip
+                    count += 1
+        return count
 
     def events(self) -> Iterator[pb.UsageEvent]:
         """All events, governments interleaved as gateways would send them."""
@@ -269,51 +303,49 @@ def _generate(
     rng: random.Random,
 ) -> None:
     dept_of = {u: DEPARTMENTS[u % len(DEPARTMENTS)] for u in range(gov.users)}
-    # 1. Seat-months: about 96% of spend, split across the services by weight.
+    # 1. Seats: about 96% of spend, split across the services by weight. A service's seat-months
+    # are whole-period seats, plus one that ends early for the months left over.
     seat_budget = Decimal(gov.spend_krw) * Decimal("0.96")
     weights = {s: SERVICES[s].weight for s in gov.services}
     weight_sum = sum(weights.values())
-    seat_holders: dict[str, list[int]] = {}
-    spent = Decimal(0)
+    in_use: dict[str, list[tuple[int, datetime, datetime]]] = {}  # (holder, from, until)
     for service_id in gov.services:
         svc = SERVICES[service_id]
-        price = _unit_price(catalog, svc.provider, svc.id, "", "seat_months", start)
-        seats = int(seat_budget * Decimal(weights[service_id] / weight_sum) / price)
-        holders = sorted(
-            rng.sample(range(gov.users), min(gov.users, max(1, seats // len(months) + 1)))
-        )
-        seat_holders[service_id] = holders
-        for n in range(seats):
-            month = months[n % len(months)]
-            user = holders[(n // len(months)) % len(holders)]
-            when = month + timedelta(hours=9, minutes=n % 60)
-            gov.events.append(
-                _event(
-                    gov,
-                    user,
-                    dept_of[user],
-                    when,
-                    svc.id,
-                    svc.provider,
-                    "subscription",
-                    "",
-                    f"seat/{service_id}/{n}",
-                    pb.Usage(seat_months=1),
-                )
-            )
-            spent += price
-    # 2. Staff use under the seats: metered, included in the fee.
+        price = _unit_price(catalog, svc.provider, svc.id, svc.plan, "seat_months", start)
+        seat_months = int(seat_budget * Decimal(weights[service_id] / weight_sum) / price)
+        whole, left_over = divmod(seat_months, len(months))
+        count = whole + (1 if left_over else 0)
+        if count > gov.users:
+            raise ValueError(f"{gov.id}: {count} {service_id} seats for {gov.users} users")
+        holders = rng.sample(range(gov.users), count)
+        in_use[service_id] = []
+        for n, holder in enumerate(sorted(holders)):
+            last_month = months[-1] if n < whole else months[left_over - 1]
+            ends = (last_month + timedelta(days=32)).replace(day=1)  # exclusive
+            seat = Seat(gov.id, f"{service_id}-{n + 1:04d}", dept_of[holder],
+                        user_id(gov.id, holder), svc.provider, svc.id, svc.plan, start.date(),
+                        (ends - timedelta(days=1)).date())  # fmt: skip
+            gov.seats.append(seat)
+            # Some holders stop using their seat one to six months before it ends.
+            until = ends
+            if rng.random() < IDLE_SHARE:
+                until = ends - timedelta(days=rng.randint(31, 183))
+            if until > start + timedelta(days=14):
+                in_use[service_id].append((holder, start, until))
+    spent = sum((catalog.rate(charge).cost_krw for charge in _charges(gov, end)), Decimal(0))
+    # 2. Staff use under the seats, while the holders use them: metered, included in the fee.
     api_calls = max(20, budget // 12)
+    used = [s for s in gov.services if in_use[s]]
     for n in range(max(0, budget - api_calls)):
-        service_id = rng.choices(gov.services, weights=[weights[s] for s in gov.services])[0]
+        service_id = rng.choices(used, weights=[weights[s] for s in used])[0]
         svc = SERVICES[service_id]
-        user = rng.choice(seat_holders[service_id])
+        holder, since, until = rng.choice(in_use[service_id])
         gov.events.append(
             _event(
                 gov,
-                user,
-                dept_of[user],
-                _working_time(rng, start, end),
+                holder,
+                dept_of[holder],
+                _working_time(rng, since, until),
                 svc.id,
                 svc.provider,
                 svc.operation,
@@ -372,6 +404,14 @@ def _generate(
     rng.shuffle(gov.events)
 
 
+def _charges(gov: Government, end: datetime) -> Iterator[pb.UsageEvent]:
+    """The seat charges of the period ending (exclusive) at `end`, as the ledger makes them."""
+    last_day = (end - timedelta(days=1)).date()
+    for seat in gov.seats:
+        for month in months_charged(seat, last_day):
+            yield charge_event(seat, month)
+
+
 def _unit_price(
     catalog: PriceCatalog, provider: str, service: str, model: str, unit: str, when: datetime
 ) -> Decimal:
@@ -420,8 +460,9 @@ def _api_usage(
 
 
 def expected_totals(scenario: Scenario, catalog: PriceCatalog) -> dict[str, Decimal]:
-    """Each government's spend as the catalog prices its events (the generator's own check)."""
+    """Each government's spend as the catalog prices its usage events and its seat charges
+    (the generator's own check)."""
     return {
-        g.id: sum((catalog.rate(e).cost_krw for e in g.events), Decimal(0))
+        g.id: sum((catalog.rate(e).cost_krw for e in (*g.events, *scenario.charges(g))), Decimal(0))
         for g in scenario.governments
     }

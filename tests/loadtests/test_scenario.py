@@ -1,8 +1,12 @@
+from collections import Counter
+from datetime import UTC, date
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from civicmeter.billing.seat_file import load_seats
+from civicmeter.billing.seat_ledger import SEOUL, months_charged
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from loadtests.scenario import Scenario, build_scenario, expected_totals, load_facts
 
@@ -45,6 +49,50 @@ def test_the_catalog_prices_every_government_to_its_spend_exactly(
     assert {g.id: totals[g.id] for g in scenario.governments} == {
         g.id: Decimal(g.spend_krw) for g in scenario.governments
     }
+
+
+def test_seat_fees_are_most_of_the_spend_and_metered_use_the_rest(
+    scenario: Scenario, catalog: PriceCatalog
+) -> None:
+    for gov in scenario.governments:
+        fees = sum((catalog.rate(c).cost_krw for c in scenario.charges(gov)), Decimal(0))
+        assert Decimal("0.90") * gov.spend_krw < fees <= Decimal("0.96") * gov.spend_krw, gov.id
+        assert not any(e.operation_name == "subscription" for e in gov.events), gov.id
+
+
+def test_the_seat_file_holds_every_seat_and_billing_accepts_it(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    path = tmp_path / "seats.csv"
+    assert scenario.write_seats(path) == sum(len(g.seats) for g in scenario.governments)
+    assert load_seats(path) == [seat for g in scenario.governments for seat in g.seats]
+
+
+def test_seat_months_per_service_spread_evenly_over_the_period(scenario: Scenario) -> None:
+    """Each month of the period has the same seats of a service, give or take one, as the
+    reported year of subscriptions would."""
+    last_day = date(2025, 1, 31)
+    for gov in scenario.governments:
+        per_month = Counter(
+            (seat.service_id, month)
+            for seat in gov.seats
+            for month in months_charged(seat, last_day)
+        )
+        for service in gov.services:
+            counts = [n for (s, _), n in per_month.items() if s == service]
+            assert len(counts) == 13, (gov.id, service)
+            assert max(counts) - min(counts) <= 1, (gov.id, service)
+
+
+def test_usage_under_a_seat_falls_while_its_holder_has_it(scenario: Scenario) -> None:
+    for gov in scenario.governments:
+        held = {(s.user_id, s.service_id): s for s in gov.seats}
+        for event in gov.events:
+            seat = held.get((event.user_id, event.service_id))
+            if event.service_id in gov.services:
+                assert seat is not None, event.event_id
+                day = event.event_time.ToDatetime(tzinfo=UTC).astimezone(SEOUL).date()
+                assert seat.start <= day and (seat.end is None or day <= seat.end)
 
 
 def test_event_ids_are_unique_and_the_interleaving_keeps_every_event(scenario: Scenario) -> None:
