@@ -421,13 +421,14 @@ def test_an_engine_can_run_a_subset_of_the_detectors(policies: PolicySet) -> Non
 
 def test_redelivered_events_are_skipped_and_never_counted_twice(policies: PolicySet) -> None:
     engine = DetectionEngine(policies, fold_repeats=False)  # every occurrence comes out
-    personal = {"account_kind": pb.ACCOUNT_KIND_PERSONAL}
-    first = [use("2024-09-02T10:00", **personal), use("2024-09-02T10:01", **personal)]
+    personal = pb.ACCOUNT_KIND_PERSONAL
+    first = [use(f"2024-09-02T10:0{m}", account_kind=personal) for m in (0, 1)]
     assert types(run(engine, first)) == ["personal_account"] * 2
     # A consumer restart redelivers the batch: were it seen again, it would alert again.
     assert run(engine, first + first) == []
     assert engine.repeats == 4
-    assert types(run(engine, [use("2024-09-02T10:02", **personal)])) == ["personal_account"]
+    later = use("2024-09-02T10:02", account_kind=personal)
+    assert types(run(engine, [later])) == ["personal_account"]
 
 
 def test_redelivery_does_not_inflate_baselines(policies: PolicySet) -> None:
