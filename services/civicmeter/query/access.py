@@ -17,8 +17,8 @@ import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, NamedTuple
 
 import grpc
 from clickhouse_connect.driver.client import Client
@@ -47,6 +47,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
         {"finance-reader", "auditor", "admin"}),
 }  # fmt: skip
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+ADMIN_ONLY = frozenset({"admin"})  # methods without an entry
 AUDIT_COLUMNS = ("call_time", "key_id", "principal_organization", "role", "method",
                  "organization_id", "status", "duration_ms", "peer")  # fmt: skip
 
@@ -85,8 +86,7 @@ async def abort_if_foreign(context: grpc.aio.ServicerContext, requested: str) ->
         raise AssertionError("unreachable") from None
 
 
-@dataclass(frozen=True)
-class AuditEntry:
+class AuditEntry(NamedTuple):
     call_ms: int
     principal: Principal
     method: str
@@ -136,6 +136,9 @@ class AuditLog:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._flush_seconds)
             await self.flush()
+
+
+UNAUTHENTICATED = Principal("unauthenticated", "", "")
 
 
 def _certificate_name(context: grpc.aio.ServicerContext) -> str:
@@ -188,12 +191,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         principal = OPEN_ACCESS if self._keys is None else self._keys.authenticate(_bearer(details))
-        allowed = METHOD_ROLES.get(method, frozenset({"admin"}))
+        allowed = METHOD_ROLES.get(method, ADMIN_ONLY)
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with self._admitted(principal, allowed, method, context):
+                async with _Admission(self, principal, allowed, method, context):
                     return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -205,7 +208,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async with self._admitted(principal, allowed, method, context):
+                async with _Admission(self, principal, allowed, method, context):
                     async for response in inner_stream(request, context):
                         yield response
 
@@ -243,28 +246,6 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return principal
 
-    @contextlib.asynccontextmanager
-    async def _admitted(
-        self,
-        principal: Principal | None,
-        allowed: frozenset[str],
-        method: str,
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[None]:
-        """Admit the call (or abort it), make its principal current, and audit it at the end."""
-        started, scoped = time.monotonic(), _scoped.set([])
-        caller = principal
-        try:
-            caller = await self._admit(principal, allowed, context)
-            token = _principal.set(caller)
-            try:
-                yield
-            finally:
-                _principal.reset(token)
-        finally:
-            self._note(caller, method, context, started)
-            _scoped.reset(scoped)
-
     def _note(
         self,
         principal: Principal | None,
@@ -280,7 +261,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._audit.record(
             AuditEntry(
                 call_ms=time.time_ns() // 1_000_000,
-                principal=principal or Principal("unauthenticated", "", ""),
+                principal=principal or UNAUTHENTICATED,
                 method=method,
                 organization_id=",".join(sorted(set(scopes))),
                 status=status,
@@ -288,3 +269,50 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 peer=context.peer() or "",
             )
         )
+
+
+class _Admission:
+    """One call's admission: admit it (or abort it), make its principal current, and audit
+    it at the end. A plain class, not a generator context manager: it runs on every call."""
+
+    __slots__ = ("_access", "_allowed", "_context", "_current", "_method", "_principal",
+                 "_scoped", "_started")  # fmt: skip
+
+    def __init__(
+        self,
+        access: AccessInterceptor,
+        principal: Principal | None,
+        allowed: frozenset[str],
+        method: str,
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        self._access = access
+        self._principal = principal
+        self._allowed = allowed
+        self._method = method
+        self._context = context
+
+    async def __aenter__(self) -> None:
+        self._started = time.monotonic()
+        self._scoped = _scoped.set([])
+        try:
+            self._principal = await self._access._admit(
+                self._principal, self._allowed, self._context
+            )
+        except BaseException:
+            self._close()  # a refused call is audited too
+            raise
+        self._current = _principal.set(self._principal)
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _principal.reset(self._current)
+        self._close()
+
+    def _close(self) -> None:
+        self._access._note(self._principal, self._method, self._context, self._started)
+        _scoped.reset(self._scoped)

@@ -19,13 +19,20 @@ from civicmeter.core.money import to_money
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.query import page_token
-from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter, abort_if_foreign
+from civicmeter.query.access import (
+    AccessInterceptor,
+    AuditLog,
+    RateLimiter,
+    TenantError,
+    abort_if_foreign,
+    tenant_scope,
+)
 from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.budget_service import SERVICE_NAME as BUDGET_SERVICE_NAME
 from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.cache import AnswerCache
-from civicmeter.query.cost import CostPage, CostQuery, cost_breakdown
+from civicmeter.query.cost import CostQuery, cost_breakdown
 from civicmeter.query.seat_service import SERVICE_NAME as SEAT_SERVICE_NAME
 from civicmeter.query.seat_service import SeatService
 from civicmeter.query.usage_api import UsageApi
@@ -37,6 +44,8 @@ log = logging.getLogger("civicmeter.query")
 SERVICE_NAME = query_pb.DESCRIPTOR.services_by_name["QueryService"].full_name
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Bound on a background refresh of a cached answer, which no caller's deadline bounds.
+REFRESH_SECONDS = 30.0
 _DIMENSIONS = {
     query_pb.COST_DIMENSION_ORGANIZATION: "organization",
     query_pb.COST_DIMENSION_DEPARTMENT: "department",
@@ -48,7 +57,10 @@ _DIMENSIONS = {
 class QueryService(query_grpc.QueryServiceServicer):
     def __init__(self, storage: Storage, cache_seconds: float = 0.0) -> None:
         self._storage = storage
-        self._cache: AnswerCache[CostQuery, CostPage] = AnswerCache(cache_seconds)
+        # Whole answers, keyed by the caller's tenant scope and the request as sent.
+        self._cache: AnswerCache[tuple[str | None, bytes], query_pb.GetCostBreakdownResponse] = (
+            AnswerCache(cache_seconds)
+        )
         self._usage = UsageApi(storage)
 
     async def QueryUsage(  # noqa: N802 (gRPC method name)
@@ -69,6 +81,17 @@ class QueryService(query_grpc.QueryServiceServicer):
     async def GetCostBreakdown(  # noqa: N802 (gRPC method name)
         self, request: query_pb.GetCostBreakdownRequest, context: grpc.aio.ServicerContext
     ) -> query_pb.GetCostBreakdownResponse:
+        # A question asked again is answered before any parsing. The key holds the caller's
+        # tenant scope, so one organisation's answer never reaches another; a request only
+        # gets into the cache once it passed every check below.
+        try:
+            key = (tenant_scope(request.organization_id), request.SerializeToString())
+        except TenantError:
+            pass  # refused below, after the argument checks, as any foreign request is
+        else:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
         invalid = grpc.StatusCode.INVALID_ARGUMENT
         if not request.HasField("start_time"):
             await context.abort(invalid, "start_time: is required")
@@ -102,7 +125,16 @@ class QueryService(query_grpc.QueryServiceServicer):
             after_key=after,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
-        page = await self._cache.get_or_compute(query, lambda: self._compute(query, context))
+        return await self._cache.get_or_compute(
+            (organization, request.SerializeToString()),
+            lambda: self._answer_within(query, fingerprint, context),
+            lambda: self._answer(query, fingerprint, REFRESH_SECONDS),
+        )
+
+    async def _answer(
+        self, query: CostQuery, fingerprint: str, max_seconds: float | None
+    ) -> query_pb.GetCostBreakdownResponse:
+        page = await self._storage.run(lambda c: cost_breakdown(c, query, max_seconds))
         response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
         for row in page.rows:
             response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
@@ -110,10 +142,12 @@ class QueryService(query_grpc.QueryServiceServicer):
             response.next_page_token = page_token.encode([page.rows[-1].key], fingerprint)
         return response
 
-    async def _compute(self, query: CostQuery, context: grpc.aio.ServicerContext) -> CostPage:
-        remaining = context.time_remaining()
+    async def _answer_within(
+        self, query: CostQuery, fingerprint: str, context: grpc.aio.ServicerContext
+    ) -> query_pb.GetCostBreakdownResponse:
+        """The answer within the call's deadline (DEADLINE_EXCEEDED past it)."""
         try:
-            return await self._storage.run(lambda c: cost_breakdown(c, query, remaining))
+            return await self._answer(query, fingerprint, context.time_remaining())
         except DatabaseError as exc:
             if "TIMEOUT_EXCEEDED" not in str(exc):
                 raise
