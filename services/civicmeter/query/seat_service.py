@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import grpc
-from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
 from google.type import date_pb2
 
 from civicmeter.core.money import to_money
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.deadline import read_within_deadline
 from civicmeter.query.seat_report import (
     DEFAULT_IDLE_DAYS,
     MAX_IDLE_DAYS,
@@ -36,7 +34,6 @@ _DIMENSIONS = {
     seat_pb.SEAT_DIMENSION_SERVICE: "service",
     seat_pb.SEAT_DIMENSION_DEPARTMENT: "department",
 }
-T = TypeVar("T")
 
 
 def _date(day: date) -> date_pb2.Date:
@@ -117,7 +114,9 @@ class SeatService(seat_grpc.SeatServiceServicer):
             after=after,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
-        page = await self._read(context, lambda c, s: list_seats(c, query, s))
+        page = await read_within_deadline(
+            self._storage, context, lambda c, s: list_seats(c, query, s)
+        )
         response = seat_pb.ListSeatsResponse(seats=[_seat(status) for status in page.seats])
         if page.has_more:
             last = page.seats[-1].seat
@@ -155,7 +154,8 @@ class SeatService(seat_grpc.SeatServiceServicer):
             except (page_token.PageTokenError, ValueError) as exc:
                 await context.abort(invalid, f"page_token: {exc}")
         today = self._today()
-        summary = await self._read(
+        summary = await read_within_deadline(
+            self._storage,
             context,
             lambda c, s: seat_summary(c, organization, month, str(dimension), idle_days, today, s),
         )
@@ -167,23 +167,6 @@ class SeatService(seat_grpc.SeatServiceServicer):
         if len(lines) > size:
             response.next_page_token = page_token.encode([lines[size - 1].key], fingerprint)
         return response
-
-    async def _read(
-        self,
-        context: grpc.aio.ServicerContext,
-        read: Callable[[Client, float | None], T],
-    ) -> T:
-        """Run `read` on the storage within the caller's deadline."""
-        remaining = context.time_remaining()
-        try:
-            return await self._storage.run(lambda client: read(client, remaining))
-        except DatabaseError as exc:
-            if "TIMEOUT_EXCEEDED" not in str(exc):
-                raise
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
-            )
-            raise  # abort raises; this keeps the type checker informed
 
 
 async def _check_sizes(context: grpc.aio.ServicerContext, page_size: int, idle_days: int) -> None:
