@@ -22,6 +22,7 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
 
 SEOUL = ZoneInfo("Asia/Seoul")
+UNKNOWN_DIMENSION = query_pb.Dimension.ValueType(99)
 OCT = datetime(2026, 10, 1, tzinfo=SEOUL)
 NOV = datetime(2026, 11, 1, tzinfo=SEOUL)
 DEC = datetime(2026, 12, 1, tzinfo=SEOUL)
@@ -177,7 +178,7 @@ async def test_the_focus_export_covers_every_won_once(stub: query_grpc.QueryServ
     [
         (query_pb.QueryUsageRequest(), "start_time"),
         (ranged(query_pb.QueryUsageRequest(), NOV, OCT), "end_time"),
-        (ranged(query_pb.QueryUsageRequest(group_by=[query_pb.Dimension.ValueType(99)]), OCT, NOV), "group_by[0]"),
+        (ranged(query_pb.QueryUsageRequest(group_by=[UNKNOWN_DIMENSION]), OCT, NOV), "group_by[0]"),
         (ranged(query_pb.QueryUsageRequest(time_zone="Mars/Base"), OCT, NOV), "time_zone"),
         (ranged(query_pb.QueryUsageRequest(page_token="junk"), OCT, NOV), "page_token"),
         (ranged(query_pb.QueryUsageRequest(page_size=5000), OCT, NOV), "page_size"),
