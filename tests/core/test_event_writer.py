@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from civicmeter.billing.reconcile import reconcile
+from civicmeter.core.event_writer import write_events
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
-from civicmeter.sink.writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import NOW, catalog, event, seoul_months_around
 
