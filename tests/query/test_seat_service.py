@@ -1,5 +1,5 @@
 """SeatService over a real gRPC channel with API keys, on seats, charges and usage stored in the
-embedded ClickHouse by the seat ledger and the sink's writer."""
+embedded ClickHouse by the seat ledger and the event writer."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ event_id `seat:{seat_id}:{YYYY-MM}`, the seat's organisation, department, user, 
 service, the plan as request_model, operation "subscription", one seat_months, at 00:00
 Asia/Seoul on the first day of the month or the seat's start, whichever is later. The fee is a
 whole month whatever day the seat starts or ends (no proration), rated by the catalog in force
-at that moment. Charges go through the sink's idempotent writer and are then recorded in
+at that moment. Charges go through the idempotent event writer and are then recorded in
 seat_charges, so a round may repeat, or die half-way, without charging anything twice.
 
 A charge, once written, stands: shortening or removing a seat stops further charges but does

@@ -27,7 +27,7 @@ ORDER BY (organization_id, seat_id);
 -- seat:{seat_id}:{YYYY-MM}), one row per seat and Asia/Seoul month: how the ledger knows what it
 -- has charged, whatever later edits to the seat, and each seat's fee for a month. A charge is
 -- written to usage_events first and recorded here after, so a crash in between only makes the
--- next round write it again, which the sink's writer recognises as stored.
+-- next round write it again, which the event writer recognises as stored.
 CREATE TABLE IF NOT EXISTS seat_charges
 (
     organization_id LowCardinality(String),
