@@ -3,12 +3,16 @@
 Seeds an embedded ClickHouse with a year of usage for the 17 governments and starts the query
 service in its own process (API keys, per-key rate limiting and the audit log all on; the rate
 limit set high enough not to refuse). Each call asks a 12-month cost breakdown by department of
-one of the 17 organisations, in turn. Three ways of answering:
+one of the 17 organisations (fiscal year 2025 in Seoul time, which the monthly rollup
+answers), in turn. Three ways of answering:
 
 - cache hits: answers kept 60 s, so after a first call per organisation every call is a hit:
   the cost of the API itself (gRPC, authentication, role, rate limit, tenant scope, audit);
 - 1 s answers: the dashboard case, hits plus a recomputation of each answer every second;
-- uncached: every call reaches ClickHouse's rollups.
+- uncached: every call reaches ClickHouse's rollups;
+
+and, for scale, the floor: a bare grpc.aio server answering every call with the same bytes,
+no access checks, no protobuf work: what the transport alone costs on this machine.
 
 Two load generators, each a separate process with many calls in flight on one connection:
 ghz (Go; installed with `go install` into the project's tool cache on first use, skipped
@@ -17,17 +21,19 @@ cores the load generator takes CPU from the server, so the figure that travels i
 server core: calls / server CPU seconds. Writes loadtests/API_RESULTS.md.
 
     python -m loadtests.api_bench [--seconds 15] [--concurrency 32] [--load ghz,python]
-                                  [--answers hits,1s,uncached] [--rows 500000]
+                                  [--answers floor,hits,1s,uncached] [--rows 500000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import platform
+import queue
 import random
 import resource
 import shutil
@@ -41,16 +47,19 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import grpc
 from google.protobuf import json_format
 
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.event_writer import COLUMNS
+from civicmeter.core.grpc_server import new_server
+from civicmeter.core.money import to_money
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.storage import connect, migrate
 from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.sink.writer import COLUMNS
 from loadtests import measure
 from loadtests.scenario import DEPARTMENTS, governments_of, load_facts
 from loadtests.stack import REPO, LocalStack, free_port
@@ -60,11 +69,15 @@ RESULTS = REPO / "loadtests" / "API_RESULTS.md"
 TOKEN = "cmk_api_bench_admin"
 METHOD = "/civicmeter.query.v1.QueryService/GetCostBreakdown"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
-YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
-YEAR_END = datetime(2026, 1, 1, tzinfo=UTC)
+# The governments' fiscal year 2025, in Seoul time: the months of the monthly rollups.
+SEOUL = ZoneInfo("Asia/Seoul")
+YEAR_START = datetime(2025, 1, 1, tzinfo=SEOUL)
+YEAR_END = datetime(2026, 1, 1, tzinfo=SEOUL)
 GHZ_VERSION = "v0.93.0"
-# label, CIVICMETER_QUERY_CACHE_SECONDS
-ANSWERS = {
+NOTES = "## Notes"
+# label, CIVICMETER_QUERY_CACHE_SECONDS (None: the floor server, not the query service)
+ANSWERS: dict[str, tuple[str, str | None]] = {
+    "floor": ("gRPC floor: a fixed answer, no API", None),
     "hits": ("cache hits (answers kept 60 s)", "60"),
     "1s": ("cached (1 s answers)", "1"),
     "uncached": ("uncached", "0"),
@@ -202,8 +215,13 @@ def python_load(
     ]
     for proc in procs:
         proc.start()
-    for _ in procs:
-        ready.get(timeout=120)
+    waiting, deadline = len(procs), time.monotonic() + 120
+    while waiting:
+        if any(proc.exitcode is not None for proc in procs) or time.monotonic() > deadline:
+            raise RuntimeError("a load generator process failed to start")
+        with contextlib.suppress(queue.Empty):
+            ready.get(timeout=0.5)
+            waiting -= 1
     before, began = measure.sample_process(server_pid), time.monotonic()
     start.set()
     time.sleep(seconds)
@@ -322,14 +340,19 @@ def ghz_load(
 
 
 def start_server(
-    workdir: Path, keys: Path, cache_seconds: str
+    workdir: Path, keys: Path, cache_seconds: str | None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "CLICKHOUSE_PATH": str(workdir / "chdb"),
            "CIVICMETER_QUERY_GRPC_PORT": str(port), "CIVICMETER_API_KEYS_FILE": str(keys),
            "CIVICMETER_QUERY_RATE_PER_KEY": "1000000", "CIVICMETER_LOG_LEVEL": "WARNING",
-           "CIVICMETER_QUERY_CACHE_SECONDS": cache_seconds}  # fmt: skip
-    server = subprocess.Popen([sys.executable, "-m", "civicmeter", "query"], env=env, cwd=REPO)
+           "CIVICMETER_QUERY_CACHE_SECONDS": cache_seconds or "0"}  # fmt: skip
+    command = (
+        ["-m", "civicmeter", "query"]
+        if cache_seconds is not None
+        else ["-m", "loadtests.api_bench", "--floor-port", str(port)]
+    )
+    server = subprocess.Popen([sys.executable, *command], env=env, cwd=REPO)
     target = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while not LocalStack._grpc_serving(target):
@@ -338,6 +361,30 @@ def start_server(
             raise RuntimeError("the query service did not start")
         time.sleep(0.2)
     return server, target
+
+
+def serve_floor(port: int) -> None:
+    """grpc.aio and nothing of the API: every call gets the same prepared answer."""
+    response = query_pb.GetCostBreakdownResponse(total_cost=to_money(Decimal("123456.789")))
+    for n, department in enumerate(DEPARTMENTS):
+        response.lines.add(key=department, cost=to_money(Decimal(n * 1000)), event_count=n)
+    answer = response.SerializeToString()
+
+    async def prepared(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return answer
+
+    async def run() -> None:
+        floor = new_server([], reflection_enabled=False)  # health checks, to know it is up
+        handler = grpc.unary_unary_rpc_method_handler(prepared)
+        service, method = METHOD[1:].split("/")
+        floor.server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(service, {method: handler})]
+        )
+        floor.server.add_insecure_port(f"127.0.0.1:{port}")
+        await floor.start()
+        await floor.server.wait_for_termination()
+
+    asyncio.run(run())
 
 
 def warm_up(target: str, requests: list[query_pb.GetCostBreakdownRequest]) -> None:
@@ -356,10 +403,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight")
     parser.add_argument("--load", default="ghz,python", help="load generators, in order")
     parser.add_argument("--python-processes", type=int, default=1)
-    parser.add_argument("--answers", default="hits,1s,uncached", help=", ".join(ANSWERS))
+    parser.add_argument("--answers", default=",".join(ANSWERS), help=", ".join(ANSWERS))
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--workdir", type=Path, default=REPO / ".civicmeter" / "api-bench")
+    parser.add_argument("--floor-port", type=int, help=argparse.SUPPRESS)  # the floor server
     args = parser.parse_args(argv)
+    if args.floor_port:
+        serve_floor(args.floor_port)
+        return 0
     loads = [name.strip() for name in args.load.split(",") if name.strip()]
     answers = [name.strip() for name in args.answers.split(",") if name.strip()]
     unknown = sorted(set(loads) - {"ghz", "python"}) + sorted(set(answers) - set(ANSWERS))
@@ -401,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server.wait(30)
             results.append((label, load, run))
             print("  " + _row(label, load, args.concurrency, run), flush=True)
-    text = report(args, began, results)
+    text = report(args, began, results) + kept_notes(RESULTS)
     RESULTS.write_text(text, encoding="utf-8")
     print(text)
     return 0
@@ -429,7 +480,8 @@ def report(args: argparse.Namespace, began: datetime, results: list[tuple[str, s
         f"{platform.python_version()}, grpcio {grpc.__version__}, embedded ClickHouse (chDB); "
         f"load average {os.getloadavg()[0]:.1f} when it ended. {args.rows:,} usage rows of "
         "2025 for the 17 governments; each call asks a 12-month cost breakdown by department "
-        "of one of them, in turn, with an API key; rate limiting and the audit log are on. "
+        "of one of them (fiscal year 2025 in Seoul time: the monthly rollup), in turn, with "
+        "an API key; rate limiting and the audit log are on. "
         "The load generator shares the cores with the server, so compare calls per server "
         "core (calls / server CPU seconds), not calls/s.",
         "",
@@ -439,6 +491,13 @@ def report(args: argparse.Namespace, began: datetime, results: list[tuple[str, s
         *(_row(label, load, args.concurrency, run) for label, load, run in results),
     ]
     return "\n".join(lines) + "\n"
+
+
+def kept_notes(results: Path) -> str:
+    """The hand-written part of the results file (from its `## Notes` on): runs keep it."""
+    text = results.read_text(encoding="utf-8") if results.exists() else ""
+    start = text.find(NOTES)
+    return "" if start < 0 else "\n" + text[start:]
 
 
 def _cpu_model() -> str:

@@ -6,10 +6,10 @@ organisation's answer. Concurrent askers of a question not yet answered wait for
 computation instead of each starting their own (no thundering herd when an answer expires).
 
 An answer given with a `refresh` function is recomputed in the background shortly before it
-expires, if it is asked for then: a question asked all the time never waits for ClickHouse,
-and no answer is served older than the time to live. The lead is twice the time the last
-computation took (within a tenth and a half of the time to live), so answers that queue
-behind each other for the one storage client start early enough.
+expires, if it is asked for then: a question asked all the time rarely waits for ClickHouse,
+and no answer is served older than the time to live. The refresh starts as long before expiry
+as the last computation took (at least a tenth, at most a quarter of the time to live): enough
+for it to finish in time, without recomputing much more often than the time to live.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class AnswerCache(Generic[K, V]):
         if self.ttl <= 0:
             return
         now = self._clock()
-        lead = min(self.ttl / 2, max(self.ttl / 10, 2 * took_seconds))
+        lead = min(self.ttl / 4, max(self.ttl / 10, took_seconds))
         self._entries[key] = _Entry(now + self.ttl, now + self.ttl - lead, value, refresh)
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
