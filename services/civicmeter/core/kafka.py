@@ -7,13 +7,17 @@ one partition.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import itertools
 import ssl
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from civicmeter.core.config import KafkaSettings
 
@@ -56,6 +60,47 @@ def make_producer(
         compression_type=compression if compression not in (None, "", "none") else None,
         max_request_size=8 * 1_048_576,
     )
+
+
+_round_robin = itertools.count()
+
+
+async def send_batched(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> list[asyncio.Future[Any]]:
+    """Send (key, value) records as whole batches, one per partition, rather than one by one.
+
+    `producer.send` costs a partition lookup, a future and a queue operation per record, which
+    at tens of thousands of records a second is most of a producer's time. The records land on
+    the partitions aiokafka's default partitioner would choose (murmur2 of the key), so keyed
+    order is the same either way; keyless ones spread round-robin. The returned futures
+    resolve when Kafka has acknowledged each batch.
+    """
+    partitions = sorted(await producer.partitions_for(topic))
+    open_batches: dict[int, Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    header_list = list(headers)
+    for key, value in records:
+        if key is None:
+            partition = partitions[next(_round_robin) % len(partitions)]
+        else:
+            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        batch = open_batches.get(partition)
+        if batch is None:
+            batch = open_batches[partition] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=header_list) is None:
+            # Full: send it and start the next one for this partition.
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = open_batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=header_list) is None:
+                raise ValueError(f"a record of {len(value)} bytes exceeds the batch size")
+    for partition, batch in open_batches.items():
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 def make_consumer(

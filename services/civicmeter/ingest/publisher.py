@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from opentelemetry import trace
 
 from civicmeter.core.config import IngestSettings
-from civicmeter.core.kafka import event_key, make_producer
+from civicmeter.core.kafka import event_key, make_producer, send_batched
 from civicmeter.core.telemetry import Telemetry, inject_headers, producer_span
 from civicmeter.core.validation import ValidationError, validate_event
 from civicmeter.usage.v1 import usage_event_pb2 as pb
@@ -109,17 +109,12 @@ class Publisher:
         with trace.use_span(
             producer_span(self._tracer, self._topic, len(events)), end_on_exit=True
         ):
-            headers = inject_headers()
-            send = self._producer.send
-            futures = [
-                await send(
-                    self._topic,
-                    event.SerializeToString(),
-                    key=event_key(event.organization_id, event.user_id),
-                    headers=headers,
-                )
-                for event in events
-            ]
+            futures = await send_batched(
+                self._producer,
+                self._topic,
+                ((event_key(e.organization_id, e.user_id), e.SerializeToString()) for e in events),
+                inject_headers(),
+            )
             await asyncio.gather(*futures)
         self._accepted.add(len(events), {"outcome": "accepted"})
         return len(events)

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
-from civicmeter.core.kafka import make_producer
+from civicmeter.core.kafka import make_producer, send_batched
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.telemetry import (
     Telemetry,
@@ -103,32 +103,23 @@ def build_app(
                         producer_span(tracer, topics.rated, len(result.rated)), end_on_exit=True
                     ):
                         headers = inject_headers()
-                        futures = [
-                            await producer.send(topics.rated, value, key=key, headers=headers)
-                            for key, value in result.rated
-                        ]
-                        futures += [
-                            await producer.send(topics.dlq, value, key=key, headers=headers)
-                            for key, value in result.dead
-                        ]
-                        futures += [
-                            await producer.send(
-                                topics.cost_windows,
-                                window.SerializeToString(),
-                                key=window.organization_id.encode(),
-                                headers=headers,
-                            )
-                            for window in result.windows
-                        ]
-                        futures += [
-                            await producer.send(
-                                topics.alerts,
-                                alert.SerializeToString(),
-                                key=alert.dedup_key.encode(),
-                                headers=headers,
-                            )
-                            for alert in result.alerts
-                        ]
+                        futures = await send_batched(producer, topics.rated, result.rated, headers)
+                        futures += await send_batched(producer, topics.dlq, result.dead, headers)
+                        futures += await send_batched(
+                            producer,
+                            topics.cost_windows,
+                            (
+                                (w.organization_id.encode(), w.SerializeToString())
+                                for w in result.windows
+                            ),
+                            headers,
+                        )
+                        futures += await send_batched(
+                            producer,
+                            topics.alerts,
+                            ((a.dedup_key.encode(), a.SerializeToString()) for a in result.alerts),
+                            headers,
+                        )
                         # Offsets of this batch are committed only once all of it is durable.
                         await asyncio.gather(*futures)
                 counters.record(result)
