@@ -231,3 +231,21 @@ def test_a_malformed_question_names_its_field(changes: dict[str, object], field:
 
 def test_every_dimension_is_a_stored_column() -> None:
     assert set(DIMENSIONS) == set(FIELDS) and DIMENSIONS == FIELDS
+
+
+def test_a_page_past_the_last_still_carries_the_totals(stored: Client) -> None:
+    query = UsageQuery(START, END, ("user",), organization_id="seoul")
+    whole = usage(stored, query)
+    beyond = usage(stored, _with(query, after=(0, "zzzz")))
+    assert beyond.rows == [] and not beyond.has_more
+    assert beyond.totals == whole.totals and whole.totals.events > 0
+
+
+def test_a_cost_only_answer_has_the_same_costs_without_quantities(stored: Client) -> None:
+    query = UsageQuery(START, END, ("department",), limit=1000)
+    full, lean = usage(stored, query), usage(stored, query, quantities=False)
+    assert [(r.keys, r.cost, r.events) for r in lean.rows] == [
+        (r.keys, r.cost, r.events) for r in full.rows
+    ]
+    assert all(set(r.quantities.values()) == {0} for r in lean.rows)
+    assert any(r.quantities["input_tokens"] for r in full.rows)

@@ -50,6 +50,7 @@ def cost_breakdown(client: Client, query: CostQuery, max_seconds: float | None =
             limit=query.limit,
         ),
         max_seconds,
+        quantities=False,
     )
     rows = [CostRow(row.keys[0], row.cost, row.events) for row in page.rows]
     return CostPage(rows, page.totals.cost, page.has_more)

@@ -39,6 +39,8 @@ DIMENSIONS: dict[str, str] = {
 }
 GRANULARITIES = ("hour", "day", "month")
 _MEASURES = ("events", *QUANTITIES, "cost_krw", "late_events", "late_cost_krw")
+_COST_MEASURES = ("events", "cost_krw", "late_events", "late_cost_krw")
+_TOTALS = ("events", "cost_krw", "late_events", "late_cost_krw")
 
 
 class UsageQueryError(ValueError):
@@ -150,9 +152,19 @@ def plan(query: UsageQuery) -> _Source:
     return _Source("ledger", "ledger")
 
 
-def usage(client: Client, query: UsageQuery, max_seconds: float | None = None) -> UsagePage:
-    """One page of the answer. `max_seconds` (the caller's remaining deadline) bounds each
-    ClickHouse query, so a query the client gave up on does not run on."""
+def usage(
+    client: Client,
+    query: UsageQuery,
+    max_seconds: float | None = None,
+    *,
+    quantities: bool = True,
+) -> UsagePage:
+    """One page of the answer, with the totals over all pages, in one ClickHouse query.
+
+    `max_seconds` (the caller's remaining deadline) bounds the query in ClickHouse, so a query
+    the client gave up on does not run on. Without `quantities`, rows carry cost and event
+    counts only (their quantities read 0), which halves the work of a cost breakdown.
+    """
     check(query)
     source = plan(query)
     settings = {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
@@ -161,35 +173,44 @@ def usage(client: Client, query: UsageQuery, max_seconds: float | None = None) -
     bucket = _bucket(source, query.granularity)
     keys = [f"{DIMENSIONS[name]} AS k{i}" for i, name in enumerate(query.group_by)]
     key_names = [f"k{i}" for i in range(len(query.group_by))]
-    sums = ", ".join(f"sum({m}) AS {m}" for m in _MEASURES)
-    totals_row = client.query(
-        f"SELECT sum(events), sum(cost_krw), sum(late_events), sum(late_cost_krw) "
-        f"FROM {table} WHERE {where}",
-        parameters=params,
-        settings=settings,
-    ).result_rows[0]
-    totals = UsageTotals(
-        int(totals_row[0] or 0),
-        Decimal(totals_row[1] or 0),
-        int(totals_row[2] or 0),
-        Decimal(totals_row[3] or 0),
-    )
+    measures = _MEASURES if quantities else _COST_MEASURES
+    sums = ", ".join(f"sum({m}) AS {m}" for m in measures)
+    # Totals over every group, before the page's keyset condition and limit: window sums over
+    # the grouped rows, so one query answers both.
+    totals = ", ".join(f"sum({m}) OVER () AS total_{m}" for m in _TOTALS)
     order = ["bucket", *key_names]
-    having = ""
+    after = ""
     if query.after is not None:
         if len(query.after) != len(order):
             raise UsageQueryError("page_token: does not match this query")
-        having = f"HAVING ({', '.join(order)}) > ({', '.join(_placeholders(query.after, params))})"
+        after = f"WHERE ({', '.join(order)}) > ({', '.join(_placeholders(query.after, params))})"
     params["limit"] = query.limit + 1
+    grouped = (
+        f"SELECT {bucket} AS bucket{''.join(', ' + k for k in keys)}, {sums}, {totals} "
+        f"FROM {table} WHERE {where} GROUP BY {', '.join(order)}"
+    )
     rows = client.query(
-        f"SELECT {bucket} AS bucket{''.join(', ' + k for k in keys)}, {sums} "
-        f"FROM {table} WHERE {where} GROUP BY {', '.join(order)} {having} "
-        f"ORDER BY {', '.join(order)} LIMIT %(limit)s",
+        f"SELECT * FROM ({grouped}) {after} ORDER BY {', '.join(order)} LIMIT %(limit)s",
         parameters=params,
         settings=settings,
     ).result_rows
-    page = [_row(row, len(key_names), query.granularity is not None) for row in rows]
-    return UsagePage(page[: query.limit], totals, len(page) > query.limit, source.table)
+    if rows:
+        total_values = rows[0][-len(_TOTALS) :]
+    else:  # past the last page, or nothing at all: the totals still answer
+        total_values = client.query(
+            f"SELECT {', '.join(f'sum({m})' for m in _TOTALS)} FROM {table} WHERE {where}",
+            parameters=params,
+            settings=settings,
+        ).result_rows[0]
+    page = [
+        _row(row[: -len(_TOTALS)], measures, len(key_names), query.granularity is not None)
+        for row in rows
+    ]
+    events, cost, late_events, late_cost = total_values
+    page_totals = UsageTotals(
+        int(events or 0), Decimal(cost or 0), int(late_events or 0), Decimal(late_cost or 0)
+    )
+    return UsagePage(page[: query.limit], page_totals, len(page) > query.limit, source.table)
 
 
 def rerating_adjustments(
@@ -212,18 +233,18 @@ def rerating_adjustments(
     return {int(bucket): Decimal(delta) for bucket, delta in rows}
 
 
-def _row(row: Sequence[object], n_keys: int, bucketed: bool) -> UsageRow:
+def _row(row: Sequence[object], measures: Sequence[str], n_keys: int, bucketed: bool) -> UsageRow:
     bucket, *rest = row
     keys = tuple(str(v) for v in rest[:n_keys])
-    measures = dict(zip(_MEASURES, rest[n_keys:], strict=True))
+    values = dict(zip(measures, rest[n_keys:], strict=True))
     return UsageRow(
         bucket_start=datetime.fromtimestamp(int(str(bucket)), UTC) if bucketed else None,
         keys=keys,
-        events=int(str(measures["events"])),
-        quantities={q: int(str(measures[q])) for q in QUANTITIES},
-        cost=Decimal(str(measures["cost_krw"])),
-        late_events=int(str(measures["late_events"])),
-        late_cost=Decimal(str(measures["late_cost_krw"])),
+        events=int(str(values["events"])),
+        quantities={q: int(str(values.get(q, 0))) for q in QUANTITIES},
+        cost=Decimal(str(values["cost_krw"])),
+        late_events=int(str(values["late_events"])),
+        late_cost=Decimal(str(values["late_cost_krw"])),
     )
 
 
