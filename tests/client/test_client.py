@@ -71,9 +71,14 @@ def test_the_client_exports_exactly_its_public_names() -> None:
         "CivicmeterClient",
         "CostBreakdown",
         "CostLine",
+        "CostPeriod",
+        "CostSummary",
         "Seat",
         "SeatSummary",
         "SeatSummaryLine",
+        "UsageLine",
+        "UsageReport",
+        "focus_row",
     ]
 
 
@@ -113,3 +118,27 @@ async def test_a_wrong_token_is_unauthenticated(target: str) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await api.cost_breakdown(NOW - timedelta(days=1), NOW, "service")
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_usage_summary_and_focus_export_agree_in_decimal(target: str) -> None:
+    start, end = NOW - timedelta(days=1), NOW + timedelta(days=1)
+    async with CivicmeterClient(target, TOKEN) as api:
+        paged = await api.usage(
+            start, end, group_by=["department", "model"], granularity="hour", page_size=1
+        )
+        whole = await api.usage(start, end, group_by=["department", "model"], granularity="hour")
+        only = await api.usage(
+            start, end, group_by=["department"], filters={"department": ["dept-1"]}
+        )
+        summary = await api.cost_summary(start, end, granularity="day")
+        rows = [row async for row in api.export_usage(start, end, include_users=True)]
+    assert paged == whole
+    assert {tuple(line.group) for line in whole.lines} == {("department", "model")}
+    assert sum(line.event_count for line in whole.lines) == whole.event_count == 7
+    assert whole.total_krw == sum((line.cost_krw for line in whole.lines), Decimal(0))
+    assert sum(line.quantities["input_tokens"] for line in whole.lines) == 1000 * sum(range(1, 8))
+    assert [line.group["department"] for line in only.lines] == ["dept-1"]
+    assert summary.total.total_krw == whole.total_krw == summary.total.usage_krw
+    assert sum(row["BilledCost"] for row in rows) == whole.total_krw  # type: ignore[misc]
+    assert {row["BillingAccountId"] for row in rows} == {"seoul"}
+    assert all(isinstance(row["BilledCost"], Decimal) for row in rows)

@@ -10,6 +10,9 @@
             print(budget.department_id or "(organisation)", budget.spent_krw, budget.forecast)
         async for seat in api.seats(only_idle=True):                # paid seats nobody uses
             print(seat.seat_id, seat.user_id, seat.last_used, seat.monthly_fee_krw)
+        report = await api.usage(start, end, group_by=["department", "model"], granularity="month")
+        async for row in api.export_usage(start, end):             # FOCUS columns
+            writer.writerow(row)
 
 Pages are followed for you; money comes back as Decimal; errors are grpc.aio.AioRpcError
 with the server's status code and a message naming the field.
@@ -18,6 +21,7 @@ with the server's status code and a message naming the field.
 from civicmeter.client._budgets import BudgetForecast, BudgetStatus, BudgetThreshold
 from civicmeter.client._client import CivicmeterClient, CostBreakdown, CostLine
 from civicmeter.client._seats import Seat, SeatSummary, SeatSummaryLine
+from civicmeter.client._usage import CostPeriod, CostSummary, UsageLine, UsageReport, focus_row
 
 __all__ = [
     "BudgetForecast",
@@ -26,7 +30,12 @@ __all__ = [
     "CivicmeterClient",
     "CostBreakdown",
     "CostLine",
+    "CostPeriod",
+    "CostSummary",
     "Seat",
     "SeatSummary",
     "SeatSummaryLine",
+    "UsageLine",
+    "UsageReport",
+    "focus_row",
 ]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,6 +20,18 @@ from civicmeter.client._seats import (
     SeatSummary,
     seat_of,
     summary_line_of,
+)
+from civicmeter.client._usage import (
+    GRANULARITIES,
+    USAGE_DIMENSIONS,
+    CostSummary,
+    Granularity,
+    UsageDimension,
+    UsageLine,
+    UsageReport,
+    focus_row,
+    period_of,
+    usage_line_of,
 )
 from civicmeter.core.money import from_money
 from civicmeter.core.policy import Severity
@@ -121,6 +133,89 @@ class CivicmeterClient:
             if not response.next_page_token:
                 return CostBreakdown(lines, from_money(response.total_cost))
             request.page_token = response.next_page_token
+
+    async def usage(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        group_by: Sequence[UsageDimension] = (),
+        filters: Mapping[UsageDimension, Sequence[str]] | None = None,
+        granularity: Granularity | None = None,
+        time_zone: str = "",
+        organization_id: str = "",
+        page_size: int = 1000,
+    ) -> UsageReport:
+        """Usage and cost over [start, end), grouped, filtered and bucketed; every page."""
+        request = query_pb.QueryUsageRequest(
+            organization_id=organization_id,
+            group_by=[USAGE_DIMENSIONS[d] for d in group_by],
+            filters=[
+                query_pb.DimensionFilter(dimension=USAGE_DIMENSIONS[d], values=list(v))
+                for d, v in (filters or {}).items()
+            ],
+            granularity=GRANULARITIES[granularity],
+            time_zone=time_zone,
+            page_size=page_size,
+        )
+        request.start_time.FromDatetime(start)
+        request.end_time.FromDatetime(end)
+        lines: list[UsageLine] = []
+        while True:
+            response: query_pb.QueryUsageResponse = await self._query.QueryUsage(
+                request, metadata=self._metadata, timeout=self._timeout
+            )
+            lines += [usage_line_of(line, list(group_by)) for line in response.lines]
+            if not response.next_page_token:
+                totals = response.totals
+                return UsageReport(
+                    lines,
+                    totals.event_count,
+                    from_money(totals.cost),
+                    totals.late_event_count,
+                    from_money(totals.late_cost),
+                )
+            request.page_token = response.next_page_token
+
+    async def cost_summary(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        granularity: Granularity = "month",
+        time_zone: str = "",
+        organization_id: str = "",
+    ) -> CostSummary:
+        """Cost per period: subscriptions, metered use, late corrections, re-rating."""
+        request = query_pb.GetCostSummaryRequest(
+            organization_id=organization_id, granularity=GRANULARITIES[granularity],
+            time_zone=time_zone)  # fmt: skip
+        request.start_time.FromDatetime(start)
+        request.end_time.FromDatetime(end)
+        response: query_pb.GetCostSummaryResponse = await self._query.GetCostSummary(
+            request, metadata=self._metadata, timeout=self._timeout
+        )
+        return CostSummary([period_of(p) for p in response.periods], period_of(response.total))
+
+    async def export_usage(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        time_zone: str = "",
+        include_users: bool = False,
+        organization_id: str = "",
+    ) -> AsyncIterator[dict[str, object]]:
+        """Daily charges in FOCUS columns, as they stream in (see focus_row)."""
+        request = query_pb.ExportUsageRequest(
+            organization_id=organization_id, time_zone=time_zone, include_users=include_users
+        )
+        request.start_time.FromDatetime(start)
+        request.end_time.FromDatetime(end)
+        call = self._query.ExportUsage(request, metadata=self._metadata, timeout=self._timeout)
+        async for chunk in call:
+            for line in chunk.lines:
+                yield focus_row(line)
 
     async def alerts(
         self,
