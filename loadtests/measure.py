@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -207,11 +208,15 @@ def clickhouse_insert_ceiling(path: Path, rows: int, batch: int = 50_000) -> flo
     return rows // batch * batch / (time.perf_counter() - started)
 
 
+# py-spy comes with the project's Python packages: next to this interpreter, on PATH or not.
+_PY_SPY = str(Path(sys.executable).with_name("py-spy"))
+
+
 def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
     """Sample `pid` with py-spy; return the functions with the most own time (share)."""
     subprocess.run(
         [
-            "py-spy",
+            _PY_SPY,
             "record",
             "--pid",
             str(pid),
