@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC
 
 import grpc
-from clickhouse_connect.driver.exceptions import DatabaseError
 
 from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
 from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
@@ -32,7 +31,8 @@ from civicmeter.query.alert_service import AlertService
 from civicmeter.query.budget_service import SERVICE_NAME as BUDGET_SERVICE_NAME
 from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.cache import AnswerCache
-from civicmeter.query.cost import CostQuery, cost_breakdown
+from civicmeter.query.cost import CostPage, CostQuery, cost_breakdown
+from civicmeter.query.deadline import read_within_deadline
 from civicmeter.query.seat_service import SERVICE_NAME as SEAT_SERVICE_NAME
 from civicmeter.query.seat_service import SeatService
 from civicmeter.query.usage_api import UsageApi
@@ -135,26 +135,25 @@ class QueryService(query_grpc.QueryServiceServicer):
         self, query: CostQuery, fingerprint: str, max_seconds: float | None
     ) -> query_pb.GetCostBreakdownResponse:
         page = await self._storage.run(lambda c: cost_breakdown(c, query, max_seconds))
-        response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
-        for row in page.rows:
-            response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
-        if page.has_more:
-            response.next_page_token = page_token.encode([page.rows[-1].key], fingerprint)
-        return response
+        return _breakdown_response(page, fingerprint)
 
     async def _answer_within(
         self, query: CostQuery, fingerprint: str, context: grpc.aio.ServicerContext
     ) -> query_pb.GetCostBreakdownResponse:
         """The answer within the call's deadline (DEADLINE_EXCEEDED past it)."""
-        try:
-            return await self._answer(query, fingerprint, context.time_remaining())
-        except DatabaseError as exc:
-            if "TIMEOUT_EXCEEDED" not in str(exc):
-                raise
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "the query ran past the deadline"
-            )
-            raise  # abort raises; this keeps the type checker informed
+        page = await read_within_deadline(
+            self._storage, context, lambda c, seconds: cost_breakdown(c, query, seconds)
+        )
+        return _breakdown_response(page, fingerprint)
+
+
+def _breakdown_response(page: CostPage, fingerprint: str) -> query_pb.GetCostBreakdownResponse:
+    response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
+    for row in page.rows:
+        response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
+    if page.has_more:
+        response.next_page_token = page_token.encode([page.rows[-1].key], fingerprint)
+    return response
 
 
 def server_credentials(settings: QuerySettings) -> grpc.ServerCredentials | None:

@@ -7,12 +7,12 @@ call's remaining deadline.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import NoReturn, TypeVar
+from typing import NoReturn
 
 import grpc
 from clickhouse_connect.driver.client import Client
@@ -35,7 +35,6 @@ from civicmeter.query.usage import (
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
-T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_PERIODS = 1000
@@ -105,7 +104,7 @@ class UsageApi:
             except page_token.PageTokenError as exc:
                 await _invalid(context, f"page_token: {exc}")
             query = replace(query, after=tuple(position))
-        page = await self._run(context, lambda c, s: usage(c, query, s))
+        page = await read_within_deadline(self._storage, context, lambda c, s: usage(c, query, s))
         response = query_pb.QueryUsageResponse(
             totals=query_pb.UsageTotals(
                 event_count=page.totals.events,
@@ -161,7 +160,7 @@ class UsageApi:
                 pages.append(usage(client, replace(query, after=after), seconds))
             return pages, rerating_adjustments(client, query, seconds)
 
-        pages, adjustments = await self._run(context, compute)
+        pages, adjustments = await read_within_deadline(self._storage, context, compute)
         periods: dict[int, query_pb.CostSummaryPeriod] = {}
         sums: dict[int, dict[str, Decimal | int]] = {}
         for row in (row for page in pages for row in page.rows):
@@ -203,18 +202,11 @@ class UsageApi:
         )
         await _checked(context, query)
         while True:
-            page = await self._run(context, partial(_page, query))
+            page = await read_within_deadline(self._storage, context, partial(_page, query))
             yield query_pb.ExportUsageResponse(lines=focus_lines(page.rows, dimensions, query))
             if not page.has_more:
                 return
             query = replace(query, after=page.rows[-1].sort_key())
-
-    async def _run(
-        self,
-        context: grpc.aio.ServicerContext,
-        fn: Callable[[Client, float | None], T],
-    ) -> T:
-        return await read_within_deadline(self._storage, context, fn)
 
 
 def _page(query: UsageQuery, client: Client, max_seconds: float | None) -> UsagePage:
