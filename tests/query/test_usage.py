@@ -249,3 +249,20 @@ def test_a_cost_only_answer_has_the_same_costs_without_quantities(stored: Client
     ]
     assert all(set(r.quantities.values()) == {0} for r in lean.rows)
     assert any(r.quantities["input_tokens"] for r in full.rows)
+
+
+def test_a_minute_aligned_cost_question_reads_the_minute_rollup_exactly(stored: Client) -> None:
+    query = UsageQuery(START + timedelta(minutes=7), END - timedelta(minutes=3),
+                       ("department", "user"), granularity="day", limit=5000)  # fmt: skip
+    assert plan(query).table == "ledger"  # quantities need the ledger
+    assert plan(query, quantities=False).table == "usage_cost_1m"
+    page = usage(stored, query, quantities=False)
+    want = expected(query)
+    assert {r.sort_key(): (r.events, r.cost) for r in page.rows} == {
+        key: (events, cost) for key, (events, cost, _late) in want.items()
+    }
+    assert (page.totals.events, page.totals.cost) == (
+        sum(v[0] for v in want.values()),
+        sum(v[1] for v in want.values()),
+    )
+    assert plan(_with(query, group_by=("model",)), quantities=False).table == "ledger"
