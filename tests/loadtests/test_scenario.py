@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from civicmeter.billing.seat_file import load_seats
-from civicmeter.billing.seat_ledger import SEOUL, months_charged
+from civicmeter.billing.seat_ledger import months_charged
 from civicmeter.core.pricing import PriceCatalog, load_catalog
+from civicmeter.core.seoul import SEOUL
 from loadtests.scenario import Scenario, build_scenario, expected_totals, load_facts
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,13 +15,14 @@ import argparse
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
+
+from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.seoul import SEOUL
 from civicmeter.core.storage import connect, migrate
 
 COMMANDS = ("rerate", "reconcile")
-SEOUL = ZoneInfo("Asia/Seoul")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,13 +53,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return _reconcile(client, args)
 
 
-def _rerate(client: object, args: argparse.Namespace, env: Mapping[str, str]) -> int:
+def _rerate(client: Client, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from civicmeter.billing.rerate import rerate
     from civicmeter.core.pricing import load_catalog
 
     path = args.prices or Path(env.get("CIVICMETER_PRICES_FILE", "config/prices.yaml"))
     report = rerate(
-        client,  # type: ignore[arg-type]
+        client,
         load_catalog(path),
         args.start,
         args.end,
@@ -77,10 +78,10 @@ def _rerate(client: object, args: argparse.Namespace, env: Mapping[str, str]) ->
     return 0
 
 
-def _reconcile(client: object, args: argparse.Namespace) -> int:
+def _reconcile(client: Client, args: argparse.Namespace) -> int:
     from civicmeter.billing.reconcile import reconcile
 
-    result = reconcile(client, args.start, args.end, args.organization)  # type: ignore[arg-type]
+    result = reconcile(client, args.start, args.end, args.organization)
     print(f"reconciling {args.start:%Y-%m} to {args.end:%Y-%m} (Asia/Seoul)")
     for org, totals in sorted(result.ledger.items()):
         print(f"{org:<16}{totals.events:>12,} events {totals.cost:>24,.6f} KRW")

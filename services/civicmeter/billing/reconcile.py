@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.quantities import QUANTITIES
-
-SEOUL = ZoneInfo("Asia/Seoul")
+from civicmeter.core.seoul import SEOUL
 
 # (table, how its window column compares with the period's bounds)
 ROLLUPS: tuple[tuple[str, str], ...] = (

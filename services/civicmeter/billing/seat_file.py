@@ -34,7 +34,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from civicmeter.core.seat_store import Seat, charge_event_id
+from civicmeter.core.seat_store import SUBSCRIPTION, Seat, charge_event_id
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
 from civicmeter.core.yaml_source import At, SourceError, SourceFile, parse_yaml
 from civicmeter.usage.v1 import usage_event_pb2 as pb
@@ -207,7 +207,7 @@ def _seat(record: _Record) -> Seat:
         provider_name=text["provider"],
         service_id=text["service"],
         request_model=text["plan"],
-        operation_name="subscription",
+        operation_name=SUBSCRIPTION,
         usage=pb.Usage(seat_months=1),
     )
     probe.event_time.seconds = 0

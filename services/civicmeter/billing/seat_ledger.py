@@ -30,17 +30,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.billing.reloading import ReloadingFile
 from civicmeter.billing.seat_file import SeatFileError, load_seats
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import BillingSettings
 from civicmeter.core.event_writer import write_events
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
+from civicmeter.core.reloading import ReloadingFile
 from civicmeter.core.seat_store import (
+    SUBSCRIPTION,
     Seat,
     SeatCharge,
     charge_event_id,
@@ -48,14 +48,13 @@ from civicmeter.core.seat_store import (
     record_charges,
     sync_seats,
 )
+from civicmeter.core.seoul import SEOUL, next_month
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.billing.seats")
-SEOUL = ZoneInfo("Asia/Seoul")
 GATEWAY_ID = "civicmeter-seat-ledger"
-OPERATION = "subscription"
 WRITE_CHUNK = 5_000  # charges per write: the storage lock is not held for long
 
 
@@ -69,7 +68,7 @@ def months_charged(seat: Seat, today: date) -> Iterator[date]:
     month = seat.start.replace(day=1)
     while month <= last:
         yield month
-        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+        month = next_month(month)
 
 
 def charge_event(seat: Seat, month: date) -> pb.UsageEvent:
@@ -84,7 +83,7 @@ def charge_event(seat: Seat, month: date) -> pb.UsageEvent:
         provider_name=seat.provider_name,
         service_id=seat.service_id,
         request_model=seat.plan,
-        operation_name=OPERATION,
+        operation_name=SUBSCRIPTION,
         usage=pb.Usage(seat_months=1),
     )
     starts = max(month, seat.start)
@@ -128,7 +127,7 @@ class SeatLedger:
     ) -> SeatLedger:
         """Load the seat file and the catalog; either being bad raises (the service exits)."""
         assert settings.seats_file is not None
-        seats = ReloadingFile(settings.seats_file, load_seats, (SeatFileError,), "seat file")
+        seats = ReloadingFile(settings.seats_file, load_seats, (SeatFileError,), "seat file", log)
         catalog = CatalogSource(settings.prices_file)
         return cls(seats, catalog, storage, telemetry, settings.interval_seconds)
 

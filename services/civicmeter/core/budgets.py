@@ -30,21 +30,20 @@ the exhaustion date is where that path first reaches the budget. Money stays Dec
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.money import quantize_cost
 from civicmeter.core.policy import BudgetThreshold, OrganizationPolicy, PolicySet, Severity
+from civicmeter.core.seoul import SEOUL, next_month
+from civicmeter.core.storage import deadline_settings
 
-SEOUL = ZoneInfo("Asia/Seoul")
 ORGANIZATION = ""  # the department id of an organisation's own budget (events always name one)
 PeriodKind = Literal["month", "year"]
 PERIOD_KINDS: tuple[PeriodKind, ...] = ("month", "year")
@@ -74,7 +73,7 @@ class Period:
         """The first day after the period."""
         if self.kind == "year":
             return date(self.start.year + 1, 1, 1)
-        return _next_month(self.start)
+        return next_month(self.start)
 
     @property
     def previous(self) -> Period:
@@ -179,7 +178,7 @@ class Ledger:
         month = start
         while month < min(end, self.month_start):
             total += self.months.get((org, department, month), _NOTHING)
-            month = _next_month(month)
+            month = next_month(month)
         day = max(start, self.month_start)
         while day < min(end, self.day):
             total += self.days.get((org, department, day), _NOTHING)
@@ -245,7 +244,7 @@ def load_ledger(
     if organization_id is not None:
         where_org = " AND organization_id = %(org)s"
         params["org"] = organization_id
-    settings = {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
+    settings = deadline_settings(max_seconds)
     sums = f"sum(cost_krw), sumIf(cost_krw, {_SEAT})"
 
     def rows(table: str, where: str, by_window: bool) -> list[Sequence[object]]:
@@ -399,7 +398,7 @@ def _forecast(
     ledger: Ledger, budget: Budget, period: Period, scope: Scope, spent: Decimal
 ) -> Forecast:
     org, department = scope
-    month_end = _next_month(ledger.month_start)
+    month_end = next_month(ledger.month_start)
     booked = ledger.spent(scope, ledger.month_start, month_end).seats
     last_month = Period("month", ledger.month_start).previous.start
     monthly_seats = booked or ledger.months.get((org, department, last_month), _NOTHING).seats
@@ -432,7 +431,7 @@ def _forecast(
         recurring += monthly_seats
         if exhaustion is None and level >= budget.amount > spent:
             exhaustion = month
-        month = _next_month(month)
+        month = next_month(month)
     projected = quantize_cost(level)
     return Forecast(
         projected_spend=projected,
@@ -445,10 +444,6 @@ def _forecast(
 
 
 # --- time ----------------------------------------------------------------------------------------
-
-
-def _next_month(first: date) -> date:
-    return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
 def _seoul_midnight(day: date) -> datetime:

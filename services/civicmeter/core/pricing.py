@@ -77,13 +77,13 @@ from civicmeter.core.fx import (
     seoul_date,
 )
 from civicmeter.core.money import KRW, quantize_cost
+from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.yaml_source import At, SourceError, SourceFile, load_yaml
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
-UNITS: tuple[str, ...] = tuple(f.name for f in pb.Usage.DESCRIPTOR.fields)
 # Units a price may be quoted in: (the Usage field it applies to, field units per quoted unit).
 QUOTED_UNITS: dict[str, tuple[str, int]] = {
-    **{unit: (unit, 1) for unit in UNITS},
+    **{unit: (unit, 1) for unit in QUANTITIES},
     "audio_seconds": ("audio_milliseconds", 1000),
     "video_seconds": ("video_milliseconds", 1000),
 }

@@ -42,6 +42,10 @@ class Seat:
         return self.start <= last and (self.end is None or first <= self.end)
 
 
+# The operation of seat subscription charges: what tells them from metered use.
+SUBSCRIPTION = "subscription"
+
+
 def charge_event_id(seat_id: str, month: date) -> str:
     """The event id of a seat's charge for a month: stable, so every round writes the same."""
     return f"seat:{seat_id}:{month:%Y-%m}"

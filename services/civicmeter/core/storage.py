@@ -8,6 +8,7 @@ client); "http"/"https" talk to a server. Schema comes from the numbered SQL mig
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -43,6 +44,12 @@ class Storage:
 
     async def run(self, fn: Callable[[Client], T]) -> T:
         return await asyncio.to_thread(self.call, fn)
+
+
+def deadline_settings(max_seconds: float | None) -> dict[str, object] | None:
+    """Query settings that stop a query in ClickHouse at the caller's remaining deadline, so a
+    query the caller gave up on does not run on (None: no deadline)."""
+    return {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
 
 
 def open_storage(settings: ClickHouseSettings) -> Storage:

@@ -21,5 +21,12 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+def varint_field(field_number: int, value: int) -> bytes:
+    """A whole varint field (wire type 0): a bool, an enum or an integer."""
+    if not 1 <= field_number <= 15:
+        raise ValueError("only fields 1 to 15 have one-byte keys")
+    return bytes([field_number << 3]) + varint(value)
+
+
 def length_delimited(key: bytes, payload: bytes) -> bytes:
     return key + varint(len(payload)) + payload

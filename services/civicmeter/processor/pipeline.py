@@ -18,7 +18,7 @@ from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.kafka import event_key
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
-from civicmeter.core.wire import length_delimited, tag
+from civicmeter.core.wire import length_delimited, tag, varint_field
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.windows import MinuteWindows
@@ -26,7 +26,7 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 # Keys of RatedUsageEvent's fields, all length-delimited.
 _EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (tag(number) for number in (1, 2, 3, 4))
-_LATE = bytes([5 << 3, 1])  # RatedUsageEvent.late = true (field 5, varint)
+_LATE = varint_field(5, 1)  # RatedUsageEvent.late = true
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from civicmeter.core.money import KRW, to_money
+from civicmeter.core.seat_store import SUBSCRIPTION
 from civicmeter.query.usage import UsageQuery, UsageRow
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
-SUBSCRIPTION = "subscription"  # the operation of seat subscription charges
 SERVICE_CATEGORY = "AI and Machine Learning"
 # The quantity a line is consumed in: the first the line has, in this order.
 _UNITS: tuple[tuple[tuple[str, ...], str, int], ...] = (

@@ -13,7 +13,6 @@ days up to and including that day.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,18 +22,14 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.money import quantize_cost
-from civicmeter.core.seat_store import Seat, live_seats, month_fees
+from civicmeter.core.seat_store import SUBSCRIPTION, Seat, live_seats, month_fees
+from civicmeter.core.seoul import next_month
+from civicmeter.core.storage import deadline_settings
 
 DEFAULT_IDLE_DAYS = 30
 MAX_IDLE_DAYS = 366
-SUBSCRIPTION = "subscription"
 DIMENSIONS = {"service": "service_id", "department": "department_id"}
 UseKey = tuple[str, str, str, str]  # (organisation, user, provider, service)
-
-
-def query_settings(max_seconds: float | None) -> dict[str, object] | None:
-    """Bound each query in ClickHouse by the caller's remaining deadline."""
-    return {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
 
 
 def _use_key(seat: Seat) -> UseKey:
@@ -53,7 +48,7 @@ def month_start(day: date) -> date:
 
 
 def month_end(first: date) -> date:
-    return date(first.year + first.month // 12, first.month % 12 + 1, 1) - timedelta(days=1)
+    return next_month(first) - timedelta(days=1)
 
 
 # --- seats held on a day ---------------------------------------------------------------------
@@ -85,7 +80,7 @@ class SeatPage:
 
 
 def list_seats(client: Client, query: SeatListQuery, max_seconds: float | None = None) -> SeatPage:
-    settings = query_settings(max_seconds)
+    settings = deadline_settings(max_seconds)
     held = live_seats(client, query.organization_id, (query.as_of, query.as_of), settings)
     if query.after is not None:
         after = query.after
@@ -177,7 +172,7 @@ def seat_summary(
     """Seats, their use and cost in the Asia/Seoul month starting on `month`, per `dimension`
     ("service" or "department"). A seat is judged idle or active on the month's last day, the
     seat's last day or today, whichever is earliest."""
-    settings = query_settings(max_seconds)
+    settings = deadline_settings(max_seconds)
     column = DIMENSIONS[dimension]
     first, last = month, month_end(month)
     lines: dict[str, SummaryLine] = {}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
 
 import grpc
 from google.type import date_pb2
 
 from civicmeter.core.money import to_money
+from civicmeter.core.seoul import SEOUL
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
@@ -27,7 +27,6 @@ from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 
 SERVICE_NAME = seat_pb.DESCRIPTOR.services_by_name["SeatService"].full_name
-SEOUL = ZoneInfo("Asia/Seoul")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _DIMENSIONS = {

@@ -15,7 +15,6 @@ pages continue after the last row's key, so paging returns exactly the unpaged r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,8 +24,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.seoul import SEOUL
+from civicmeter.core.storage import deadline_settings
 
-SEOUL = ZoneInfo("Asia/Seoul")
 DIMENSIONS: dict[str, str] = {
     "organization": "organization_id",
     "department": "department_id",
@@ -180,7 +180,7 @@ def usage(
     """
     check(query)
     source = plan(query, quantities)
-    settings = {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
+    settings = deadline_settings(max_seconds)
     params: dict[str, object] = {"tz": query.time_zone}
     table, where = _from_where(source, query, params)
     bucket = _bucket(source, query.granularity)
@@ -235,7 +235,7 @@ def rerating_adjustments(
 ) -> dict[int, Decimal]:
     """The re-rating deltas of the range by bucket (epoch seconds; 0 without a granularity)."""
     check(query)
-    settings = {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
+    settings = deadline_settings(max_seconds)
     params: dict[str, object] = {"tz": query.time_zone}
     conditions = _conditions(query, params)
     conditions.append(_IN_RANGE.format(col="event_time"))

@@ -18,11 +18,12 @@ import grpc
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.money import to_money
+from civicmeter.core.seat_store import SUBSCRIPTION
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
 from civicmeter.query.deadline import read_within_deadline
-from civicmeter.query.focus import SUBSCRIPTION, focus_lines
+from civicmeter.query.focus import focus_lines
 from civicmeter.query.usage import (
     DIMENSIONS,
     UsagePage,

@@ -16,7 +16,6 @@ from typing import Generic, TypeVar
 from civicmeter.core.yaml_source import SourceFile
 
 T = TypeVar("T")
-log = logging.getLogger("civicmeter.billing")
 
 
 class ReloadingFile(Generic[T]):
@@ -26,8 +25,10 @@ class ReloadingFile(Generic[T]):
         load: Callable[[Path], T],
         errors: tuple[type[Exception], ...],
         what: str,
+        log: logging.Logger,
     ) -> None:
         self.path = path
+        self._log = log
         self._load = load
         self._errors = errors
         self._what = what
@@ -43,9 +44,11 @@ class ReloadingFile(Generic[T]):
                 self._value = self._load(self.path)
             except self._errors as exc:
                 self.last_error = exc
-                log.error("%s not reloaded, the last good one stays in force: %s", self._what, exc)
+                self._log.error(
+                    "%s not reloaded, the last good one stays in force: %s", self._what, exc
+                )
             else:
                 self.generation += 1
                 self.last_error = None
-                log.info("%s reloaded from %s", self._what, self.path)
+                self._log.info("%s reloaded from %s", self._what, self.path)
         return self._value
