@@ -270,6 +270,55 @@ class RatedUsageEvent(_message.Message):
 Global___RatedUsageEvent: _TypeAlias = RatedUsageEvent  # noqa: Y015
 
 @_typing.final
+class UsageEventBatch(_message.Message):
+    """A record of the usage.raw topic: the events of one accepted request batch that fall on one
+    partition, in the order the gateway sent them. The record key is the partition key of its
+    events (organisation and user), so one user's events stay on one partition, in order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___UsageEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageEventBatch: _TypeAlias = UsageEventBatch  # noqa: Y015
+
+@_typing.final
+class RatedUsageEventBatch(_message.Message):
+    """A record of the usage.rated topic: the rated events of one usage.raw record, in order.
+    Readers handle each event on its own (identity and idempotency stay per event_id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RatedUsageEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___RatedUsageEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RatedUsageEventBatch: _TypeAlias = RatedUsageEventBatch  # noqa: Y015
+
+@_typing.final
 class DeadLetter(_message.Message):
     """A usage event the processor could not accept, with the reason."""
 
