@@ -7,6 +7,7 @@ demo, the integration tests and the benchmarks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -52,6 +53,7 @@ class LocalStack:
     # Processor processes in one consumer group: Kafka spreads the partitions over them.
     processors: int = 1
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _specs: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     @property
@@ -93,10 +95,14 @@ class LocalStack:
         for name in self.services:
             if name == "processor":
                 for n in range(self.processors):
+                    member = f"processor-{n + 1}"  # its data dir and static group member id
                     self._spawn(
-                        "processor" if n == 0 else f"processor-{n + 1}",
+                        "processor" if n == 0 else member,
                         commands[name],
-                        {"CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / f"processor-{n + 1}")},
+                        {
+                            "CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / member),
+                            "CIVICMETER_PROCESSOR_INSTANCE_ID": member,
+                        },
                     )
             else:
                 self._spawn(name, commands[name])
@@ -111,7 +117,24 @@ class LocalStack:
         """Process ids of the running services, by name (ingest, processor, storage)."""
         return {name: proc.pid for name, proc in self._procs.items() if proc.poll() is None}
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one service's process group, as a crash would, and reap it."""
+        proc = self._procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):  # already killed by the caller
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def exited(self) -> dict[str, int]:
+        """Services that exited on their own, with their exit codes."""
+        return {name: code for name, p in self._procs.items() if (code := p.poll()) is not None}
+
+    def restart(self, name: str) -> None:
+        """Start a killed service again, with the arguments and environment it had."""
+        args, env = self._specs[name]
+        self._spawn(name, args, env)
+
     def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
+        self._specs[name] = (args, dict(env or {}))
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
         self._logs.append(log)
         self._procs[name] = subprocess.Popen(

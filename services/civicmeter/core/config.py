@@ -69,6 +69,31 @@ def time_window_from_env(env: Mapping[str, str]) -> TimeWindow:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A server's TLS: certificate and key; a client CA as well requires client certificates
+    (mutual TLS), whose common name may stand for a key id. All None: plaintext."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+    prefix: str = "CIVICMETER_TLS"  # the variables' prefix, for error messages
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str) -> TlsFiles:
+        files = cls(
+            _path(env, f"{prefix}_CERT"),
+            _path(env, f"{prefix}_KEY"),
+            _path(env, f"{prefix}_CLIENT_CA"),
+            prefix,
+        )
+        if (files.cert is None) != (files.key is None):
+            raise ConfigError(f"{prefix}_CERT and {prefix}_KEY go together")
+        if files.client_ca is not None and files.cert is None:
+            raise ConfigError(f"{prefix}_CLIENT_CA needs {prefix}_CERT and {prefix}_KEY")
+        return files
+
+
+@dataclass(frozen=True)
 class TopicSettings:
     raw: str = "usage.raw"
     rated: str = "usage.rated"
@@ -167,6 +192,11 @@ class IngestSettings:
     linger_ms: int = 20
     compression: str = "lz4"
     time_window: TimeWindow = field(default_factory=TimeWindow)
+    keys_file: Path | None = None  # gateway keys (hashed); None: ingest is open (development only)
+    tls: TlsFiles = field(default_factory=lambda: TlsFiles())
+    # Calls refused for want of a valid credential, a second per peer address (bursts of
+    # twice that); past it such calls get 429 / RESOURCE_EXHAUSTED. 0: no limit.
+    refused_rate_per_peer: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestSettings:
@@ -180,6 +210,11 @@ class IngestSettings:
             linger_ms=_int(env, "KAFKA_LINGER_MS", cls.linger_ms),
             compression=env.get("KAFKA_COMPRESSION_TYPE", cls.compression),
             time_window=time_window_from_env(env),
+            keys_file=_path(env, "CIVICMETER_INGEST_KEYS_FILE"),
+            tls=TlsFiles.from_env(env, "CIVICMETER_INGEST_TLS"),
+            refused_rate_per_peer=_float(
+                env, "CIVICMETER_INGEST_REFUSED_RATE_PER_PEER", cls.refused_rate_per_peer
+            ),
         )
 
 
@@ -195,6 +230,11 @@ class ProcessorSettings:
     data_dir: Path = Path(".civicmeter/processor")
     time_window: TimeWindow = field(default_factory=TimeWindow)
     allowed_lateness: timedelta = timedelta(hours=1)
+    # Static group membership: a restarted member with the same id takes its partitions back
+    # at once instead of waiting for the broker to expire the dead one. Unique per process.
+    instance_id: str = ""
+    # How long a silent member keeps its partitions (faust's default is 60 s).
+    session_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProcessorSettings:
@@ -215,6 +255,10 @@ class ProcessorSettings:
                     "CIVICMETER_ALLOWED_LATENESS_SECONDS",
                     int(cls.allowed_lateness.total_seconds()),
                 )
+            ),
+            instance_id=env.get("CIVICMETER_PROCESSOR_INSTANCE_ID", cls.instance_id),
+            session_timeout_seconds=_float(
+                env, "CIVICMETER_PROCESSOR_SESSION_TIMEOUT_SECONDS", cls.session_timeout_seconds
             ),
         )
 
