@@ -5,21 +5,29 @@
     # leaving the block flushes what is buffered
 
 Batches go as CloudEvents JSON (or protobuf with `binary=True`). Server errors and lost
-connections are retried with exponential backoff, with the same event ids, so a retry can
-never double-count; a 4xx answer raises IngestRejectedError with the server's explanation.
+connections are retried with exponential backoff (or after the Retry-After a 429 or 503 asks
+for, up to `max_retry_after_seconds`), with the same event ids, so a retry can never
+double-count; any other 4xx answer raises IngestRejectedError with the server's explanation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+from tenacity import RetryCallState
 
 from civicmeter.core.event_json import encode_batch
+from civicmeter.core.http_retry import (
+    RetryableAnswer,
+    RetryPolicy,
+    http_retrying,
+    next_wait,
+    raise_if_retryable,
+)
 from civicmeter.ingest.v1 import ingest_service_pb2
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
@@ -44,11 +52,17 @@ class UsageEmitter:
         binary: bool = False,
         max_attempts: int = 6,
         timeout_seconds: float = 30.0,
+        max_retry_after_seconds: float = 60.0,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v1/events"
         self._batch_size = batch_size
         self._binary = binary
-        self._max_attempts = max_attempts
+        self._retry = RetryPolicy(
+            max_attempts=max_attempts,
+            base_delay=0.2,
+            max_delay=10.0,
+            max_retry_after=max_retry_after_seconds,
+        )
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._buffer: list[pb.UsageEvent] = []
         self._session: aiohttp.ClientSession | None = None
@@ -94,25 +108,41 @@ class UsageEmitter:
             content_type = "application/cloudevents-batch+json"
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        delay = 0.2
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                async with self._session.post(
-                    self._url, data=body, headers={"Content-Type": content_type}
-                ) as resp:
-                    if resp.status == 202:
-                        accepted: int = (await resp.json())["accepted_count"]
-                        return accepted
-                    if 400 <= resp.status < 500:
-                        raise IngestRejectedError(resp.status, await resp.json())
-                    problem = f"HTTP {resp.status}"
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            if attempt == self._max_attempts:
-                raise ConnectionError(
-                    f"ingest did not accept the batch after {attempt} attempts: {problem}"
-                )
-            log.warning("ingest attempt %d failed (%s); retrying in %.1fs", attempt, problem, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-        raise AssertionError("unreachable")
+        # Every attempt sends the same body, hence the same event ids: ingest counts them once.
+        attempts = 0
+        try:
+            async for attempt in http_retrying(
+                self._retry, (aiohttp.ClientConnectionError, TimeoutError), _log_retry
+            ):
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    async with self._session.post(
+                        self._url, data=body, headers={"Content-Type": content_type}
+                    ) as resp:
+                        raise_if_retryable(resp)  # 429 and 5xx, after their Retry-After
+                        if resp.status == 202:
+                            accepted: int = (await resp.json())["accepted_count"]
+                            return accepted
+                        if 400 <= resp.status < 500:
+                            raise IngestRejectedError(resp.status, await resp.json())
+                        raise RetryableAnswer(resp.status, None)  # not an answer ingest gives
+        except (RetryableAnswer, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ConnectionError(
+                f"ingest did not accept the batch after {attempts} attempts: {_problem(exc)}"
+            ) from exc
+        raise AssertionError("unreachable: tenacity either returns an attempt or raises")
+
+
+def _problem(error: BaseException) -> str:
+    return str(error) if isinstance(error, RetryableAnswer) else f"{type(error).__name__}: {error}"
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    problem = _problem(error) if error is not None else "no answer"
+    log.warning(
+        "ingest attempt %d failed (%s); retrying in %.1fs",
+        state.attempt_number,
+        problem,
+        next_wait(state),
+    )

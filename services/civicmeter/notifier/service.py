@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.alert_store import AlertFilter, StoredAlert, alerts_after
 from civicmeter.core.config import NotifierSettings
+from civicmeter.core.http_retry import RetryPolicy
 from civicmeter.core.policy import PolicySet
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.storage import Storage, migrate
@@ -81,8 +82,7 @@ async def deliver(
     policies: PolicySet,
     environ: Mapping[str, str],
     stored: StoredAlert,
-    max_attempts: int,
-    base_delay: float,
+    retry: RetryPolicy,
 ) -> int:
     """Send one alert to every route of its severity; return how many deliveries failed."""
     alert = stored.alert
@@ -106,9 +106,7 @@ async def deliver(
             )
             failed += 1
             continue
-        result = await post_with_retries(
-            session, url, slack_message(alert), max_attempts=max_attempts, base_delay=base_delay
-        )
+        result = await post_with_retries(session, url, slack_message(alert), policy=retry)
         status = "delivered" if result.delivered else "failed"
         failed += 0 if result.delivered else 1
         await storage.run(
@@ -152,6 +150,7 @@ async def serve(
     await storage.run(partial(save_cursor, cursor=cursor))
     log.info("notifier delivering alerts opened after %s", cursor)
     timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+    retry = RetryPolicy(max_attempts=settings.max_attempts, base_delay=settings.retry_base_seconds)
     # trust_env: honour HTTPS_PROXY where webhooks are only reachable through a proxy.
     async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
         while not stop.is_set():
@@ -167,8 +166,7 @@ async def serve(
                     policies,
                     environ,
                     stored,
-                    settings.max_attempts,
-                    settings.retry_base_seconds,
+                    retry,
                 )
                 deliveries.add(1, {"outcome": "failed" if failed else "delivered"})
                 cursor = (stored.opened_ms, stored.alert.dedup_key)

@@ -1,15 +1,19 @@
-"""Slack-compatible webhook messages, posted with retries and exponential backoff."""
+"""Slack-compatible webhook messages, posted with retries (backoff or Retry-After)."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from civicmeter.alert.v1 import alert_pb2
+from civicmeter.core.http_retry import (
+    RetryableAnswer,
+    RetryPolicy,
+    http_retrying,
+    raise_if_retryable,
+)
 from civicmeter.core.severity import SEVERITY_NAMES
 
 _COLOURS = {"low": "#439FE0", "medium": "warning", "high": "danger", "critical": "#7B0000"}
@@ -54,22 +58,22 @@ async def post_with_retries(
     url: str,
     payload: dict[str, Any],
     *,
-    max_attempts: int = 5,
-    base_delay: float = 0.5,
+    policy: RetryPolicy,
 ) -> Delivery:
-    """POST until a 2xx; retry 429, 5xx and connection failures; give up on other 4xx."""
-    reason = ""
-    for attempt in range(1, max_attempts + 1):
-        try:
-            async with session.post(url, json=payload) as response:
-                if 200 <= response.status < 300:
-                    return Delivery(True, attempt, "")
-                reason = f"HTTP {response.status}"
-                if 400 <= response.status < 500 and response.status != 429:
-                    return Delivery(False, attempt, reason)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        if attempt < max_attempts:
-            # Exponential backoff with jitter, so retries of many alerts do not stampede.
-            await asyncio.sleep(base_delay * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
-    return Delivery(False, max_attempts, reason)
+    """POST until a 2xx; retry 429, 5xx and connection failures (after the Retry-After a 429
+    or 503 asks for); give up on other answers."""
+    attempts = 0
+    try:
+        async for attempt in http_retrying(policy, (aiohttp.ClientError, TimeoutError)):
+            with attempt:
+                attempts = attempt.retry_state.attempt_number
+                async with session.post(url, json=payload) as response:
+                    raise_if_retryable(response)
+                    if 200 <= response.status < 300:
+                        return Delivery(True, attempts, "")
+                    return Delivery(False, attempts, f"HTTP {response.status}")
+    except RetryableAnswer as exc:
+        return Delivery(False, attempts, str(exc))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Delivery(False, attempts, f"{type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable: tenacity either returns an attempt or raises")
