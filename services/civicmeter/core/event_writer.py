@@ -1,10 +1,12 @@
-"""Idempotent writes of rated events to ClickHouse.
+"""Idempotent, crash-safe writes of rated events to ClickHouse.
 
 Before a batch is inserted, the event ids it carries are looked up (on the primary key:
 organisation, day, event id) and those already stored are dropped, as are repeats within the
 batch. One consumer owns a partition and a user's events share one, so a redelivered batch
 finds its events stored and inserts nothing: the rollups, fed by materialized views on the
-insert, never count an event twice.
+insert, never count an event twice. The new events go in through the write journal
+(core/write_journal.py), so a block cut off between the ledger's and the rollups' commits is
+completed by `replay_pending`, never lost.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from clickhouse_connect.driver.client import Client
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.write_journal import Replayed, journaled_insert
+from civicmeter.core.write_journal import replay_pending as replay_journal
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 _ACCOUNT_KINDS = {
@@ -49,6 +53,8 @@ _EPOCH_DAY = date(1970, 1, 1)
 # Event ids are at most 128 characters (validation), so a chunk's query stays under 1 MiB.
 LOOKUP_CHUNK = 5_000
 MAX_QUERY_BYTES = 1 << 20
+# How long another writer's block may stay pending before a writer completes it for it.
+SETTLE = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -120,14 +126,32 @@ def write_events(client: Client, batch: Sequence[pb.RatedUsageEvent]) -> WriteRe
     """Insert the events of `batch` not stored before; return what was inserted."""
     if not batch:
         return WriteResult(0, 0)
+    # A block an earlier attempt (or a killed process) left pending is completed first, so the
+    # lookup below never skips events whose rollups are still missing.
+    replay_pending(client, SETTLE)
     seen = stored_ids(client, batch)
-    rows: list[list[object]] = []
+    fresh: list[pb.RatedUsageEvent] = []
     for rated in batch:
         key = (rated.event.organization_id, rated.event.event_id)
         if key in seen:
             continue
         seen.add(key)
-        rows.append(_row(rated))
-    if rows:
-        client.insert("usage_events", rows, column_names=COLUMNS)
-    return WriteResult(len(rows), len(batch) - len(rows))
+        fresh.append(rated)
+    if fresh:
+        journaled_insert(client, fresh, insert_block)
+    return WriteResult(len(fresh), len(batch) - len(fresh))
+
+
+def insert_block(
+    client: Client, events: Sequence[pb.RatedUsageEvent], settings: dict[str, object]
+) -> None:
+    """Insert `events` into usage_events as one block (the journal's unit of replay)."""
+    client.insert(
+        "usage_events", [_row(r) for r in events], column_names=COLUMNS, settings=settings
+    )
+
+
+def replay_pending(client: Client, settle: timedelta = timedelta(0)) -> Replayed:
+    """Complete the journaled blocks a killed or failed writer left behind (another live
+    writer's only once pending for `settle`)."""
+    return replay_journal(client, insert_block, settle)

@@ -20,9 +20,10 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
 from civicmeter.alert.v1 import alert_pb2
+from civicmeter.core import write_journal
 from civicmeter.core.alert_writer import AlertWriteResult, write_alerts
 from civicmeter.core.config import SinkSettings, TopicSettings
-from civicmeter.core.event_writer import WriteResult, write_events
+from civicmeter.core.event_writer import WriteResult, replay_pending, write_events
 from civicmeter.core.kafka import make_consumer, make_producer
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.core.telemetry import Telemetry, consumer_span, links_from_headers
@@ -30,6 +31,7 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.sink")
 MAX_BACKOFF_SECONDS = 30.0
+JOURNAL_PRUNE_SECONDS = 60.0
 
 
 @dataclass
@@ -80,6 +82,13 @@ async def serve(
 ) -> None:
     topics = settings.kafka.topics
     await storage.run(migrate)
+    replayed = await storage.run(replay_pending)
+    if replayed.blocks:
+        log.warning(
+            "completed %d journaled blocks (%d events) left by an earlier run",
+            replayed.blocks,
+            replayed.events,
+        )
     written = telemetry.meter.create_counter(
         "civicmeter.sink.events",
         unit="{event}",
@@ -96,6 +105,7 @@ async def serve(
     await producer.start()
     await consumer.start()
     log.info("sink consuming %s and %s into ClickHouse", topics.rated, topics.alerts)
+    next_prune = time.monotonic()
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(
@@ -129,6 +139,9 @@ async def serve(
             except CommitFailedError as exc:
                 # A rebalance took the partitions; the next owner re-reads and finds the rows.
                 log.warning("offset commit failed after a successful write: %s", exc)
+            if time.monotonic() >= next_prune:
+                await storage.run(write_journal.prune)
+                next_prune = time.monotonic() + JOURNAL_PRUNE_SECONDS
     finally:
         await consumer.stop()
         await producer.stop()
