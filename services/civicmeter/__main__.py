@@ -83,14 +83,20 @@ def _migrate(env: Mapping[str, str]) -> None:
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
-def _api_key(key_id: str, organization: str, role: str) -> None:
+def _api_key(key_id: str, organizations: list[str], role: str, gateway_ids: list[str]) -> None:
     import yaml
 
     from civicmeter.core.auth import hash_token, new_token, parse_api_keys
 
     token = new_token()
-    entry = {"id": key_id, "organization_id": organization, "role": role,
-             "sha256": hash_token(token)}  # fmt: skip
+    entry: dict[str, object] = {"id": key_id, "role": role}
+    if len(organizations) == 1:
+        entry["organization_id"] = organizations[0]
+    else:
+        entry["organization_ids"] = organizations  # a gateway reporting for several
+    if gateway_ids:
+        entry["gateway_ids"] = gateway_ids
+    entry["sha256"] = hash_token(token)
     parse_api_keys({"keys": [entry]}, "the new key")  # the same checks as loading the file
     print(f"token (give it to the caller, it is shown once): {token}", file=sys.stderr)
     print(yaml.safe_dump({"keys": [entry]}, sort_keys=False), end="")
@@ -124,11 +130,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         commands.add_parser(name, help=f"run the {name} service")
     commands.add_parser("processor", help="run the processor (faust worker)")
     commands.add_parser("migrate", help="apply ClickHouse schema migrations and exit")
-    api_key = commands.add_parser("api-key", help="make a query API token and its key entry")
+    api_key = commands.add_parser(
+        "api-key", help="make a token and its key entry (query API, or a gateway's for ingest)"
+    )
     api_key.add_argument("--id", required=True)
-    api_key.add_argument("--organization", required=True, help="an organisation id, or '*'")
     api_key.add_argument(
-        "--role", required=True, choices=["finance-reader", "auditor", "security", "admin"]
+        "--organization",
+        required=True,
+        action="append",
+        help="an organisation id, or '*'; a gateway key may repeat it",
+    )
+    api_key.add_argument(
+        "--role",
+        required=True,
+        choices=["finance-reader", "auditor", "security", "admin", "gateway"],
+    )
+    api_key.add_argument(
+        "--gateway-id",
+        action="append",
+        default=[],
+        help="gateway keys: a gateway id its events may carry (repeatable; none: any)",
     )
     from civicmeter.billing import commands as billing_commands
 
@@ -160,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "prices":
             raise SystemExit(_check_prices(args.files))
         elif args.command == "api-key":
-            _api_key(args.id, args.organization, args.role)
+            _api_key(args.id, args.organization, args.role, args.gateway_id)
         else:
             names = args.services if args.command == "serve" else [args.command]
             run_until_signalled(*[_service(name, env) for name in dict.fromkeys(names)])

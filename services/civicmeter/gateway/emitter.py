@@ -52,6 +52,7 @@ class UsageEmitter:
         binary: bool = False,
         max_attempts: int = 6,
         timeout_seconds: float = 30.0,
+        token: str | None = None,  # the gateway key ingest authenticates (`civicmeter api-key`)
         max_retry_after_seconds: float = 60.0,
     ) -> None:
         self._url = base_url.rstrip("/") + "/v1/events"
@@ -64,6 +65,7 @@ class UsageEmitter:
             max_retry_after=max_retry_after_seconds,
         )
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._buffer: list[pb.UsageEvent] = []
         self._session: aiohttp.ClientSession | None = None
 
@@ -117,7 +119,7 @@ class UsageEmitter:
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     async with self._session.post(
-                        self._url, data=body, headers={"Content-Type": content_type}
+                        self._url, data=body, headers={"Content-Type": content_type, **self._auth}
                     ) as resp:
                         raise_if_retryable(resp)  # 429 and 5xx, after their Retry-After
                         if resp.status == 202:

@@ -14,6 +14,12 @@ from aiohttp import web
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from civicmeter.core.event_json import DecodeError, decode_batch
+from civicmeter.ingest.auth import (
+    GATEWAY_ACCESS,
+    GatewayAccess,
+    http_authentication,
+    refuse_foreign_events,
+)
 from civicmeter.ingest.publisher import BatchRejectedError, BatchTooLargeError, Publisher
 from civicmeter.ingest.v1 import ingest_service_pb2
 
@@ -49,6 +55,8 @@ async def publish_events(request: web.Request) -> web.Response:
     except (DecodeError, ProtoDecodeError) as exc:
         publisher.count_rejected(1, "undecodable")
         return _error(400, f"cannot decode the batch: {exc}")
+    if (refused := refuse_foreign_events(request, events)) is not None:
+        return refused
     try:
         accepted = await publisher.publish(events)
     except BatchRejectedError as exc:
@@ -66,9 +74,13 @@ async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_http_app(publisher: Publisher) -> web.Application:
-    app = web.Application(client_max_size=publisher.settings.max_body_bytes)
+def build_http_app(publisher: Publisher, access: GatewayAccess | None = None) -> web.Application:
+    app = web.Application(
+        client_max_size=publisher.settings.max_body_bytes, middlewares=[http_authentication]
+    )
     app[PUBLISHER] = publisher
+    if access is not None:
+        app[GATEWAY_ACCESS] = access
     app.router.add_post("/v1/events", publish_events)
     app.router.add_get("/healthz", healthz)
     return app

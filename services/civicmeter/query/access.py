@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 import grpc
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.auth import OPEN_ACCESS, ApiKeys, Principal
+from civicmeter.core.auth import OPEN_ACCESS, ApiKeys, Principal, bearer_token
+from civicmeter.core.rate_limit import RateLimiter as RateLimiter  # re-exported for the server
 from civicmeter.core.storage import Storage
 
 log = logging.getLogger("civicmeter.query.access")
@@ -149,26 +150,9 @@ def _certificate_name(context: grpc.aio.ServicerContext) -> str:
 
 def _bearer(details: grpc.HandlerCallDetails) -> str:
     for key, value in details.invocation_metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value.removeprefix("Bearer ").strip()
+        if key == "authorization" and isinstance(value, str):
+            return bearer_token(value)
     return ""
-
-
-class RateLimiter:
-    """A token bucket per API key: `rate` calls a second, bursts up to `burst`."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill)
-
-    def allow(self, key: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
