@@ -477,8 +477,10 @@ Global___ExportUsageResponse: _TypeAlias = ExportUsageResponse  # noqa: Y015
 
 @_typing.final
 class FocusLine(_message.Message):
-    """One charge in the columns of the FinOps Open Cost and Usage Specification (FOCUS 1.1); x_
+    """One charge in the columns of the FinOps Open Cost and Usage Specification (FOCUS 1.2); x_
     columns are civicmeter's own. Costs are in KRW; charge periods are days in the time zone.
+    A usage or seat line is one priced unit (a SKU price) of a day's use, so that its pricing
+    quantity times its unit price gives its contracted cost. Strings left empty are null.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -534,15 +536,28 @@ class FocusLine(_message.Message):
     X_PURPOSE_FIELD_NUMBER: _builtins.int
     X_EVENT_COUNT_FIELD_NUMBER: _builtins.int
     X_QUANTITIES_FIELD_NUMBER: _builtins.int
+    BILLING_ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    SUB_ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    LIST_UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    CONTRACTED_UNIT_PRICE_FIELD_NUMBER: _builtins.int
+    SKU_PRICE_ID_FIELD_NUMBER: _builtins.int
+    SKU_METER_FIELD_NUMBER: _builtins.int
+    SKU_PRICE_DETAILS_FIELD_NUMBER: _builtins.int
+    SERVICE_SUBCATEGORY_FIELD_NUMBER: _builtins.int
+    PRICING_CATEGORY_FIELD_NUMBER: _builtins.int
+    X_PRICE_VERSION_FIELD_NUMBER: _builtins.int
     billing_currency: _builtins.str
     charge_category: _builtins.str
     """"Usage" for metered use, "Purchase" for seat subscriptions."""
     charge_class: _builtins.str
-    """"Correction" for events that arrived after the allowed lateness; empty otherwise."""
+    """"Correction" for a re-rating adjustment of a billing period that had closed; empty for
+    ordinary charges, late-arriving events included.
+    """
     charge_description: _builtins.str
     charge_frequency: _builtins.str
     """"Usage-Based" or "Recurring"."""
     consumed_quantity: _builtins.str
+    """Empty (null) on seat purchases and corrections."""
     consumed_unit: _builtins.str
     pricing_quantity: _builtins.str
     pricing_unit: _builtins.str
@@ -560,6 +575,25 @@ class FocusLine(_message.Message):
     x_operation: _builtins.str
     x_purpose: _builtins.str
     x_event_count: _builtins.int
+    billing_account_name: _builtins.str
+    """The organisation's display name."""
+    sub_account_name: _builtins.str
+    """The department's display name."""
+    list_unit_price: _builtins.str
+    """KRW per pricing unit in the published price version (decimal string, exact)."""
+    contracted_unit_price: _builtins.str
+    """KRW per pricing unit as rated, under the organisation's contract when it had one."""
+    sku_price_id: _builtins.str
+    """The price of the SKU that rated the line: SKU, priced unit and price version."""
+    sku_meter: _builtins.str
+    """What the SKU price meters, e.g. "Input Tokens"."""
+    sku_price_details: _builtins.str
+    """JSON object of the SKU price's properties."""
+    service_subcategory: _builtins.str
+    pricing_category: _builtins.str
+    """"Standard" for priced lines; empty on corrections."""
+    x_price_version: _builtins.str
+    """The price version that rated the line (for a correction: the version it was re-rated to)."""
     @_builtins.property
     def billed_cost(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -616,10 +650,20 @@ class FocusLine(_message.Message):
         x_purpose: _builtins.str = ...,
         x_event_count: _builtins.int = ...,
         x_quantities: _usage_event_pb2.Usage | None = ...,
+        billing_account_name: _builtins.str = ...,
+        sub_account_name: _builtins.str = ...,
+        list_unit_price: _builtins.str = ...,
+        contracted_unit_price: _builtins.str = ...,
+        sku_price_id: _builtins.str = ...,
+        sku_meter: _builtins.str = ...,
+        sku_price_details: _builtins.str = ...,
+        service_subcategory: _builtins.str = ...,
+        pricing_category: _builtins.str = ...,
+        x_price_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "contracted_cost", b"contracted_cost", "effective_cost", b"effective_cost", "list_cost", b"list_cost", "x_quantities", b"x_quantities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_account_id", b"billing_account_id", "billing_currency", b"billing_currency", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_category", b"charge_category", "charge_class", b"charge_class", "charge_description", b"charge_description", "charge_frequency", b"charge_frequency", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "consumed_quantity", b"consumed_quantity", "consumed_unit", b"consumed_unit", "contracted_cost", b"contracted_cost", "effective_cost", b"effective_cost", "invoice_issuer_name", b"invoice_issuer_name", "list_cost", b"list_cost", "pricing_quantity", b"pricing_quantity", "pricing_unit", b"pricing_unit", "provider_name", b"provider_name", "publisher_name", b"publisher_name", "service_category", b"service_category", "service_name", b"service_name", "sku_id", b"sku_id", "sub_account_id", b"sub_account_id", "tags", b"tags", "x_event_count", b"x_event_count", "x_operation", b"x_operation", "x_purpose", b"x_purpose", "x_quantities", b"x_quantities", "x_user_id", b"x_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_account_id", b"billing_account_id", "billing_account_name", b"billing_account_name", "billing_currency", b"billing_currency", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_category", b"charge_category", "charge_class", b"charge_class", "charge_description", b"charge_description", "charge_frequency", b"charge_frequency", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "consumed_quantity", b"consumed_quantity", "consumed_unit", b"consumed_unit", "contracted_cost", b"contracted_cost", "contracted_unit_price", b"contracted_unit_price", "effective_cost", b"effective_cost", "invoice_issuer_name", b"invoice_issuer_name", "list_cost", b"list_cost", "list_unit_price", b"list_unit_price", "pricing_category", b"pricing_category", "pricing_quantity", b"pricing_quantity", "pricing_unit", b"pricing_unit", "provider_name", b"provider_name", "publisher_name", b"publisher_name", "service_category", b"service_category", "service_name", b"service_name", "service_subcategory", b"service_subcategory", "sku_id", b"sku_id", "sku_meter", b"sku_meter", "sku_price_details", b"sku_price_details", "sku_price_id", b"sku_price_id", "sub_account_id", b"sub_account_id", "sub_account_name", b"sub_account_name", "tags", b"tags", "x_event_count", b"x_event_count", "x_operation", b"x_operation", "x_price_version", b"x_price_version", "x_purpose", b"x_purpose", "x_quantities", b"x_quantities", "x_user_id", b"x_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
