@@ -194,7 +194,9 @@ async def published_ids(ingest: Ingest, until: str, timeout: float = 30.0) -> se
         while until not in ids:
             assert time.monotonic() < deadline, f"{until} never reached {ingest.topic}"
             for records in (await consumer.getmany(timeout_ms=500)).values():
-                ids |= {pb.UsageEvent.FromString(r.value).event_id for r in records if r.value}
+                for record in records:  # a UsageEventBatch each (the topic's contract)
+                    batch = pb.UsageEventBatch.FromString(record.value or b"")
+                    ids |= {e.event_id for e in batch.events}
     finally:
         await consumer.stop()
     return ids

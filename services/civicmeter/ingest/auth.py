@@ -122,23 +122,18 @@ class GatewayAccess:
             return None
         for index, event in enumerate(events):
             if not principal.reports_for(event.organization_id):
-                org = event.organization_id[:_ECHO_CHARS]
-                return self._refuse(
-                    PERMISSION_DENIED,
-                    f"events[{index}].organization_id: key {principal.key_id!r} may not report "
-                    f"usage for organisation {org!r}",
-                    peer,
-                    protocol,
-                )
-            if not principal.reports_as(event.gateway_id):
-                gateway = event.gateway_id[:_ECHO_CHARS]
-                return self._refuse(
-                    PERMISSION_DENIED,
-                    f"events[{index}].gateway_id: key {principal.key_id!r} may not report "
-                    f"usage as gateway {gateway!r}",
-                    peer,
-                    protocol,
-                )
+                field, value, what = "organization_id", event.organization_id, "for organisation"
+            elif not principal.reports_as(event.gateway_id):
+                field, value, what = "gateway_id", event.gateway_id, "as gateway"
+            else:
+                continue
+            return self._refuse(
+                PERMISSION_DENIED,
+                f"events[{index}].{field}: key {principal.key_id!r} may not report usage "
+                f"{what} {value[:_ECHO_CHARS]!r}",
+                peer,
+                protocol,
+            )
         return None
 
     def _refuse(self, reason: str, message: str, peer: str, protocol: str) -> Refusal:
