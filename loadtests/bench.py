@@ -112,7 +112,7 @@ class FreshnessProbe:
 
         sequence = 0
         async with (
-            UsageEmitter(self.stack.ingest_url) as emitter,
+            UsageEmitter(self.stack.ingest_url, token=self.stack.gateway_token) as emitter,
             grpc.aio.insecure_channel(self.stack.query_target) as channel,
         ):
             stub = query_grpc.QueryServiceStub(channel)
@@ -175,7 +175,9 @@ def run_step(
     before_stored = asyncio.run(stored_events(stack, *horizon))
     before = measure.sample_all(pids)
     started = time.monotonic()
-    step.sent = run_load(stack.ingest_url, rate, seconds, workers=2, progress=False)
+    step.sent = run_load(
+        stack.ingest_url, rate, seconds, workers=2, progress=False, token=stack.gateway_token
+    )
     # Let the pipeline drain what was sent, for at most a step's length.
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -377,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         target=run_load,
                         daemon=True,
                         args=(stack.ingest_url, rate, 15.0),
-                        kwargs={"progress": False},
+                        kwargs={"progress": False, "token": stack.gateway_token},
                     )
                     load.start()
                     time.sleep(2)
@@ -392,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     target=run_load,
                     daemon=True,
                     args=(stack.ingest_url, args.soak_rate, args.soak_seconds),
-                    kwargs={"progress": False},
+                    kwargs={"progress": False, "token": stack.gateway_token},
                 )
                 started = time.monotonic()
                 load.start()

@@ -101,7 +101,9 @@ async def replay(stack: LocalStack, scenario: Scenario) -> float:
 
     async def sender() -> None:
         nonlocal sent
-        async with UsageEmitter(stack.ingest_url, batch_size=BATCH) as emitter:
+        async with UsageEmitter(
+            stack.ingest_url, batch_size=BATCH, token=stack.gateway_token
+        ) as emitter:
             while (batch := await queue.get()) is not None:
                 accepted = await emitter.send(batch)
                 sent += accepted

@@ -6,7 +6,7 @@ scenario's populations; event times are now. Events are stamped cheaply: a pool 
 templates gets a fresh event_id and event_time prepended as protobuf fields, so the
 generator spends its CPU on sending, not on building messages.
 
-    python -m loadtests.loadgen --url http://127.0.0.1:8080 --rate 5000 --seconds 30
+    python -m loadtests.loadgen --url http://127.0.0.1:8080 --rate 5000 --seconds 30 --token cmk_...
     python -m loadtests.loadgen --rate 2000 --seconds 240 --day-seconds 240   # a day in 4 min
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -84,6 +85,7 @@ class WorkerPlan:
     batch: int
     seed: int
     day_seconds: float = 0.0  # > 0: a working day's curve compressed into this many seconds
+    token: str | None = None  # the gateway key ingest authenticates
 
 
 # Relative request rate by hour of the day in Seoul: quiet nights, a morning and an
@@ -116,6 +118,9 @@ async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessi
     next_send = time.monotonic()
     sequence = 0
     run = f"lg{time.time_ns():x}-{plan.seed}"  # ids unique across runs and workers
+    headers = {"Content-Type": "application/x-protobuf"}
+    if plan.token:
+        headers["Authorization"] = f"Bearer {plan.token}"
     async with aiohttp.ClientSession() as session:
         while next_send < deadline:
             delay = next_send - time.monotonic()
@@ -133,7 +138,7 @@ async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessi
             async with session.post(
                 f"{plan.url}/v1/events",
                 data=body,
-                headers={"Content-Type": "application/x-protobuf"},
+                headers=headers,
             ) as resp:
                 if resp.status != 202:
                     raise RuntimeError(f"ingest answered {resp.status}: {await resp.text()}")
@@ -159,6 +164,7 @@ def run_load(
     batch: int = 1_000,
     progress: bool = True,
     day_seconds: float = 0.0,
+    token: str | None = None,
 ) -> int:
     """Send at `rate` events/s for `seconds` (shaped by the daily curve when `day_seconds`);
     return how many events ingest accepted."""
@@ -171,7 +177,10 @@ def run_load(
         context.Process(
             target=_worker,
             daemon=True,
-            args=(WorkerPlan(url, rate / workers, seconds, batch, seed, day_seconds), counter),
+            args=(
+                WorkerPlan(url, rate / workers, seconds, batch, seed, day_seconds, token),
+                counter,
+            ),
         )
         for seed in range(workers)
     ]
@@ -218,9 +227,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="shape the rate by a working day's curve compressed into this "
         "many seconds (0: a flat rate)",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CIVICMETER_GATEWAY_TOKEN"),
+        help="the gateway key ingest asks for (default: $CIVICMETER_GATEWAY_TOKEN)",
+    )
     args = parser.parse_args(argv)
     sent = run_load(
-        args.url, args.rate, args.seconds, args.workers, args.batch, day_seconds=args.day_seconds
+        args.url,
+        args.rate,
+        args.seconds,
+        args.workers,
+        args.batch,
+        day_seconds=args.day_seconds,
+        token=args.token,
     )
     print(f"sent {sent:,} events")
 

@@ -22,7 +22,10 @@ from types import TracebackType
 from typing import IO, Self
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from civicmeter.core.auth import hash_token, new_token
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PRICES = REPO / "config" / "prices.yaml"
@@ -52,6 +55,11 @@ class LocalStack:
     services: tuple[str, ...] = ("ingest", "processor", "storage")
     # Processor processes in one consumer group: Kafka spreads the partitions over them.
     processors: int = 1
+    # Ingest authenticates gateways with a key file the stack writes, holding one gateway key
+    # for every organisation; senders present `gateway_token` (see `ingest_headers`). False:
+    # ingest runs open, as in development. An extra_env CIVICMETER_INGEST_KEYS_FILE wins.
+    gateway_keys: bool = True
+    gateway_token: str = field(default_factory=new_token)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _specs: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
@@ -68,6 +76,20 @@ class LocalStack:
     def ingest_grpc_target(self) -> str:
         return f"127.0.0.1:{self.ingest_grpc_port}"
 
+    @property
+    def ingest_headers(self) -> dict[str, str]:
+        """The HTTP header that authenticates a sender to this stack's ingest."""
+        return {"Authorization": f"Bearer {self.gateway_token}"} if self.gateway_keys else {}
+
+    @property
+    def ingest_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The same credential as gRPC call metadata."""
+        return tuple((k.lower(), v) for k, v in self.ingest_headers.items())
+
+    @property
+    def gateway_keys_file(self) -> Path:
+        return self.workdir / "gateway-keys.yaml"
+
     def env(self) -> dict[str, str]:
         env = {
             **os.environ,
@@ -82,11 +104,15 @@ class LocalStack:
             "CIVICMETER_QUERY_GRPC_PORT": str(self.query_grpc_port),
             "PYTHONUNBUFFERED": "1",
         }
+        if self.gateway_keys:
+            env["CIVICMETER_INGEST_KEYS_FILE"] = str(self.gateway_keys_file)
         env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 90.0) -> Self:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        if self.gateway_keys:
+            self._write_gateway_keys()
         commands = {
             "ingest": ["ingest"],
             "processor": ["processor"],
@@ -112,6 +138,12 @@ class LocalStack:
         if "storage" in self.services:
             self._wait(lambda: self._grpc_serving(self.query_target), "query", deadline)
         return self
+
+    def _write_gateway_keys(self) -> None:
+        """One gateway key for every organisation: the stack's senders replay all of them."""
+        key = {"id": "local-gateways", "role": "gateway", "organization_id": "*",
+               "sha256": hash_token(self.gateway_token)}  # fmt: skip
+        self.gateway_keys_file.write_text(yaml.safe_dump({"keys": [key]}, sort_keys=False))
 
     def pids(self) -> dict[str, int]:
         """Process ids of the running services, by name (ingest, processor, storage)."""

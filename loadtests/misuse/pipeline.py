@@ -60,7 +60,7 @@ async def send_all(
     event was accepted."""
     events = [event for event, _ in scenario.deliveries]
     started = time.monotonic()
-    async with UsageEmitter(stack.ingest_url, binary=True) as emitter:
+    async with UsageEmitter(stack.ingest_url, binary=True, token=stack.gateway_token) as emitter:
         for start in range(0, len(events), BATCH):
             delay = started + start / rate - time.monotonic()
             if delay > 0:

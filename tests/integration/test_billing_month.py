@@ -124,7 +124,7 @@ def month_stack(
         "CIVICMETER_BILLING_INTERVAL_SECONDS": "1",
         "CIVICMETER_SINK_MAX_BATCH_WAIT_MS": "200",
         **{f"CIVICMETER_TOPIC_{t.upper()}": f"bm{suffix}.{t}"
-           for t in ("raw", "rated", "dlq", "cost_windows", "alerts")},
+           for t in ("raw", "rated", "dlq", "alerts")},
         "CIVICMETER_PROCESSOR_GROUP_ID": f"bm-processor-{suffix}",
         "CIVICMETER_SINK_GROUP_ID": f"bm-sink-{suffix}",
     }  # fmt: skip
@@ -236,7 +236,7 @@ async def test_a_month_with_seats_late_events_and_a_retroactive_price_change(
 ) -> None:
     stack, org, seats = month_stack
     events = api_events(org)
-    async with UsageEmitter(stack.ingest_url, batch_size=200) as emitter:
+    async with UsageEmitter(stack.ingest_url, token=stack.gateway_token, batch_size=200) as emitter:
         for e in events:
             await emitter.emit(e)
         for e in events[::6]:  # a gateway's retries: the same ids again

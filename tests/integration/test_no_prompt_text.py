@@ -70,7 +70,7 @@ async def test_canary_personal_data_is_counted_alerted_and_stored_nowhere(
                 replay_seconds=60,
             )
         )
-        async with UsageEmitter(stack.ingest_url) as emitter:
+        async with UsageEmitter(stack.ingest_url, token=stack.gateway_token) as emitter:
             await emitter.send([event])
         opened = await asyncio.wait_for(watch.read(), 60)
         watch.cancel()

@@ -121,14 +121,16 @@ async def test_events_in_exact_sums_out_and_duplicates_counted_once(stack: Local
         expected[e.department_id] = expected.get(e.department_id, Decimal(0)) + expected_cost(e)
     total = sum(expected.values(), Decimal(0))
 
-    async with UsageEmitter(stack.ingest_url, batch_size=500) as emitter:
+    async with UsageEmitter(stack.ingest_url, token=stack.gateway_token, batch_size=500) as emitter:
         for e in events:
             await emitter.emit(e)
     # A gateway retrying a third of its batches: same ids, sent again, over gRPC this time.
     async with grpc.aio.insecure_channel(stack.ingest_grpc_target) as channel:
         stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
         response = await stub.PublishEvents(
-            ingest_service_pb2.PublishEventsRequest(events=events[:1000]), timeout=30
+            ingest_service_pb2.PublishEventsRequest(events=events[:1000]),
+            timeout=30,
+            metadata=stack.ingest_metadata,
         )
         assert response.accepted_count == 1000
 
@@ -232,7 +234,7 @@ async def test_ingest_rejects_bad_input_naming_the_field_and_publishes_none_of_i
     good = usage_event(org, "welfare", "u_1", HOUR, input_tokens=10)
     bad = usage_event(org, "welfare", "u_1", HOUR, input_tokens=10)
     bad.user_id = "kim@example.go.kr"
-    async with UsageEmitter(stack.ingest_url) as emitter:
+    async with UsageEmitter(stack.ingest_url, token=stack.gateway_token) as emitter:
         with pytest.raises(IngestRejectedError) as rejected:
             await emitter.send([good, bad])
     assert rejected.value.status == 400
@@ -246,7 +248,7 @@ async def test_ingest_rejects_bad_input_naming_the_field_and_publishes_none_of_i
 
     body = json.loads(encode_batch([good]))
     body[0]["data"]["usage"]["input_tokens"] = "many"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=stack.ingest_headers) as session:
         async with session.post(f"{stack.ingest_url}/v1/events", json=body) as resp:
             assert resp.status == 400
             assert "$[0].data.usage.input_tokens" in (await resp.json())["error"]
@@ -258,13 +260,16 @@ async def test_ingest_rejects_bad_input_naming_the_field_and_publishes_none_of_i
     async with grpc.aio.insecure_channel(stack.ingest_grpc_target) as channel:
         stub = ingest_service_pb2_grpc.IngestServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.PublishEvents(ingest_service_pb2.PublishEventsRequest(events=[good, bad]))
+            await stub.PublishEvents(
+                ingest_service_pb2.PublishEventsRequest(events=[good, bad]),
+                metadata=stack.ingest_metadata,
+            )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "events[1].user_id" in (info.value.details() or "")
 
     # A later valid event of the same organisation arrives; the rejected ones never do.
     later = usage_event(org, "transport", "u_2", HOUR, input_tokens=1000)
-    async with UsageEmitter(stack.ingest_url) as emitter:
+    async with UsageEmitter(stack.ingest_url, token=stack.gateway_token) as emitter:
         assert await emitter.send([later]) == 1
     result = await eventually(
         lambda: breakdown(stack, org, query_pb.COST_DIMENSION_DEPARTMENT),
@@ -278,7 +283,7 @@ async def test_processing_spans_link_to_the_span_that_produced_the_event(
 ) -> None:
     org = f"otel-{uuid.uuid4().hex[:8]}"
     event = usage_event(org, "welfare", "u_1", HOUR, input_tokens=10)
-    async with UsageEmitter(stack.ingest_url) as emitter:
+    async with UsageEmitter(stack.ingest_url, token=stack.gateway_token) as emitter:
         await emitter.send([event])
     [raw] = await consume(stack, "usage.raw", lambda v: v == event.SerializeToString(), 1)
     headers = {key: value.decode() for key, value in raw.headers}
