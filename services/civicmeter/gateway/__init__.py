@@ -10,17 +10,28 @@
 `detect_pii` and `PiiDetector` find Korean personal information (resident and foreigner
 registration numbers, passports, driver licences, phone numbers, business registration
 numbers, e-mail addresses, bank accounts) and report how many of each, nothing more.
+`detect_document_markings` and `DocumentDetector` count the markings of public documents
+pasted into a prompt (classification and handling markings, disclosure decisions, document
+numbers, approval blocks, declared personal information), by class (`DOCUMENT_MARKINGS`).
 """
 
+from civicmeter.gateway.documents import (
+    DOCUMENT_MARKINGS,
+    DocumentDetector,
+    detect_document_markings,
+)
 from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
 from civicmeter.gateway.identity import pseudonymise_user
 from civicmeter.gateway.pii import PII_TYPES, PiiDetector, detect_pii
 
 __all__ = [
+    "DOCUMENT_MARKINGS",
     "PII_TYPES",
+    "DocumentDetector",
     "IngestRejectedError",
     "PiiDetector",
     "UsageEmitter",
+    "detect_document_markings",
     "detect_pii",
     "pseudonymise_user",
 ]

@@ -151,11 +151,11 @@ _OFFICES = (
 _LINE_WORDS = ("시행", "접수")
 
 _MARK, _ROLE, _PERSONAL, _NUMBER, _LINE = range(5)
+_OFFICE_HYPHEN = (_NUMBER, "-")
 _TRIGGERS: dict[str, tuple[int, str]] = {
     **{word: (_MARK, cls) for word, cls in _MARKING_WORDS.items()},
     **{word: (_ROLE, role) for word, role in _ROLE_WORDS.items()},
     **{word: (_PERSONAL, word) for word in _PERSONAL_WORDS},
-    **{f"{ending}-": (_NUMBER, ending) for ending in _OFFICE_ENDINGS},
     **{word: (_LINE, word) for word in _LINE_WORDS},
 }
 
@@ -163,9 +163,10 @@ _TRIGGERS: dict[str, tuple[int, str]] = {
 _Trie: TypeAlias = dict[str, "_Trie"]
 
 
-def _trie_pattern(words: Iterable[str]) -> str:
-    """One regular expression matching any of `words`, longest first, as a trie: every
-    alternative starts with its own literal, so the engine skips other text at C speed."""
+def _trie_pattern(words: Iterable[str], *others: str) -> str:
+    """One regular expression matching any of `words`, longest first, as a trie, or any of the
+    `others` (each beginning with a literal). Every top-level alternative starts with a literal
+    character, so the engine skips text that cannot start a match at C speed."""
     trie: _Trie = {}
     for word in words:
         node = trie
@@ -182,10 +183,15 @@ def _trie_pattern(words: Iterable[str]) -> str:
         body = "(?:" + "|".join(branches) + ")"
         return body + "?" if "" in node else body
 
-    return emit(trie)
+    return "|".join(
+        [re.escape(char) + emit(child) for char, child in sorted(trie.items())] + list(others)
+    )
 
 
-_TRIGGER = re.compile(_trie_pattern(_TRIGGERS))
+# The hyphen of an office number, after the last syllable of an office name, before a digit:
+# one literal start rather than one per syllable, as those syllables are everywhere in Korean.
+_NUMBER_HYPHEN = f"-(?<=[{_OFFICE_ENDINGS}]-)(?=[0-9])"
+_TRIGGER = re.compile(_trie_pattern(_TRIGGERS, _NUMBER_HYPHEN))
 
 # --- where a marking stands -----------------------------------------------------------------
 
@@ -204,6 +210,13 @@ _GRADE_BEFORE = re.compile(_GRADE + r"[ \t]?\Z")
 _GRADE_LABEL = re.compile(
     r"[ \t]?등급[ \t]*[:：|]?[ \t]*" + _GRADE + r"(?![ \t]?비밀)(?![0-9A-Za-z가-힣])"
 )
+# Cheap checks before the regular expressions below: how their matches end.
+_QUALIFIER_ENDINGS = ("STRICTLY", "Strictly", "AND", "and", "&", "//")
+_LABEL_ENDINGS = (
+    *("등급", "분류", "구분", "여부", "범위", "cation", "CATION", "ndling", "NDLING"),
+    *("rking", "RKING", "bution", "BUTION", "tivity", "TIVITY"),
+)
+_DECLARED_ENDINGS = ("는", "은", "is", "as", "marked", "classified")
 # Words that qualify a marking on its left: STRICTLY CONFIDENTIAL, (U//FOUO).
 _QUALIFIER = re.compile(
     r"(?:STRICTLY|Strictly|PRIVATE AND|Private and|PRIVATE &|Private &|[A-Z]{1,2}//)[ \t]*\Z"
@@ -247,15 +260,24 @@ def _without_parenthetical(rest: str) -> str:
     return rest
 
 
+def _declared(before: str, after: str) -> bool:
+    """본 문서는 대외비입니다 / This document is confidential."""
+    return (
+        before.rstrip(_BLANK).endswith(_DECLARED_ENDINGS)
+        and _DECLARED_BEFORE.search(before[-24:]) is not None
+        and _DECLARED_AFTER.match(after) is not None
+    )
+
+
 def _stands_as_marking(before: str, after: str, cls: str) -> bool:
     """Whether a marking word between `before` and `after` (its line) stands as a marking."""
-    if _DECLARED_BEFORE.search(before[-24:]) and _DECLARED_AFTER.match(after):
-        return True
     if after[:1].isalnum() or before[-1:].isalnum():
-        return False  # part of a word, or followed by a particle: prose
-    qualifier = _QUALIFIER.search(before[-16:])
-    if qualifier is not None:
-        before = before[: qualifier.start()]
+        # Part of a word, or followed by a particle: prose, unless declared.
+        return _declared(before, after)
+    if before.rstrip(_BLANK).endswith(_QUALIFIER_ENDINGS):
+        qualifier = _QUALIFIER.search(before[-16:])
+        if qualifier is not None:
+            before = before[: len(before) - len(qualifier.group())]
     # Between brackets.
     left, right = before.rstrip(_BLANK), after.lstrip(_BLANK)
     opener = left[-1:]
@@ -280,7 +302,13 @@ def _stands_as_marking(before: str, after: str, cls: str) -> bool:
     ):
         return True
     # The value of a label.
-    return _LABEL.search(before[-40:]) is not None and _AFTER_LABELLED.match(after) is not None
+    if (
+        before.rstrip(" \t:：|").endswith(_LABEL_ENDINGS)
+        and _LABEL.search(before[-40:]) is not None
+        and _AFTER_LABELLED.match(after) is not None
+    ):
+        return True
+    return _declared(before, after)
 
 
 def _marking(text: str, start: int, end: int, cls: str) -> bool:
@@ -329,13 +357,23 @@ def _numbered_line(text: str, start: int, end: int) -> bool:
 # --- approval blocks ------------------------------------------------------------------------
 
 _RANKS = (
-    "주무관|주사보|주사|서기보|서기|사무관|서기관|이사관|담당관|담당자|담당|팀장|과장|계장|국장|실장"
-    "|단장|소장|본부장|부시장|시장|부군수|군수|부구청장|구청장|부지사|지사|차관|장관|원장|관장|센터장"
-    "|주임|연구관|연구사|지도관|지도사|감사관|정책관|기획관|비서관|위원장|교장|교감"
+    *("주무관", "주사보", "주사", "서기보", "서기", "사무관", "서기관", "이사관"),
+    *("담당관", "담당자", "담당", "팀장", "과장", "계장", "국장", "실장"),
+    *("단장", "소장", "본부장", "부시장", "시장", "부군수", "군수", "부구청장"),
+    *("구청장", "부지사", "지사", "차관", "장관", "원장", "관장", "센터장"),
+    *("주임", "연구관", "연구사", "지도관", "지도사", "감사관", "정책관", "기획관"),
+    *("비서관", "위원장", "교장", "교감"),
 )
 # A rank, alone or at the end of a title (정보공개정책과장), not followed by more of a word.
-_RANK = re.compile(r"[가-힣]{0,12}?(?:" + _RANKS + r")(?![가-힣])")
-_RANK_IN_ROW = re.compile(r"(?<![가-힣])[가-힣]{0,12}?(?:" + _RANKS + r")(?![가-힣])")
+_HANGUL_WORD = re.compile("[가-힣]+")
+_LONGEST_TITLE = 14
+
+
+def _is_rank(word: str) -> bool:
+    """A rank, alone or at the end of a title (정보공개정책과장), and nothing after it."""
+    return len(word) <= _LONGEST_TITLE and word.endswith(_RANKS)
+
+
 _ROLE_SEPARATOR = re.compile(r"[ \t]*[:：|]?[ \t]*")
 _DATE_START = re.compile(r"[0-9]{1,4}[ \t]?[./\-][ \t]?[0-9]")
 # A name in a cell after a -자 label: 기안자 홍길동   검토자 ...
@@ -358,10 +396,12 @@ def _approval_blocks(text: str, labels: list[tuple[str, int, int]]) -> int:
         elif i + 1 < len(labels) and labels[i + 1][1] == at:
             valid[i] = valid[i + 1]
         else:
+            # A name cell follows a -자 label, or any label set apart as a column.
+            column = word.endswith("자") or any(c in text[end:at] for c in "\t|:：")
             valid[i] = bool(
-                _RANK.match(text, at)
+                ((rank := _HANGUL_WORD.match(text, at)) and _is_rank(rank.group()))
                 or _DATE_START.match(text, at)
-                or (word.endswith("자") and _NAME_CELL.match(text, at))
+                or ((column or text.startswith("  ", end)) and _NAME_CELL.match(text, at))
             )
     blocks = 0
     roles: set[str] = set()
@@ -381,7 +421,7 @@ def _approval_blocks(text: str, labels: list[tuple[str, int, int]]) -> int:
         if role in ("approve", "cooperate") and not grid:
             line_end = text.find("\n", end)
             row = text[end : len(text) if line_end == -1 else line_end]
-            grid = len(_RANK_IN_ROW.findall(row)) >= 2
+            grid = sum(map(_is_rank, _HANGUL_WORD.findall(row))) >= 2
     return blocks + (len(roles) >= 2 or grid)
 
 
@@ -485,12 +525,12 @@ class DocumentDetector:
             start, end = match.span()
             if start < covered:
                 continue
-            family, value = _TRIGGERS[match.group()]
+            family, value = _TRIGGERS.get(match.group(), _OFFICE_HYPHEN)
             cls: str | None = None
             if family == _MARK:
                 cls = value if _marking(text, start, end, value) else None
             elif family == _NUMBER:
-                cls = "document_number" if _office_number(text, end - 1) else None
+                cls = "document_number" if _office_number(text, start) else None
             elif family == _ROLE:
                 if not text[start - 1 : start].isalnum() and not text[end : end + 1].isalnum():
                     labels.append((value, start, end))
