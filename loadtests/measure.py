@@ -244,7 +244,7 @@ def profile(pid: int, seconds: int, out: Path) -> list[tuple[str, float]]:
 
 
 async def batch_loop_rate(bootstrap: str, topic: str, records: int, catalog_path: Path) -> float:
-    """Events/s of the processor's own pipeline (decode, validate, price, window) driven by a
+    """Events/s of the processor's own pipeline (decode, validate, price) driven by a
     plain aiokafka getmany loop that produces the results and commits, with no faust.
 
     A design alternative, measured for comparison with the faust worker: the work per event
@@ -252,6 +252,7 @@ async def batch_loop_rate(bootstrap: str, topic: str, records: int, catalog_path
     """
     from aiokafka import AIOKafkaProducer
 
+    from civicmeter.core.kafka import send_event_batches
     from civicmeter.core.pricing import load_catalog
     from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 
@@ -280,20 +281,13 @@ async def batch_loop_rate(bootstrap: str, topic: str, records: int, catalog_path
         while seen < records:
             batches = await consumer.getmany(timeout_ms=1000, max_records=20_000)
             if not batches and time.perf_counter() - started > 300:
-                raise TimeoutError(f"processed {seen} of {records} records")
+                raise TimeoutError(f"processed {seen} of {records} events")
             raw = [RawRecord(r.value, r.partition, r.offset) for b in batches.values() for r in b]
             result = processor.process(raw)
-            futures = [
-                await producer.send("batch-loop.rated", value, key=key)
-                for key, value in result.rated
-            ]
-            futures += [
-                await producer.send("batch-loop.windows", w.SerializeToString())
-                for w in result.windows
-            ]
+            futures = await send_event_batches(producer, "batch-loop.rated", result.rated)
             await asyncio.gather(*futures)
             await consumer.commit()
-            seen += len(raw)
+            seen += result.events
         return seen / (time.perf_counter() - started)
     finally:
         await consumer.stop()

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from civicmeter.billing.reconcile import reconcile
+from civicmeter.core.event_batch import encode_event_batch
 from civicmeter.core.event_writer import write_events
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.usage.v1 import usage_event_pb2 as pb
@@ -14,7 +15,7 @@ from tests.factories import NOW, catalog, event, seoul_months_around
 
 def rated(*events: pb.UsageEvent) -> list[pb.RatedUsageEvent]:
     result = BatchProcessor(catalog(), "usage.raw").process(
-        [RawRecord(e.SerializeToString(), 0, i) for i, e in enumerate(events)], NOW
+        [RawRecord(encode_event_batch([e]), 0, i) for i, e in enumerate(events)], NOW
     )
     return [pb.RatedUsageEvent.FromString(v) for _, v in result.rated]
 

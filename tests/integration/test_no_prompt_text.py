@@ -38,7 +38,7 @@ def canary_stack(
     # Debug logs and console spans: the most a service ever writes about an event.
     env = {"CIVICMETER_LOG_LEVEL": "DEBUG", "OTEL_TRACES_EXPORTER": "console",
            "CIVICMETER_TOPIC_RAW": "canary.raw", "CIVICMETER_TOPIC_RATED": "canary.rated",
-           "CIVICMETER_TOPIC_DLQ": "canary.dlq", "CIVICMETER_TOPIC_COST_WINDOWS": "canary.cost",
+           "CIVICMETER_TOPIC_DLQ": "canary.dlq",
            "CIVICMETER_TOPIC_ALERTS": "canary.alerts",
            "CIVICMETER_PROCESSOR_GROUP_ID": "canary-processor",
            "CIVICMETER_SINK_GROUP_ID": "canary-sink"}  # fmt: skip

@@ -2,16 +2,18 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from civicmeter.core.event_batch import encode_event_batch
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.usage.v1 import usage_event_pb2 as pb
-from tests.factories import NOW, catalog, event
+from tests.factories import NOW, catalog, event, user_id
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def records(*messages: pb.UsageEvent | bytes) -> list[RawRecord]:
+    """One usage.raw record per message (a batch of one); bytes are taken as a whole record."""
     return [
-        RawRecord(m if isinstance(m, bytes) else m.SerializeToString(), 0, offset)
+        RawRecord(m if isinstance(m, bytes) else encode_event_batch([m]), 0, offset)
         for offset, m in enumerate(messages)
     ]
 
@@ -42,30 +44,43 @@ def test_bad_records_go_to_the_dead_letters_with_reason_and_origin() -> None:
     assert result.reasons == {"undecodable": 1, "invalid_field": 1, "unpriced": 1}
 
 
-def test_minute_windows_sum_the_batch_per_user_and_service() -> None:
+def test_a_batch_record_is_rated_event_by_event_and_a_bad_event_costs_only_itself() -> None:
     hour_ago = NOW - timedelta(hours=1)
-    a = event(event_time=hour_ago.replace(minute=5, second=1))
-    b = event(event_time=hour_ago.replace(minute=5, second=59))
-    c = event(event_time=hour_ago.replace(minute=6, second=0))
-    d = event(event_time=hour_ago.replace(minute=5, second=30), user_id="u_other")
-    result = BatchProcessor(catalog(), "usage.raw").process(records(a, b, c, d), NOW)
-    windows = {(w.window_start_time.seconds, w.user_id): w for w in result.windows}
-    minute5 = int(hour_ago.replace(minute=5).timestamp())
-    mine = windows[(minute5, a.user_id)]
-    assert (mine.events, Decimal(mine.cost_krw)) == (2, Decimal("12.640000"))
-    assert windows[(minute5 + 60, a.user_id)].events == 1
-    assert windows[(minute5, "u_other")].events == 1
-    assert sum(w.events for w in result.windows) == 4
+    a = event(event_time=hour_ago)
+    bad = event(usage=pb.Usage(input_tokens=-5))
+    b = event(user_id=user_id("other"), usage=pb.Usage(input_tokens=1000, output_tokens=10))
+    record = RawRecord(encode_event_batch([a, bad, b]), 3, 41)
+    result = BatchProcessor(catalog(), "usage.raw").process([record], NOW)
+    assert result.events == 3
+    rated = [pb.RatedUsageEvent.FromString(v) for _, v in result.rated]
+    assert [r.event.event_id for r in rated] == [a.event_id, b.event_id]
+    assert [k for k, _ in result.rated] == [
+        f"seoul/{a.user_id}".encode(),
+        f"seoul/{b.user_id}".encode(),
+    ]
+    assert Decimal(rated[0].cost_krw) == Decimal("6.320000")
+    assert Decimal(rated[1].cost_krw) != Decimal(rated[0].cost_krw)
+    [letter] = [pb.DeadLetter.FromString(v) for _, v in result.dead]
+    assert (letter.reason_code, letter.source_partition, letter.source_offset) == (
+        "invalid_field",
+        3,
+        41,
+    )
+    assert pb.UsageEvent.FromString(letter.payload) == bad
 
 
-def test_rated_events_carry_the_received_bytes_with_fields_from_newer_gateways() -> None:
-    newer_field = b"\x98\x06\x01"  # field 99, varint 1: unknown to this version
-    raw = event().SerializeToString() + newer_field
-    result = BatchProcessor(catalog(), "usage.raw").process([RawRecord(raw, 0, 0)], NOW)
+def test_rated_events_keep_no_bytes_the_schema_does_not_define() -> None:
+    canary = "주민등록번호 900101-1234567 prompt text".encode()
+    unknown = b"\xfa\x06" + bytes([len(canary)]) + canary  # field 111, length-delimited
+    sent = event()
+    raw = sent.SerializeToString() + unknown
+    result = BatchProcessor(catalog(), "usage.raw").process(
+        [RawRecord(encode_event_batch([raw]), 0, 0)], NOW
+    )
     [(_, value)] = result.rated
+    assert canary not in value
     rated = pb.RatedUsageEvent.FromString(value)
-    assert rated.event == pb.UsageEvent.FromString(raw)
-    assert rated.event.SerializeToString().endswith(newer_field)
+    assert rated.event == sent
     assert rated.rated_time.ToDatetime().replace(tzinfo=NOW.tzinfo) == NOW
 
 

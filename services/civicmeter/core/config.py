@@ -98,7 +98,6 @@ class TopicSettings:
     raw: str = "usage.raw"
     rated: str = "usage.rated"
     dlq: str = "usage.dlq"
-    cost_windows: str = "usage.cost.1m"
     alerts: str = "usage.alerts"
     partitions: int = 4
     replication_factor: int = 1
@@ -109,7 +108,6 @@ class TopicSettings:
             raw=env.get("CIVICMETER_TOPIC_RAW", cls.raw),
             rated=env.get("CIVICMETER_TOPIC_RATED", cls.rated),
             dlq=env.get("CIVICMETER_TOPIC_DLQ", cls.dlq),
-            cost_windows=env.get("CIVICMETER_TOPIC_COST_WINDOWS", cls.cost_windows),
             alerts=env.get("CIVICMETER_TOPIC_ALERTS", cls.alerts),
             partitions=_int(env, "CIVICMETER_TOPIC_PARTITIONS", cls.partitions),
             replication_factor=_int(
@@ -225,7 +223,7 @@ class ProcessorSettings:
     prices_file: Path = Path("config/prices.yaml")
     prices_reload_seconds: float = 10.0  # how often the catalog files are checked; 0: never
     policy_file: Path = Path("config/policies.yaml")
-    batch_size: int = 5_000
+    batch_size: int = 64  # usage.raw records (each a batch of events) per micro-batch
     batch_within_seconds: float = 0.2
     data_dir: Path = Path(".civicmeter/processor")
     time_window: TimeWindow = field(default_factory=TimeWindow)
@@ -268,7 +266,7 @@ class SinkSettings:
     kafka: KafkaSettings
     clickhouse: ClickHouseSettings
     group_id: str = "civicmeter-sink"
-    max_batch_events: int = 50_000
+    max_batch_records: int = 200  # usage.rated records (each a batch of events) per write
     max_batch_wait_ms: int = 500
 
     @classmethod
@@ -277,7 +275,9 @@ class SinkSettings:
             kafka=KafkaSettings.from_env(env),
             clickhouse=ClickHouseSettings.from_env(env),
             group_id=env.get("CIVICMETER_SINK_GROUP_ID", cls.group_id),
-            max_batch_events=_int(env, "CIVICMETER_SINK_MAX_BATCH_EVENTS", cls.max_batch_events),
+            max_batch_records=_int(
+                env, "CIVICMETER_SINK_MAX_BATCH_RECORDS", cls.max_batch_records
+            ),
             max_batch_wait_ms=_int(env, "CIVICMETER_SINK_MAX_BATCH_WAIT_MS", cls.max_batch_wait_ms),
         )
 
@@ -297,9 +297,16 @@ class QuerySettings:
     rate_per_key: float = 200.0  # calls a second per API key (bursts of twice that); 0: off
     cache_seconds: float = 1.0  # how long an answer is reused for the same question; 0: off
     policy_file: Path = Path("config/policies.yaml")  # the budgets BudgetService reports on
+    # Keys that sign page tokens, the current one first; older ones are still accepted, for
+    # rotation. Empty: a random key per process (tokens then die with it).
+    page_token_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QuerySettings:
+        listed = env.get("CIVICMETER_PAGE_TOKEN_KEYS", "").split(",")
+        token_keys = tuple(key.strip() for key in listed if key.strip())
+        if any(len(key) < 32 for key in token_keys):
+            raise ConfigError("CIVICMETER_PAGE_TOKEN_KEYS: each key needs 32 characters or more")
         return cls(
             clickhouse=ClickHouseSettings.from_env(env),
             host=env.get("CIVICMETER_QUERY_HOST", cls.host),
@@ -312,6 +319,7 @@ class QuerySettings:
             rate_per_key=_float(env, "CIVICMETER_QUERY_RATE_PER_KEY", cls.rate_per_key),
             cache_seconds=_float(env, "CIVICMETER_QUERY_CACHE_SECONDS", cls.cache_seconds),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
+            page_token_keys=token_keys,
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -68,29 +69,31 @@ def epoch_millis(ts: Timestamp) -> int:
     return ts.seconds * 1000 + ts.nanos // 1_000_000
 
 
-def _row(rated: pb.RatedUsageEvent) -> list[object]:
-    e = rated.event
-    usage = e.usage
+def _columns(events: Sequence[pb.RatedUsageEvent]) -> list[list[Any]]:
+    """The block as columns, in COLUMNS order (a column-oriented insert: no row objects)."""
+    evs = [r.event for r in events]
+    usages = [e.usage for e in evs]
+    kinds = _ACCOUNT_KINDS
     return [
-        e.organization_id,
-        e.department_id,
-        e.user_id,
-        e.event_id,
-        epoch_millis(e.event_time),
-        e.gateway_id,
-        _ACCOUNT_KINDS.get(e.account_kind, "unspecified"),
-        e.provider_name,
-        e.service_id,
-        e.request_model,
-        e.operation_name,
-        e.purpose,
-        *(getattr(usage, name) for name in QUANTITIES),
-        dict(e.risk.pii_findings),
-        e.risk.content_category,
-        Decimal(rated.cost_krw),
-        rated.price_version,
-        epoch_millis(rated.rated_time),
-        int(rated.late),
+        [e.organization_id for e in evs],
+        [e.department_id for e in evs],
+        [e.user_id for e in evs],
+        [e.event_id for e in evs],
+        [epoch_millis(e.event_time) for e in evs],
+        [e.gateway_id for e in evs],
+        [kinds.get(e.account_kind, "unspecified") for e in evs],
+        [e.provider_name for e in evs],
+        [e.service_id for e in evs],
+        [e.request_model for e in evs],
+        [e.operation_name for e in evs],
+        [e.purpose for e in evs],
+        *([getattr(u, name) for u in usages] for name in QUANTITIES),
+        [dict(e.risk.pii_findings) for e in evs],
+        [e.risk.content_category for e in evs],
+        [Decimal(r.cost_krw) for r in events],
+        [r.price_version for r in events],
+        [epoch_millis(r.rated_time) for r in events],
+        [int(r.late) for r in events],
     ]
 
 
@@ -147,7 +150,11 @@ def insert_block(
 ) -> None:
     """Insert `events` into usage_events as one block (the journal's unit of replay)."""
     client.insert(
-        "usage_events", [_row(r) for r in events], column_names=COLUMNS, settings=settings
+        "usage_events",
+        _columns(events),
+        column_names=COLUMNS,
+        column_oriented=True,
+        settings=settings,
     )
 
 

@@ -2,7 +2,7 @@
 
 Producers are idempotent (`acks="all"`, `enable_idempotence=True`), batch with a linger and
 compress; records are keyed by organisation and user so one user's events stay in order on
-one partition.
+one partition. usage.raw and usage.rated carry many events per record (`send_event_batches`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from civicmeter.core.config import KafkaSettings
+from civicmeter.core.event_batch import frame
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -63,6 +64,8 @@ def make_producer(
 
 
 _round_robin = itertools.count()
+# A batch record stays well under a producer batch (1 MiB) and the broker's message limit.
+MAX_EVENT_BATCH_BYTES = 512 * 1024
 
 
 async def send_batched(
@@ -80,14 +83,64 @@ async def send_batched(
     resolve when Kafka has acknowledged each batch.
     """
     partitions = sorted(await producer.partitions_for(topic))
+    return await _send_to_partitions(
+        producer,
+        topic,
+        ((_partition_of(key, partitions), key, value) for key, value in records),
+        headers,
+    )
+
+
+async def send_event_batches(
+    producer: AIOKafkaProducer,
+    topic: str,
+    events: Iterable[tuple[bytes, bytes]],
+    headers: Sequence[tuple[str, bytes]] = (),
+    max_record_bytes: int = MAX_EVENT_BATCH_BYTES,
+) -> list[asyncio.Future[Any]]:
+    """Send keyed, encoded events as batch records: many events per Kafka record.
+
+    The events that hash to one partition (murmur2 of their key, as the default partitioner
+    would place them one by one) travel together in one record, in order, as the repeated
+    field 1 of a batch message (core/event_batch.py); a record holds at most
+    `max_record_bytes`. Its key is its first event's key. So one user's events stay in order on
+    one partition, and a reader pays Kafka's per-record costs once per few hundred events.
+    """
+    partitions = sorted(await producer.partitions_for(topic))
+    open_records: dict[int, tuple[bytes, list[bytes], int]] = {}
+    records: list[tuple[int, bytes | None, bytes]] = []
+    for key, encoded in events:
+        partition = _partition_of(key, partitions)
+        entry = frame(encoded)
+        held = open_records.get(partition)
+        if held is not None and held[2] + len(entry) > max_record_bytes:
+            records.append((partition, held[0], b"".join(held[1])))
+            held = None
+        if held is None:
+            open_records[partition] = (key, [entry], len(entry))
+        else:
+            held[1].append(entry)
+            open_records[partition] = (held[0], held[1], held[2] + len(entry))
+    records.extend((p, key, b"".join(parts)) for p, (key, parts, _) in open_records.items())
+    return await _send_to_partitions(producer, topic, records, headers)
+
+
+def _partition_of(key: bytes | None, partitions: Sequence[int]) -> int:
+    if key is None:
+        return partitions[next(_round_robin) % len(partitions)]
+    return partitions[int(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+async def _send_to_partitions(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[tuple[int, bytes | None, bytes]],
+    headers: Sequence[tuple[str, bytes]],
+) -> list[asyncio.Future[Any]]:
     open_batches: dict[int, Any] = {}
     futures: list[asyncio.Future[Any]] = []
     header_list = list(headers)
-    for key, value in records:
-        if key is None:
-            partition = partitions[next(_round_robin) % len(partitions)]
-        else:
-            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    for partition, key, value in records:
         batch = open_batches.get(partition)
         if batch is None:
             batch = open_batches[partition] = producer.create_batch()
@@ -127,7 +180,7 @@ async def ensure_topics(settings: KafkaSettings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [topics.raw, topics.rated, topics.dlq, topics.cost_windows, topics.alerts]
+        wanted = [topics.raw, topics.rated, topics.dlq, topics.alerts]
         new = [
             NewTopic(name, topics.partitions, topics.replication_factor)
             for name in wanted

@@ -1,4 +1,5 @@
-"""Validates batches of usage events and writes them durably to usage.raw.
+"""Validates batches of usage events and writes them durably to usage.raw, many events per
+record (a UsageEventBatch per partition).
 
 A batch is acknowledged to its sender only after Kafka has acknowledged every event
 (acks=all, idempotent producer), so nothing accepted is ever lost.
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from opentelemetry import trace
 
 from civicmeter.core.config import IngestSettings
-from civicmeter.core.kafka import event_key, make_producer, send_batched
+from civicmeter.core.kafka import event_key, make_producer, send_event_batches
 from civicmeter.core.telemetry import Telemetry, inject_headers, producer_span
 from civicmeter.core.validation import ValidationError, validate_event
 from civicmeter.usage.v1 import usage_event_pb2 as pb
@@ -86,6 +87,11 @@ class Publisher:
             unit="{event}",
             description="Events received by ingest, by outcome",
         )
+        self._unknown_fields = telemetry.meter.create_counter(
+            "civicmeter.ingest.unknown_fields",
+            unit="{event}",
+            description="Events from which ingest dropped fields the schema does not define",
+        )
 
     async def start(self) -> None:
         await self._producer.start()
@@ -95,6 +101,10 @@ class Publisher:
 
     def count_rejected(self, count: int, reason: str) -> None:
         self._accepted.add(count, {"outcome": "rejected", "reason": reason})
+
+    def count_unknown_fields(self, events: int, transport: str) -> None:
+        if events:
+            self._unknown_fields.add(events, {"transport": transport})
 
     async def publish(self, events: Sequence[pb.UsageEvent]) -> int:
         """Validate, then publish every event and wait for Kafka's acknowledgement of all."""
@@ -109,7 +119,8 @@ class Publisher:
         with trace.use_span(
             producer_span(self._tracer, self._topic, len(events)), end_on_exit=True
         ):
-            futures = await send_batched(
+            # One UsageEventBatch record per partition: the topic's contract (proto/).
+            futures = await send_event_batches(
                 self._producer,
                 self._topic,
                 ((event_key(e.organization_id, e.user_id), e.SerializeToString()) for e in events),

@@ -1,4 +1,7 @@
-"""The faust-streaming app: usage.raw in; usage.rated, usage.cost.1m and usage.dlq out.
+"""The faust-streaming app: usage.raw in; usage.rated, usage.alerts and usage.dlq out.
+
+usage.raw and usage.rated records carry many events each (UsageEventBatch,
+RatedUsageEventBatch), so faust's per-record costs are paid once per few hundred events.
 
 Delivery is at-least-once: a micro-batch's events are acknowledged (and so their offsets
 committed) only after everything produced from them is acknowledged by Kafka (acks=all).
@@ -18,7 +21,7 @@ from opentelemetry import trace
 
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
-from civicmeter.core.kafka import make_producer, send_batched
+from civicmeter.core.kafka import make_producer, send_batched, send_event_batches
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.telemetry import (
     Telemetry,
@@ -106,17 +109,10 @@ def build_app(
                         producer_span(tracer, topics.rated, len(result.rated)), end_on_exit=True
                     ):
                         headers = inject_headers()
-                        futures = await send_batched(producer, topics.rated, result.rated, headers)
-                        futures += await send_batched(producer, topics.dlq, result.dead, headers)
-                        futures += await send_batched(
-                            producer,
-                            topics.cost_windows,
-                            (
-                                (w.organization_id.encode(), w.SerializeToString())
-                                for w in result.windows
-                            ),
-                            headers,
+                        futures = await send_event_batches(
+                            producer, topics.rated, result.rated, headers
                         )
+                        futures += await send_batched(producer, topics.dlq, result.dead, headers)
                         futures += await send_batched(
                             producer,
                             topics.alerts,
@@ -130,7 +126,7 @@ def build_app(
                     log.warning(
                         "dead-lettered %d of %d events: %s",
                         len(result.dead),
-                        len(records),
+                        result.events,
                         result.reasons,
                     )
                 yield None

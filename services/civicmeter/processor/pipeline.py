@@ -1,7 +1,9 @@
-"""The processor's work on one micro-batch, free of Kafka: decode, validate, rate, aggregate.
+"""The processor's work on one micro-batch, free of Kafka: decode, validate, rate, detect.
 
-Whatever cannot be accepted becomes a DeadLetter carrying the original bytes and the reason,
-so nothing is lost silently; a bad event never stops the batch.
+A usage.raw record is a UsageEventBatch (many events of one partition, in order). Each event
+is handled on its own: whatever cannot be accepted becomes a DeadLetter carrying that event's
+bytes and the reason, so nothing is lost silently; a bad event never stops the batch, and an
+undecodable record is dead-lettered whole.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from civicmeter.core.validation import TimeWindow, ValidationError, validate_eve
 from civicmeter.core.wire import length_delimited, tag, varint_field
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
-from civicmeter.processor.windows import MinuteWindows
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 # Keys of RatedUsageEvent's fields, all length-delimited.
@@ -31,18 +32,19 @@ _LATE = varint_field(5, 1)  # RatedUsageEvent.late = true
 
 @dataclass(frozen=True)
 class RawRecord:
-    value: bytes | None
+    value: bytes | None  # a UsageEventBatch
     partition: int
     offset: int
 
 
 @dataclass
 class BatchResult:
-    rated: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, RatedUsageEvent)
+    # (key, RatedUsageEvent) per accepted event, in order; the app sends them as batch records.
+    rated: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, DeadLetter)
-    windows: list[pb.CostWindow] = field(default_factory=list)
     alerts: list[alert_pb2.Alert] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)  # dead letters by reason code
+    events: int = 0  # events decoded from the records
 
 
 class BatchProcessor:
@@ -63,7 +65,6 @@ class BatchProcessor:
     def process(self, records: Sequence[RawRecord], now: datetime | None = None) -> BatchResult:
         now = now or datetime.now(UTC)
         result = BatchResult()
-        windows = MinuteWindows()
         rated_time = Timestamp()
         rated_time.FromDatetime(now)
         rated_time_field = length_delimited(_RATED_TIME, rated_time.SerializeToString())
@@ -75,44 +76,50 @@ class BatchProcessor:
         rate = self.catalog.rate
         accepted: list[tuple[pb.UsageEvent, Decimal]] = []
         for record in records:
-            event = pb.UsageEvent()
-            raw = record.value
             try:
-                if raw is None:
+                if record.value is None:
                     raise DecodeError("the record has no value")
-                event.ParseFromString(raw)
+                events = pb.UsageEventBatch.FromString(record.value).events
             except DecodeError as exc:
-                self._dead(result, record, None, "undecodable", f"not a UsageEvent: {exc}", now)
+                self._dead(
+                    result, record, record.value or b"", None, "undecodable",
+                    f"not a UsageEventBatch: {exc}", now,
+                )  # fmt: skip
                 continue
-            key = event_key(event.organization_id, event.user_id)
-            try:
-                validate_event_at(event, earliest, latest, self.time_window)
-                rating = rate(event)
-            except ValidationError as exc:
-                self._dead(result, record, key, "invalid_field", str(exc), now)
-                continue
-            except UnpricedError as exc:
-                self._dead(result, record, key, "unpriced", str(exc), now)
-                # Still a request that happened: DeepSeek is unpriced because it is banned,
-                # and the detectors must see it.
-                accepted.append((event, Decimal(0)))
-                continue
-            version_field = version_fields.get(rating.price_version)
-            if version_field is None:
-                version_field = length_delimited(_PRICE_VERSION, rating.price_version.encode())
-                version_fields[rating.price_version] = version_field
-            # A RatedUsageEvent written field by field around the bytes as received: the event
-            # is not re-encoded, and fields a newer gateway added survive unchanged.
-            cost_field = length_delimited(_COST, str(rating.cost_krw).encode())
-            parts = [length_delimited(_EVENT, raw), cost_field, version_field, rated_time_field]
-            seconds = event.event_time.seconds
-            if seconds - seconds % 60 < late_before:
-                parts.append(_LATE)
-            rated = b"".join(parts)
-            result.rated.append((key, rated))
-            windows.add(event, rating.cost_krw)
-            accepted.append((event, rating.cost_krw))
-        result.windows = windows.drain()
+            result.events += len(events)
+            for event in events:
+                # No byte the schema does not define goes on (prompt text could hide there).
+                event.DiscardUnknownFields()
+                raw = event.SerializeToString()
+                key = event_key(event.organization_id, event.user_id)
+                try:
+                    validate_event_at(event, earliest, latest, self.time_window)
+                    rating = rate(event)
+                except ValidationError as exc:
+                    self._dead(result, record, raw, key, "invalid_field", str(exc), now)
+                    continue
+                except UnpricedError as exc:
+                    self._dead(result, record, raw, key, "unpriced", str(exc), now)
+                    # Still a request that happened: DeepSeek is unpriced because it is banned,
+                    # and the detectors must see it.
+                    accepted.append((event, Decimal(0)))
+                    continue
+                version_field = version_fields.get(rating.price_version)
+                if version_field is None:
+                    version_field = length_delimited(_PRICE_VERSION, rating.price_version.encode())
+                    version_fields[rating.price_version] = version_field
+                # A RatedUsageEvent written field by field around the event's encoding.
+                parts = [
+                    length_delimited(_EVENT, raw),
+                    length_delimited(_COST, str(rating.cost_krw).encode()),
+                    version_field,
+                    rated_time_field,
+                ]
+                seconds = event.event_time.seconds
+                if seconds - seconds % 60 < late_before:
+                    parts.append(_LATE)
+                result.rated.append((key, b"".join(parts)))
+                accepted.append((event, rating.cost_krw))
         if self.detection is not None:
             result.alerts = [to_record(alert) for alert in self.detection.process(accepted)]
         return result
@@ -121,13 +128,14 @@ class BatchProcessor:
         self,
         result: BatchResult,
         record: RawRecord,
+        payload: bytes,
         key: bytes | None,
         code: str,
         reason: str,
         now: datetime,
     ) -> None:
         letter = pb.DeadLetter(
-            payload=record.value or b"",
+            payload=payload,
             reason_code=code,
             reason=reason,
             source_topic=self.source_topic,

@@ -1,5 +1,5 @@
-"""The sink loop: usage.rated and usage.alerts → ClickHouse, committing offsets only after
-the write.
+"""The sink loop: usage.rated (many rated events per record) and usage.alerts → ClickHouse,
+committing offsets only after the write.
 
 Records that cannot be decoded go to usage.dlq with the reason; they never stop the loop.
 A failed write is retried with backoff without committing, so nothing is skipped.
@@ -42,7 +42,8 @@ class Decoded:
 
 
 def decode(records: list[ConsumerRecord[bytes, bytes]], topics: TopicSettings) -> Decoded:
-    """Rated events and alerts by topic; anything undecodable becomes a dead letter."""
+    """Rated events (a RatedUsageEventBatch per usage.rated record) and alerts by topic;
+    anything undecodable becomes a dead letter."""
     out = Decoded()
     now = datetime.now(UTC)
     for record in records:
@@ -53,10 +54,10 @@ def decode(records: list[ConsumerRecord[bytes, bytes]], topics: TopicSettings) -
                     raise DecodeError("missing dedup_key or organization_id")
                 out.alerts.append(alert)
             else:
-                rated = pb.RatedUsageEvent.FromString(record.value or b"")
-                if not rated.event.event_id or not rated.price_version:
-                    raise DecodeError("missing event or price_version")
-                out.rated.append(rated)
+                batch = pb.RatedUsageEventBatch.FromString(record.value or b"").events
+                if any(not r.event.event_id or not r.price_version for r in batch):
+                    raise DecodeError("an event without event_id or price_version")
+                out.rated.extend(batch)
         except DecodeError as exc:
             letter = pb.DeadLetter(
                 payload=record.value or b"",
@@ -109,7 +110,7 @@ async def serve(
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(
-                timeout_ms=settings.max_batch_wait_ms, max_records=settings.max_batch_events
+                timeout_ms=settings.max_batch_wait_ms, max_records=settings.max_batch_records
             )
             records = [record for batch in fetched.values() for record in batch]
             if not records:

@@ -363,7 +363,10 @@ Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
 
 @_typing.final
 class CostWindow(_message.Message):
-    """Cost aggregated over a one-minute window, per organisation, department, user and service."""
+    """Cost aggregated over a one-minute window, per organisation, department, user and service.
+    Deprecated: no longer published (the usage.cost.1m topic is gone; the ClickHouse rollups are
+    the exact aggregates, deduplicated on event_id). Kept so that the v1 contract stays whole.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
