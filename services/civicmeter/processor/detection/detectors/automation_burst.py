@@ -3,10 +3,19 @@
 Fires when more than `max_requests` of a user's requests fall within `window_seconds`, or when
 their last `regular_intervals` gaps are nearly equal (coefficient of variation at most
 `max_interval_cv`) and short (mean at most `max_mean_interval_seconds`). Once a day per user.
+
+"Gaps this alike" means gaps between consecutive requests: random (Poisson) requests give ten
+gaps in a row with a variation under 10% about once in 10^8 tries. A script running while
+its owner works has the person's own requests in between; picking a regular-looking chain out
+of many requests is what chance does easily (about 1% of busy people's days), so such a chain
+counts only when it is too exact to be chance: when requests at the person's pace (counted over
+the chain's span) would put one within the chain's largest deviation of every beat with a
+probability under _MAX_CHANCE. loadtests/misuse/automation.py measures both rules.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import deque
@@ -21,11 +30,23 @@ from civicmeter.processor.detection.detectors.base import NO_ALERTS
 # Requests of one user arrive nearly in time order (one partition per user); a window whose
 # newest and oldest arrivals are further apart than this cannot hold a burst.
 _DISORDER_SECONDS = 300.0
-# Up to this many of a script's requests may have requests of the person in between; a chained
-# gap may differ from the period by _CHAIN_TOLERANCE times max_interval_cv before the chain's
-# variation is tested against max_interval_cv itself.
-_INTERLOPERS = 8
-_CHAIN_TOLERANCE = 3.0
+# A script's chain may have up to this many of the person's requests in between.
+_INTERLOPERS = 24
+# The chance below which a chain with requests in between is too exact for random requests.
+# The search tests at most _INTERLOPERS + 1 periods per request: with 300 requests a day, this
+# bounds the false alerts of that rule by 300 x 9 x 1e-9, under 3 per million user-days.
+_MAX_CHANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Regular:
+    """A chain of evenly spaced requests ending at the latest one."""
+
+    mean: float  # seconds between the chain's requests
+    cv: float  # coefficient of variation of its gaps
+    others: int  # the person's own requests in between (0: in a row)
+    deviation: float  # the largest difference of a gap from the period, in seconds
+    chance: float  # with others: how likely random requests at this pace line up like this
 
 
 @dataclass(slots=True)
@@ -76,22 +97,16 @@ class AutomationBurstDetector:
             )
             if regular is None:
                 return NO_ALERTS
-            mean, cv = regular
-            text = (
-                f"{ctx.who} made {settings.regular_intervals + 1} requests at near-constant "
-                f"intervals of {mean:.1f} s (variation {cv:.1%}), up to {ctx.when}, as a script "
-                "would."
-            )
-            text_ko = (
-                f"{ctx.who_ko}이(가) {ctx.when}까지 {mean:.1f}초 간격으로 일정하게(변동 {cv:.1%}) "
-                f"{settings.regular_intervals + 1}건을 요청했습니다 (자동화 의심)."
-            )
+            text, text_ko = _explain_regular(ctx, settings.regular_intervals + 1, regular)
             attributes = {
                 "pattern": "regular",
                 "requests": str(settings.regular_intervals + 1),
-                "mean_interval_seconds": f"{mean:.2f}",
-                "interval_cv": f"{cv:.4f}",
+                "mean_interval_seconds": f"{regular.mean:.2f}",
+                "interval_cv": f"{regular.cv:.4f}",
+                "requests_in_between": str(regular.others),
             }
+            if regular.others:
+                attributes["chance"] = f"{regular.chance:.1e}"
         recent.alerted_day = ctx.day
         return (
             ctx.alert(
@@ -123,65 +138,104 @@ def _rate(times: deque[float], max_requests: int, window: int) -> tuple[int, flo
     return count, span
 
 
-def _regular(
-    times: deque[float], intervals: int, max_cv: float, max_mean: int
-) -> tuple[float, float] | None:
-    """(mean gap, coefficient of variation) when the latest request ends a chain of
-    `intervals` + 1 evenly spaced ones, even with some of the person's own requests in
-    between (a script running while they work)."""
+def _explain_regular(ctx: EventContext, requests: int, regular: Regular) -> tuple[str, str]:
+    mean, cv, when = regular.mean, regular.cv, ctx.when
+    if not regular.others:
+        return (
+            f"{ctx.who} made {requests} requests in a row at near-constant intervals of "
+            f"{mean:.1f} s (variation {cv:.1%}), up to {when}, as a script would.",
+            f"{ctx.who_ko}이(가) {when}까지 {mean:.1f}초 간격으로 일정하게(변동 {cv:.1%}) "
+            f"연속 {requests}건을 요청했습니다 (자동화 의심).",
+        )
+    return (
+        f"{ctx.who} made {requests} requests at near-constant intervals of {mean:.1f} s "
+        f"(variation {cv:.1%}, each gap within {regular.deviation:.1f} s of the period), up to "
+        f"{when}, with {regular.others} other requests of theirs in between: a script running "
+        "while they work. Requests at their pace would line up this exactly by chance about "
+        f"once in {1 / max(regular.chance, 1e-300):.0e} tries.",
+        f"{ctx.who_ko}이(가) {when}까지 {mean:.1f}초 간격으로 일정하게(변동 {cv:.1%}, 간격 오차 "
+        f"{regular.deviation:.1f}초 이내) {requests}건을 요청했고, 그 사이에 본인의 다른 요청 "
+        f"{regular.others}건이 있었습니다: 업무 중 실행되는 스크립트로 보입니다 (자동화 의심).",
+    )
+
+
+def _regular(times: deque[float], intervals: int, max_cv: float, max_mean: int) -> Regular | None:
+    """A regular chain of `intervals` + 1 requests ending at the latest one (by event time: a
+    late arrival may complete it): in a row, or too exact to be chance with the person's own
+    requests in between."""
     need = intervals + 1
     if len(times) < need:
         return None
-    tolerance = _CHAIN_TOLERANCE * max_cv
-    # The chain ends at the latest request (by event time: a late arrival may complete it).
-    newest = max(times)
-    horizon = newest - intervals * max_mean * (1 + tolerance)
-    earlier = sorted((t for t in times if horizon <= t < newest), reverse=True)
-    if len(earlier) < intervals:
+    ordered = sorted(times)
+    in_a_row = _alike([b - a for a, b in itertools.pairwise(ordered[-need:])], max_cv, max_mean)
+    if in_a_row is not None:
+        mean, cv, deviation = in_a_row
+        return Regular(mean, cv, 0, deviation, 1.0)
+    return _interleaved(ordered, intervals, max_cv, max_mean)
+
+
+def _alike(gaps: list[float], max_cv: float, max_mean: float) -> tuple[float, float, float] | None:
+    """(mean, coefficient of variation, largest deviation from the mean) of gaps this alike."""
+    mean = sum(gaps) / len(gaps)
+    if not 0 < mean <= max_mean:
         return None
+    cv = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
+    if cv > max_cv:
+        return None
+    return mean, cv, max(abs(g - mean) for g in gaps)
+
+
+def _interleaved(
+    ordered: list[float], intervals: int, max_cv: float, max_mean: int
+) -> Regular | None:
+    need = intervals + 1
+    last = len(ordered) - 1
+    newest = ordered[last]
+    # The widest deviation a chain may have and still pass: pace >= need / span, span <=
+    # 1.5 x intervals x period, and (1 - e^(-2 pace deviation))^(intervals - 1) <= _MAX_CHANCE.
+    widest = -math.log1p(-(_MAX_CHANCE ** (1 / (intervals - 1)))) * 1.5 * intervals / (2 * need)
+    # Random requests at the pace of all those remembered, or of those in the chain's span,
+    # whichever is faster (the faster, the likelier a chance alignment: the cautious choice).
+    overall = last / (newest - ordered[0]) if newest > ordered[0] else math.inf
     # The script's period is the gap from the newest request to one of the few before it.
-    for before in earlier[: _INTERLOPERS + 1]:
-        period = newest - before
+    for before in range(last - 1, max(-1, last - 2 - _INTERLOPERS), -1):
+        period = newest - ordered[before]
         if period > max_mean:
             break
-        chain = _chain(newest, earlier, period, tolerance, need)
+        if period <= 0:
+            continue
+        chain = _chain(ordered, before, period, period * min(widest, 3 * max_cv), need)
         if chain is None:
             continue
-        gaps = [a - b for a, b in itertools.pairwise(chain)]
-        mean = (chain[0] - chain[-1]) / intervals
-        cv = math.sqrt(sum((g - mean) ** 2 for g in gaps) / intervals) / mean
-        if cv <= max_cv:
-            return mean, cv
+        oldest = ordered[chain[-1]]
+        others = last - chain[-1] + 1 - need
+        gaps = [ordered[a] - ordered[b] for a, b in itertools.pairwise(chain)]
+        alike = _alike(gaps, max_cv, max_mean)
+        if others <= 0 or alike is None:
+            continue
+        # Beyond the first gap (which sets the period), each beat of random requests at this
+        # pace has a request within `deviation` of it with probability 1 - e^(-2 pace dev).
+        deviation = max(abs(g - period) for g in gaps[1:])
+        pace = max(overall, (last - chain[-1] + 1) / (newest - oldest))
+        chance = (-math.expm1(-2 * pace * deviation)) ** (intervals - 1)
+        if chance <= _MAX_CHANCE:
+            mean, cv, _ = alike
+            return Regular(mean, cv, others, deviation, chance)
     return None
 
 
 def _chain(
-    newest: float, earlier: list[float], period: float, tolerance: float, need: int
-) -> list[float] | None:
-    """`need` times from `newest` back, each about `period` before the last (the closest to
-    it when several are near), skipping those in between; None when the chain breaks."""
-    low, high = period * (1 - tolerance), period * (1 + tolerance)
-    chain = [newest]
-    best: float | None = None
-    for moment in earlier:
-        gap = chain[-1] - moment
-        if gap < low:
-            continue
-        if gap <= high:
-            if best is None or abs(gap - period) < abs(chain[-1] - best - period):
-                best = moment
-            continue
-        if best is None:
+    ordered: list[float], before: int, period: float, slack: float, need: int
+) -> list[int] | None:
+    """Indexes into `ordered` of `need` requests from the newest back through `before`, each
+    within `slack` of `period` before the last (the closest when several are), skipping those
+    in between; None when the chain breaks."""
+    chain = [len(ordered) - 1, before]
+    while len(chain) < need:
+        target = ordered[chain[-1]] - period
+        low = bisect.bisect_left(ordered, target - slack, 0, chain[-1])
+        high = bisect.bisect_right(ordered, target + slack, low, chain[-1])
+        if low == high:
             return None
-        chain.append(best)
-        if len(chain) == need:
-            return chain
-        best = None
-        gap = chain[-1] - moment
-        if low <= gap <= high:
-            best = moment
-        elif gap > high:
-            return None
-    if best is not None:
-        chain.append(best)
-    return chain if len(chain) >= need else None
+        chain.append(min(range(low, high), key=lambda i: abs(ordered[i] - target)))
+    return chain
