@@ -15,10 +15,10 @@ The classes:
 - ``nondisclosure`` disclosure decisions under the Official Information Disclosure Act:
   비공개, 공개제한, 부분공개, 열람제한; English Not for Public Release / Disclosure.
 - ``document_number`` official document identifiers: 공문 numbers, an office name ending in
-  과, 실, 국, 팀, 관, 단, 청, 처, 원, 소, 위원회, 의회, 센터, 본부 or 학교, a hyphen and 1-6 digits
-  (정보공개정책과-1234, optionally 호); and 시행/접수 lines: 시행 or 접수 at the start of a line
-  (or of a column) with a number (제2024-123호, 2024-000123) followed by a date. A 시행 line
-  whose number is an office number counts once, as that number.
+  과, 실, 국, 팀, 관, 단, 청, 처, 원, 소, 위원회, 의회, 센터, 본부 or 학교, a hyphen and 1-6
+  digits (정보공개정책과-1234, 감사관-789호로); and 시행/접수 lines: 시행 or 접수 at the start
+  of a line (or of a column) with a number (제2024-123호, 2024-000123) followed by a date. A
+  시행 line whose number is an office number counts once, as that number.
 - ``approval_block`` the approval block of a document (기안자, 검토자, 결재권자, 협조자, 결재, 전결,
   대결; English "Drafted by:", "Reviewed by:", "Approved by:"), counted once per block: role
   labels on lines at most two apart, of at least two different roles, or one 결재/협조 label
@@ -325,7 +325,7 @@ def _marking(text: str, start: int, end: int, cls: str) -> bool:
 # --- document numbers -----------------------------------------------------------------------
 
 # The serial of an office number: 1-6 digits, not the start of a longer number or a word.
-_SERIAL = re.compile(r"[0-9]{1,6}(?![0-9]|[-.][0-9])(?:호)?(?![A-Za-z가-힣])")
+_SERIAL = re.compile(r"[0-9]{1,6}(?![0-9]|[-.][0-9])(?:호|(?![A-Za-z가-힣]))")
 _IDENTIFIER_AFTER_LABEL = re.compile(
     r"(?:번호)?[ \t]*[:：]?[ \t]*(?:제[ \t]?)?[0-9]{2,}(?:-[0-9]+)*[ \t]?호?[ \t]*\(?[ \t]*"
     r"(?:19|20)[0-9]{2}[ \t]?[.\-/년][ \t]?[0-9]{1,2}[ \t]?[.\-/월][ \t]?[0-9]{1,2}"
