@@ -227,9 +227,9 @@ def band_table(bands: list[Band]) -> list[str]:
     ]
     for b in bands:
         patterns = ", ".join(f"{k} {v}" for k, v in sorted(b.patterns.items()))
-        alerts = f"{b.alerts} ({patterns})" if patterns else str(b.alerts)
+        counted = f"{b.alerts} ({patterns})" if patterns else str(b.alerts)
         lines.append(
-            f"| {b.per_day} | {b.user_days:,} | {b.events:,} | {alerts} "
+            f"| {b.per_day} | {b.user_days:,} | {b.events:,} | {counted} "
             f"| {b.rate * 1e4:.2f} | {b.upper * 1e4:.2f} |"
         )
     days = sum(b.user_days for b in bands)
@@ -275,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events += feed.events
     elapsed = time.perf_counter() - started
     bands, recalls = merge_bands(band_runs), merge_recall(recall_runs)
+    last_seed = args.seed + args.seeds - 1
 
     command = "python -m loadtests.misuse.automation" + "".join(
         f" {a}" for a in (argv if argv is not None else sys.argv[1:])
@@ -288,8 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command,
         "```",
         "",
-        f"Python {platform.python_version()}, {os.cpu_count()} CPUs; {events:,} requests through "
-        f"the detector in {elapsed:.0f} s; seeds {args.seed}..{args.seed + args.seeds - 1}.",
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs (load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end); {events:,} requests "
+        f"through the detector in {elapsed:.0f} s; seeds {args.seed}..{last_seed}.",
         f"Policy: the defaults of config/policies.yaml (regular_intervals "
         f"{settings.regular_intervals}, max_interval_cv {settings.max_interval_cv}, "
         f"max_mean_interval_seconds {settings.max_mean_interval_seconds}, max_requests "
