@@ -167,7 +167,16 @@ def _regular(times: deque[float], intervals: int, max_cv: float, max_mean: int) 
     if len(times) < need:
         return None
     ordered = sorted(times)
-    in_a_row = _alike([b - a for a, b in itertools.pairwise(ordered[-need:])], max_cv, max_mean)
+    gaps = [b - a for a, b in itertools.pairwise(ordered[-need:])]
+    # No gap of `intervals` with this variation is further than max_cv x sqrt(intervals - 1)
+    # means from their mean: a cheap test that rejects nearly every person's gaps.
+    spread = max_cv * math.sqrt(intervals - 1)
+    short, long = min(gaps), max(gaps)
+    in_a_row = (
+        _alike(gaps, max_cv, max_mean)
+        if spread >= 1 or long * (1 - spread) <= short * (1 + spread)
+        else None
+    )
     if in_a_row is not None:
         mean, cv, deviation = in_a_row
         return Regular(mean, cv, 0, deviation, 1.0)
@@ -193,18 +202,33 @@ def _interleaved(
     newest = ordered[last]
     # The widest deviation a chain may have and still pass: pace >= need / span, span <=
     # 1.5 x intervals x period, and (1 - e^(-2 pace deviation))^(intervals - 1) <= _MAX_CHANCE.
-    widest = -math.log1p(-(_MAX_CHANCE ** (1 / (intervals - 1)))) * 1.5 * intervals / (2 * need)
+    most = -math.log1p(-(_MAX_CHANCE ** (1 / (intervals - 1))))  # 2 x pace x deviation
+    widest = most * 1.5 * intervals / (2 * need)
     # Random requests at the pace of all those remembered, or of those in the chain's span,
     # whichever is faster (the faster, the likelier a chance alignment: the cautious choice).
     overall = last / (newest - ordered[0]) if newest > ordered[0] else math.inf
+    widest_seconds = most / (2 * overall)
+    ratio = min(widest, 3 * max_cv)
     # The script's period is the gap from the newest request to one of the few before it.
+    # `near` follows the latest request at or before the chain's third beat (its upper bound
+    # 2 x before - newest + slack only falls as the period grows): most periods end there.
+    near = last - 2
     for before in range(last - 1, max(-1, last - 2 - _INTERLOPERS), -1):
         period = newest - ordered[before]
         if period > max_mean:
             break
         if period <= 0:
             continue
-        chain = _chain(ordered, before, period, period * min(widest, 3 * max_cv), need)
+        slack = min(period * ratio, widest_seconds)
+        target = ordered[before] - period
+        near = min(near, before - 1)
+        while near >= 0 and ordered[near] > target + slack:
+            near -= 1
+        if near < 0:
+            break  # nothing old enough for this period or any longer one
+        if ordered[near] < target - slack:
+            continue
+        chain = _chain(ordered, before, period, slack, need)
         if chain is None:
             continue
         oldest = ordered[chain[-1]]
