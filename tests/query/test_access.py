@@ -326,7 +326,7 @@ async def test_every_call_is_in_the_audit_log(api: Api, clickhouse: Client) -> N
     method = "/civicmeter.query.v1.QueryService/GetCostBreakdown"
     # Sorted: calls a millisecond apart share a call_time.
     assert sorted(tuple(r) for r in rows) == [
-        ("seoul-finance-reader", method, "", "PERMISSION_DENIED"),
+        ("seoul-finance-reader", method, "busan", "PERMISSION_DENIED"),  # the one it targeted
         ("seoul-finance-reader", method, "seoul", "OK"),
-        ("unauthenticated", method, "", "UNAUTHENTICATED"),
+        ("unauthenticated", method, "seoul", "UNAUTHENTICATED"),  # the one it asked for
     ]

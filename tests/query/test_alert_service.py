@@ -12,6 +12,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.alert_writer import write_alerts
+from civicmeter.core.auth import OPEN_ACCESS
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService
@@ -66,26 +67,26 @@ async def test_acknowledge_errors_name_the_field_or_say_not_found(
     clickhouse: Client, stub: alert_service_pb2_grpc.AlertServiceStub
 ) -> None:
     write_alerts(clickhouse, [alert("k", "e1")], now_ms())
-    with pytest.raises(grpc.aio.AioRpcError) as missing_actor:
+    with pytest.raises(grpc.aio.AioRpcError) as missing_key:
         await stub.AcknowledgeAlert(
-            alert_service_pb2.AcknowledgeAlertRequest(organization_id="seoul", dedup_key="k")
+            alert_service_pb2.AcknowledgeAlertRequest(organization_id="seoul")
         )
-    assert missing_actor.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (missing_actor.value.details() or "").startswith("actor")
+    assert missing_key.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (missing_key.value.details() or "").startswith("dedup_key")
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await stub.AcknowledgeAlert(
-            alert_service_pb2.AcknowledgeAlertRequest(
-                organization_id="busan", dedup_key="k", actor="auditor"
-            )
+            alert_service_pb2.AcknowledgeAlertRequest(organization_id="busan", dedup_key="k")
         )
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    # The actor is the caller's credential (here the open-access principal), whatever the
+    # request says.
     done = await stub.AcknowledgeAlert(
         alert_service_pb2.AcknowledgeAlertRequest(
-            organization_id="seoul", dedup_key="k", actor="auditor"
+            organization_id="seoul", dedup_key="k", actor="the-director-himself"
         )
     )
     assert done.alert.state == alert_pb2.ALERT_STATE_ACKNOWLEDGED
-    assert done.alert.state_changed_by == "auditor"
+    assert done.alert.state_changed_by == OPEN_ACCESS.key_id
 
 
 async def test_watch_streams_new_alerts_filtered_and_resumes_from_its_cursor(

@@ -202,6 +202,6 @@ async def test_two_tenants_asking_the_same_question_each_get_their_own_answer(
         ("seoul", "seoul", "OK"): 2,
         ("busan", "busan", "OK"): 2,
         ("platform", "*", "OK"): 2,
-        ("seoul", "", "PERMISSION_DENIED"): 1,
+        ("seoul", "busan", "PERMISSION_DENIED"): 1,  # the organisation it targeted
         ("unauthenticated", "", "UNAUTHENTICATED"): 1,
     }

@@ -7,6 +7,14 @@ under mutual TLS, its verified client certificate, whose common name is a key id
 ClickHouse's audit_log. Servicers call `tenant_scope` with the organisation a request names:
 a caller scoped to one organisation gets it (or PERMISSION_DENIED for another one), so every
 query carries the tenant predicate server-side. Health checks and reflection stay open.
+
+The interceptor is also every call's last word on its status: a request that does not decode,
+breaks a size bound or holds an enum number its enum does not define (query/arguments.py) is
+INVALID_ARGUMENT before a servicer sees it; an ArgumentError a servicer raises is
+INVALID_ARGUMENT, a TenantError PERMISSION_DENIED, and any other exception INTERNAL with a
+generic message (the detail is logged here, never sent). Each call gets exactly one audit row,
+with the status the client saw and the organisation it asked for. Calls without a valid
+credential are rate-limited per peer address.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -22,10 +31,12 @@ from typing import Any, NamedTuple
 
 import grpc
 from clickhouse_connect.driver.client import Client
+from google.protobuf.message import DecodeError, Message
 
 from civicmeter.core.auth import OPEN_ACCESS, ApiKeys, Principal, bearer_token
 from civicmeter.core.rate_limit import RateLimiter as RateLimiter  # re-exported for the server
 from civicmeter.core.storage import Storage
+from civicmeter.query.arguments import ArgumentError, check_request, echo
 
 log = logging.getLogger("civicmeter.query.access")
 
@@ -49,6 +60,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
 }  # fmt: skip
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 ADMIN_ONLY = frozenset({"admin"})  # methods without an entry
+UNAUTHENTICATED_RATE = 10.0  # calls a second per peer address without a valid credential
+MAX_AUDITED_CHARS = 256  # of the organisation a request names, as the audit log records it
 AUDIT_COLUMNS = ("call_time", "key_id", "principal_organization", "role", "method",
                  "organization_id", "status", "duration_ms", "peer")  # fmt: skip
 
@@ -70,7 +83,7 @@ def tenant_scope(requested: str) -> str | None:
     if principal.sees_every_organization:
         scope = requested or None
     elif requested and requested != principal.organization_id:
-        raise TenantError(f"organization_id: {requested!r} is outside this key's organisation")
+        raise TenantError(f"organization_id: {echo(requested)} is outside this key's organisation")
     else:
         scope = principal.organization_id
     noted = _scoped.get(None)
@@ -155,13 +168,62 @@ def _bearer(details: grpc.HandlerCallDetails) -> str:
     return ""
 
 
+def current_principal() -> Principal:
+    """The caller of the call being served (LookupError outside an admitted call)."""
+    return _principal.get()
+
+
+class _Undecodable:
+    """What the request deserializer yields for bytes that are not the method's message, so
+    the call is answered (and audited) rather than failing before any handler runs."""
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, RecursionError):
+            return _Undecodable()
+
+    return decode
+
+
+def _requested_organization(request: Any) -> str:
+    """The organisation a request names (itself or in its filter), cut to a bounded length."""
+    if not isinstance(request, Message):
+        return ""
+    named = getattr(request, "organization_id", None)
+    if named is None:
+        inner = getattr(request, "filter", None)
+        named = getattr(inner, "organization_id", "")
+    return str(named)[:MAX_AUDITED_CHARS]
+
+
+def _peer_address(context: grpc.aio.ServicerContext) -> str:
+    """The peer without its port ("ipv4:10.0.0.7"), so one host's connections share a bucket."""
+    peer: str = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    return f"{kind}:{rest.rsplit(':', 1)[0]}" if kind in ("ipv4", "ipv6") else peer
+
+
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(
-        self, keys: ApiKeys | None, audit: AuditLog | None, limiter: RateLimiter | None = None
+        self,
+        keys: ApiKeys | None,
+        audit: AuditLog | None,
+        limiter: RateLimiter | None = None,
+        unauthenticated_limiter: RateLimiter | None = None,
     ) -> None:
         self._keys = keys
         self._audit = audit
         self._limiter = limiter
+        # Calls without a valid credential, per peer address: a guessing client is slowed down.
+        self._unauthenticated = unauthenticated_limiter or RateLimiter(
+            UNAUTHENTICATED_RATE, 2 * UNAUTHENTICATED_RATE
+        )
         if keys is None:
             log.warning("no API keys configured: the query API is open to every caller")
 
@@ -180,25 +242,25 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with _Admission(self, principal, allowed, method, context):
+                async with _Admission(self, principal, allowed, method, context, request):
                     return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async with _Admission(self, principal, allowed, method, context):
+                async with _Admission(self, principal, allowed, method, context, request):
                     async for response in inner_stream(request, context):
                         yield response
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -208,10 +270,16 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         principal: Principal | None,
         allowed: frozenset[str],
         context: grpc.aio.ServicerContext,
+        request: Any,
     ) -> Principal:
         if principal is None and self._keys is not None:
             principal = self._keys.for_certificate(_certificate_name(context))
         if principal is None:
+            if not self._unauthenticated.allow(_peer_address(context)):
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "too many calls without a valid credential from this address; retry later",
+                )
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "authorization: a valid `Bearer <API key>` is required",
@@ -228,6 +296,13 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 f"rate limit of {self._limiter.rate:g} calls/s for key "
                 f"{principal.key_id!r} exceeded; retry with backoff",
             )
+        invalid = grpc.StatusCode.INVALID_ARGUMENT
+        if isinstance(request, _Undecodable):
+            await context.abort(invalid, "request: is not a valid message of this method")
+        try:
+            check_request(request)
+        except ArgumentError as exc:
+            await context.abort(invalid, str(exc))
         return principal
 
     def _note(
@@ -236,18 +311,17 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str,
         context: grpc.aio.ServicerContext,
         started: float,
+        status: str,
+        organization: str,
     ) -> None:
         if self._audit is None:
             return
-        code = context.code()
-        status = "OK" if code is None else getattr(code, "name", str(code))
-        scopes = _scoped.get([])
         self._audit.record(
             AuditEntry(
                 call_ms=time.time_ns() // 1_000_000,
                 principal=principal or UNAUTHENTICATED,
                 method=method,
-                organization_id=",".join(sorted(set(scopes))),
+                organization_id=organization,
                 status=status,
                 duration_ms=int((time.monotonic() - started) * 1000),
                 peer=context.peer() or "",
@@ -255,12 +329,40 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
+def _status_name(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    return "OK" if code is None else str(getattr(code, "name", code))
+
+
+def _outcome(
+    error: BaseException | None, context: grpc.aio.ServicerContext, method: str
+) -> tuple[str, str | None]:
+    """The status the client sees for a call that ended with `error`, and the message to abort
+    with (None when the call already carries its status)."""
+    if error is None or isinstance(error, grpc.aio.AbortError):
+        return _status_name(context), None
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return ("DEADLINE_EXCEEDED" if expired else "CANCELLED"), None
+    if isinstance(error, ArgumentError):
+        return "INVALID_ARGUMENT", str(error)
+    if isinstance(error, TenantError):
+        return "PERMISSION_DENIED", str(error)
+    if not isinstance(error, Exception):
+        return "UNKNOWN", None  # KeyboardInterrupt, SystemExit: the process is going away
+    incident = secrets.token_hex(4)
+    log.error("%s failed (incident %s)", method, incident, exc_info=error)
+    return "INTERNAL", f"internal error (incident {incident}); the server logged the details"
+
+
 class _Admission:
-    """One call's admission: admit it (or abort it), make its principal current, and audit
-    it at the end. A plain class, not a generator context manager: it runs on every call."""
+    """One call's admission: admit it (or abort it), make its principal current, give it its
+    final status, and audit it once at the end. A plain class, not a generator context
+    manager: it runs on every call."""
 
     __slots__ = ("_access", "_allowed", "_context", "_current", "_method", "_principal",
-                 "_scoped", "_started")  # fmt: skip
+                 "_request", "_scoped", "_started")  # fmt: skip
 
     def __init__(
         self,
@@ -269,22 +371,24 @@ class _Admission:
         allowed: frozenset[str],
         method: str,
         context: grpc.aio.ServicerContext,
+        request: Any,
     ) -> None:
         self._access = access
         self._principal = principal
         self._allowed = allowed
         self._method = method
         self._context = context
+        self._request = request
 
     async def __aenter__(self) -> None:
         self._started = time.monotonic()
         self._scoped = _scoped.set([])
         try:
             self._principal = await self._access._admit(
-                self._principal, self._allowed, self._context
+                self._principal, self._allowed, self._context, self._request
             )
-        except BaseException:
-            self._close()  # a refused call is audited too
+        except BaseException as error:
+            self._close(_outcome(error, self._context, self._method)[0])  # refused: audited too
             raise
         self._current = _principal.set(self._principal)
 
@@ -295,8 +399,19 @@ class _Admission:
         traceback: TracebackType | None,
     ) -> None:
         _principal.reset(self._current)
-        self._close()
+        status, message = _outcome(error, self._context, self._method)
+        self._close(status)
+        if message is not None:
+            await self._context.abort(grpc.StatusCode[status], message)
 
-    def _close(self) -> None:
-        self._access._note(self._principal, self._method, self._context, self._started)
+    def _close(self, status: str) -> None:
+        scopes = _scoped.get([])
+        # The organisation the call was served for; for a call refused before its tenant scope
+        # was settled (a foreign organisation, a bad credential), the one it asked for.
+        organization = (
+            ",".join(sorted(set(scopes))) if scopes else _requested_organization(self._request)
+        )
+        self._access._note(
+            self._principal, self._method, self._context, self._started, status, organization
+        )
         _scoped.reset(self._scoped)

@@ -19,7 +19,8 @@ from civicmeter.core.alert_store import (
 )
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
-from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.access import abort_if_foreign, current_principal
+from civicmeter.query.arguments import echo
 
 SERVICE_NAME = alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
 DEFAULT_PAGE_SIZE = 100
@@ -38,9 +39,15 @@ async def _filter(
 
 
 class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
-    def __init__(self, storage: Storage, poll_seconds: float = WATCH_POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        poll_seconds: float = WATCH_POLL_SECONDS,
+        tokens: page_token.PageTokens | None = None,
+    ) -> None:
         self._storage = storage
         self._poll = poll_seconds
+        self._tokens = tokens or page_token.process_tokens()
 
     async def ListAlerts(  # noqa: N802 (gRPC method name)
         self, request: alert_service_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext
@@ -55,8 +62,8 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
         before: tuple[int, str] | None = None
         if request.page_token:
             try:
-                ms, key = page_token.decode(request.page_token, fingerprint)
-            except (page_token.PageTokenError, ValueError) as exc:
+                ms, key = self._tokens.decode(request.page_token, fingerprint, (int, str))
+            except page_token.PageTokenError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {exc}")
             before = (int(ms), str(key))
         size = request.page_size or DEFAULT_PAGE_SIZE
@@ -66,7 +73,7 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
         response = alert_service_pb2.ListAlertsResponse(alerts=[s.alert for s in page[:size]])
         if len(page) > size:
             last = page[size - 1]
-            response.next_page_token = page_token.encode(
+            response.next_page_token = self._tokens.encode(
                 [last.opened_ms, last.alert.dedup_key], fingerprint
             )
         return response
@@ -82,18 +89,18 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
             await context.abort(invalid, "organization_id: is required")
         if not request.dedup_key:
             await context.abort(invalid, "dedup_key: is required")
-        if not request.actor:
-            await context.abort(invalid, "actor: is required")
+        # Who changed the state is the credential's key, not what the request says.
+        actor = current_principal().key_id
         state = request.state or alert_pb2.ALERT_STATE_ACKNOWLEDGED
         if state not in (alert_pb2.ALERT_STATE_ACKNOWLEDGED, alert_pb2.ALERT_STATE_RESOLVED):
             await context.abort(invalid, "state: must be ACKNOWLEDGED or RESOLVED")
         org, key = str(organization), request.dedup_key
         if await self._storage.run(lambda c: get_alert(c, org, key)) is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no alert {key!r} in {org!r}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"dedup_key: no alert {echo(key)} in {echo(org)}"
+            )
         now_ms = time.time_ns() // 1_000_000
-        await self._storage.run(
-            lambda c: record_state(c, org, key, int(state), request.actor, now_ms)
-        )
+        await self._storage.run(lambda c: record_state(c, org, key, int(state), actor, now_ms))
         stored = await self._storage.run(lambda c: get_alert(c, org, key))
         assert stored is not None
         return alert_service_pb2.AcknowledgeAlertResponse(alert=stored.alert)
@@ -104,8 +111,8 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
         flt = await _filter(request.filter, context)
         if request.cursor:
             try:
-                ms, key = page_token.decode(request.cursor, _WATCH)
-            except (page_token.PageTokenError, ValueError) as exc:
+                ms, key = self._tokens.decode(request.cursor, _WATCH, (int, str))
+            except page_token.PageTokenError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
             after = (int(ms), str(key))
         else:
@@ -122,7 +129,7 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
             for stored in batch:
                 after = (stored.opened_ms, stored.alert.dedup_key)
                 yield alert_service_pb2.WatchAlertsResponse(
-                    alert=stored.alert, cursor=page_token.encode(list(after), _WATCH)
+                    alert=stored.alert, cursor=self._tokens.encode(list(after), _WATCH)
                 )
             if not batch:
                 await asyncio.sleep(self._poll)

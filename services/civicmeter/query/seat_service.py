@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import grpc
 from google.type import date_pb2
@@ -13,6 +13,7 @@ from civicmeter.core.seoul import SEOUL
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.arguments import month_field, time_field
 from civicmeter.query.deadline import read_within_deadline
 from civicmeter.query.seat_report import (
     DEFAULT_IDLE_DAYS,
@@ -79,9 +80,15 @@ def _line(line: SummaryLine) -> seat_pb.SeatSummaryLine:
 
 
 class SeatService(seat_grpc.SeatServiceServicer):
-    def __init__(self, storage: Storage, today: Callable[[], date] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        today: Callable[[], date] | None = None,
+        tokens: page_token.PageTokens | None = None,
+    ) -> None:
         self._storage = storage
         self._today = today or (lambda: datetime.now(SEOUL).date())
+        self._tokens = tokens or page_token.process_tokens()
 
     async def ListSeats(  # noqa: N802 (gRPC method name)
         self, request: seat_pb.ListSeatsRequest, context: grpc.aio.ServicerContext
@@ -92,7 +99,7 @@ class SeatService(seat_grpc.SeatServiceServicer):
         idle_days = request.idle_days or DEFAULT_IDLE_DAYS
         # Without as_of_time the day is today's: the first page fixes it for the pages after.
         given = (
-            request.as_of_time.ToDatetime(tzinfo=UTC) if request.HasField("as_of_time") else None
+            time_field("as_of_time", request.as_of_time) if request.HasField("as_of_time") else None
         )
         fingerprint = page_token.fingerprint(
             organization, given and given.isoformat(), idle_days, request.only_idle
@@ -101,10 +108,13 @@ class SeatService(seat_grpc.SeatServiceServicer):
         after = None
         if request.page_token:
             try:
-                ordinal, org, seat_id = page_token.decode(request.page_token, fingerprint)
-                as_of, after = date.fromordinal(int(ordinal)), (str(org), str(seat_id))
-            except (page_token.PageTokenError, ValueError) as exc:
+                ordinal, org, seat_id = self._tokens.decode(
+                    request.page_token, fingerprint, (int, str, str)
+                )
+            except page_token.PageTokenError as exc:
                 await context.abort(invalid, f"page_token: {exc}")
+            # A token this server signed: page 1's day, a real date.
+            as_of, after = date.fromordinal(int(ordinal)), (str(org), str(seat_id))
         query = SeatListQuery(
             organization_id=organization,
             as_of=as_of,
@@ -119,7 +129,7 @@ class SeatService(seat_grpc.SeatServiceServicer):
         response = seat_pb.ListSeatsResponse(seats=[_seat(status) for status in page.seats])
         if page.has_more:
             last = page.seats[-1].seat
-            response.next_page_token = page_token.encode(
+            response.next_page_token = self._tokens.encode(
                 [as_of.toordinal(), last.organization_id, last.seat_id], fingerprint
             )
         return response
@@ -136,22 +146,17 @@ class SeatService(seat_grpc.SeatServiceServicer):
             )
         if not request.HasField("month"):
             await context.abort(invalid, "month: is required (year and month)")
-        try:
-            month = date(request.month.year, request.month.month, 1)
-        except ValueError:
-            await context.abort(
-                invalid, f"month: {request.month.year}-{request.month.month} is not a month"
-            )
+        month = month_field("month", request.month)
         organization = await abort_if_foreign(context, request.organization_id)
         idle_days = request.idle_days or DEFAULT_IDLE_DAYS
         fingerprint = page_token.fingerprint(organization, month, dimension, idle_days)
         after = None
         if request.page_token:
             try:
-                [key] = page_token.decode(request.page_token, fingerprint)
-                after = str(key)
-            except (page_token.PageTokenError, ValueError) as exc:
+                [key] = self._tokens.decode(request.page_token, fingerprint, (str,))
+            except page_token.PageTokenError as exc:
                 await context.abort(invalid, f"page_token: {exc}")
+            after = str(key)
         today = self._today()
         summary = await read_within_deadline(
             self._storage,
@@ -164,7 +169,7 @@ class SeatService(seat_grpc.SeatServiceServicer):
             lines=[_line(line) for line in lines[:size]], total=_line(summary.total)
         )
         if len(lines) > size:
-            response.next_page_token = page_token.encode([lines[size - 1].key], fingerprint)
+            response.next_page_token = self._tokens.encode([lines[size - 1].key], fingerprint)
         return response
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC
 
 import grpc
 
@@ -28,6 +27,7 @@ from civicmeter.query.access import (
 )
 from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME
 from civicmeter.query.alert_service import AlertService
+from civicmeter.query.arguments import time_range
 from civicmeter.query.budget_service import SERVICE_NAME as BUDGET_SERVICE_NAME
 from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.cache import AnswerCache
@@ -55,13 +55,19 @@ _DIMENSIONS = {
 
 
 class QueryService(query_grpc.QueryServiceServicer):
-    def __init__(self, storage: Storage, cache_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        cache_seconds: float = 0.0,
+        tokens: page_token.PageTokens | None = None,
+    ) -> None:
         self._storage = storage
+        self._tokens = tokens or page_token.process_tokens()
         # Whole answers, keyed by the caller's tenant scope and the request as sent.
         self._cache: AnswerCache[tuple[str | None, bytes], query_pb.GetCostBreakdownResponse] = (
             AnswerCache(cache_seconds)
         )
-        self._usage = UsageApi(storage)
+        self._usage = UsageApi(storage, self._tokens)
 
     async def QueryUsage(  # noqa: N802 (gRPC method name)
         self, request: query_pb.QueryUsageRequest, context: grpc.aio.ServicerContext
@@ -93,14 +99,10 @@ class QueryService(query_grpc.QueryServiceServicer):
             if cached is not None:
                 return cached
         invalid = grpc.StatusCode.INVALID_ARGUMENT
-        if not request.HasField("start_time"):
-            await context.abort(invalid, "start_time: is required")
-        if not request.HasField("end_time"):
-            await context.abort(invalid, "end_time: is required")
-        start = request.start_time.ToDatetime(tzinfo=UTC)
-        end = request.end_time.ToDatetime(tzinfo=UTC)
-        if end <= start:
-            await context.abort(invalid, "end_time: must be after start_time")
+        start, end = time_range(
+            request.start_time if request.HasField("start_time") else None,
+            request.end_time if request.HasField("end_time") else None,
+        )
         dimension = _DIMENSIONS.get(request.group_by)
         if dimension is None:
             await context.abort(
@@ -113,10 +115,10 @@ class QueryService(query_grpc.QueryServiceServicer):
         after = None
         if request.page_token:
             try:
-                position = page_token.decode(request.page_token, fingerprint)
+                [position] = self._tokens.decode(request.page_token, fingerprint, (str,))
             except page_token.PageTokenError as exc:
                 await context.abort(invalid, f"page_token: {exc}")
-            after = str(position[0])
+            after = str(position)
         query = CostQuery(
             start=start,
             end=end,
@@ -135,7 +137,7 @@ class QueryService(query_grpc.QueryServiceServicer):
         self, query: CostQuery, fingerprint: str, max_seconds: float | None
     ) -> query_pb.GetCostBreakdownResponse:
         page = await self._storage.run(lambda c: cost_breakdown(c, query, max_seconds))
-        return _breakdown_response(page, fingerprint)
+        return self._response(page, fingerprint)
 
     async def _answer_within(
         self, query: CostQuery, fingerprint: str, context: grpc.aio.ServicerContext
@@ -144,16 +146,15 @@ class QueryService(query_grpc.QueryServiceServicer):
         page = await read_within_deadline(
             self._storage, context, lambda c, seconds: cost_breakdown(c, query, seconds)
         )
-        return _breakdown_response(page, fingerprint)
+        return self._response(page, fingerprint)
 
-
-def _breakdown_response(page: CostPage, fingerprint: str) -> query_pb.GetCostBreakdownResponse:
-    response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
-    for row in page.rows:
-        response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
-    if page.has_more:
-        response.next_page_token = page_token.encode([page.rows[-1].key], fingerprint)
-    return response
+    def _response(self, page: CostPage, fingerprint: str) -> query_pb.GetCostBreakdownResponse:
+        response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.total))
+        for row in page.rows:
+            response.lines.add(key=row.key, cost=to_money(row.cost), event_count=row.events)
+        if page.has_more:
+            response.next_page_token = self._tokens.encode([page.rows[-1].key], fingerprint)
+        return response
 
 
 def server_credentials(settings: QuerySettings) -> grpc.ServerCredentials | None:
@@ -184,18 +185,27 @@ def build_server(
         if settings.rate_per_key > 0
         else None
     )
+    tokens = (
+        page_token.PageTokens(settings.page_token_keys)
+        if settings.page_token_keys
+        else page_token.process_tokens()
+    )
     grpc_server = new_server(
         [SERVICE_NAME, ALERT_SERVICE_NAME, BUDGET_SERVICE_NAME, SEAT_SERVICE_NAME],
         reflection_enabled=settings.reflection,
         interceptors=[AccessInterceptor(keys, audit, limiter)],
     )
     query_grpc.add_QueryServiceServicer_to_server(
-        QueryService(storage, settings.cache_seconds), grpc_server.server
+        QueryService(storage, settings.cache_seconds, tokens), grpc_server.server
     )
-    alert_grpc.add_AlertServiceServicer_to_server(AlertService(storage), grpc_server.server)
-    budgets = BudgetService(storage, PolicySource(settings.policy_file).current)
+    alert_grpc.add_AlertServiceServicer_to_server(
+        AlertService(storage, tokens=tokens), grpc_server.server
+    )
+    budgets = BudgetService(storage, PolicySource(settings.policy_file).current, tokens=tokens)
     budget_grpc.add_BudgetServiceServicer_to_server(budgets, grpc_server.server)
-    seat_grpc.add_SeatServiceServicer_to_server(SeatService(storage), grpc_server.server)
+    seat_grpc.add_SeatServiceServicer_to_server(
+        SeatService(storage, tokens=tokens), grpc_server.server
+    )
     address = f"{settings.host}:{settings.grpc_port}"
     credentials = server_credentials(settings)
     if credentials is None:

@@ -26,6 +26,7 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.seoul import SEOUL
 from civicmeter.core.storage import deadline_settings
+from civicmeter.query.arguments import ArgumentError, echo
 
 DIMENSIONS: dict[str, str] = {
     "organization": "organization_id",
@@ -45,7 +46,7 @@ _TOTALS = ("events", "cost_krw", "late_events", "late_cost_krw")
 _MINUTE_DIMENSIONS = frozenset({"organization", "department", "user", "service"})
 
 
-class UsageQueryError(ValueError):
+class UsageQueryError(ArgumentError):
     """The question cannot be asked; the message names the field."""
 
 
@@ -102,29 +103,29 @@ class _Source:
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageQueryError(f"time_zone: {name!r} is not an IANA time zone") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+        raise UsageQueryError("time_zone", f"{echo(name)} is not an IANA time zone") from None
 
 
 def check(query: UsageQuery) -> None:
     """Raise UsageQueryError naming the field for anything malformed."""
     if query.end <= query.start:
-        raise UsageQueryError("end_time: must be after start_time")
+        raise UsageQueryError("end_time", "must be after start_time")
     zone(query.time_zone)
     seen: set[str] = set()
     for name in query.group_by:
         if name not in DIMENSIONS:
-            raise UsageQueryError(f"group_by: {name!r} is not a dimension")
+            raise UsageQueryError("group_by", f"{name!r} is not a dimension")
         if name in seen:
-            raise UsageQueryError(f"group_by: {name!r} appears twice")
+            raise UsageQueryError("group_by", f"{name!r} appears twice")
         seen.add(name)
     for name, values in query.filters:
         if name not in DIMENSIONS:
-            raise UsageQueryError(f"filters: {name!r} is not a dimension")
+            raise UsageQueryError("filters", f"{name!r} is not a dimension")
         if not values:
-            raise UsageQueryError(f"filters: {name} needs at least one value")
+            raise UsageQueryError("filters", f"{name} needs at least one value")
     if query.granularity is not None and query.granularity not in GRANULARITIES:
-        raise UsageQueryError(f"granularity: {query.granularity!r} is not one of {GRANULARITIES}")
+        raise UsageQueryError("granularity", f"{query.granularity!r} is not one of {GRANULARITIES}")
 
 
 def plan(query: UsageQuery, quantities: bool = True) -> _Source:
@@ -196,7 +197,7 @@ def usage(
     after = ""
     if query.after is not None:
         if len(query.after) != len(order):
-            raise UsageQueryError("page_token: does not match this query")
+            raise UsageQueryError("page_token", "does not match this query")
         after = f"WHERE ({', '.join(order)}) > ({', '.join(_placeholders(query.after, params))})"
     params["limit"] = query.limit + 1
     grouped = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from typing import NoReturn
@@ -22,8 +22,10 @@ from civicmeter.core.seat_store import SUBSCRIPTION
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.arguments import time_range
 from civicmeter.query.deadline import read_within_deadline
 from civicmeter.query.focus import focus_lines
+from civicmeter.query.time_zones import TimeZones
 from civicmeter.query.usage import (
     DIMENSIONS,
     UsagePage,
@@ -61,15 +63,20 @@ assert set(_DIMENSION_NAMES.values()) == set(DIMENSIONS)
 
 
 class UsageApi:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, tokens: page_token.PageTokens) -> None:
         self._storage = storage
+        self._tokens = tokens
+        self._zones = TimeZones(storage)
+
+    async def _zone(self, requested: str) -> str:
+        return await self._zones.check("time_zone", requested or "Asia/Seoul")
 
     async def query_usage(
         self, request: query_pb.QueryUsageRequest, context: grpc.aio.ServicerContext
     ) -> query_pb.QueryUsageResponse:
         if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
             await _invalid(context, f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
-        start, end = await _range(context, request)
+        start, end = _range(request)
         organization = await abort_if_foreign(context, request.organization_id)
         group_by: list[str] = []
         for i, value in enumerate(request.group_by):
@@ -90,7 +97,7 @@ class UsageApi:
             group_by=tuple(group_by),
             filters=tuple(filters),
             granularity=granularity,
-            time_zone=request.time_zone or "Asia/Seoul",
+            time_zone=await self._zone(request.time_zone),
             organization_id=organization,
             limit=request.page_size or DEFAULT_PAGE_SIZE,
         )
@@ -100,8 +107,9 @@ class UsageApi:
             organization,
         )  # fmt: skip
         if request.page_token:
+            shape = (int, *(str for _ in query.group_by))
             try:
-                position = page_token.decode(request.page_token, fingerprint)
+                position = self._tokens.decode(request.page_token, fingerprint, shape)
             except page_token.PageTokenError as exc:
                 await _invalid(context, f"page_token: {exc}")
             query = replace(query, after=tuple(position))
@@ -127,7 +135,7 @@ class UsageApi:
                 line.bucket_start_time.FromDatetime(row.bucket_start)
         if page.has_more:
             last = page.rows[-1].sort_key()
-            response.next_page_token = page_token.encode(
+            response.next_page_token = self._tokens.encode(
                 [v if isinstance(v, int) else str(v) for v in last], fingerprint
             )
         return response
@@ -135,7 +143,7 @@ class UsageApi:
     async def cost_summary(
         self, request: query_pb.GetCostSummaryRequest, context: grpc.aio.ServicerContext
     ) -> query_pb.GetCostSummaryResponse:
-        start, end = await _range(context, request)
+        start, end = _range(request)
         organization = await abort_if_foreign(context, request.organization_id)
         granularity = _GRANULARITIES.get(request.granularity, "invalid") or "month"
         query = UsageQuery(
@@ -143,7 +151,7 @@ class UsageApi:
             end=end,
             group_by=("operation",),
             granularity=granularity,
-            time_zone=request.time_zone or "Asia/Seoul",
+            time_zone=await self._zone(request.time_zone),
             organization_id=organization,
             limit=MAX_PAGE_SIZE,
         )
@@ -188,7 +196,7 @@ class UsageApi:
     async def export_usage(
         self, request: query_pb.ExportUsageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[query_pb.ExportUsageResponse]:
-        start, end = await _range(context, request)
+        start, end = _range(request)
         organization = await abort_if_foreign(context, request.organization_id)
         dimensions = ["organization", "department", "service", "provider", "model"]
         dimensions += ["operation", "purpose"] + (["user"] if request.include_users else [])
@@ -197,7 +205,7 @@ class UsageApi:
             end=end,
             group_by=tuple(dimensions),
             granularity="day",
-            time_zone=request.time_zone or "Asia/Seoul",
+            time_zone=await self._zone(request.time_zone),
             organization_id=organization,
             limit=EXPORT_CHUNK,
         )
@@ -235,23 +243,16 @@ def _period(slot: dict[str, Decimal | int], start: datetime | None) -> query_pb.
     return period
 
 
-async def _range(
-    context: grpc.aio.ServicerContext,
+def _range(
     request: query_pb.QueryUsageRequest
     | query_pb.GetCostSummaryRequest
     | query_pb.ExportUsageRequest,
 ) -> tuple[datetime, datetime]:
-    if not request.HasField("start_time"):
-        await _invalid(context, "start_time: is required")
-    if not request.HasField("end_time"):
-        await _invalid(context, "end_time: is required")
-    start = request.start_time.ToDatetime(tzinfo=UTC)
-    end = request.end_time.ToDatetime(tzinfo=UTC)
-    if end <= start:
-        await _invalid(context, "end_time: must be after start_time")
-    if end - start > timedelta(days=3660):
-        await _invalid(context, "end_time: a range covers at most ten years")
-    return start, end
+    """The request's [start_time, end_time); ArgumentError (INVALID_ARGUMENT) names the field."""
+    return time_range(
+        request.start_time if request.HasField("start_time") else None,
+        request.end_time if request.HasField("end_time") else None,
+    )
 
 
 async def _checked(context: grpc.aio.ServicerContext, query: UsageQuery) -> None:
