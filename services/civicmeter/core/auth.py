@@ -20,6 +20,7 @@ names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -53,9 +54,13 @@ class Principal:
     def sees_every_organization(self) -> bool:
         return self.organization_id == ALL_ORGANIZATIONS
 
+    @functools.cached_property
+    def _organization_set(self) -> frozenset[str]:
+        return frozenset(self.organization_id.split(","))
+
     def reports_for(self, organization_id: str) -> bool:
         """Whether this (gateway) key may send events of this organisation."""
-        return self.sees_every_organization or organization_id in self.organization_id.split(",")
+        return self.sees_every_organization or organization_id in self._organization_set
 
     def reports_as(self, gateway_id: str) -> bool:
         """Whether this (gateway) key may send events naming this gateway."""

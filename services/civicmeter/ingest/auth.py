@@ -118,8 +118,8 @@ class GatewayAccess:
         self, principal: Principal, events: Sequence[pb.UsageEvent], peer: str, protocol: str
     ) -> Refusal | None:
         """A refusal naming the first event the key may not report, or None: all are its own."""
-        if principal is _OPEN_GATEWAY:
-            return None
+        if principal.sees_every_organization and not principal.gateway_ids:
+            return None  # a platform relay's key, or no key file: every event is its own
         for index, event in enumerate(events):
             if not principal.reports_for(event.organization_id):
                 field, value, what = "organization_id", event.organization_id, "for organisation"
