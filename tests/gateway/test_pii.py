@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from civicmeter.core.validation import validate_event
-from civicmeter.gateway import PII_TYPES, PiiDetector, detect_pii
+from civicmeter.gateway import PII_TYPES, PiiDetector, detect_pii, redact_pii
 from loadtests.pii.corpus import generate
 from tests.factories import NOW, event
 
@@ -519,3 +519,100 @@ def test_precision_and_recall_stay_above_target_on_a_small_corpus() -> None:
         assert tp[kind] >= 200, kind
         assert tp[kind] / (tp[kind] + fp[kind]) >= 0.95, kind
         assert tp[kind] / (tp[kind] + fn[kind]) >= 0.95, kind
+
+
+# --- redaction ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (f"주민등록번호 {hyphenated(RRN)}입니다.", f"주민등록번호 {RRN[:6]}-{RRN[6]}******입니다."),
+        (f"대상자 {RRN}", f"대상자 {RRN[:7]}******"),
+        (f"RRN: {RRN[:6]} - {RRN[6:]}", f"RRN: {RRN[:6]} - {RRN[6]}******"),
+        (f"외국인등록번호 {hyphenated(FRN)}", f"외국인등록번호 {FRN[:6]}-{FRN[6]}******"),
+        ("연락처 010-1234-5678로", "연락처 010-****-5678로"),
+        ("연락처 010.1234.5678", "연락처 010.****.5678"),
+        ("연락처 010 1234 5678", "연락처 010 **** 5678"),
+        ("연락처 01012345678", "연락처 010****5678"),
+        ("연락처 011-123-4567", "연락처 011-***-4567"),
+        ("연락처 0111234567", "연락처 011***4567"),
+        ("연락처 (010) 1234-5678", "연락처 (010) ****-5678"),
+        ("연락처 +82 10-1234-5678", "연락처 +82 10-****-5678"),
+        ("연락처 +821012345678", "연락처 +8210****5678"),
+        ("연락처 +82 (0)10 1234 5678", "연락처 +82 (0)10 **** 5678"),
+        ("회신 hong.gildong@korea.kr로", "회신 h***********@korea.kr로"),
+        ("회신 hong@example.go.kr", "회신 h***@example.go.kr"),
+        ("회신 a@b.io", "회신 *@b.io"),
+        ("여권번호 M12345678", "여권번호 M********"),
+        ("여권번호 M123A4567", "여권번호 M********"),
+        ("운전면허번호 11-12-345678-90", "운전면허번호 11-**-******-**"),
+        ("면허번호 서울 12-345678-90", "면허번호 서울 12-******-**"),
+        (f"사업자등록번호 {BRN}", f"사업자등록번호 {BRN[:3]}-**-*****"),
+        ("환불 계좌: 국민은행 123456-78-901234", "환불 계좌: 국민은행 ******-**-**1234"),
+        ("계좌번호 11012345678901", "계좌번호 **********8901"),
+    ],
+)
+def test_each_type_is_masked_in_its_form(text: str, masked: str) -> None:
+    redaction = redact_pii(text)
+    assert redaction.text == masked
+    assert redaction.findings == detect_pii(text)
+    assert sum(redaction.findings.values()) == 1
+
+
+def test_a_redaction_keeps_every_other_character_at_its_offset() -> None:
+    redaction = redact_pii(ALL_TYPES)
+    assert len(redaction.text) == len(ALL_TYPES)
+    changed = [i for i, (a, b) in enumerate(zip(ALL_TYPES, redaction.text, strict=True)) if a != b]
+    assert changed  # something was masked ...
+    assert all(redaction.text[i] == "*" for i in changed)  # ... only by "*" ...
+    inside: set[int] = set()  # ... and only inside the findings
+    for value in (*PII_VALUES[:1], hyphenated(FRN), *PII_VALUES[2:]):
+        start = ALL_TYPES.index(value)
+        inside.update(range(start, start + len(value)))
+    assert set(changed) <= inside
+    assert redaction.findings == dict.fromkeys(PII_TYPES, 1)
+
+
+def test_no_finding_is_left_unmasked() -> None:
+    for doc in generate(400, seed=5):
+        redaction = redact_pii(doc.text)
+        assert redaction.findings == detect_pii(doc.text)
+        assert detect_pii(redaction.text) == {}, doc.text
+        assert redact_pii(redaction.text).text == redaction.text  # redacting twice: no change
+        assert not any(value in redaction.text for value in PII_VALUES)
+
+
+def test_only_reported_types_are_masked() -> None:
+    detector = PiiDetector({"phone"})
+    redaction = detector.redact(ALL_TYPES)
+    assert redaction.findings == {"phone": 1}
+    assert "010-****-5678" in redaction.text
+    assert hyphenated(RRN) in redaction.text  # not reported: left as it is
+    assert PiiDetector(landlines=True).redact("문의 02-2133-1234").text == "문의 02-****-1234"
+    assert redact_pii("문의 02-2133-1234").text == "문의 02-2133-1234"
+
+
+def test_text_without_findings_comes_back_as_it_is() -> None:
+    text = "다음 회의록을 요약해 주세요. 2024년 3월 15일 오후 2시."
+    assert redact_pii(text).text is text
+    assert redact_pii(text).findings == {}
+
+
+def test_the_redaction_repr_holds_no_text() -> None:
+    text = "민원인 홍길동 연락처 010-1234-5678"
+    shown = repr(redact_pii(text))
+    assert shown == "Redaction(findings={'phone': 1})"
+    assert "홍길동" not in shown and "5678" not in shown
+
+
+@given(st.lists(st.tuples(prose, pii_values), max_size=6), prose)
+def test_a_redaction_has_the_same_length_and_counts_and_leaves_nothing(
+    parts: list[tuple[str, str]], tail: str
+) -> None:
+    text = "".join(f"{before} {value} " for before, value in parts) + tail
+    detector = PiiDetector(landlines=True)
+    redaction = detector.redact(text)
+    assert len(redaction.text) == len(text)
+    assert redaction.findings == detector.detect(text)
+    assert detector.detect(redaction.text) == {}

@@ -9,10 +9,12 @@ def test_the_gateway_sdk_exports_exactly_its_public_names() -> None:
         "IngestRejectedError",
         "PII_TYPES",
         "PiiDetector",
+        "Redaction",
         "UsageEmitter",
         "detect_document_markings",
         "detect_pii",
         "pseudonymise_user",
+        "redact_pii",
     ]
     for name in civicmeter.gateway.__all__:
         assert getattr(civicmeter.gateway, name) is not None

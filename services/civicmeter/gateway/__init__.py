@@ -9,7 +9,9 @@
 
 `detect_pii` and `PiiDetector` find Korean personal information (resident and foreigner
 registration numbers, passports, driver licences, phone numbers, business registration
-numbers, e-mail addresses, bank accounts) and report how many of each, nothing more.
+numbers, e-mail addresses, bank accounts) and report how many of each, nothing more;
+`redact_pii` returns the prompt with each of those masked in place (900101-1******,
+010-****-5678) for a gateway that forwards a redacted request.
 `detect_document_markings` and `DocumentDetector` count the markings of public documents
 pasted into a prompt (classification and handling markings, disclosure decisions, document
 numbers, approval blocks, declared personal information), by class (`DOCUMENT_MARKINGS`).
@@ -22,7 +24,7 @@ from civicmeter.gateway.documents import (
 )
 from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
 from civicmeter.gateway.identity import pseudonymise_user
-from civicmeter.gateway.pii import PII_TYPES, PiiDetector, detect_pii
+from civicmeter.gateway.pii import PII_TYPES, PiiDetector, Redaction, detect_pii, redact_pii
 
 __all__ = [
     "DOCUMENT_MARKINGS",
@@ -30,8 +32,10 @@ __all__ = [
     "DocumentDetector",
     "IngestRejectedError",
     "PiiDetector",
+    "Redaction",
     "UsageEmitter",
     "detect_document_markings",
     "detect_pii",
     "pseudonymise_user",
+    "redact_pii",
 ]

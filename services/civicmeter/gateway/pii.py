@@ -47,6 +47,20 @@ A label right before a number that names it as something else (주문번호, 접
 모델명, 품번, Order No., Invoice, ...) keeps it from counting as a registration, passport or
 account number. "Near" means within 32 characters before or 16 after, in the same sentence.
 
+`redact_pii(text)` returns the text with every finding masked in place, character for
+character (so every other character keeps its offset), and the same counts:
+
+- ``kr_rrn``, ``kr_frn``: the birth date and gender digit stay, ``900101-1******``;
+- ``phone``: the middle group, ``010-****-5678``, ``+82 10-****-5678``, ``010****5678``;
+- ``email``: the local part but its first character, ``h***@example.go.kr``;
+- ``kr_passport``: the letter stays, ``M********``;
+- ``kr_driver_license``: the first two digits stay, ``11-**-******-**``;
+- ``kr_brn``: the tax-office digits stay, ``220-**-*****``;
+- ``bank_account``: the last four digits stay, ``******-**-**1234``.
+
+Separators stay as they are. The masked forms are never found again: redacting twice changes
+nothing. Only the types the detector reports are masked.
+
 The scan is one compiled regular expression over the text: it begins with the class of
 characters that can start a finding, so the engine skips all other text at C speed, and only
 candidates reach Python for validation and context checks.
@@ -55,10 +69,11 @@ candidates reach Python for validation and context checks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from operator import mul
 
-__all__ = ["PII_TYPES", "PiiDetector", "detect_pii"]
+__all__ = ["PII_TYPES", "PiiDetector", "Redaction", "detect_pii", "redact_pii"]
 
 PII_TYPES: tuple[str, ...] = (
     "kr_rrn",
@@ -523,15 +538,15 @@ class PiiDetector:
         types = ", ".join(t for t in PII_TYPES if t in self._types)
         return f"PiiDetector(types=[{types}], landlines={self._landlines})"
 
-    def detect(self, text: str) -> dict[str, int]:
-        """Counts by type of the findings in `text`; an empty dict when there are none."""
-        found: dict[str, int] = {}
+    def _findings(self, text: str) -> Iterator[tuple[str, int, int]]:
+        """(type, start, end) of every finding reported, e-mail addresses first."""
         report = self._report
         emails: list[tuple[int, int]] = []
         if "@" in text:
             emails = _find_emails(text)
-            if emails and "email" in report:
-                found["email"] = len(emails)
+            if "email" in report:
+                for start, end in emails:
+                    yield "email", start, end
         for match in _CANDIDATE.finditer(text):
             start, end = match.span()
             kind = _CLASSIFY[match.lastgroup](text, start, end, text[start:end])
@@ -542,8 +557,89 @@ class PiiDetector:
                 continue
             if emails and any(s < end and start < e for s, e in emails):
                 continue  # digits inside an e-mail address
+            yield key, start, end
+
+    def detect(self, text: str) -> dict[str, int]:
+        """Counts by type of the findings in `text`; an empty dict when there are none."""
+        found: dict[str, int] = {}
+        for key, _, _ in self._findings(text):
             found[key] = found.get(key, 0) + 1
         return found
+
+    def redact(self, text: str) -> Redaction:
+        """`text` with every finding masked in place, and the counts `detect` gives."""
+        found: dict[str, int] = {}
+        pieces: list[str] = []
+        done = 0
+        for key, start, end in sorted(self._findings(text), key=_start):
+            found[key] = found.get(key, 0) + 1
+            pieces += (text[done:start], _MASK[key](text[start:end]))
+            done = end
+        if not pieces:
+            return Redaction(text, found)
+        pieces.append(text[done:])
+        return Redaction("".join(pieces), found)
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    """A text with its personal information masked, and the counts of what was masked.
+
+    The text is left out of the repr: it is still the prompt, and a prompt is never logged.
+    """
+
+    text: str = field(repr=False)
+    findings: dict[str, int]
+
+
+def _start(finding: tuple[str, int, int]) -> int:
+    return finding[1]
+
+
+# --- masks ----------------------------------------------------------------------------------
+#
+# Each takes the matched text and returns it masked with "*", character for character.
+
+
+def _mask_digits(raw: str, keep: Callable[[int, int], bool]) -> str:
+    """`raw` with its digits masked but those whose index i of n digits `keep(i, n)` keeps."""
+    n = sum(c.isdigit() for c in raw)
+    out, i = [], 0
+    for c in raw:
+        if c.isdigit():
+            out.append(c if keep(i, n) else "*")
+            i += 1
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _mask_phone(raw: str) -> str:
+    groups = list(re.finditer("[0-9]+", raw))
+    if len(groups) >= 3 and len(groups[-1].group()) == 4:  # 010-1234-5678: the middle group
+        middle = groups[-2]
+        return raw[: middle.start()] + "*" * len(middle.group()) + raw[middle.end() :]
+    # 01012345678, 010-12345678: the 3 or 4 digits before the last 4.
+    return _mask_digits(raw, lambda i, n: not (n - (8 if n >= 11 else 7) <= i < n - 4))
+
+
+def _mask_email(raw: str) -> str:
+    at = raw.index("@")
+    if at == 1:  # a@b.io: the one character goes too
+        return "*" + raw[1:]
+    return raw[0] + "*" * (at - 1) + raw[at:]
+
+
+_MASK: dict[str, Callable[[str], str]] = {
+    "kr_rrn": lambda raw: _mask_digits(raw, lambda i, n: i < 7),
+    "kr_frn": lambda raw: _mask_digits(raw, lambda i, n: i < 7),
+    "phone": _mask_phone,
+    "email": _mask_email,
+    "kr_passport": lambda raw: raw[0] + "*" * (len(raw) - 1),
+    "kr_driver_license": lambda raw: _mask_digits(raw, lambda i, n: i < 2),
+    "kr_brn": lambda raw: _mask_digits(raw, lambda i, n: i < 3),
+    "bank_account": lambda raw: _mask_digits(raw, lambda i, n: i >= n - 4),
+}
 
 
 _DEFAULT = PiiDetector()
@@ -552,3 +648,8 @@ _DEFAULT = PiiDetector()
 def detect_pii(text: str) -> dict[str, int]:
     """Counts by type of the personal information in `text` (all types, no landlines)."""
     return _DEFAULT.detect(text)
+
+
+def redact_pii(text: str) -> Redaction:
+    """`text` with its personal information masked in place (all types, no landlines)."""
+    return _DEFAULT.redact(text)
