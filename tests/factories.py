@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from civicmeter.core.pricing import PriceCatalog, parse_catalog
+from civicmeter.gateway.identity import pseudonymise_user
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
@@ -136,3 +137,8 @@ def seoul_months_around(t: datetime, months: int = 2) -> tuple[datetime, datetim
         return datetime(i // 12, i % 12 + 1, 1, tzinfo=seoul)
 
     return month_start(index - months), month_start(index + months)
+
+
+def user_id(name: str) -> str:
+    """The pseudonymous id the gateway SDK gives `name` (the only form events may carry)."""
+    return pseudonymise_user(b"tests-hmac-key-0123456789", name)

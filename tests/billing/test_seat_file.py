@@ -70,7 +70,7 @@ def test_columns_may_come_in_any_order_and_end_may_be_left_out(tmp_path: Path) -
          "seats.csv:4: start: user '" + ALICE + "' already holds openai/chatgpt seat 's-2' "
          "(2024-09-01 to open-ended, line 2)"),
         ([HEADER, row(user="kim@seoul.go.kr")],
-         "seats.csv:2: user: must be pseudonymised (keyed HMAC), not an e-mail"),
+         "seats.csv:2: user: must be pseudonymised: 'u_' and 32 lowercase hex digits"),
         ([HEADER, row(service="Chat GPT")],
          "seats.csv:2: service: 'Chat GPT' is not a valid identifier"),
         ([HEADER, row(organization="")],

@@ -40,7 +40,7 @@ async def target(clickhouse: Client, tmp_path: Path) -> AsyncIterator[str]:
             f"s-{n},seoul,welfare,{user},openai,chatgpt,team,2026-11-0{n},\n"
             for n, user in ((1, USER), (2, IDLE))
         )
-        + "s-3,seoul,welfare,u_3,openai,chatgpt,team,2026-12-01,2026-12-31\n",
+        + f"s-3,seoul,welfare,u_{'3' * 32},openai,chatgpt,team,2026-12-01,2026-12-31\n",
         encoding="utf-8",
     )
     prices = tmp_path / "prices.yaml"

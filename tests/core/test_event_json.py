@@ -12,7 +12,7 @@ def cloud_event(**data_changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "organization_id": "seoul",
         "department_id": "welfare",
-        "user_id": "u_1",
+        "user_id": "u_0123456789abcdef0123456789abcdef",
         "account_kind": "organizational",
         "provider_name": "openai",
         "service_id": "chatgpt",
@@ -74,5 +74,77 @@ def test_errors_name_the_path_of_the_field(body: list[dict[str, Any]], where: st
 
 
 def test_malformed_json_is_a_decode_error() -> None:
-    with pytest.raises(DecodeError, match="malformed JSON"):
+    with pytest.raises(DecodeError, match="malformed JSON") as info:
         decode_batch(b"[{")
+    assert (info.value.index, info.value.field) == (None, "body")
+
+
+def with_usage(**usage: int) -> dict[str, Any]:
+    return cloud_event(usage={"input_tokens": 1, **usage})
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "field"),
+    [
+        ([with_usage(input_tokens=2**63)], 0, "data.usage.input_tokens"),
+        ([cloud_event(), with_usage(output_tokens=-(2**63) - 1)], 1, "data.usage.output_tokens"),
+        ([with_usage(images=2**70)], 0, "data.usage.images"),
+        ([cloud_event(risk={"pii_findings": {"phone": 2**32}})], 0,
+         "data.risk.pii_findings.phone"),
+        ([cloud_event(risk={"pii_findings": {"phone": -1}})], 0, "data.risk.pii_findings.phone"),
+        ([cloud_event(reported_cost={"currency_code": "USD", "units": 2**63})], 0,
+         "data.reported_cost.units"),
+        ([cloud_event(reported_cost={"currency_code": "USD", "nanos": 2**31})], 0,
+         "data.reported_cost.nanos"),
+        ([{**cloud_event(), "time": "9999-12-31T23:59:59-23:59"}], 0, "time"),
+        ([{**cloud_event(), "time": "0001-01-01T00:00:00+23:59"}], 0, "time"),
+        ([with_usage(input_tokens=True)], 0, "data.usage.input_tokens"),
+        ([{**cloud_event(), "id": 7}], 0, "id"),
+    ],
+)  # fmt: skip
+def test_values_beyond_their_protobuf_field_are_named(
+    body: list[dict[str, Any]], index: int, field: str
+) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_batch(json.dumps(body).encode())
+    assert (info.value.index, info.value.field) == (index, field)
+
+
+def test_the_largest_values_of_each_field_still_decode() -> None:
+    body = [cloud_event(usage={"input_tokens": 2**63 - 1},
+                        risk={"pii_findings": {"phone": 2**32 - 1}},
+                        reported_cost={"currency_code": "USD", "units": 2**63 - 1,
+                                       "nanos": 2**31 - 1})]  # fmt: skip
+    [decoded] = decode_batch(json.dumps(body).encode())
+    assert decoded.usage.input_tokens == 2**63 - 1
+    assert decoded.risk.pii_findings["phone"] == 2**32 - 1
+    assert decoded.reported_cost.nanos == 2**31 - 1
+
+
+def one_event_with(old: bytes, new: bytes) -> bytes:
+    return json.dumps([cloud_event()]).encode().replace(old, new)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        one_event_with(b'"input_tokens": 10', b'"input_tokens": NaN'),
+        one_event_with(b'"input_tokens": 10', b'"input_tokens": Infinity'),
+        one_event_with(b'"input_tokens": 10', b'"input_tokens": 1e400'),
+        one_event_with(b'"e-1"', b'"e\\ud800"'),  # a lone surrogate
+        one_event_with(b'"e-1"', b'"e\xff1"'),  # not UTF-8
+        b"",
+        b"7",
+    ],
+)
+def test_hostile_json_is_a_decode_error(body: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_batch(body)
+
+
+def test_an_extension_attribute_nested_100000_deep_is_a_decode_error() -> None:
+    event = json.dumps(cloud_event()).encode()
+    deep = b'{"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b", " + event[1:]
+    with pytest.raises(DecodeError, match="nested too deeply"):
+        decode_batch(b"[" + deep + b"]")
+    assert len(decode_batch(b"[" + event + b"]")) == 1  # the decoder still works

@@ -10,11 +10,15 @@
 
 Decoding uses msgspec (strict types, unknown data fields rejected), so an error names the
 path of the offending field, e.g. "Expected `int`, got `str` - at `$[3].data.usage.images`".
+Integers are bounded by the range of their protobuf field, and times by the range of a
+protobuf Timestamp, so whatever decodes also converts.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
@@ -26,35 +30,57 @@ _ACCOUNT_KINDS = {
     "personal": pb.ACCOUNT_KIND_PERSONAL,
 }
 _ACCOUNT_KIND_NAMES = {v: k for k, v in _ACCOUNT_KINDS.items()}
+_UINT32_MAX = 2**32 - 1
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+# msgspec's errors end with the JSON path of the field: "... - at `$[3].data.usage.images`".
+_LOCATION = re.compile(r"(?P<message>.*) - at `\$(?:\[(?P<index>\d+)\])?\.?(?P<field>[^`]*)`", re.S)
 
 
 class DecodeError(ValueError):
-    """The body is not a well-formed batch of usage CloudEvents; the message names where."""
+    """The body is not a well-formed batch of usage events; the message names where.
+
+    `index` is the position of the offending event in the batch (None when the whole body is
+    at fault) and `field` the path of the field inside that event ("body" for the whole body).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        located = _LOCATION.fullmatch(message)
+        self.index: int | None = None
+        self.field = "body"
+        self.message = message
+        if located is not None:
+            self.message = located["message"]
+            self.field = located["field"] or "body"
+            if located["index"] is not None:
+                self.index = int(located["index"])
 
 
 class UsageJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    reasoning_tokens: int = 0
-    images: int = 0
-    audio_milliseconds: int = 0
-    video_milliseconds: int = 0
-    characters: int = 0
-    requests: int = 0
-    seat_months: int = 0
+    input_tokens: Int64 = 0
+    output_tokens: Int64 = 0
+    cache_read_input_tokens: Int64 = 0
+    cache_creation_input_tokens: Int64 = 0
+    reasoning_tokens: Int64 = 0
+    images: Int64 = 0
+    audio_milliseconds: Int64 = 0
+    video_milliseconds: Int64 = 0
+    characters: Int64 = 0
+    requests: Int64 = 0
+    seat_months: Int64 = 0
 
 
 class RiskJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    # Counts are range-checked while converting, where the error can name the finding's key.
     pii_findings: dict[str, int] = {}
     content_category: str = ""
 
 
 class MoneyJson(msgspec.Struct, forbid_unknown_fields=True):
     currency_code: str
-    units: int = 0
-    nanos: int = 0
+    units: Int64 = 0
+    nanos: Int32 = 0
 
 
 class EventDataJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -101,6 +127,9 @@ def decode_batch(body: bytes) -> list[pb.UsageEvent]:
         raise DecodeError(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise DecodeError(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        # Deeply nested arrays or objects, e.g. in an extension attribute msgspec skips.
+        raise DecodeError("malformed JSON: arrays or objects nested too deeply") from None
     return [_to_proto(envelope, index) for index, envelope in enumerate(envelopes)]
 
 
@@ -132,12 +161,19 @@ def _to_proto(ce: CloudEventJson, index: int) -> pb.UsageEvent:
         purpose=data.purpose,
         usage=pb.Usage(**msgspec.structs.asdict(data.usage)),
     )
-    event.event_time.FromDatetime(ce.time)
+    try:
+        event.event_time.FromDatetime(ce.time)
+    except (OverflowError, ValueError):
+        # A valid RFC 3339 time whose offset takes it past year 9999 or before year 1 in UTC.
+        raise DecodeError(
+            f"time must lie within 0001-01-01 and 9999-12-31 in UTC - at `{where}.time`"
+        ) from None
     if data.risk is not None:
         for name, count in data.risk.pii_findings.items():
-            if count < 0:
+            if not 0 <= count <= _UINT32_MAX:
                 raise DecodeError(
-                    f"count must not be negative - at `{where}.data.risk.pii_findings.{name}`"
+                    f"count must be within 0 and {_UINT32_MAX}"
+                    f" - at `{where}.data.risk.pii_findings.{name[:40]}`"
                 )
             event.risk.pii_findings[name] = count
         event.risk.content_category = data.risk.content_category

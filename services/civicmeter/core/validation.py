@@ -2,6 +2,12 @@
 
 The same rules run at ingest (synchronous callers get HTTP 400 / INVALID_ARGUMENT) and in the
 processor (anything on usage.raw that breaks them goes to the dead-letter topic).
+
+User ids must be pseudonymous: "u_" and 32 lowercase hex digits, the form of the gateway SDK's
+`pseudonymise_user` (a keyed HMAC-SHA256). The form is fixed, not configured: what an
+organisation chooses is its key (and, if it pseudonymises without the SDK, its keyed hash, as
+long as it renders the result in this form); a name, an e-mail address or an employee number
+never has this form, so none reaches Kafka, ClickHouse, alert keys or partition keys.
 """
 
 from __future__ import annotations
@@ -16,6 +22,15 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
+PSEUDONYMOUS_USER_ID = re.compile(r"u_[0-9a-f]{32}")
+# Not the value itself: a refused user id may be a person's name or e-mail address.
+_USER_ID_FORM = (
+    "must be pseudonymised: 'u_' and 32 lowercase hex digits of a keyed HMAC "
+    "(the gateway SDK's pseudonymise_user)"
+)
+# The range of a google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+_MAX_NANOS = 999_999_999
 
 # gen_ai.operation.name values plus the media operations AI services bill for.
 OPERATIONS = frozenset(
@@ -74,11 +89,19 @@ class TimeWindow:
 _ACCOUNT_KINDS = frozenset(pb.AccountKind.values()) - {pb.ACCOUNT_KIND_UNSPECIFIED}
 # Identifiers repeat across events (organisations, departments, users, services), so each
 # distinct value is matched against its pattern once; the cache is cleared when it grows large.
-_known_good: dict[re.Pattern[str], set[str]] = {_ID: set(), _NAME: set(), _MODEL: set()}
+_known_good: dict[re.Pattern[str], set[str]] = {
+    _ID: set(),
+    _NAME: set(),
+    _MODEL: set(),
+    PSEUDONYMOUS_USER_ID: set(),
+}
 _KNOWN_GOOD_LIMIT = 200_000
 
 
-def _check_id(value: str, field: str, pattern: re.Pattern[str] = _ID) -> None:
+def _check_id(
+    value: str, field: str, pattern: re.Pattern[str] = _ID, expected: str | None = None
+) -> None:
+    """`expected` replaces the default message, which quotes the start of the value."""
     known = _known_good[pattern]
     if value in known:
         return
@@ -86,7 +109,8 @@ def _check_id(value: str, field: str, pattern: re.Pattern[str] = _ID) -> None:
         raise ValidationError(field, "is required")
     if not pattern.fullmatch(value):
         raise ValidationError(
-            field, f"{value[:40]!r} is not a valid identifier (pattern {pattern.pattern})"
+            field,
+            expected or f"{value[:40]!r} is not a valid identifier (pattern {pattern.pattern})",
         )
     if len(known) >= _KNOWN_GOOD_LIMIT:
         known.clear()
@@ -112,7 +136,13 @@ def validate_event_at(
     if not event.HasField("event_time"):
         raise ValidationError("event_time", "is required")
     seconds = event.event_time.seconds
+    if not 0 <= event.event_time.nanos <= _MAX_NANOS:
+        raise ValidationError("event_time.nanos", f"must be within 0 and {_MAX_NANOS}")
     if not earliest <= seconds <= latest:
+        if not _TIMESTAMP_SECONDS[0] <= seconds <= _TIMESTAMP_SECONDS[1]:
+            raise ValidationError(
+                "event_time.seconds", "is outside the range of a Timestamp (years 1 to 9999)"
+            )
         when = event.event_time.ToJsonString()
         if seconds > latest:
             raise ValidationError(
@@ -122,9 +152,7 @@ def validate_event_at(
     _check_id(event.gateway_id, "gateway_id")
     _check_id(event.organization_id, "organization_id")
     _check_id(event.department_id, "department_id")
-    if "@" in event.user_id:
-        raise ValidationError("user_id", "must be pseudonymised (keyed HMAC), not an e-mail")
-    _check_id(event.user_id, "user_id")
+    _check_id(event.user_id, "user_id", PSEUDONYMOUS_USER_ID, _USER_ID_FORM)
     if event.account_kind not in _ACCOUNT_KINDS:
         if event.account_kind == pb.ACCOUNT_KIND_UNSPECIFIED:
             raise ValidationError("account_kind", "is required (organizational or personal)")
@@ -146,8 +174,10 @@ def validate_event_at(
     if event.HasField("reported_cost"):
         if not _CURRENCY.fullmatch(event.reported_cost.currency_code):
             raise ValidationError("reported_cost.currency_code", "must be an ISO 4217 code")
-        if event.reported_cost.units < 0 or event.reported_cost.nanos < 0:
-            raise ValidationError("reported_cost", "must not be negative")
+        if event.reported_cost.units < 0:
+            raise ValidationError("reported_cost.units", "must not be negative")
+        if not 0 <= event.reported_cost.nanos <= _MAX_NANOS:
+            raise ValidationError("reported_cost.nanos", f"must be within 0 and {_MAX_NANOS}")
 
 
 def _validate_risk(risk: pb.RiskSignals) -> None:

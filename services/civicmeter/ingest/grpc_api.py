@@ -1,25 +1,55 @@
-"""gRPC front of ingest: civicmeter.ingest.v1.IngestService, with health and reflection."""
+"""gRPC front of ingest: civicmeter.ingest.v1.IngestService, with health and reflection.
+
+Requests are decoded by the service rather than by gRPC, so an undecodable body gets
+INVALID_ARGUMENT naming it (gRPC's own decoding would answer UNKNOWN), and fields the schema
+does not define are dropped and counted before anything is published.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import grpc
 
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.ingest.auth import GatewayAccess, GrpcAuthentication
+from civicmeter.ingest.decoding import UndecodableRequestError, parse_publish_request
 from civicmeter.ingest.publisher import BatchRejectedError, BatchTooLargeError, Publisher
 from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
-from civicmeter.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 
 SERVICE_NAME = ingest_pb.DESCRIPTOR.services_by_name["IngestService"].full_name
 
 
-class IngestService(ingest_grpc.IngestServiceServicer):
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """What the handler receives for a body that does not decode. It has no events, so
+    whatever inspects requests before the handler (authentication) sees an empty batch."""
+
+    message: str
+    events: tuple[()] = ()
+
+
+class IngestService:
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
 
+    def decode(self, body: bytes) -> ingest_pb.PublishEventsRequest | UndecodableRequest:
+        """The request deserializer: never raises, so the handler can answer for the body."""
+        try:
+            request, unknown = parse_publish_request(body)
+        except UndecodableRequestError as exc:
+            return UndecodableRequest(str(exc))
+        self._publisher.count_unknown_fields(unknown, "grpc")
+        return request
+
     async def PublishEvents(  # noqa: N802 (gRPC method name)
-        self, request: ingest_pb.PublishEventsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: ingest_pb.PublishEventsRequest | UndecodableRequest,
+        context: grpc.aio.ServicerContext,
     ) -> ingest_pb.PublishEventsResponse:
+        if isinstance(request, UndecodableRequest):
+            self._publisher.count_rejected(1, "undecodable")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"body: {request.message}")
         try:
             accepted = await self._publisher.publish(list(request.events))
         except BatchRejectedError as exc:
@@ -27,6 +57,19 @@ class IngestService(ingest_grpc.IngestServiceServicer):
         except BatchTooLargeError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return ingest_pb.PublishEventsResponse(accepted_count=accepted)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        handlers = {
+            "PublishEvents": grpc.unary_unary_rpc_method_handler(
+                self.PublishEvents,
+                request_deserializer=self.decode,
+                response_serializer=ingest_pb.PublishEventsResponse.SerializeToString,
+            )
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def build_grpc_server(
@@ -40,7 +83,7 @@ def build_grpc_server(
         max_message_bytes=publisher.settings.max_body_bytes,
         interceptors=[GrpcAuthentication(access, f"/{SERVICE_NAME}/")] if access else [],
     )
-    ingest_grpc.add_IngestServiceServicer_to_server(IngestService(publisher), grpc_server.server)
+    IngestService(publisher).add_to(grpc_server.server)
     if credentials is None:
         grpc_server.server.add_insecure_port(address)
     else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from civicmeter.core.event_json import DecodeError, decode_batch
 from civicmeter.ingest.auth import (
@@ -20,8 +19,8 @@ from civicmeter.ingest.auth import (
     http_authentication,
     refuse_foreign_events,
 )
+from civicmeter.ingest.decoding import parse_publish_request
 from civicmeter.ingest.publisher import BatchRejectedError, BatchTooLargeError, Publisher
-from civicmeter.ingest.v1 import ingest_service_pb2
 
 JSON_TYPES = frozenset(
     {"application/json", "application/cloudevents-batch+json", "application/cloudevents+json"}
@@ -29,6 +28,7 @@ JSON_TYPES = frozenset(
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 
 PUBLISHER = web.AppKey("publisher", Publisher)
+_ECHO_CHARS = 64  # request values quoted back in an error are cut to this length
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -41,20 +41,21 @@ async def publish_events(request: web.Request) -> web.Response:
     if content_type not in JSON_TYPES | PROTOBUF_TYPES:
         return _error(
             415,
-            f"unsupported content type {content_type!r}; use one of "
+            f"unsupported content type {content_type[:_ECHO_CHARS]!r}; use one of "
             f"{', '.join(sorted(JSON_TYPES | PROTOBUF_TYPES))}",
         )
     body = await request.read()
     try:
         if content_type in PROTOBUF_TYPES:
-            message = ingest_service_pb2.PublishEventsRequest()
-            message.ParseFromString(body)
+            message, unknown = parse_publish_request(body)
+            publisher.count_unknown_fields(unknown, "http")
             events = list(message.events)
         else:
             events = decode_batch(body)
-    except (DecodeError, ProtoDecodeError) as exc:
+    except DecodeError as exc:  # JSON or protobuf (UndecodableRequestError)
         publisher.count_rejected(1, "undecodable")
-        return _error(400, f"cannot decode the batch: {exc}")
+        error = {"index": exc.index, "field": exc.field, "message": exc.message}
+        return _error(400, f"cannot decode the batch: {exc}", errors=[error])
     if (refused := refuse_foreign_events(request, events)) is not None:
         return refused
     try:
