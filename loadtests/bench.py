@@ -127,7 +127,7 @@ class FreshnessProbe:
                         gateway_id="bench",
                         organization_id=PROBE_ORG,
                         department_id=name,
-                        user_id="u_probe",
+                        user_id="u_" + "0" * 32,  # a pseudonymous id of the form
                         account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL,
                         provider_name="openai",
                         service_id="chatgpt",

@@ -27,6 +27,7 @@ from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import REPO, LocalStack
+from tests.factories import user_id
 from tests.integration.test_pipeline import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -98,10 +99,10 @@ def month_stack(
     workdir = tmp_path_factory.mktemp("billing-month")
     org = f"bm-{uuid.uuid4().hex[:8]}"
     seats = [
-        SeatRow("s-open", "welfare", "u_seat_open", MONTH.date(), None),
-        SeatRow("s-mid", "transport", "u_seat_mid", (MONTH + timedelta(days=10)).date(),
+        SeatRow("s-open", "welfare", user_id("seat_open"), MONTH.date(), None),
+        SeatRow("s-mid", "transport", user_id("seat_mid"), (MONTH + timedelta(days=10)).date(),
                 (MONTH + timedelta(days=24)).date()),
-        SeatRow("s-before", "culture", "u_seat_before", month_start(MONTH, -2).date(),
+        SeatRow("s-before", "culture", user_id("seat_before"), month_start(MONTH, -2).date(),
                 (MONTH - timedelta(days=1)).date()),
     ]  # fmt: skip
     seats_file = workdir / "seats.csv"
@@ -150,7 +151,7 @@ def api_events(org: str) -> list[pb.UsageEvent]:
             gateway_id="gw-month",
             organization_id=org,
             department_id=rng.choice(DEPARTMENTS),
-            user_id=f"u_{rng.randrange(30):04d}",
+            user_id=user_id(f"user-{rng.randrange(30)}"),
             account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL,
             provider_name="openai",
             service_id="openai-api",

@@ -28,6 +28,7 @@ from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import LocalStack
+from tests.factories import user_id
 from tests.integration.conftest import read_log
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
@@ -50,7 +51,7 @@ def usage_event(org: str, dept: str, user: str, when: datetime, **usage: int) ->
         gateway_id="gw-test",
         organization_id=org,
         department_id=dept,
-        user_id=user,
+        user_id=user_id(user),  # the SDK's pseudonym of the name
         account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL,
         provider_name="openai",
         service_id="chatgpt" if seat else "openai-api",
