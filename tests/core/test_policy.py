@@ -129,6 +129,36 @@ def test_an_organisation_can_ban_more_but_not_lift_a_default_ban() -> None:
             "defaults.working_hours.grace_minutes",
             "between 0 and 720",
         ),
+        (
+            {
+                "schedules": [
+                    {
+                        "name": "late",
+                        "departments": ["it"],
+                        "start": "07:00",
+                        "end": "22:00",
+                        "grace_minutes": "30m",
+                    }
+                ]
+            },
+            "defaults.schedules[0].grace_minutes",
+            "whole number",
+        ),
+        (
+            {
+                "schedules": [
+                    {
+                        "name": "late",
+                        "departments": ["it"],
+                        "start": "07:00",
+                        "end": "22:00",
+                        "grace_minutes": 721,
+                    }
+                ]
+            },
+            "defaults.schedules[0].grace_minutes",
+            "between 0 and 720",
+        ),
         ({"time_zone": "Asia/Nowhere"}, "defaults.time_zone", "IANA"),
         ({"account_kinds": ["organizational", "shared"]}, "defaults.account_kinds[1]", "'shared'"),
         (
@@ -467,12 +497,14 @@ def test_times_are_judged_in_the_organisations_time_zone() -> None:
     ("department", "user", "moment", "reason"),
     [
         ("digital-policy", "u_1", "2024-09-19T21:30", None),  # remote work to 22:00
-        ("digital-policy", "u_1", "2024-09-19T22:45", None),  # and its grace
+        ("digital-policy", "u_1", "2024-09-19T21:59", None),
+        ("digital-policy", "u_1", "2024-09-19T22:40", "after_hours"),  # a schedule: no grace
         ("digital-policy", "u_1", "2024-09-19T23:30", "after_hours"),
         ("digital-policy", "u_1", "2024-09-21T12:00", "weekend"),
         ("welfare", "u_1", "2024-09-19T21:30", "after_hours"),
         ("press-office", "u_1", "2024-09-21T12:00", None),  # weekend duty
-        ("press-office", "u_1", "2024-09-22T17:45", None),  # its grace
+        ("press-office", "u_1", "2024-09-22T16:45", None),
+        ("press-office", "u_1", "2024-09-22T17:15", "weekend"),  # no grace on a schedule
         ("press-office", "u_1", "2024-09-17T12:00", "holiday"),  # not on holidays
         ("safety", "u_1", "2024-09-17T03:00", None),  # 24-hour shifts, holidays too
         ("welfare", NIGHT_USER, "2024-09-22T02:00", None),  # a named night shift
@@ -506,3 +538,32 @@ def test_a_schedule_applies_only_in_its_validity_period(shipped: PolicySet) -> N
     off = working.off_hours(kst("2024-10-07T22:00"), "planning-budget", "u_1")
     assert off is not None and off.reason == "after_hours"
     assert working.off_hours(kst("2025-01-06T22:00"), "planning-budget", "u_1") is not None
+
+
+@pytest.mark.parametrize(
+    ("moment", "department", "user", "reason"),
+    [
+        ("2024-09-19T22:40", "digital-policy", "u_1", None),  # remote work's own 45 minutes
+        ("2024-09-19T22:50", "digital-policy", "u_1", "after_hours"),
+        ("2024-09-19T06:20", "digital-policy", "u_1", None),  # ... on both sides
+        ("2024-09-20T07:25", "welfare", NIGHT_USER, "after_hours"),  # the night shift: none
+        ("2024-09-19T18:30", "welfare", "u_1", "after_hours"),  # the office's own 20 minutes
+        ("2024-09-19T18:15", "welfare", "u_1", None),
+    ],
+)
+def test_each_schedule_has_its_own_grace(
+    moment: str, department: str, user: str, reason: str | None
+) -> None:
+    document = doc(
+        working_hours={"grace_minutes": 20},
+        schedules=[
+            {"name": "it-remote", "departments": ["digital-policy"], "start": "07:00",
+             "end": "22:00", "grace_minutes": 45},
+            {"name": "night", "users": [NIGHT_USER], "start": "22:00", "end": "07:00"},
+        ],
+    )  # fmt: skip
+    working = parse_policies(document, "p.yaml").defaults.working_time
+    assert working.grace.total_seconds() == 20 * 60
+    assert [s.grace_seconds for s in working.schedules] == [45 * 60, 0]
+    off = working.off_hours(kst(moment), department, user)
+    assert (off.reason if off else None) == reason

@@ -20,7 +20,8 @@ DeepSeek, banned for every government) stays banned.
         extra_holidays: {2024-04-03: Jeju 4·3 Memorial Day}
       schedules:                                      # remote work, overtime, shifts
         - {name: it-remote, departments: [digital-policy], start: "07:00", end: "22:00"}
-        - {name: night, users: [u_3f9a...], start: "22:00", end: "07:00", holidays: true}
+        - {name: night, users: [u_3f9a...], start: "22:00", end: "07:00", holidays: true,
+           grace_minutes: 30}                         # default 0: a schedule's hours are exact
       non_work_categories: [entertainment, gaming, dating, shopping, "personal.*"]
       detectors:
         volume_spike: {warmup_days: 7, factor: 5, mad_multiplier: 6, min_requests: 20}
@@ -108,6 +109,9 @@ class Schedule:
     """When some people may work: the office hours, or remote work, overtime or a shift.
 
     `end_second <= start_second` means the window runs past midnight into the next day.
+    `grace_seconds` extends the window on each side: the office hours' grace (60 minutes by
+    default) covers those who come early or stay late without a schedule; a schedule has none
+    unless it says so, since its hours are the ones someone agreed for that work.
     """
 
     name: str
@@ -119,6 +123,7 @@ class Schedule:
     users: frozenset[str] = frozenset()
     valid_from: date | None = None
     valid_until: date | None = None
+    grace_seconds: int = 0
     start_second: int = field(init=False, repr=False)  # seconds after local midnight
     crosses_midnight: bool = field(init=False, repr=False)
     _first: int = field(init=False, repr=False)  # validity as date ordinals
@@ -175,7 +180,6 @@ class WorkingTime:
 
     time_zone: ZoneInfo
     office: Schedule
-    grace: timedelta = timedelta(hours=1)
     holiday_country: str | None = "KR"
     holiday_subdivision: str | None = None
     extra_holidays: Mapping[date, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -203,6 +207,11 @@ class WorkingTime:
             self, "_by_user", MappingProxyType({k: tuple(v) for k, v in by_user.items()})
         )
 
+    @property
+    def grace(self) -> timedelta:
+        """The office hours' grace on each side (a schedule has its own)."""
+        return timedelta(seconds=self.office.grace_seconds)
+
     def holiday(self, day: date, language: str = "en") -> str | None:
         """The name of the public or organisation holiday on `day`, or None."""
         extra = self.extra_holidays.get(day)
@@ -229,10 +238,11 @@ class WorkingTime:
 
     def covers(self, ordinal: int, second: int, department: str, user: str) -> bool:
         """Whether local day `ordinal` (date.toordinal()) at `second` after midnight is in a
-        working window of this person, grace included: the fast form of off_hours."""
+        working window of this person, each window's grace included: the fast form of
+        off_hours."""
         moment = ordinal * _DAY_SECONDS + second
-        grace = int(self.grace.total_seconds())
         for schedule in self.schedules_for(department, user):
+            grace = schedule.grace_seconds
             # The window opening today, or yesterday's past midnight, or tomorrow's grace.
             for day in (ordinal, ordinal - 1, ordinal + 1):
                 if (
@@ -325,7 +335,9 @@ class AutomationBurstSettings:
     # More than `max_requests` requests within `window_seconds`...
     max_requests: int = field(default=12, metadata={"min": 2, "max": 10_000})
     window_seconds: int = field(default=60, metadata={"min": 1, "max": 86_400})
-    # ... or `regular_intervals` consecutive gaps this alike (coefficient of variation).
+    # ... or `regular_intervals` consecutive gaps this alike (coefficient of variation), or as
+    # many with the person's own requests in between when chance cannot explain them (see
+    # processor/detection/detectors/automation_burst.py).
     regular_intervals: int = field(default=10, metadata={"min": 3, "max": 1_000})
     max_interval_cv: float = field(default=0.1, metadata={"min": 0.0, "max": 1.0})
     max_mean_interval_seconds: int = field(default=900, metadata={"min": 1})
@@ -650,7 +662,13 @@ def _parse_working_time(raw: dict[str, Any], zone: ZoneInfo, where: str) -> Work
     elif subdivision is not None:
         raise PolicyError(f"{at}.holiday_subdivision: needs holidays (a country code)")
     office = Schedule(
-        "office", start.at, end.seconds, weekdays, departments=frozenset(), users=frozenset()
+        "office",
+        start.at,
+        end.seconds,
+        weekdays,
+        departments=frozenset(),
+        users=frozenset(),
+        grace_seconds=grace * 60,
     )
     schedules: list[Schedule] = []
     raw_schedules = raw.get("schedules", [])
@@ -666,7 +684,6 @@ def _parse_working_time(raw: dict[str, Any], zone: ZoneInfo, where: str) -> Work
     return WorkingTime(
         time_zone=zone,
         office=office,
-        grace=timedelta(minutes=grace),
         holiday_country=country,
         holiday_subdivision=subdivision,
         extra_holidays=_extra_holidays(block.get("extra_holidays", {}), f"{at}.extra_holidays"),
@@ -688,6 +705,7 @@ def _parse_schedule(entry: Any, where: str, office_weekdays: frozenset[int]) -> 
             "holidays",
             "valid_from",
             "valid_until",
+            "grace_minutes",
         },
         where,
     )
@@ -715,6 +733,7 @@ def _parse_schedule(entry: Any, where: str, office_weekdays: frozenset[int]) -> 
     on_holidays = block.get("holidays", False)
     if not isinstance(on_holidays, bool):
         raise PolicyError(f"{where}.holidays: must be true or false (works on public holidays)")
+    grace = _int(block.get("grace_minutes", 0), f"{where}.grace_minutes", 0, 720)
     return Schedule(
         name=name,
         start=start.at,
@@ -727,6 +746,7 @@ def _parse_schedule(entry: Any, where: str, office_weekdays: frozenset[int]) -> 
         users=frozenset(users),
         valid_from=valid_from,
         valid_until=valid_until,
+        grace_seconds=grace * 60,
     )
 
 
