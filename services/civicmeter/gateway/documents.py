@@ -196,10 +196,11 @@ _TRIGGER = re.compile(_trie_pattern(_TRIGGERS, _NUMBER_HYPHEN))
 # --- where a marking stands -----------------------------------------------------------------
 
 _CLOSERS = {"[": "]", "【": "】", "<": ">", "〈": "〉", "《": "》", "［": "］", "(": ")"}
-_CLOSING = frozenset(_CLOSERS.values())
-_OPENING = frozenset(_CLOSERS)
-_DECORATION = frozenset("-=*~_/※■□◆◇●○★☆·|#+")
 _BLANK = " \t"
+_DECORATION = "-=*~_/※■□◆◇●○★☆·|#+"
+# What may stand left and right of a marking alone on its line (checked with str.strip).
+_LEFT_OF_ALONE = "".join(_CLOSERS) + _DECORATION + _BLANK
+_RIGHT_OF_ALONE = "".join(_CLOSERS.values()) + _DECORATION + _BLANK
 # Classes whose marking in round brackets counts after a word: 추진계획(대외비).
 _BRACKETED_AFTER_WORD = frozenset(("classified", "confidential", "internal"))
 
@@ -288,7 +289,7 @@ def _stands_as_marking(before: str, after: str, cls: str) -> bool:
         and (
             opener != "("
             or cls in _BRACKETED_AFTER_WORD
-            or all(c in _DECORATION or c in _BLANK for c in left[:-1])
+            or not left[:-1].strip(_DECORATION + _BLANK)
         )
     ):
         return True
@@ -296,8 +297,8 @@ def _stands_as_marking(before: str, after: str, cls: str) -> bool:
     lead, trail = before.strip(_BLANK), _without_parenthetical(after)
     # A bullet alone on the left is a list item (○ 대외비): decoration must be symmetric.
     if (
-        all(c in _OPENING or c in _DECORATION or c in _BLANK for c in lead)
-        and all(c in _CLOSING or c in _DECORATION or c in _BLANK for c in trail)
+        not lead.strip(_LEFT_OF_ALONE)
+        and not trail.strip(_RIGHT_OF_ALONE)
         and (trail or not any(c in _DECORATION for c in lead))
     ):
         return True
