@@ -308,6 +308,13 @@ def test_a_marking_inside_a_word_or_before_a_particle_is_prose() -> None:
     assert detect_document_markings("[비공개]로") == {}
 
 
+def test_many_markings_on_one_long_line_are_each_counted() -> None:
+    # Each is judged by its own neighbourhood of the line, not the whole line.
+    assert detect_document_markings("[대외비] " * 5000) == {"confidential": 5000}
+    assert detect_document_markings("정보공개정책과-1 " * 5000) == {"document_number": 5000}
+    assert detect_document_markings("비밀" * 5000) == {}
+
+
 # --- configuration --------------------------------------------------------------------------
 
 

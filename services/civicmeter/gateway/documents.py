@@ -148,6 +148,7 @@ _OFFICES = (
     *("과", "실", "국", "팀", "관", "단", "청", "처", "원", "소"),
     *("위원회", "의회", "센터", "본부", "학교"),
 )
+_LONGEST_OFFICE = 24  # syllables of an office name read back from its number's hyphen
 _LINE_WORDS = ("시행", "접수")
 
 _MARK, _ROLE, _PERSONAL, _NUMBER, _LINE = range(5)
@@ -244,11 +245,17 @@ _DECLARED_AFTER = re.compile(
 )
 
 
+# How far a marking's line is read on either side: bounded, so that a text of many markings
+# on one long line costs linear time. A marking is never judged by what stands farther away.
+_LINE_WINDOW = 120
+
+
 def _line(text: str, start: int, end: int) -> tuple[str, str]:
-    """The text of the line before `start` and after `end`."""
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    return text[line_start:start], text[end : len(text) if line_end == -1 else line_end]
+    """The text of the line before `start` and after `end`, up to `_LINE_WINDOW` each."""
+    floor = max(0, start - _LINE_WINDOW)
+    line_start = text.rfind("\n", floor, start) + 1 or floor
+    line_end = text.find("\n", end, end + _LINE_WINDOW)
+    return text[line_start:start], text[end : end + _LINE_WINDOW if line_end == -1 else line_end]
 
 
 def _without_parenthetical(rest: str) -> str:
@@ -337,8 +344,8 @@ _OFFICE_AFTER_LABEL = re.compile(r"[ \t]*[:：]?[ \t]*[가-힣]{2,}-[0-9]")
 def _office_number(text: str, hyphen: int) -> bool:
     """Whether the office name ending right before `hyphen` and the digits after it are an
     official document number (정보공개정책과-1234)."""
-    start = hyphen
-    while start > 0 and "가" <= text[start - 1] <= "힣":
+    start, floor = hyphen, max(0, hyphen - _LONGEST_OFFICE)
+    while start > floor and "가" <= text[start - 1] <= "힣":
         start -= 1
     office = text[start:hyphen]
     return len(office) >= 3 and office.endswith(_OFFICES) and bool(_SERIAL.match(text, hyphen + 1))
@@ -347,7 +354,7 @@ def _office_number(text: str, hyphen: int) -> bool:
 def _numbered_line(text: str, start: int, end: int) -> bool:
     """Whether 시행/접수 at `start` opens a line (or a column) with a number and a date, the
     number being of another shape than an office number (which counts by itself)."""
-    before = text[text.rfind("\n", 0, start) + 1 : start]
+    before, _ = _line(text, start, end)
     if before.strip(_BLANK) and not before.endswith(("  ", "\t")):
         return False
     if _OFFICE_AFTER_LABEL.match(text, end):
@@ -420,8 +427,7 @@ def _approval_blocks(text: str, labels: list[tuple[str, int, int]]) -> int:
         last_line = line
         roles.add(role)
         if role in ("approve", "cooperate") and not grid:
-            line_end = text.find("\n", end)
-            row = text[end : len(text) if line_end == -1 else line_end]
+            _, row = _line(text, start, end)
             grid = sum(map(_is_rank, _HANGUL_WORD.findall(row))) >= 2
     return blocks + (len(roles) >= 2 or grid)
 
