@@ -35,7 +35,7 @@ async def test_a_batch_is_resent_with_the_same_ids_after_the_waits_ingest_asks_f
     base, server = ingest
     server.script = [(503, retry_after("1")), (429, retry_after_date(2))]
     events = [event(event_id=f"evt-retry-{i}") for i in range(3)]
-    async with UsageEmitter(base, batch_size=10) as emitter:
+    async with UsageEmitter(base, batch_size=10, token="gk-retry-test") as emitter:
         for e in events:
             await emitter.emit(e)
     # Leaving the block flushed the batch: three attempts, one body, the same three ids.
@@ -46,6 +46,8 @@ async def test_a_batch_is_resent_with_the_same_ids_after_the_waits_ingest_asks_f
     first, second = server.gaps()
     assert 1.0 <= first < 1.5
     assert 1.0 <= second < 2.5  # an HTTP-date: whole seconds, 1-2 s after the answer
+    # Every attempt carries the gateway's credential.
+    assert [h.get("Authorization") for h in server.headers] == ["Bearer gk-retry-test"] * 3
 
 
 async def test_a_long_retry_after_is_cut_to_the_emitters_bound(
