@@ -263,7 +263,12 @@ class _Author:
         drafter, reviewer = self.name(), self.name()
         d = self.day()
         date_short = self.pick((f"{d:%m/%d}", f"{d.year}. {d.month}. {d.day}."))
-        form = self.pick(("line", "lines", "grid", "grid_names", "columns"))
+        form = self.pick(("line", "lines", "grid", "grid_names", "columns", "names_first"))
+        if form == "names_first":
+            return (
+                f"기안자 {drafter} {self.r.choice(_RANKS[:3])}"
+                f"   검토자 {reviewer} {self.r.choice(_RANKS[2:6])}"
+            )
         if form == "line":
             drafter_rank, reviewer_rank = self.r.choice(_RANKS[:3]), self.r.choice(_RANKS[2:6])
             return (
@@ -398,9 +403,9 @@ class _Author:
             truth["personal_data"] += 1
         if self.r.random() < 0.4:
             lines.append("")
-            lines.append(f"Drafted by: {self.name()}, Policy Officer")
+            lines.append(f"{self.pick(('Drafted', 'Prepared'))} by: {self.name()}, Officer")
             if self.r.random() < 0.5:
-                lines.append(f"Reviewed by: {self.name()}, Team Leader")
+                lines.append(f"{self.pick(('Reviewed', 'Checked'))} by: {self.name()}, Lead")
             lines.append(f"Approved by: {self.name()}, Director")
             truth["approval_block"] += 1
         return Document("\n".join(lines), dict(truth), "memo", "en")

@@ -201,6 +201,9 @@ def test_a_line_with_both_numbers_counts_both() -> None:
         "결재 | 담당 | 팀장 | 과장\n | 홍길동 | 김철수 | 전결 03/15",
         "기안  홍길동\n검토  김철수\n결재  과장 03/15",
         "Drafted by: Kim Minji, Policy Officer\nApproved by: Lee Jun, Director",
+        "Prepared by: Kim Minji\nChecked by: Park Jiwoo",
+        "기안자 홍길동 주무관   검토자 김철수 사무관",
+        "기안자 | 홍길동\n검토자 | 김철수",
     ],
 )
 def test_approval_blocks(text: str) -> None:
@@ -289,6 +292,9 @@ def test_declared_personal_information(text: str) -> None:
         "결재 라인: 담당 → 팀장 → 과장",
         "수신 내부결재",
         "The plan was approved by the council on 3 March.",
+        "Approved by the committee, the plan goes ahead.",
+        "기안 홍길동 주무관이 작성하고 검토 김철수 사무관이 확인했다.",
+        "검토자 의견을 반영하여 결재권자에게 보고합니다.",
         # advice about personal information
         "개인정보가 포함된 부분은 답변서에서 제외해야 합니다.",
         "개인정보 포함 여부를 확인한 뒤 제출해 주세요.",

@@ -20,9 +20,9 @@ The classes:
   of a line (or of a column) with a number (제2024-123호, 2024-000123) followed by a date. A
   시행 line whose number is an office number counts once, as that number.
 - ``approval_block`` the approval block of a document (기안자, 검토자, 결재권자, 협조자, 결재, 전결,
-  대결; English "Drafted by:", "Reviewed by:", "Approved by:"), counted once per block: role
-  labels on lines at most two apart, of at least two different roles, or one 결재/협조 label
-  heading a row of at least two ranks (결재 | 담당 | 팀장 | 과장).
+  대결; English "Drafted by:", "Reviewed by:", "Approved by:" and the like), counted once per
+  block: role labels on lines at most two apart, of at least two different roles, or one
+  결재/협조 label heading a row of at least two ranks (결재 | 담당 | 팀장 | 과장).
 - ``personal_data`` documents that declare personal information inside: a 개인정보 포함 marking,
   "개인정보 포함 여부: 포함", "본 문서는 개인정보를 포함하고 있습니다", a form line 주민등록번호
   수집·이용 동의 / 수집 근거, 고유식별정보(주민등록번호) 수집; English "Contains personal data".
@@ -121,8 +121,12 @@ _MARKING_WORDS: Mapping[str, str] = {
 }
 # Approval role labels, by the role they name.
 _ROLE_WORDS: Mapping[str, str] = {
-    **dict.fromkeys(("기안자", "기안", "Drafted by", "DRAFTED BY"), "draft"),
-    **dict.fromkeys(("검토자", "검토", "Reviewed by", "REVIEWED BY"), "review"),
+    **dict.fromkeys(
+        ("기안자", "기안", "Drafted by", "DRAFTED BY", "Prepared by", "PREPARED BY"), "draft"
+    ),
+    **dict.fromkeys(
+        ("검토자", "검토", "Reviewed by", "REVIEWED BY", "Checked by", "CHECKED BY"), "review"
+    ),
     **dict.fromkeys(
         ("결재권자", "결재자", "결재", "결 재", "Approved by", "APPROVED BY"), "approve"
     ),
@@ -403,14 +407,25 @@ def _approval_blocks(text: str, labels: list[tuple[str, int, int]]) -> int:
             valid[i] = True
         elif i + 1 < len(labels) and labels[i + 1][1] == at:
             valid[i] = valid[i + 1]
-        else:
-            # A name cell follows a -자 label, or any label set apart as a column.
+        elif (after := _HANGUL_WORD.match(text, at)) is not None:
+            # A rank (기안자 주무관 ...), or a name: in a cell after a -자 label or a label set
+            # apart as a column (기안자 홍길동   검토자 ...), or followed by a rank (홍길동 주무관).
             column = word.endswith("자") or any(c in text[end:at] for c in "\t|:：")
-            valid[i] = bool(
-                ((rank := _HANGUL_WORD.match(text, at)) and _is_rank(rank.group()))
-                or _DATE_START.match(text, at)
-                or ((column or text.startswith("  ", end)) and _NAME_CELL.match(text, at))
+            column = column or text.startswith("  ", end)
+            valid[i] = _is_rank(after.group()) or (
+                column
+                and (
+                    _NAME_CELL.match(text, at) is not None
+                    or (
+                        2 <= len(after.group()) <= 4
+                        and text.startswith(" ", after.end())
+                        and (title := _HANGUL_WORD.match(text, after.end() + 1)) is not None
+                        and _is_rank(title.group())
+                    )
+                )
             )
+        else:
+            valid[i] = _DATE_START.match(text, at) is not None
     blocks = 0
     roles: set[str] = set()
     grid = False
