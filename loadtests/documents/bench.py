@@ -184,6 +184,21 @@ def report(
         "",
         *_accuracy_table(scores),
         "",
+        "The corpus holds only shapes the rules name, so these figures cannot show what the"
+        " rules leave out. By design (see the docstring of"
+        " `services/civicmeter/gateway/documents.py`), these are not counted:",
+        "",
+        "- a marking inside a line of other text, outside brackets, a label or a declaration"
+        " (`청사 보안점검 결과 보고 - 대외비`), and a marking after a lone bullet (`○ 대외비`,"
+        " read as a list item);",
+        "- a disclosure decision in round brackets after a word (`간부회의(비공개)`: public"
+        " schedules write it so);",
+        "- a marking split over lines or cells by a pasted table (`대` / `외` / `비`);",
+        "- an approval label followed by a bare name after a single space (`기안 홍길동`), and a"
+        " lone label: a block needs two roles or a 결재 row of ranks;",
+        "- an office number whose office name ends otherwise than the listed suffixes"
+        " (`교육부-123`), or whose serial has more than 6 digits.",
+        "",
         "## Throughput",
         "",
         f"`detect_document_markings` on each text in turn, one process, one thread; best of"
