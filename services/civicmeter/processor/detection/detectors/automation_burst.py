@@ -8,9 +8,10 @@ their last `regular_intervals` gaps are nearly equal (coefficient of variation a
 gaps in a row with a variation under 10% about once in 10^8 tries. A script running while
 its owner works has the person's own requests in between; picking a regular-looking chain out
 of many requests is what chance does easily (about 1% of busy people's days), so such a chain
-counts only when it is too exact to be chance: when requests at the person's pace (counted over
-the chain's span) would put one within the chain's largest deviation of every beat with a
-probability under _MAX_CHANCE. loadtests/misuse/automation.py measures both rules.
+counts only when it is too exact to be chance: when random requests at the person's pace (the
+faster of their pace over the chain's span and over all the requests remembered) would put one
+within the chain's largest deviation of every beat with a probability under _MAX_CHANCE.
+`python -m loadtests.misuse.automation` measures both rules.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ _DISORDER_SECONDS = 300.0
 _INTERLOPERS = 24
 # The chance below which a chain with requests in between is too exact for random requests.
 # The search tests at most _INTERLOPERS + 1 periods per request: with 300 requests a day, this
-# bounds the false alerts of that rule by 300 x 9 x 1e-9, under 3 per million user-days.
+# bounds the false alerts of that rule by 300 x 25 x 1e-9, under 8 per million user-days.
 _MAX_CHANCE = 1e-9
 
 
