@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test check lint typecheck proto proto-check unit kafka-start kafka-stop clean \
-	chart-tools chart-check bench bench-api bench-billing api-tools proto-lint
+	chart-tools chart-check bench bench-api bench-billing chaos api-tools proto-lint
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-api: $(STAMP) ## Query API calls/s, latency and calls per server core; rew
 
 bench-billing: $(STAMP) ## 12-month cost breakdown over gRPC on 10M events; rewrites loadtests/BILLING_RESULTS.md
 	$(BIN)/python -m loadtests.billing_bench $(BILLING_BENCH_ARGS)
+
+chaos: $(STAMP) ## SIGKILL broker, processor, storage under 200,000 events; rewrites loadtests/CHAOS_RESULTS.md
+	$(BIN)/python -m loadtests.chaos $(CHAOS_ARGS)
 
 kafka-start: $(STAMP) ## Start a local Kafka broker in .civicmeter/kafka (prints its address)
 	$(BIN)/python -m tools.localkafka start --dir .civicmeter/kafka

@@ -127,11 +127,11 @@ class LocalStack:
                         commands[name],
                         {
                             "CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / member),
-                            "CIVICMETER_PROCESSOR_INSTANCE_ID": member,
+                            "KAFKA_GROUP_INSTANCE_ID": member,
                         },
                     )
             else:
-                self._spawn(name, commands[name])
+                self._spawn(name, commands[name], {"KAFKA_GROUP_INSTANCE_ID": name})
         deadline = time.monotonic() + timeout
         if "ingest" in self.services:
             self._wait(lambda: self._http_ok(f"{self.ingest_url}/healthz"), "ingest", deadline)

@@ -126,6 +126,12 @@ class KafkaSettings:
     ssl_cafile: str | None = None
     create_topics: bool = True
     topics: TopicSettings = field(default_factory=TopicSettings)
+    # Static group membership: a restarted consumer with the same id takes its partitions back
+    # at once instead of waiting for the broker to expire the dead member. One id per process
+    # (a group sees one member per id); None: dynamic membership.
+    group_instance_id: str | None = None
+    # How long a silent member keeps its partitions (faust's own default is 60 s).
+    session_timeout_ms: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> KafkaSettings:
@@ -144,6 +150,8 @@ class KafkaSettings:
             ssl_cafile=env.get("KAFKA_SSL_CAFILE") or None,
             create_topics=_bool(env, "CIVICMETER_CREATE_TOPICS", cls.create_topics),
             topics=TopicSettings.from_env(env),
+            group_instance_id=env.get("KAFKA_GROUP_INSTANCE_ID") or None,
+            session_timeout_ms=_int(env, "KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
         )
 
 
@@ -228,11 +236,6 @@ class ProcessorSettings:
     data_dir: Path = Path(".civicmeter/processor")
     time_window: TimeWindow = field(default_factory=TimeWindow)
     allowed_lateness: timedelta = timedelta(hours=1)
-    # Static group membership: a restarted member with the same id takes its partitions back
-    # at once instead of waiting for the broker to expire the dead one. Unique per process.
-    instance_id: str = ""
-    # How long a silent member keeps its partitions (faust's default is 60 s).
-    session_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProcessorSettings:
@@ -254,10 +257,6 @@ class ProcessorSettings:
                     int(cls.allowed_lateness.total_seconds()),
                 )
             ),
-            instance_id=env.get("CIVICMETER_PROCESSOR_INSTANCE_ID", cls.instance_id),
-            session_timeout_seconds=_float(
-                env, "CIVICMETER_PROCESSOR_SESSION_TIMEOUT_SECONDS", cls.session_timeout_seconds
-            ),
         )
 
 
@@ -275,9 +274,7 @@ class SinkSettings:
             kafka=KafkaSettings.from_env(env),
             clickhouse=ClickHouseSettings.from_env(env),
             group_id=env.get("CIVICMETER_SINK_GROUP_ID", cls.group_id),
-            max_batch_records=_int(
-                env, "CIVICMETER_SINK_MAX_BATCH_RECORDS", cls.max_batch_records
-            ),
+            max_batch_records=_int(env, "CIVICMETER_SINK_MAX_BATCH_RECORDS", cls.max_batch_records),
             max_batch_wait_ms=_int(env, "CIVICMETER_SINK_MAX_BATCH_WAIT_MS", cls.max_batch_wait_ms),
         )
 

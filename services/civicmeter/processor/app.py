@@ -76,9 +76,9 @@ def build_app(
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4 * settings.batch_size, 8192),
         processing_guarantee="at_least_once",
-        consumer_group_instance_id=settings.instance_id or None,
-        broker_session_timeout=settings.session_timeout_seconds,
-        broker_heartbeat_interval=settings.session_timeout_seconds / 5,
+        consumer_group_instance_id=kafka.group_instance_id,
+        broker_session_timeout=kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=kafka.session_timeout_ms / 3000,
     )
     raw_topic = app.topic(
         topics.raw, key_type=bytes, value_type=bytes, partitions=topics.partitions
