@@ -410,8 +410,7 @@ def _approval_blocks(text: str, labels: list[tuple[str, int, int]]) -> int:
         elif (after := _HANGUL_WORD.match(text, at)) is not None:
             # A rank (기안자 주무관 ...), or a name: in a cell after a -자 label or a label set
             # apart as a column (기안자 홍길동   검토자 ...), or followed by a rank (홍길동 주무관).
-            column = word.endswith("자") or any(c in text[end:at] for c in "\t|:：")
-            column = column or text.startswith("  ", end)
+            column = word[-1] == "자" or text[end:at] != " "  # a tab, "|", ":", 2+ spaces
             valid[i] = _is_rank(after.group()) or (
                 column
                 and (
