@@ -44,7 +44,11 @@ async def publish_events(request: web.Request) -> web.Response:
             f"unsupported content type {content_type[:_ECHO_CHARS]!r}; use one of "
             f"{', '.join(sorted(JSON_TYPES | PROTOBUF_TYPES))}",
         )
-    body = await request.read()
+    try:
+        body = await request.read()  # at most max_body_bytes, decompressed
+    except web.HTTPRequestEntityTooLarge:
+        publisher.count_rejected(1, "too_large")
+        return _error(413, f"the body exceeds {publisher.settings.max_body_bytes} bytes")
     try:
         if content_type in PROTOBUF_TYPES:
             message, unknown = parse_publish_request(body)
