@@ -1,5 +1,7 @@
 """Canary personal data in a prompt: the gateway SDK counts it, the pipeline meters and alerts
-on the counts, and the text itself is nowhere: not in Kafka, not in ClickHouse, not in logs."""
+on the counts, and the text itself is nowhere: not in Kafka, not in ClickHouse, not in logs.
+Nor can a sender smuggle text in fields the schema does not define: ingest drops them, and the
+processor drops them from whatever else wrote to usage.raw."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from pathlib import Path
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.storage import connect
+from civicmeter.core.wire import length_delimited, tag, varint
 from civicmeter.gateway import UsageEmitter, detect_pii, pseudonymise_user
+from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import LocalStack
 
@@ -44,6 +48,59 @@ def canary_stack(
            "CIVICMETER_SINK_GROUP_ID": "canary-sink"}  # fmt: skip
     with LocalStack(kafka_bootstrap, workdir, extra_env=env) as stack:
         yield stack
+
+
+def chat_event() -> pb.UsageEvent:
+    event = pb.UsageEvent(
+        event_id=str(uuid.uuid4()), gateway_id="gw-canary", organization_id="seoul",
+        department_id="welfare", user_id=pseudonymise_user(b"canary-key-0123456789", "lee"),
+        account_kind=pb.ACCOUNT_KIND_ORGANIZATIONAL, provider_name="openai",
+        service_id="openai-api", request_model="gpt-4o", operation_name="chat",
+        usage=pb.Usage(input_tokens=50, output_tokens=10))  # fmt: skip
+    event.event_time.FromDatetime(datetime.now(UTC))
+    return event
+
+
+def with_unknown_fields(event: pb.UsageEvent, text: bytes) -> bytes:
+    """The event with `text` in field 99 at the top level and in field 42 inside Usage."""
+    top = varint(99 << 3 | 2) + varint(len(text)) + text
+    inside = varint(42 << 3 | 2) + varint(len(text)) + text
+    return event.SerializeToString() + top + length_delimited(tag(12), inside)
+
+
+async def test_text_in_unknown_fields_reaches_no_topic_downstream(canary_stack: LocalStack) -> None:
+    """Runs before the test below, which stops the stack."""
+    stack = canary_stack
+    # Not one of CANARIES: the test below finds this on canary.raw, where its producer wrote it.
+    smuggled = f"UNKNOWNFIELD{uuid.uuid4().hex[:12].upper()} 주민등록번호 850505-2345671".encode()
+    via_ingest, via_raw = chat_event(), chat_event()
+    # A gateway sends the fields to ingest...
+    request = length_delimited(tag(1), with_unknown_fields(via_ingest, smuggled))
+    async with grpc.aio.insecure_channel(stack.ingest_grpc_target) as channel:
+        publish = channel.unary_unary(
+            "/civicmeter.ingest.v1.IngestService/PublishEvents",
+            response_deserializer=ingest_pb.PublishEventsResponse.FromString,
+        )
+        reply = await publish(request, metadata=stack.ingest_metadata, timeout=10)
+    assert reply.accepted_count == 1
+    # ... and a producer other than ingest writes them straight to usage.raw.
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        batch = length_delimited(tag(1), with_unknown_fields(via_raw, smuggled))
+        await producer.send_and_wait("canary.raw", batch)
+    finally:
+        await producer.stop()
+
+    downstream = ["canary.rated", "canary.dlq", "canary.cost", "canary.alerts"]
+    deadline = asyncio.get_running_loop().time() + 90
+    rated = b""
+    while not (via_ingest.event_id.encode() in rated and via_raw.event_id.encode() in rated):
+        assert asyncio.get_running_loop().time() < deadline, "the events were never rated"
+        rated = await everything_in_kafka(stack.kafka_bootstrap, ["canary.rated"])
+    assert smuggled not in await everything_in_kafka(stack.kafka_bootstrap, downstream)
+    # Whatever ingest wrote is clean too: the only copy on usage.raw is the raw producer's.
+    assert (await everything_in_kafka(stack.kafka_bootstrap, ["canary.raw"])).count(smuggled) == 2
 
 
 async def test_canary_personal_data_is_counted_alerted_and_stored_nowhere(
