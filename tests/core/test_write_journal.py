@@ -1,13 +1,13 @@
-"""A block cut off anywhere between the journal, the ledger and the rollups is completed once.
+"""A block cut off anywhere between staging, the ledger and the rollups is completed once.
 
-The cut is made with the real engine: a rollup's materialized view is detached while the block
-is inserted (so the ledger and the other rollups commit it and that rollup does not, as when
-the process is killed between their commits), and the writer dies before marking it done.
+The cuts are made with the real engine: a rollup's materialized view is detached while a block
+is copied (so the ledger and the other rollups commit it and that rollup does not, as when the
+process is killed between their commits), and the writer "dies" before journaling the copy
+done (its done mark is deleted), or before copying at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -16,17 +16,14 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.billing.reconcile import reconcile
 from civicmeter.core import write_journal
-from civicmeter.core.event_writer import insert_block, replay_pending, write_events
+from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.event_writer import replay_pending, stage, write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.core.test_event_writer import rated
 from tests.factories import NOW, event, seoul_months_around
 
 ROLLUPS = ("usage_cost_1m", "usage_rollup_1h", "usage_rollup_1d", "usage_rollup_1mo",
            "usage_rollup_1mo_departments")  # fmt: skip
-
-
-class WriterKilledError(Exception):
-    """The writer process dying at this point."""
 
 
 def counts(client: Client) -> dict[str, tuple[int, Decimal]]:
@@ -40,20 +37,24 @@ def counts(client: Client) -> dict[str, tuple[int, Decimal]]:
     return out
 
 
-def die_after_insert(
-    client: Client, events: Sequence[pb.RatedUsageEvent], settings: dict[str, object]
-) -> None:
-    insert_block(client, events, settings)
-    raise WriterKilledError
+def killed_after_copy(client: Client, block: list[pb.RatedUsageEvent]) -> None:
+    """The block copied, and the writer dead before journaling it done."""
+    before = {t for (t,) in client.query("SELECT write_token FROM usage_write_journal").result_rows}
+    write_events(client, block)
+    client.command(
+        "ALTER TABLE usage_write_journal DELETE WHERE state = 1 AND write_token NOT IN %(before)s",
+        parameters={"before": sorted(before) or [0]},
+        settings={"mutations_sync": 2},
+    )
 
 
-def die_before_insert(
-    client: Client, events: Sequence[pb.RatedUsageEvent], settings: dict[str, object]
-) -> None:
-    raise WriterKilledError
+def killed_before_copy(client: Client, block: list[pb.RatedUsageEvent]) -> None:
+    """The block staged and journaled, and the writer dead before copying it."""
+    stage(client, [encode_event_batch(block)], len(block))
 
 
 def journal_rows(client: Client) -> int:
+    """Rows of the journal."""
     return int(client.query("SELECT count() FROM usage_write_journal").result_rows[0][0])
 
 
@@ -69,8 +70,7 @@ def test_a_rollup_cut_off_from_its_block_is_completed_once(
     write_events(clickhouse, batch(3))
     block = batch(5)
     clickhouse.command(f"DETACH TABLE {missing_view}")
-    with pytest.raises(WriterKilledError):
-        write_journal.journaled_insert(clickhouse, block, die_after_insert)
+    killed_after_copy(clickhouse, block)
     clickhouse.command(f"ATTACH TABLE {missing_view}")
     short = counts(clickhouse)
     assert short["usage_events"][0] == 8
@@ -91,8 +91,7 @@ def test_a_rollup_cut_off_from_its_block_is_completed_once(
 @pytest.mark.clickhouse
 def test_a_block_killed_after_every_commit_is_not_counted_twice(clickhouse: Client) -> None:
     block = batch(4)
-    with pytest.raises(WriterKilledError):
-        write_journal.journaled_insert(clickhouse, block, die_after_insert)
+    killed_after_copy(clickhouse, block)
     complete = counts(clickhouse)
     assert complete["usage_events"][0] == 4
 
@@ -104,8 +103,7 @@ def test_a_block_killed_after_every_commit_is_not_counted_twice(clickhouse: Clie
 @pytest.mark.clickhouse
 def test_a_block_killed_before_the_ledger_is_written_by_the_replay(clickhouse: Client) -> None:
     block = batch(4)
-    with pytest.raises(WriterKilledError):
-        write_journal.journaled_insert(clickhouse, block, die_before_insert)
+    killed_before_copy(clickhouse, block)
     assert counts(clickhouse)["usage_events"][0] == 0
 
     assert replay_pending(clickhouse).events == 4
@@ -118,28 +116,45 @@ def test_a_block_killed_before_the_ledger_is_written_by_the_replay(clickhouse: C
 
 
 @pytest.mark.clickhouse
-def test_the_next_write_completes_a_failed_block_before_looking_up_ids(clickhouse: Client) -> None:
+def test_a_write_after_a_failed_one_completes_it_first(clickhouse: Client) -> None:
     block = batch(2)
     clickhouse.command("DETACH TABLE usage_rollup_1h_mv")
-    with pytest.raises(WriterKilledError):
-        write_journal.journaled_insert(clickhouse, block, die_after_insert)
+    killed_before_copy(clickhouse, block)  # as if the copy had raised
     clickhouse.command("ATTACH TABLE usage_rollup_1h_mv")
+    assert write_journal.has_unfinished()
 
-    # The retry of the same batch finds the events stored, and the rollup is still whole.
+    # The retry of the same batch completes the cut-off block, then finds the events stored.
     assert write_events(clickhouse, block).inserted == 0
     after = counts(clickhouse)
     assert set(after.values()) == {after["usage_events"]}
+    assert after["usage_events"][0] == 2
+    assert not write_journal.has_unfinished()
 
 
 @pytest.mark.clickhouse
-def test_finished_journal_partitions_are_pruned_and_pending_ones_kept(clickhouse: Client) -> None:
+def test_events_stored_by_an_earlier_block_are_left_out_of_a_replayed_one(
+    clickhouse: Client,
+) -> None:
+    first = batch(3)
+    write_events(clickhouse, first)
+    # A redelivery of two of them with one new event, cut off before its copy.
+    again = first[:2] + batch(1)
+    killed_before_copy(clickhouse, again)
+    assert replay_pending(clickhouse).blocks == 1
+    after = counts(clickhouse)
+    assert set(after.values()) == {after["usage_events"]}
+    assert after["usage_events"][0] == 4
+
+
+@pytest.mark.clickhouse
+def test_finished_staging_partitions_are_pruned_and_pending_ones_kept(clickhouse: Client) -> None:
     write_events(clickhouse, batch(2))
-    assert journal_rows(clickhouse) == 2
+    assert journal_rows(clickhouse) == 2  # staged, done
     later = datetime.now(UTC) + write_journal.RETENTION + timedelta(minutes=16)
-    with pytest.raises(WriterKilledError):
-        write_journal.journaled_insert(clickhouse, batch(1), die_before_insert)
-    assert write_journal.prune(clickhouse, later) == 0  # a block awaits its replay
+    killed_before_copy(clickhouse, batch(1))
+    assert write_journal.prune(clickhouse, later) == 0  # a block awaits its copy
 
     replay_pending(clickhouse)
-    assert write_journal.prune(clickhouse, later) >= 1
+    assert write_journal.prune(clickhouse, later) >= 2
     assert journal_rows(clickhouse) == 0
+    assert clickhouse.query("SELECT count() FROM usage_staged").result_rows[0][0] == 0

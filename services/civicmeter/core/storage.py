@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from google.protobuf.descriptor import Descriptor
 
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.protobuf_schema import standalone_schema
 
 T = TypeVar("T")
 _MIGRATIONS_TABLE = "schema_migrations"
@@ -44,6 +47,50 @@ class Storage:
 
     async def run(self, fn: Callable[[Client], T]) -> T:
         return await asyncio.to_thread(self.call, fn)
+
+
+def insert_from_protobuf(
+    client: Client,
+    target: str,
+    select: str,
+    structure: str,
+    message: Descriptor,
+    stream: bytes,
+    settings: Mapping[str, object] | None = None,
+) -> None:
+    """INSERT INTO `target` SELECT `select` FROM the records in `stream`, parsed by ClickHouse.
+
+    `stream` is a ProtobufList stream: length-delimited envelopes, each a batch message whose
+    repeated field 1 holds `message`s (so a Kafka record of usage.rated, prefixed by its length,
+    is one envelope). `structure` names the fields as ClickHouse reads them. A server gets the
+    bytes as the insert's body (`input()`); the embedded engine reads them from a file.
+    """
+    schema = {
+        "format_schema_source": "string",
+        "format_schema": standalone_schema(message),
+        "format_schema_message_name": message.name,
+        **(settings or {}),
+    }
+    if type(client).__name__ == "ChdbClient":
+        with tempfile.NamedTemporaryFile(prefix="civicmeter-", suffix=".pb") as records:
+            records.write(stream)
+            records.flush()
+            client.command(
+                f"INSERT INTO {target} SELECT {select} FROM "
+                f"file({_literal(records.name)}, 'ProtobufList', {_literal(structure)})",
+                settings=schema,
+            )
+        return
+    client.raw_insert(
+        f"{target} SELECT {select} FROM input({_literal(structure)})",
+        insert_block=stream,
+        fmt="ProtobufList",
+        settings=schema,
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def deadline_settings(max_seconds: float | None) -> dict[str, object] | None:

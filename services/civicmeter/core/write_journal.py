@@ -1,46 +1,53 @@
-"""Crash-safe inserts into usage_events: a write-ahead journal and deduplication tokens.
+"""Crash-safe, idempotent copies of staged blocks into usage_events.
 
 The rollups are fed by materialized views on usage_events, and ClickHouse commits the base
 table's part and each view's part separately. A writer killed between those commits would leave
-the events stored and the rollups short; on a retry the events are found stored and skipped,
-so the rollups would stay short for good. So every block of new events is:
+the events stored and the rollups short; on a retry the events would be found stored and
+skipped, so the rollups would stay short for good. So a block of rated events is:
 
-1. journaled whole, pending, in one atomic insert (usage_write_journal);
-2. inserted into usage_events with a deduplication token, with
-   `deduplicate_blocks_in_dependent_materialized_views`, so every table it reaches (the ledger
-   and each rollup) records the token with the part it commits;
-3. marked done in the journal.
+1. staged whole in usage_staged under a fresh 64-bit write token (one atomic insert), then
+   journaled as staged;
+2. copied into usage_events with the token as the insert's deduplication token, and
+   `deduplicate_blocks_in_dependent_materialized_views`, so every table the copy reaches (the
+   ledger and each rollup) records the token with the part it commits. The copy leaves out the
+   events stored before by *other* blocks (the idempotency on event_id) and repeats within the
+   block, so a block copied again is the same block;
+3. journaled as done.
 
-A block still pending (the writer died, or the insert failed) is inserted again from the journal
+A block journaled as staged and never done (the writer died, or the copy failed) is copied again
 with the same token: ClickHouse drops it from every table that already committed it and inserts
-it where it is missing. `replay_pending` does that, and the writers call it before writing
-anything new (at start and after a failed write), so the ledger and every rollup agree to the
-won whatever was killed when.
+it where it is missing. A block staged but never journaled was never copied: its events are
+still uncommitted in Kafka and come again. `replay_pending` completes the blocks left pending;
+writers call it at start, when they take over partitions, and after a failed write.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Sequence
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.wire import length_delimited, tag
-from civicmeter.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.quantities import QUANTITIES
 
 log = logging.getLogger("civicmeter.write_journal")
+STAGED_TABLE = "usage_staged"
 JOURNAL_TABLE = "usage_write_journal"
-_PENDING, _DONE = 0, 1
-_EVENTS = tag(pb.RatedUsageEventBatch.EVENTS_FIELD_NUMBER)
-# Tokens of the blocks this process started and has not seen finished.
-_unfinished: set[str] = set()
-# Finished journal partitions (15 minutes each) are dropped once this old.
+_STAGED, _DONE = 0, 1
+# Finished staging and journal partitions (15 minutes each) are dropped once this old.
 RETENTION = timedelta(minutes=30)
-
-InsertBlock = Callable[[Client, Sequence[pb.RatedUsageEvent], dict[str, object]], None]
+# The columns a block carries from staging into usage_events.
+EVENT_COLUMNS = (
+    "organization_id", "department_id", "user_id", "event_id", "event_time", "gateway_id",
+    "account_kind", "provider_name", "service_id", "request_model", "operation_name", "purpose",
+    *QUANTITIES, "pii_findings", "content_category", "cost_krw", "price_version", "rated_time",
+    "late",
+)  # fmt: skip
+_KEY = "(organization_id, toDate(event_time), event_id)"  # usage_events' primary key
+# Tokens of blocks this process staged and has not seen copied.
+_unfinished: set[int] = set()
 
 
 @dataclass(frozen=True)
@@ -49,92 +56,92 @@ class Replayed:
     events: int
 
 
-def dedup_settings(token: str) -> dict[str, object]:
-    """Insert settings that make a block idempotent in usage_events and every rollup view."""
+def new_token() -> int:
+    return secrets.randbits(63) | 1  # never 0: the token of rows written before journaling
+
+
+def dedup_settings(token: int) -> dict[str, object]:
+    """Insert settings that make a copy idempotent in usage_events and every rollup view."""
     return {
         "insert_deduplicate": 1,
-        "insert_deduplication_token": token,
+        "insert_deduplication_token": f"usage-{token:016x}",
         "deduplicate_blocks_in_dependent_materialized_views": 1,
     }
 
 
-def journaled_insert(
-    client: Client, events: Sequence[pb.RatedUsageEvent], insert_block: InsertBlock
-) -> None:
-    """Journal `events`, insert them with a fresh token, then mark the block done."""
-    token = uuid.uuid4().hex
-    payload = b"".join(length_delimited(_EVENTS, e.SerializeToString()) for e in events)
-    client.insert(
-        JOURNAL_TABLE,
-        [[token, _PENDING, len(events), payload]],
-        column_names=("token", "state", "events", "payload"),
-    )
+def journal_staged(client: Client, token: int, events: int) -> None:
+    """Record that the block `token` is staged whole (after its staging insert returned)."""
     _unfinished.add(token)
-    insert_block(client, events, dedup_settings(token))
-    _mark_done(client, token, len(events))
+    _journal(client, token, _STAGED, events)
+
+
+def copy_block(client: Client, token: int) -> int:
+    """Copy the staged block into usage_events (idempotently), journal it done, and return how
+    many of its events it stored."""
+    columns = ", ".join(EVENT_COLUMNS)
+    client.command(
+        f"INSERT INTO usage_events ({columns}, write_token) "
+        f"SELECT {columns}, write_token FROM {STAGED_TABLE} "
+        f"WHERE write_token = {token:d} AND {_KEY} NOT IN ("
+        f"  SELECT {_KEY} FROM usage_events WHERE write_token != {token:d} AND {_KEY} IN "
+        f"  (SELECT {_KEY} FROM {STAGED_TABLE} WHERE write_token = {token:d})) "
+        "ORDER BY organization_id, event_id, rated_time "
+        "LIMIT 1 BY organization_id, event_id",
+        settings=dedup_settings(token),
+    )
+    stored = client.query(
+        f"SELECT count() FROM usage_events WHERE write_token = {token:d} AND {_KEY} IN "
+        f"(SELECT {_KEY} FROM {STAGED_TABLE} WHERE write_token = {token:d})"
+    ).result_rows[0][0]
+    _journal(client, token, _DONE, int(stored))
     _unfinished.discard(token)
+    return int(stored)
 
 
-def replay_pending(
-    client: Client, insert_block: InsertBlock, settle: timedelta = timedelta(0)
-) -> Replayed:
-    """Insert pending blocks again, each with its own token; return what was replayed.
-
-    Blocks this process failed to finish are replayed at once; another writer's only once
-    pending for `settle` (a live writer finishes its block well within it; replaying it
-    meanwhile would be harmless, as the token makes it a no-op, but wasted work).
-    """
-    tokens = _pending_tokens(client, datetime.now(UTC) - settle) + sorted(_unfinished)
-    if not tokens:
-        return Replayed(0, 0)
+def replay_pending(client: Client) -> Replayed:
+    """Copy again every block journaled as staged and never done; return what was replayed."""
     rows = client.query(
-        f"SELECT token, payload FROM {JOURNAL_TABLE} "
-        f"WHERE state = {_PENDING} AND token IN %(tokens)s ORDER BY written_time",
-        parameters={"tokens": tokens},
-        query_formats={"String": "bytes"},
+        f"SELECT write_token, max(events) FROM {JOURNAL_TABLE} GROUP BY write_token "
+        f"HAVING max(state) = {_STAGED} ORDER BY min(written_time)"
     ).result_rows
     events = 0
-    for raw_token, payload in rows:
-        token = raw_token.decode() if isinstance(raw_token, bytes) else raw_token
-        block = pb.RatedUsageEventBatch.FromString(payload).events
-        log.warning("replaying a pending block of %d events (token %s)", len(block), token)
-        insert_block(client, block, dedup_settings(token))
-        _mark_done(client, token, len(block))
-        _unfinished.discard(token)
-        events += len(block)
+    for token, staged in rows:
+        log.warning("completing a block of %d events left pending (token %016x)", staged, token)
+        copy_block(client, int(token))
+        events += int(staged)
+    _unfinished.clear()
     return Replayed(len(rows), events)
 
 
+def has_unfinished() -> bool:
+    """Whether a block this process staged has not been copied (its write failed)."""
+    return bool(_unfinished)
+
+
 def prune(client: Client, now: datetime | None = None) -> int:
-    """Drop journal partitions older than RETENTION that hold no pending block."""
+    """Drop staging and journal partitions older than RETENTION, unless a block is pending."""
+    if client.query(
+        f"SELECT count() FROM (SELECT write_token FROM {JOURNAL_TABLE} GROUP BY write_token "
+        f"HAVING max(state) = {_STAGED})"
+    ).result_rows[0][0]:
+        return 0  # a block awaits its copy: keep everything it may need
     cutoff = (now or datetime.now(UTC)) - RETENTION
-    if _pending_tokens(client):
-        return 0  # a block awaits its replay: keep every done mark it may be paired with
-    finished = client.query(
-        f"SELECT _partition_id FROM {JOURNAL_TABLE} GROUP BY _partition_id "
-        "HAVING max(written_time) < %(cutoff)s "
-        f"AND countIf(state = {_PENDING} AND token NOT IN "
-        f"(SELECT token FROM {JOURNAL_TABLE} WHERE state = {_DONE})) = 0",
-        parameters={"cutoff": cutoff},
-    ).result_rows
-    for (partition_id,) in finished:
-        client.command(f"ALTER TABLE {JOURNAL_TABLE} DROP PARTITION ID '{partition_id}'")
-    return len(finished)
+    dropped = 0
+    for table, column in ((STAGED_TABLE, "staged_time"), (JOURNAL_TABLE, "written_time")):
+        old = client.query(
+            f"SELECT _partition_id FROM {table} GROUP BY _partition_id "
+            f"HAVING max({column}) < %(cutoff)s",
+            parameters={"cutoff": cutoff},
+        ).result_rows
+        for (partition_id,) in old:
+            client.command(f"ALTER TABLE {table} DROP PARTITION ID '{partition_id}'")
+        dropped += len(old)
+    return dropped
 
 
-def _mark_done(client: Client, token: str, events: int) -> None:
+def _journal(client: Client, token: int, state: int, events: int) -> None:
     client.insert(
         JOURNAL_TABLE,
-        [[token, _DONE, events, b""]],
-        column_names=("token", "state", "events", "payload"),
+        [[token, state, events]],
+        column_names=("write_token", "state", "events"),
     )
-
-
-def _pending_tokens(client: Client, before: datetime | None = None) -> list[str]:
-    """Tokens journaled (before `before`) and never marked done; reads no payload."""
-    rows = client.query(
-        f"SELECT token FROM {JOURNAL_TABLE} GROUP BY token "
-        f"HAVING max(state) = {_PENDING} AND min(written_time) < %(before)s",
-        parameters={"before": before or datetime.now(UTC) + timedelta(days=1)},
-    ).result_rows
-    return [token for (token,) in rows]

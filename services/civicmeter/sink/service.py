@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core import write_journal
 from civicmeter.core.alert_writer import AlertWriteResult, write_alerts
 from civicmeter.core.config import SinkSettings, TopicSettings
-from civicmeter.core.event_writer import WriteResult, replay_pending, write_events
+from civicmeter.core.event_writer import WriteResult, replay_pending, write_rated_records
 from civicmeter.core.kafka import make_consumer, make_producer
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.core.telemetry import Telemetry, consumer_span, links_from_headers
@@ -31,12 +32,16 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.sink")
 MAX_BACKOFF_SECONDS = 30.0
+# What usage_events' Decimal(18, 6) and DateTime64(3) columns hold.
+_COST = re.compile(r"\d{1,12}(\.\d{1,6})?")
+_EPOCH_SECONDS = (0, 10_413_792_000)  # 1970 to 2300
 JOURNAL_PRUNE_SECONDS = 60.0
 
 
 @dataclass
 class Decoded:
-    rated: list[pb.RatedUsageEvent] = field(default_factory=list)
+    rated: list[bytes] = field(default_factory=list)  # checked RatedUsageEventBatch records
+    rated_events: int = 0
     alerts: list[alert_pb2.Alert] = field(default_factory=list)
     dead: list[pb.DeadLetter] = field(default_factory=list)
 
@@ -54,10 +59,9 @@ def decode(records: list[ConsumerRecord[bytes, bytes]], topics: TopicSettings) -
                     raise DecodeError("missing dedup_key or organization_id")
                 out.alerts.append(alert)
             else:
-                batch = pb.RatedUsageEventBatch.FromString(record.value or b"").events
-                if any(not r.event.event_id or not r.price_version for r in batch):
-                    raise DecodeError("an event without event_id or price_version")
-                out.rated.extend(batch)
+                value = record.value or b""
+                out.rated_events += check_rated(value)
+                out.rated.append(value)
         except DecodeError as exc:
             letter = pb.DeadLetter(
                 payload=record.value or b"",
@@ -72,8 +76,23 @@ def decode(records: list[ConsumerRecord[bytes, bytes]], topics: TopicSettings) -
     return out
 
 
+def check_rated(value: bytes) -> int:
+    """The number of events of a usage.rated record that ClickHouse can store as they are;
+    DecodeError naming the first problem otherwise (the record is then dead-lettered whole)."""
+    events = pb.RatedUsageEventBatch.FromString(value).events
+    for index, rated in enumerate(events):
+        event = rated.event
+        if not event.event_id or not event.organization_id or not rated.price_version:
+            raise DecodeError(f"events[{index}] has no event_id, organization_id or price_version")
+        if not _COST.fullmatch(rated.cost_krw):
+            raise DecodeError(f"events[{index}].cost_krw is not a decimal of at most 6 places")
+        if not _EPOCH_SECONDS[0] <= event.event_time.seconds < _EPOCH_SECONDS[1]:
+            raise DecodeError(f"events[{index}].event_time is out of range")
+    return len(events)
+
+
 def write_batch(client: Client, decoded: Decoded) -> tuple[WriteResult, AlertWriteResult]:
-    events = write_events(client, decoded.rated)
+    events = write_rated_records(client, decoded.rated, decoded.rated_events)
     alerts = write_alerts(client, decoded.alerts, time.time_ns() // 1_000_000)
     return events, alerts
 
@@ -158,7 +177,7 @@ async def _write_with_retry(
         except Exception as exc:  # noqa: BLE001 (any storage failure is retried, never skipped)
             log.error(
                 "ClickHouse write of %d events and %d alerts failed, retrying in %.1fs: %s",
-                len(decoded.rated),
+                decoded.rated_events,
                 len(decoded.alerts),
                 backoff,
                 exc,
