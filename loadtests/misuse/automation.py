@@ -242,7 +242,7 @@ def band_table(bands: list[Band]) -> list[str]:
     return lines
 
 
-def recall_table(results: list[Recall]) -> list[str]:
+def recall_table(results: list[Recall], interleaved: bool = False) -> list[str]:
     header = " | ".join(f"{b}/day" if b else "alone" for b in BACKGROUNDS)
     lines = [
         f"| jitter (sigma of each gap) | {header} |",
@@ -250,7 +250,9 @@ def recall_table(results: list[Recall]) -> list[str]:
     ]
     for jitter in JITTERS:
         row = [r for r in results if r.jitter == jitter]
-        cells = " | ".join(f"{r.caught / r.cases:.3f}" for r in row)
+        cells = " | ".join(
+            f"{(r.interleaved_caught if interleaved else r.caught) / r.cases:.3f}" for r in row
+        )
         lines.append(f"| {jitter:.1%} | {cells} |")
     return lines
 
@@ -313,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "own Poisson requests (requests a day).",
         "",
         *recall_table(recalls),
+        "",
+        "Of these, the share caught by a chain with the person's own requests in between (the "
+        "rest: requests in a row):",
+        "",
+        *recall_table(recalls, interleaved=True),
         "",
     ]
     text = "\n".join(lines)
