@@ -859,3 +859,54 @@ def test_a_disabled_billing_leaves_nothing_behind(helm: str, tmp_path: Path) -> 
     rule = _named(manifests, "PrometheusRule", RELEASE)
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert "CivicmeterSeatsUnpriced" not in alerts
+
+
+# ---- gateway keys: ingest authenticates gateways with a mounted file of key hashes
+
+GATEWAY_KEYS = (
+    "keys:\n  - id: gw-seoul-1\n    role: gateway\n    organization_id: seoul\n"
+    "    sha256: 4f9c2b1d0e8a7f6c5b4a3928171605f4e3d2c1b0a9f8e7d6c5b4a39281716051\n"
+)
+
+
+def _gateway_keys_source(manifests: list[Manifest]) -> tuple[str, str]:
+    """(Secret name, key) of the file CIVICMETER_INGEST_KEYS_FILE names in the ingest pod."""
+    path = _env(_container(manifests, "ingest"))["CIVICMETER_INGEST_KEYS_FILE"]["value"]
+    volume, name = _mounted_file(manifests, "ingest", path)
+    (item,) = volume["secret"]["items"]
+    assert item["path"] == name
+    return volume["secret"]["secretName"], item["key"]
+
+
+def test_gateway_keys_given_as_a_value_reach_ingest_and_only_ingest(
+    helm: str, tmp_path: Path
+) -> None:
+    manifests = _render(helm, tmp_path, {"gatewayKeyHashes": {"value": GATEWAY_KEYS}})
+    secret_name, key = _gateway_keys_source(manifests)
+    secret = _named(manifests, "Secret", secret_name)
+    assert base64.b64decode(secret["data"][key]).decode() == GATEWAY_KEYS
+    for component in ("processor", "sink", "query", "notifier", "billing"):
+        assert "CIVICMETER_INGEST_KEYS_FILE" not in _env(_container(manifests, component))
+    # The query API's keys are not ingest's: ingest no longer gets that file.
+    assert "CIVICMETER_API_KEYS_FILE" not in _env(_container(manifests, "ingest"))
+
+
+def test_production_takes_the_gateway_keys_from_an_existing_secret(
+    production_render: list[Manifest],
+) -> None:
+    assert _gateway_keys_source(production_render) == (
+        "civicmeter-gateway-keys",
+        "gateway-keys.yaml",
+    )
+
+
+def test_without_gateway_keys_ingest_gets_no_key_file(default_render: list[Manifest]) -> None:
+    ingest = _container(default_render, "ingest")
+    assert "CIVICMETER_INGEST_KEYS_FILE" not in _env(ingest)
+    assert all(m["name"] != "gateway-keys" for m in ingest["volumeMounts"])
+
+
+def test_the_schema_rejects_a_misspelt_gateway_key_setting(helm: str, tmp_path: Path) -> None:
+    result = _template(helm, tmp_path, {"gatewayKeyHashes": {"existingSecrets": "x"}})
+    assert result.returncode != 0
+    assert "'existingSecrets' not allowed" in result.stderr

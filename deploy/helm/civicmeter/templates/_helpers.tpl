@@ -348,6 +348,38 @@ envFrom:
 {{- end }}
 {{- end }}
 
+{{/* The gateway key file of ingest: only the tokens' hashes, from the chart's Secret or from
+gatewayKeyHashes.existingSecret. Without it ingest is open (NOTES.txt says so). */}}
+{{- define "civicmeter.gatewayKeyHashes" -}}
+{{- if or .Values.gatewayKeyHashes.value .Values.gatewayKeyHashes.existingSecret }}true{{ end }}
+{{- end }}
+
+{{- define "civicmeter.env.gatewayKeyHashes" -}}
+{{- if include "civicmeter.gatewayKeyHashes" . }}
+- name: CIVICMETER_INGEST_KEYS_FILE
+  value: /etc/civicmeter/gateway-keys/hashes
+{{- end }}
+{{- end }}
+
+{{- define "civicmeter.volumes.gatewayKeyHashes" -}}
+{{- if include "civicmeter.gatewayKeyHashes" . }}
+- name: gateway-keys
+  secret:
+    secretName: {{ .Values.gatewayKeyHashes.existingSecret | default (include "civicmeter.secretName" .) }}
+    items:
+      - key: {{ if .Values.gatewayKeyHashes.existingSecret }}{{ .Values.gatewayKeyHashes.key }}{{ else }}gateway-key-hashes{{ end }}
+        path: hashes
+{{- end }}
+{{- end }}
+
+{{- define "civicmeter.volumeMounts.gatewayKeyHashes" -}}
+{{- if include "civicmeter.gatewayKeyHashes" . }}
+- name: gateway-keys
+  mountPath: /etc/civicmeter/gateway-keys
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{/* Scheduling and pod-level settings; a service's own values win over the shared ones. */}}
 {{- define "civicmeter.podSpec.common" -}}
 {{- $root := .root }}
