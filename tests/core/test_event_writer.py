@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from civicmeter.billing.reconcile import reconcile
 from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.event_writer import write_events
+from civicmeter.core.event_writer import write_events, write_rated_records
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import NOW, catalog, event, seoul_months_around
@@ -121,3 +121,19 @@ def test_a_batch_far_larger_than_one_query_is_looked_up_and_written(clickhouse: 
     assert write_events(clickhouse, batch).inserted == 12_000
     again = write_events(clickhouse, batch)
     assert (again.inserted, again.duplicates) == (0, 12_000)
+
+
+def test_a_block_of_several_records_stores_every_event_once(clickhouse: Client) -> None:
+    batch = rated(*(event(usage=pb.Usage(input_tokens=10 + i)) for i in range(7)))
+    records = [
+        encode_event_batch(batch[:3]),
+        encode_event_batch(batch[3:5]),
+        encode_event_batch(batch[5:]),
+    ]
+    result = write_rated_records(clickhouse, records, 7)
+    assert (result.inserted, result.duplicates) == (7, 0)
+    # The same records again, with one new event in a record of its own: only it is stored.
+    fresh = rated(event())
+    again = write_rated_records(clickhouse, [*records, encode_event_batch(fresh)], 8)
+    assert (again.inserted, again.duplicates) == (1, 7)
+    assert totals(clickhouse)[0] == totals(clickhouse)[2] == 8

@@ -91,10 +91,18 @@ def stage(client: Client, records: Sequence[bytes], events: int) -> int:
         f"{token:d}, {_SELECT}",
         _STRUCTURE,
         pb.RatedUsageEvent.DESCRIPTOR,
-        b"".join(varint(len(record)) + record for record in records),
+        _envelope(records),
     )
     write_journal.journal_staged(client, token, events)
     return token
+
+
+def _envelope(records: Sequence[bytes]) -> bytes:
+    """One ProtobufList envelope holding every event of the records: concatenated batch
+    messages are one batch message (their repeated fields concatenate), prefixed by its length
+    as the format requires."""
+    body = b"".join(records)
+    return varint(len(body)) + body
 
 
 def write_events(client: Client, batch: Sequence[pb.RatedUsageEvent]) -> WriteResult:
