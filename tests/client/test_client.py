@@ -73,6 +73,7 @@ def test_the_client_exports_exactly_its_public_names() -> None:
         "CostLine",
         "CostPeriod",
         "CostSummary",
+        "FOCUS_COLUMNS",
         "Seat",
         "SeatSummary",
         "SeatSummaryLine",

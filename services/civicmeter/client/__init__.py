@@ -11,7 +11,8 @@
         async for seat in api.seats(only_idle=True):                # paid seats nobody uses
             print(seat.seat_id, seat.user_id, seat.last_used, seat.monthly_fee_krw)
         report = await api.usage(start, end, group_by=["department", "model"], granularity="month")
-        async for row in api.export_usage(start, end):             # FOCUS columns
+        writer = csv.DictWriter(out, fieldnames=FOCUS_COLUMNS)
+        async for row in api.export_usage(start, end):             # FOCUS 1.2 columns
             writer.writerow(row)
 
 Pages are followed for you; money comes back as Decimal; errors are grpc.aio.AioRpcError
@@ -21,9 +22,17 @@ with the server's status code and a message naming the field.
 from civicmeter.client._budgets import BudgetForecast, BudgetStatus, BudgetThreshold
 from civicmeter.client._client import CivicmeterClient, CostBreakdown, CostLine
 from civicmeter.client._seats import Seat, SeatSummary, SeatSummaryLine
-from civicmeter.client._usage import CostPeriod, CostSummary, UsageLine, UsageReport, focus_row
+from civicmeter.client._usage import (
+    FOCUS_COLUMNS,
+    CostPeriod,
+    CostSummary,
+    UsageLine,
+    UsageReport,
+    focus_row,
+)
 
 __all__ = [
+    "FOCUS_COLUMNS",
     "BudgetForecast",
     "BudgetStatus",
     "BudgetThreshold",

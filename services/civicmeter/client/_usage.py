@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -98,41 +99,73 @@ def period_of(period: query_pb.CostSummaryPeriod) -> CostPeriod:
 
 
 def focus_row(line: query_pb.FocusLine) -> dict[str, object]:
-    """One charge keyed by its FOCUS column names (x_ columns are civicmeter's own): what a
-    csv.DictWriter or a dataframe takes as it is."""
+    """One charge keyed by its FOCUS column names (x_ columns are civicmeter's own), ready for
+    csv.DictWriter: money and quantities as Decimal, times as FOCUS writes them
+    (2024-05-31T15:00:00Z), Tags as JSON text, null as None."""
     return {
-        "BilledCost": from_money(line.billed_cost),
-        "EffectiveCost": from_money(line.effective_cost),
-        "ListCost": from_money(line.list_cost),
-        "ContractedCost": from_money(line.contracted_cost),
+        "BilledCost": _fractional(from_money(line.billed_cost)),
+        "EffectiveCost": _fractional(from_money(line.effective_cost)),
+        "ListCost": _fractional(from_money(line.list_cost)),
+        "ContractedCost": _fractional(from_money(line.contracted_cost)),
         "BillingCurrency": line.billing_currency,
-        "BillingPeriodStart": _time(line.billing_period_start),
-        "BillingPeriodEnd": _time(line.billing_period_end),
-        "ChargePeriodStart": _time(line.charge_period_start),
-        "ChargePeriodEnd": _time(line.charge_period_end),
+        "BillingPeriodStart": focus_time(line.billing_period_start),
+        "BillingPeriodEnd": focus_time(line.billing_period_end),
+        "ChargePeriodStart": focus_time(line.charge_period_start),
+        "ChargePeriodEnd": focus_time(line.charge_period_end),
         "ChargeCategory": line.charge_category,
         "ChargeClass": line.charge_class or None,
         "ChargeDescription": line.charge_description,
         "ChargeFrequency": line.charge_frequency,
-        "ConsumedQuantity": Decimal(line.consumed_quantity),
-        "ConsumedUnit": line.consumed_unit,
-        "PricingQuantity": Decimal(line.pricing_quantity),
-        "PricingUnit": line.pricing_unit,
+        "ConsumedQuantity": _decimal(line.consumed_quantity),
+        "ConsumedUnit": line.consumed_unit or None,
+        "PricingQuantity": _decimal(line.pricing_quantity),
+        "PricingUnit": line.pricing_unit or None,
+        "PricingCategory": line.pricing_category or None,
+        "ListUnitPrice": _decimal(line.list_unit_price),
+        "ContractedUnitPrice": _decimal(line.contracted_unit_price),
         "ProviderName": line.provider_name,
         "PublisherName": line.publisher_name,
         "InvoiceIssuerName": line.invoice_issuer_name,
         "ServiceName": line.service_name,
         "ServiceCategory": line.service_category,
-        "SkuId": line.sku_id,
+        "ServiceSubcategory": line.service_subcategory or None,
+        "SkuId": line.sku_id or None,
+        "SkuPriceId": line.sku_price_id or None,
+        "SkuMeter": line.sku_meter or None,
+        "SkuPriceDetails": line.sku_price_details or None,
+        "InvoiceId": line.invoice_id or None,
+        "CommitmentDiscountStatus": None,  # civicmeter knows no commitment discounts
         "BillingAccountId": line.billing_account_id,
+        "BillingAccountName": line.billing_account_name,
         "SubAccountId": line.sub_account_id,
-        "Tags": dict(line.tags),
+        "SubAccountName": line.sub_account_name,
+        "Tags": json.dumps(dict(sorted(line.tags.items())), ensure_ascii=False),
         "x_UserId": line.x_user_id or None,
         "x_Operation": line.x_operation,
-        "x_Purpose": line.x_purpose,
+        "x_Purpose": line.x_purpose or None,
+        "x_PriceVersion": line.x_price_version or None,
         "x_EventCount": line.x_event_count,
     }
 
 
+def focus_time(ts: Timestamp) -> str:
+    """A FOCUS date-time: UTC, to the second, with a Z."""
+    return _time(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _decimal(text: str) -> Decimal | None:
+    return _fractional(Decimal(text)) if text else None
+
+
+def _fractional(value: Decimal) -> Decimal:
+    """The value with at least one decimal place (800.0, not 800), so that a CSV reader that
+    guesses column types reads a decimal, as FOCUS types these columns, not an integer."""
+    return value if int(value.as_tuple().exponent) < 0 else value.quantize(_TENTH)
+
+
 def _time(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
+
+
+_TENTH = Decimal("0.1")
+FOCUS_COLUMNS: tuple[str, ...] = tuple(focus_row(query_pb.FocusLine()))

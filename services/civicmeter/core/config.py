@@ -297,6 +297,7 @@ class QuerySettings:
     # Keys that sign page tokens, the current one first; older ones are still accepted, for
     # rotation. Empty: a random key per process (tokens then die with it).
     page_token_keys: tuple[str, ...] = ()
+    prices_file: Path | None = None  # the catalog whose unit prices the FOCUS export shows
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> QuerySettings:
@@ -317,6 +318,7 @@ class QuerySettings:
             cache_seconds=_float(env, "CIVICMETER_QUERY_CACHE_SECONDS", cls.cache_seconds),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             page_token_keys=token_keys,
+            prices_file=_path(env, "CIVICMETER_PRICES_FILE"),
         )
 
 

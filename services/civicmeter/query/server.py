@@ -11,6 +11,7 @@ import grpc
 from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
 from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.core.auth import load_api_keys
+from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.money import to_money
@@ -60,6 +61,7 @@ class QueryService(query_grpc.QueryServiceServicer):
         storage: Storage,
         cache_seconds: float = 0.0,
         tokens: page_token.PageTokens | None = None,
+        prices: CatalogSource | None = None,
     ) -> None:
         self._storage = storage
         self._tokens = tokens or page_token.process_tokens()
@@ -67,7 +69,7 @@ class QueryService(query_grpc.QueryServiceServicer):
         self._cache: AnswerCache[tuple[str | None, bytes], query_pb.GetCostBreakdownResponse] = (
             AnswerCache(cache_seconds)
         )
-        self._usage = UsageApi(storage, self._tokens)
+        self._usage = UsageApi(storage, self._tokens, prices)
 
     async def QueryUsage(  # noqa: N802 (gRPC method name)
         self, request: query_pb.QueryUsageRequest, context: grpc.aio.ServicerContext
@@ -190,13 +192,14 @@ def build_server(
         if settings.page_token_keys
         else page_token.process_tokens()
     )
+    prices = CatalogSource(settings.prices_file) if settings.prices_file else None
     grpc_server = new_server(
         [SERVICE_NAME, ALERT_SERVICE_NAME, BUDGET_SERVICE_NAME, SEAT_SERVICE_NAME],
         reflection_enabled=settings.reflection,
         interceptors=[AccessInterceptor(keys, audit, limiter)],
     )
     query_grpc.add_QueryServiceServicer_to_server(
-        QueryService(storage, settings.cache_seconds, tokens), grpc_server.server
+        QueryService(storage, settings.cache_seconds, tokens, prices), grpc_server.server
     )
     alert_grpc.add_AlertServiceServicer_to_server(
         AlertService(storage, tokens=tokens), grpc_server.server

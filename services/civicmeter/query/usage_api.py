@@ -7,6 +7,7 @@ call's remaining deadline.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import NoReturn
 import grpc
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.money import to_money
 from civicmeter.core.seat_store import SUBSCRIPTION
 from civicmeter.core.storage import Storage
@@ -24,7 +26,8 @@ from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
 from civicmeter.query.arguments import time_range
 from civicmeter.query.deadline import read_within_deadline
-from civicmeter.query.focus import focus_lines
+from civicmeter.query.focus import correction_lines, usage_lines
+from civicmeter.query.focus_charges import correction_charges, usage_charges
 from civicmeter.query.time_zones import TimeZones
 from civicmeter.query.usage import (
     DIMENSIONS,
@@ -63,8 +66,14 @@ assert set(_DIMENSION_NAMES.values()) == set(DIMENSIONS)
 
 
 class UsageApi:
-    def __init__(self, storage: Storage, tokens: page_token.PageTokens) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        tokens: page_token.PageTokens,
+        prices: CatalogSource | None = None,  # unit prices of the FOCUS export
+    ) -> None:
         self._storage = storage
+        self._prices = prices
         self._tokens = tokens
         self._zones = TimeZones(storage)
 
@@ -210,16 +219,29 @@ class UsageApi:
             limit=EXPORT_CHUNK,
         )
         await _checked(context, query)
+        if self._prices is not None:
+            await asyncio.to_thread(self._prices.refresh)
+        catalog = self._prices.catalog if self._prices is not None else None
+        usage_query = query
+        while True:  # the usage charges, then the corrections of closed months
+            charges, more = await read_within_deadline(
+                self._storage, context, partial(usage_charges, usage_query)
+            )
+            lines = usage_lines(charges, dimensions, query.time_zone, catalog)
+            yield query_pb.ExportUsageResponse(lines=lines)
+            if not more:
+                break
+            usage_query = replace(usage_query, after=charges[-1].sort_key())
         while True:
-            page = await read_within_deadline(self._storage, context, partial(_page, query))
-            yield query_pb.ExportUsageResponse(lines=focus_lines(page.rows, dimensions, query))
-            if not page.has_more:
+            corrections, more = await read_within_deadline(
+                self._storage, context, partial(correction_charges, query)
+            )
+            if corrections:
+                lines = correction_lines(corrections, dimensions, query.time_zone)
+                yield query_pb.ExportUsageResponse(lines=lines)
+            if not more:
                 return
-            query = replace(query, after=page.rows[-1].sort_key())
-
-
-def _page(query: UsageQuery, client: Client, max_seconds: float | None) -> UsagePage:
-    return usage(client, query, max_seconds)
+            query = replace(query, after=corrections[-1].sort_key())
 
 
 def _zero_period() -> dict[str, Decimal | int]:

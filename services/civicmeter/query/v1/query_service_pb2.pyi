@@ -546,9 +546,10 @@ class FocusLine(_message.Message):
     SERVICE_SUBCATEGORY_FIELD_NUMBER: _builtins.int
     PRICING_CATEGORY_FIELD_NUMBER: _builtins.int
     X_PRICE_VERSION_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
     billing_currency: _builtins.str
     charge_category: _builtins.str
-    """"Usage" for metered use, "Purchase" for seat subscriptions."""
+    """"Usage" for metered use, "Purchase" for seat subscriptions, "Adjustment" for corrections."""
     charge_class: _builtins.str
     """"Correction" for a re-rating adjustment of a billing period that had closed; empty for
     ordinary charges, late-arriving events included.
@@ -594,6 +595,8 @@ class FocusLine(_message.Message):
     """"Standard" for priced lines; empty on corrections."""
     x_price_version: _builtins.str
     """The price version that rated the line (for a correction: the version it was re-rated to)."""
+    invoice_id: _builtins.str
+    """The organisation's monthly statement the line belongs to: organisation and billing month."""
     @_builtins.property
     def billed_cost(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -660,10 +663,11 @@ class FocusLine(_message.Message):
         service_subcategory: _builtins.str = ...,
         pricing_category: _builtins.str = ...,
         x_price_version: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "contracted_cost", b"contracted_cost", "effective_cost", b"effective_cost", "list_cost", b"list_cost", "x_quantities", b"x_quantities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_account_id", b"billing_account_id", "billing_account_name", b"billing_account_name", "billing_currency", b"billing_currency", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_category", b"charge_category", "charge_class", b"charge_class", "charge_description", b"charge_description", "charge_frequency", b"charge_frequency", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "consumed_quantity", b"consumed_quantity", "consumed_unit", b"consumed_unit", "contracted_cost", b"contracted_cost", "contracted_unit_price", b"contracted_unit_price", "effective_cost", b"effective_cost", "invoice_issuer_name", b"invoice_issuer_name", "list_cost", b"list_cost", "list_unit_price", b"list_unit_price", "pricing_category", b"pricing_category", "pricing_quantity", b"pricing_quantity", "pricing_unit", b"pricing_unit", "provider_name", b"provider_name", "publisher_name", b"publisher_name", "service_category", b"service_category", "service_name", b"service_name", "service_subcategory", b"service_subcategory", "sku_id", b"sku_id", "sku_meter", b"sku_meter", "sku_price_details", b"sku_price_details", "sku_price_id", b"sku_price_id", "sub_account_id", b"sub_account_id", "sub_account_name", b"sub_account_name", "tags", b"tags", "x_event_count", b"x_event_count", "x_operation", b"x_operation", "x_price_version", b"x_price_version", "x_purpose", b"x_purpose", "x_quantities", b"x_quantities", "x_user_id", b"x_user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billed_cost", b"billed_cost", "billing_account_id", b"billing_account_id", "billing_account_name", b"billing_account_name", "billing_currency", b"billing_currency", "billing_period_end", b"billing_period_end", "billing_period_start", b"billing_period_start", "charge_category", b"charge_category", "charge_class", b"charge_class", "charge_description", b"charge_description", "charge_frequency", b"charge_frequency", "charge_period_end", b"charge_period_end", "charge_period_start", b"charge_period_start", "consumed_quantity", b"consumed_quantity", "consumed_unit", b"consumed_unit", "contracted_cost", b"contracted_cost", "contracted_unit_price", b"contracted_unit_price", "effective_cost", b"effective_cost", "invoice_id", b"invoice_id", "invoice_issuer_name", b"invoice_issuer_name", "list_cost", b"list_cost", "list_unit_price", b"list_unit_price", "pricing_category", b"pricing_category", "pricing_quantity", b"pricing_quantity", "pricing_unit", b"pricing_unit", "provider_name", b"provider_name", "publisher_name", b"publisher_name", "service_category", b"service_category", "service_name", b"service_name", "service_subcategory", b"service_subcategory", "sku_id", b"sku_id", "sku_meter", b"sku_meter", "sku_price_details", b"sku_price_details", "sku_price_id", b"sku_price_id", "sub_account_id", b"sub_account_id", "sub_account_name", b"sub_account_name", "tags", b"tags", "x_event_count", b"x_event_count", "x_operation", b"x_operation", "x_price_version", b"x_price_version", "x_purpose", b"x_purpose", "x_quantities", b"x_quantities", "x_user_id", b"x_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
