@@ -10,6 +10,7 @@ from collections import Counter
 
 import grpc
 import pytest
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from google.protobuf.message import Message
 
 from civicmeter.alert.v1 import alert_service_pb2
@@ -147,3 +148,16 @@ async def test_calls_without_a_credential_are_rate_limited_per_peer(server: Serv
         "RESOURCE_EXHAUSTED": codes[grpc.StatusCode.RESOURCE_EXHAUSTED],
         "OK": 1,
     }
+
+
+async def test_records_survive_a_storage_failure_until_the_next_flush(server: Server) -> None:
+    await server.call(QUERY + "GetCostBreakdown", breakdown(organization_id="seoul"))
+    server.clickhouse.command("RENAME TABLE audit_log TO audit_log_away")
+    try:
+        with pytest.raises(ClickHouseError):
+            await server.audit.flush()
+    finally:
+        server.clickhouse.command("RENAME TABLE audit_log_away TO audit_log")
+    await server.call(QUERY + "GetCostBreakdown", breakdown(organization_id="jeju"))
+    rows = await audit_rows(server, 2)
+    assert sorted(organization for _, _, organization, _ in rows) == ["jeju", "seoul"]

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import grpc
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from google.protobuf.message import DecodeError, Message
 
 from civicmeter.core.auth import OPEN_ACCESS, ApiKeys, Principal, bearer_token
@@ -62,6 +63,7 @@ OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 ADMIN_ONLY = frozenset({"admin"})  # methods without an entry
 UNAUTHENTICATED_RATE = 10.0  # calls a second per peer address without a valid credential
 MAX_AUDITED_CHARS = 256  # of the organisation a request names, as the audit log records it
+MAX_PENDING_AUDIT = 100_000  # records kept while storage fails
 AUDIT_COLUMNS = ("call_time", "key_id", "principal_organization", "role", "method",
                  "organization_id", "status", "duration_ms", "peer")  # fmt: skip
 
@@ -143,13 +145,26 @@ class AuditLog:
         def insert(client: Client) -> None:
             client.insert("audit_log", rows, column_names=AUDIT_COLUMNS)
 
-        await self._storage.run(insert)
+        try:
+            await self._storage.run(insert)
+        except BaseException:
+            # Kept for the next flush, up to a bound: a storage outage neither loses the
+            # records of a moment nor grows memory without end.
+            self._pending[:0] = batch
+            excess = len(self._pending) - MAX_PENDING_AUDIT
+            if excess > 0:
+                del self._pending[:excess]
+                log.error("audit log: %d records dropped while storage was failing", excess)
+            raise
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._flush_seconds)
-            await self.flush()
+            try:
+                await self.flush()
+            except (ClickHouseError, OSError):
+                log.exception("audit log: writing failed; retrying at the next flush")
 
 
 UNAUTHENTICATED = Principal("unauthenticated", "", "")
