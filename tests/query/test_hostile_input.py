@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2
@@ -342,3 +345,75 @@ async def test_the_acknowledging_actor_is_the_callers_key(server: Server) -> Non
     )
     assert answer.alert.state == alert_pb2.ALERT_STATE_ACKNOWLEDGED
     assert answer.alert.state_changed_by == "seoul-security"
+
+
+# Random requests: every field of every RPC's message set or not, to values ordinary, odd or out
+# of bounds. Whatever they ask, no answer is UNKNOWN or INTERNAL, nor leaks.
+REQUESTS: dict[str, type[Message]] = {
+    QUERY + "GetCostBreakdown": query_pb.GetCostBreakdownRequest,
+    QUERY + "QueryUsage": query_pb.QueryUsageRequest,
+    QUERY + "GetCostSummary": query_pb.GetCostSummaryRequest,
+    QUERY + "ExportUsage": query_pb.ExportUsageRequest,
+    ALERTS + "ListAlerts": alert_service_pb2.ListAlertsRequest,
+    ALERTS + "AcknowledgeAlert": alert_service_pb2.AcknowledgeAlertRequest,
+    SEATS + "ListSeats": seat_pb.ListSeatsRequest,
+    SEATS + "GetSeatSummary": seat_pb.GetSeatSummaryRequest,
+    BUDGETS + "ListBudgetStatuses": budget_pb.ListBudgetStatusesRequest,
+}
+STRINGS = ["", "seoul", "k0", "Asia/Seoul", "Asia/Kathmandu", "America/St_Johns", "Etc/GMT+12",
+           "'", "\\", "%(org)s", "{x}", "\x00", "é" * 100]  # fmt: skip
+SECONDS = [0, 946_684_800, 1_700_000_000, 1_790_000_000, 4_102_444_800, 4_102_444_801]
+NUMBERS = [0, 0, 1, 7, 1000, 1001, -1, 2**31 - 1]
+
+
+def random_message(message: Message, rng: random.Random) -> Message:
+    for field in message.DESCRIPTOR.fields:
+        if rng.random() < 0.2:
+            continue
+        for _ in range(rng.choice([1, 2, 5]) if field.is_repeated else 1):
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                inner = getattr(message, field.name)
+                inner = inner.add() if field.is_repeated else inner
+                kind = field.message_type.full_name if field.message_type else ""
+                if kind == "google.protobuf.Timestamp":
+                    inner.seconds = rng.choice([*SECONDS, rng.randint(SECONDS[1], SECONDS[-1])])
+                    inner.nanos = rng.choice([0, 0, 500, 999_999_999])
+                elif kind == "google.type.Date":
+                    inner.year = rng.choice([0, 2000, 2026, 2099, 2100])
+                    inner.month, inner.day = rng.randint(0, 12), rng.randint(0, 31)
+                else:
+                    random_message(inner, rng)
+                continue
+            if field.type == FieldDescriptor.TYPE_STRING:
+                value: object = rng.choice(STRINGS)
+            elif field.type == FieldDescriptor.TYPE_ENUM:
+                numbers = field.enum_type.values_by_number if field.enum_type else {0: None}
+                value = rng.choice(list(numbers))
+            elif field.type == FieldDescriptor.TYPE_BOOL:
+                value = rng.random() < 0.5
+            else:
+                value = rng.choice(NUMBERS)
+            if field.is_repeated:
+                getattr(message, field.name).append(value)
+            else:
+                setattr(message, field.name, value)
+    return message
+
+
+async def test_random_requests_never_get_unknown_or_internal(server: Server) -> None:
+    rng = random.Random(11)
+    seen: Counter[str] = Counter()
+    for _ in range(400):
+        method = rng.choice(list(REQUESTS))
+        request = random_message(REQUESTS[method](), rng)
+        try:
+            await server.call(method, request)
+            seen["OK"] += 1
+        except grpc.aio.AioRpcError as refused:
+            details = refused.details() or ""
+            seen[refused.code().name] += 1
+            assert refused.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (
+                method, str(request)[:500], details)  # fmt: skip
+            assert not LEAKS.search(details), details
+    assert seen["OK"] and seen["INVALID_ARGUMENT"], seen  # both paths were explored
+    await server.healthy()
