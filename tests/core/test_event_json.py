@@ -99,6 +99,8 @@ def with_usage(**usage: int) -> dict[str, Any]:
         ([{**cloud_event(), "time": "9999-12-31T23:59:59-23:59"}], 0, "time"),
         ([{**cloud_event(), "time": "0001-01-01T00:00:00+23:59"}], 0, "time"),
         ([with_usage(input_tokens=True)], 0, "data.usage.input_tokens"),
+        ([cloud_event(risk={"pii_findings": {f"k{n}": 1 for n in range(65)}})], 0,
+         "data.risk.pii_findings"),
         ([{**cloud_event(), "id": 7}], 0, "id"),
     ],
 )  # fmt: skip

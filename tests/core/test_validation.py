@@ -114,3 +114,11 @@ def test_a_reported_cost_is_a_valid_money(units: int, nanos: int, field: str) ->
     message.reported_cost.nanos = 999_999_999
     message.reported_cost.units = 2**63 - 1
     validate_event(message, NOW)
+
+
+def test_an_event_names_at_most_64_kinds_of_personal_information() -> None:
+    message = event()
+    message.risk.pii_findings.update({f"kind-{n}": 1 for n in range(64)})
+    validate_event(message, NOW)
+    message.risk.pii_findings["one-more"] = 1
+    assert field_of(message) == "risk.pii_findings"

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from opentelemetry.sdk.metrics.export import NumberDataPoint
 
 from civicmeter.core.event_json import encode_batch
-from civicmeter.core.wire import length_delimited, tag, varint
+from civicmeter.core.wire import length_delimited, tag, varint, varint_field
 from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
@@ -154,6 +154,9 @@ JSON_CASES: dict[str, tuple[Callable[[], bytes], str]] = {
                        "body"),
     "not UTF-8": (lambda: raw_json(b'"department_id":"', b'"department_id":"\xff'), "body"),
     "prompt field": (lambda: json.dumps([json_event(prompt="leaked")]).encode(), "data"),
+    "600,000 pii kinds": (lambda: json.dumps([json_event(
+        risk={"pii_findings": {f"k{n}": 1 for n in range(600_000)}})]).encode(),
+        "data.risk.pii_findings"),
     "plain user name": (lambda: json.dumps([json_event(user_id="hong.gildong")]).encode(),
                         "user_id"),
     "empty body": (lambda: b"", "body"),
@@ -185,6 +188,16 @@ def with_time(seconds: int | None = None, nanos: int | None = None) -> pb.UsageE
     return message
 
 
+def with_pii_kinds(kinds: int) -> bytes:
+    """An event naming `kinds` kinds of findings, encoded by hand (the runtime takes seconds
+    to build a map of 100,000 entries, which is what ingest must not have to do)."""
+    entries = b"".join(
+        length_delimited(tag(1), length_delimited(tag(1), f"k{n}".encode()) + varint_field(2, 1))
+        for n in range(kinds)
+    )
+    return hostile().SerializeToString() + length_delimited(tag(13), entries)
+
+
 def with_cost(nanos: int) -> pb.UsageEvent:
     message = hostile()
     message.reported_cost.currency_code = "USD"
@@ -201,6 +214,8 @@ PROTO_CASES: dict[str, tuple[Callable[[], bytes], str]] = {
     "nanos 10^9": (lambda: request(with_time(nanos=10**9)), "events[0].event_time.nanos"),
     "money nanos 2^31-1": (lambda: request(with_cost(2**31 - 1)),
                            "events[0].reported_cost.nanos"),
+    "65 pii kinds": (lambda: request(with_pii_kinds(65)), "events[0].risk.pii_findings"),
+    "an event of 100,000 pii kinds": (lambda: request(with_pii_kinds(100_000)), "body"),
     "plain user name": (lambda: request(hostile(user_id="hong.gildong")), "events[0].user_id"),
     "e-mail user": (lambda: request(event_now(), hostile(user_id="kim@seoul.go.kr")),
                     "events[1].user_id"),
@@ -212,8 +227,12 @@ PROTO_CASES: dict[str, tuple[Callable[[], bytes], str]] = {
 }  # fmt: skip
 
 
-def request(*events: pb.UsageEvent) -> bytes:
-    return ingest_pb.PublishEventsRequest(events=events).SerializeToString()
+def request(*events: pb.UsageEvent | bytes) -> bytes:
+    """A PublishEventsRequest of events, or of events already encoded."""
+    return b"".join(
+        length_delimited(tag(1), e if isinstance(e, bytes) else e.SerializeToString())
+        for e in events
+    )
 
 
 @pytest.mark.parametrize("case", PROTO_CASES)
@@ -273,6 +292,34 @@ async def test_a_body_over_the_size_limit_is_413_even_when_it_arrives_compressed
         await grpc_raw(ingest, padded, compression=grpc.Compression.Gzip)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     await assert_healthy(ingest)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status"),
+    [
+        ("gzip", b"\x1f\x8b\x08\x00 not gzip", 400),
+        ("deflate", b"not deflate", 400),
+        ("zstd", b"not zstd", 415),
+        ("unheard-of", b"any", 415),
+        ("gzip, gzip", b"any", 415),
+    ],
+)
+async def test_a_body_not_in_its_content_encoding_is_named(
+    ingest: Ingest, encoding: str, body: bytes, status: int
+) -> None:
+    answer, reply = await post_raw(ingest, body, **{"Content-Encoding": encoding})
+    assert answer == status, reply
+    if status == 400:
+        assert reply["errors"][0]["field"] == "body"
+    await assert_healthy(ingest)
+
+
+async def test_a_gzipped_batch_is_accepted(ingest: Ingest) -> None:
+    body = gzip.compress(encode_batch([event_now()]))
+    assert await post_raw(ingest, body, **{"Content-Encoding": "gzip"}) == (
+        202,
+        {"accepted_count": 1},
+    )
 
 
 @pytest.mark.parametrize(

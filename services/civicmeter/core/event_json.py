@@ -22,6 +22,7 @@ from typing import Annotated
 
 import msgspec
 
+from civicmeter.core.validation import MAX_PII_KINDS
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 EVENT_TYPE = "kr.civicmeter.usage.v1"
@@ -72,8 +73,9 @@ class UsageJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class RiskJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    # Counts are range-checked while converting, where the error can name the finding's key.
-    pii_findings: dict[str, int] = {}
+    # Counts are range-checked while converting, where the error can name the finding's key;
+    # the number of kinds is bounded while decoding, before a huge map is built.
+    pii_findings: Annotated[dict[str, int], msgspec.Meta(max_length=MAX_PII_KINDS)] = {}
     content_category: str = ""
 
 

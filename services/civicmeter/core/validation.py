@@ -67,6 +67,9 @@ QUANTITY_LIMITS = {
     "seat_months": 10_000,
 }
 MAX_PII_FINDINGS = 100_000
+# Kinds of personal information in one event: the map is the only field without a natural
+# bound, and an event must stay far below a Kafka record (the SDK's detector knows a handful).
+MAX_PII_KINDS = 64
 
 
 class ValidationError(ValueError):
@@ -181,6 +184,10 @@ def validate_event_at(
 
 
 def _validate_risk(risk: pb.RiskSignals) -> None:
+    if len(risk.pii_findings) > MAX_PII_KINDS:
+        raise ValidationError(
+            "risk.pii_findings", f"{len(risk.pii_findings)} kinds exceed the limit {MAX_PII_KINDS}"
+        )
     for kind, count in risk.pii_findings.items():
         _check_id(kind, f"risk.pii_findings[{kind[:40]!r}]", _NAME)
         if count > MAX_PII_FINDINGS:

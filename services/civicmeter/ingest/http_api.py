@@ -1,9 +1,11 @@
 """HTTP front of ingest: POST /v1/events with a batch of usage CloudEvents.
 
 Content types: application/cloudevents-batch+json or application/json (a JSON array),
-application/cloudevents+json (one event), application/x-protobuf (a PublishEventsRequest).
+application/cloudevents+json (one event), application/x-protobuf (a PublishEventsRequest);
+optionally compressed (Content-Encoding gzip or deflate).
 Answers 202 {"accepted_count": n} once every event is durable in Kafka; 400 with the
-offending events and fields; 413 when the body or the batch is too large; 415 otherwise.
+offending events and fields ("body" when the body does not decode); 413 when the body
+(decompressed) or the batch is too large; 415 for other content types and encodings.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ JSON_TYPES = frozenset(
     {"application/json", "application/cloudevents-batch+json", "application/cloudevents+json"}
 )
 PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
+# Content-Encoding values aiohttp decompresses (an unknown one would pass through undecoded).
+ENCODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate"})
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 _ECHO_CHARS = 64  # request values quoted back in an error are cut to this length
@@ -44,11 +48,22 @@ async def publish_events(request: web.Request) -> web.Response:
             f"unsupported content type {content_type[:_ECHO_CHARS]!r}; use one of "
             f"{', '.join(sorted(JSON_TYPES | PROTOBUF_TYPES))}",
         )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ENCODINGS:
+        return _error(
+            415,
+            f"unsupported content encoding {encoding[:_ECHO_CHARS]!r}; use one of "
+            f"{', '.join(sorted(ENCODINGS))}",
+        )
     try:
         body = await request.read()  # at most max_body_bytes, decompressed
     except web.HTTPRequestEntityTooLarge:
         publisher.count_rejected(1, "too_large")
         return _error(413, f"the body exceeds {publisher.settings.max_body_bytes} bytes")
+    except web.RequestPayloadError:  # truncated, or not in its Content-Encoding
+        publisher.count_rejected(1, "undecodable")
+        fault = f"the body cannot be read as {encoding}"
+        return _error(400, fault, errors=[{"index": None, "field": "body", "message": fault}])
     try:
         if content_type in PROTOBUF_TYPES:
             message, unknown = parse_publish_request(body)
