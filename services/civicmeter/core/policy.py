@@ -59,8 +59,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
-import yaml
 
+from civicmeter.core.enforcement import Enforcement, parse_enforcement
+from civicmeter.core.yaml_source import At, SourceError, parse_yaml
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -99,6 +100,10 @@ _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 class PolicyError(ValueError):
     """The policy file is malformed; the message names the file, the entry and the reason."""
+
+
+class PolicySourceError(SourceError, PolicyError):
+    """A policy error that also knows the line (the file's YAML and `enforcement` blocks)."""
 
 
 # --- working time ------------------------------------------------------------------------
@@ -472,6 +477,10 @@ class OrganizationPolicy:
     detectors: Detectors = Detectors()
     budget: BudgetPolicy = BudgetPolicy()
     routing: AlertRouting = AlertRouting()
+    enforcement: Enforcement = field(default_factory=Enforcement)
+    # The organisation's block as the file gives it, defaults merged in: what a gateway gets
+    # to decide locally (core.decision), without the other organisations' policies.
+    document: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
     _allowed_kind_values: frozenset[int] = field(init=False, repr=False)
 
     def is_banned(self, provider: str, service: str) -> bool:
@@ -503,10 +512,10 @@ class PolicySet:
 def load_policies(path: Path | str) -> PolicySet:
     """Load and validate a policy file; every error names the file, the entry and the reason."""
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: cannot read the policy file: {exc}") from None
-    return parse_policies(document, str(path))
+    return parse_policies(parse_yaml(text, str(path), PolicySourceError), str(path))
 
 
 def parse_policies(document: Any, source: str = "<policies>") -> PolicySet:
@@ -519,8 +528,14 @@ def parse_policies(document: Any, source: str = "<policies>") -> PolicySet:
     raw_defaults = document.get("defaults", {})
     if not isinstance(raw_defaults, dict):
         raise PolicyError(f"{source}: defaults: must be a mapping")
-    defaults = _parse_organization(
-        raw_defaults, None, f"{source}: defaults", ALWAYS_BANNED_PROVIDERS
+    defaults_at = At(source, PolicySourceError, "defaults")
+    enforcement_layers = [
+        (raw_defaults.get("enforcement"), defaults_at.key(raw_defaults, "enforcement"))
+    ]
+    defaults = replace(
+        _parse_organization(raw_defaults, None, f"{source}: defaults", ALWAYS_BANNED_PROVIDERS),
+        enforcement=parse_enforcement(enforcement_layers),
+        document=_plain(raw_defaults),
     )
     raw_orgs = document.get("organizations") or {}
     if not isinstance(raw_orgs, dict):
@@ -541,13 +556,21 @@ def parse_policies(document: Any, source: str = "<policies>") -> PolicySet:
             merged["banned_providers"] = _as_list(
                 raw_defaults.get("banned_providers"), f"{source}: defaults.banned_providers"
             ) + _as_list(override["banned_providers"], f"{where}.banned_providers")
-        organizations[org_id] = _parse_organization(
-            merged, org_id, where, defaults.banned_providers
+        override_at = At(source, PolicySourceError, f"organizations.{org_id}")
+        layers = [
+            *enforcement_layers,
+            (override.get("enforcement"), override_at.key(override, "enforcement")),
+        ]
+        organizations[org_id] = replace(
+            _parse_organization(merged, org_id, where, defaults.banned_providers),
+            enforcement=parse_enforcement(layers),
+            document=_plain(merged),
         )
     return PolicySet(version, source, defaults, MappingProxyType(organizations))
 
 
 _ORGANIZATION_KEYS = {
+    "enforcement",
     "time_zone",
     "banned_providers",
     "sanctioned_services",
@@ -559,6 +582,15 @@ _ORGANIZATION_KEYS = {
     "budgets",
     "alerts",
 }
+
+
+def _plain(value: Any) -> Any:
+    """A parsed YAML value as plain dicts and lists (frozen: policies are shared)."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: _plain(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_plain(item) for item in value)
+    return value
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
