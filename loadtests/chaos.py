@@ -828,58 +828,46 @@ def compare(expected: Mapping[str, Totals], stored: Mapping[str, Any]) -> list[L
     return out
 
 
-async def _run(plan: ChaosPlan, workdir: Path) -> ChaosReport:
+async def _run(plan: ChaosPlan, kafka: LocalKafka, stack: LocalStack) -> ChaosReport:
     began = time.monotonic()
+    workdir = stack.workdir
     say(f"chaos: {plan.events:,} events at {plan.rate:,.0f}/s; faults {plan.faults()}")
     pool = load_templates(4_096, plan.seed)
     pricer = Pricer(load_catalog(DEFAULT_PRICES), pool)
-    kafka = LocalKafka(workdir / "kafka", port=free_port(), controller_port=free_port())
     await asyncio.to_thread(kafka.start)
-    env = {
-        "CIVICMETER_LOG_LEVEL": os.environ.get("CIVICMETER_LOG_LEVEL", "WARNING"),
-        # Shorter than the default so the final check runs soon after the last write.
-        "CIVICMETER_SINK_MAX_BATCH_WAIT_MS": "200",
-    }
-    stack = LocalStack(kafka.bootstrap_servers, workdir, extra_env=env)
-    try:
-        await asyncio.to_thread(stack.start, 120.0)
-        say(f"      stack up in {time.monotonic() - began:.1f} s (logs in {workdir}/logs)")
-        monitor = Monitor(kafka.bootstrap_servers)
-        stop_monitor = asyncio.Event()
-        monitoring = asyncio.create_task(monitor.run(stop_monitor))
-        sender = Sender(
-            stack.ingest_url, stack.ingest_headers, pool, plan, f"chaos{time.time_ns():x}"
+    await asyncio.to_thread(stack.start, 120.0)
+    say(f"      stack up in {time.monotonic() - began:.1f} s (logs in {workdir}/logs)")
+    monitor = Monitor(kafka.bootstrap_servers)
+    stop_monitor = asyncio.Event()
+    monitoring = asyncio.create_task(monitor.run(stop_monitor))
+    sender = Sender(stack.ingest_url, stack.ingest_headers, pool, plan, f"chaos{time.time_ns():x}")
+    chaos = Chaos(plan, stack, kafka, monitor)
+    sending = asyncio.create_task(sender.run())
+    faults = asyncio.create_task(chaos.run(sending))
+    while not (sending.done() and faults.done()):
+        await asyncio.sleep(5)
+        chaos.supervise()
+        last = monitor.samples[-1] if monitor.samples else None
+        lags = (
+            f"lag raw {last.processor_lag:,} rated {last.storage_lag:,} records"
+            if last
+            else "lag unknown"
         )
-        chaos = Chaos(plan, stack, kafka, monitor)
-        sending = asyncio.create_task(sender.run())
-        faults = asyncio.create_task(chaos.run(sending))
-        while not (sending.done() and faults.done()):
-            await asyncio.sleep(5)
-            chaos.supervise()
-            last = monitor.samples[-1] if monitor.samples else None
-            lags = (
-                f"lag raw {last.processor_lag:,} rated {last.storage_lag:,} records"
-                if last
-                else "lag unknown"
-            )
-            say(
-                f"      [{chaos.elapsed():6.1f} s] sent {sender.sent_events:,}, acknowledged "
-                f"{sender.acked_events:,}, {sender.retries:,} retries; {lags}"
-            )
-        await sending
-        await faults
-        drain_seconds = await _drain(monitor, chaos, plan.drain_seconds)
-        say(f"      drained {drain_seconds:.1f} s after the last acknowledgement")
-        stop_monitor.set()
-        await monitoring
-        dead = await _dead_letters(kafka.bootstrap_servers)
-        await asyncio.to_thread(stack.stop)
-        chdb_env = stack.env()
-        code, output = await asyncio.to_thread(_reconcile, chdb_env)
-        stored = await asyncio.to_thread(_stored_totals, chdb_env)
-    finally:
-        await asyncio.to_thread(stack.stop)
-        await asyncio.to_thread(kafka.stop)
+        say(
+            f"      [{chaos.elapsed():6.1f} s] sent {sender.sent_events:,}, acknowledged "
+            f"{sender.acked_events:,}, {sender.retries:,} retries; {lags}"
+        )
+    await sending
+    await faults
+    drain_seconds = await _drain(monitor, chaos, plan.drain_seconds)
+    say(f"      drained {drain_seconds:.1f} s after the last acknowledgement")
+    stop_monitor.set()
+    await monitoring
+    dead = await _dead_letters(kafka.bootstrap_servers)
+    await asyncio.to_thread(stack.stop)
+    chdb_env = stack.env()
+    code, output = await asyncio.to_thread(_reconcile, chdb_env)
+    stored = await asyncio.to_thread(_stored_totals, chdb_env)
     expected = truth(sender, pricer)
     sent_ids = {sender.event_id(s) for s in range(plan.events)}
     levels = compare(expected, stored)
@@ -910,9 +898,21 @@ def run_chaos(plan: ChaosPlan, workdir: Path) -> ChaosReport:
     # The between-commits watcher is a thread: let it have the interpreter often.
     previous = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
+    # The monitor's clients log every refused connection while the broker is down.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    port = free_port()
+    kafka = LocalKafka(workdir / "kafka", port=port, controller_port=free_port())
+    env = {
+        "CIVICMETER_LOG_LEVEL": os.environ.get("CIVICMETER_LOG_LEVEL", "WARNING"),
+        # Shorter than the default so the final check runs soon after the last write.
+        "CIVICMETER_SINK_MAX_BATCH_WAIT_MS": "200",
+    }
+    stack = LocalStack(f"127.0.0.1:{port}", workdir, extra_env=env)
     try:
-        return asyncio.run(_run(plan, workdir))
-    finally:
+        return asyncio.run(_run(plan, kafka, stack))
+    finally:  # also when interrupted: no service or broker outlives the run
+        stack.stop()
+        kafka.stop()
         sys.setswitchinterval(previous)
 
 
@@ -945,8 +945,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-results", action="store_true", help="do not rewrite the results")
     parser.add_argument("--count-stored", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    # The monitor's clients log every refused connection while the broker is down.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # SIGTERM (and SIGINT, which a background shell ignores) stop the run and its services.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.count_stored:  # the verification step's own process
         print(json.dumps(count_stored(os.environ)))
         return 0
