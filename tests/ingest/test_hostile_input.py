@@ -215,6 +215,8 @@ PROTO_CASES: dict[str, tuple[Callable[[], bytes], str]] = {
     "money nanos 2^31-1": (lambda: request(with_cost(2**31 - 1)),
                            "events[0].reported_cost.nanos"),
     "65 pii kinds": (lambda: request(with_pii_kinds(65)), "events[0].risk.pii_findings"),
+    "Hangul and line breaks echoed": (lambda: request(hostile(department_id="복지\r\n정책")),
+                                      "events[0].department_id"),
     "an event of 100,000 pii kinds": (lambda: request(with_pii_kinds(100_000)), "body"),
     "plain user name": (lambda: request(hostile(user_id="hong.gildong")), "events[0].user_id"),
     "e-mail user": (lambda: request(event_now(), hostile(user_id="kim@seoul.go.kr")),
