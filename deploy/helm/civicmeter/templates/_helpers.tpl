@@ -175,8 +175,6 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
   value: {{ .Values.kafka.topics.rated | quote }}
 - name: CIVICMETER_TOPIC_DLQ
   value: {{ .Values.kafka.topics.dlq | quote }}
-- name: CIVICMETER_TOPIC_COST_WINDOWS
-  value: {{ .Values.kafka.topics.costWindows | quote }}
 - name: CIVICMETER_TOPIC_ALERTS
   value: {{ .Values.kafka.topics.alerts | quote }}
 - name: CIVICMETER_TOPIC_PARTITIONS
