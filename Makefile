@@ -59,7 +59,8 @@ chart-tools: ## Install helm, kubeconform, Kubernetes schemas and promtool (cach
 chart-check: ## Lint, render and validate the Helm chart offline (installs the tools first)
 	bash deploy/check.sh
 
-bench: $(STAMP) ## End-to-end benchmark at increasing rates; rewrites loadtests/RESULTS.md
+BENCH_ARGS ?= --soak-seconds 600
+bench: $(STAMP) ## End-to-end benchmark at increasing rates and a 10-minute soak; rewrites loadtests/RESULTS.md
 	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
 
 bench-api: $(STAMP) ## Query API calls/s, latency and calls per server core; rewrites loadtests/API_RESULTS.md
