@@ -12,6 +12,7 @@ range covers at most MAX_RANGE, for every RPC.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -49,39 +50,82 @@ def echo(value: str, limit: int = 64) -> str:
 def check_request(request: Message) -> None:
     """Raise ArgumentError naming the first field over its bound, or holding a number its enum
     does not define (proto3 enums are open: a client may send any number)."""
-    counts = [0, 0]  # repeated items, string bytes
-    _check_message(request, "", counts)
+    _check_message(request, "", [0, 0])  # repeated items, string bytes
+
+
+_STRING, _ENUM, _MESSAGE, _NUMBER = range(4)
+
+
+class _Field(NamedTuple):
+    name: str
+    kind: int  # _STRING, _ENUM, _MESSAGE or _NUMBER
+    repeated: bool
+    limit: int = 0  # characters, for strings
+    enum_name: str = ""
+    enum_numbers: frozenset[int] = frozenset()
+
+
+# Per message type, the fields that can break a bound: strings, enums, repeated fields, and
+# messages holding any of those (a Timestamp holds none, so it is never visited). Every call
+# goes through here, so the walk reads plain tuples rather than descriptors.
+_PLANS: dict[str, tuple[_Field, ...]] = {}
+
+
+def _plan(descriptor: Any) -> tuple[_Field, ...]:  # a Descriptor (Python's or upb's)
+    name: str = descriptor.full_name
+    plan = _PLANS.get(name)
+    if plan is None:
+        _PLANS[name] = ()  # a message type that holds itself
+        fields = []
+        for field in descriptor.fields:
+            if field.type == FieldDescriptor.TYPE_STRING:
+                limit = STRING_CHARS.get(field.name, MAX_STRING_CHARS)
+                fields.append(_Field(field.name, _STRING, field.is_repeated, limit))
+            elif field.type == FieldDescriptor.TYPE_ENUM:
+                enum = field.enum_type
+                numbers = frozenset(enum.values_by_number)
+                fields.append(_Field(field.name, _ENUM, field.is_repeated, 0, enum.name, numbers))
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and (
+                field.is_repeated or _plan(field.message_type)
+            ):
+                fields.append(_Field(field.name, _MESSAGE, field.is_repeated))
+            elif field.is_repeated:  # numbers: only their count is bounded
+                fields.append(_Field(field.name, _NUMBER, True))
+        plan = _PLANS[name] = tuple(fields)
+    return plan
 
 
 def _check_message(message: Message, prefix: str, counts: list[int]) -> None:
-    for field, value in message.ListFields():
-        path = prefix + field.name
-        if field.is_repeated:
-            counts[0] += len(value)
+    for field in _plan(message.DESCRIPTOR):
+        if field.repeated:
+            values = getattr(message, field.name)
+            if not values:
+                continue
+            counts[0] += len(values)
             if counts[0] > MAX_ITEMS:
-                raise ArgumentError(path, f"a request holds at most {MAX_ITEMS} repeated values")
-            for i, item in enumerate(value):
-                _check_value(field, item, f"{path}[{i}]", counts)
-        else:
-            _check_value(field, value, path, counts)
+                raise ArgumentError(
+                    prefix + field.name, f"a request holds at most {MAX_ITEMS} repeated values"
+                )
+            for i, item in enumerate(values):
+                _check_value(field, item, f"{prefix}{field.name}[{i}]", counts)
+        elif field.kind != _MESSAGE or message.HasField(field.name):
+            _check_value(field, getattr(message, field.name), prefix + field.name, counts)
 
 
-def _check_value(field: FieldDescriptor, value: object, path: str, counts: list[int]) -> None:
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        assert isinstance(value, int) and field.enum_type is not None
-        if value not in field.enum_type.values_by_number:
-            raise ArgumentError(path, f"{value} is not a {field.enum_type.name}")
-    elif field.type == FieldDescriptor.TYPE_MESSAGE:
-        assert isinstance(value, Message)
-        _check_message(value, path + ".", counts)
-    elif field.type == FieldDescriptor.TYPE_STRING:
-        assert isinstance(value, str)
-        limit = STRING_CHARS.get(field.name, MAX_STRING_CHARS)
-        if len(value) > limit:
-            raise ArgumentError(path, f"is longer than {limit} characters")
+def _check_value(field: _Field, value: Any, path: str, counts: list[int]) -> None:
+    if field.kind == _STRING:
+        if not value:
+            return
+        if len(value) > field.limit:
+            raise ArgumentError(path, f"is longer than {field.limit} characters")
         counts[1] += len(value.encode())
         if counts[1] > MAX_STRING_BYTES:
             raise ArgumentError(path, f"a request's strings total at most {MAX_STRING_BYTES} bytes")
+    elif field.kind == _ENUM:
+        if value and value not in field.enum_numbers:
+            raise ArgumentError(path, f"{value} is not a {field.enum_name}")
+    elif field.kind == _MESSAGE:
+        _check_message(value, path + ".", counts)
 
 
 def time_field(name: str, value: Timestamp) -> datetime:
