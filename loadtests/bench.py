@@ -33,7 +33,7 @@ from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests import measure
-from loadtests.loadgen import FACTS, run_load, stamp, templates
+from loadtests.loadgen import FACTS, run_load, stamp, templates, working_hours_offset_ns
 from loadtests.scenario import governments_of, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack
 from tools.localkafka import KAFKA_VERSION, LocalKafka
@@ -224,7 +224,7 @@ async def preload(bootstrap: str, topic: str, count: int) -> None:
     )
     await producer.start()
     try:
-        now = time.time_ns()
+        now = time.time_ns() - working_hours_offset_ns()
         futures = []
         for start in range(0, count, PRELOAD_BATCH):
             futures += await send_event_batches(
@@ -307,7 +307,7 @@ async def preload_rated(bootstrap: str, topic: str, count: int) -> None:
     )
     await producer.start()
     try:
-        now = time.time_ns()
+        now = time.time_ns() - working_hours_offset_ns()
         futures = []
         for start in range(0, count, PRELOAD_BATCH):
             events = [

@@ -20,10 +20,14 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 
 import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
+from holidays import country_holidays
 
+from civicmeter.core.seoul import SEOUL
 from civicmeter.core.wire import length_delimited, tag
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.scenario import (
@@ -103,6 +107,30 @@ def curve_factor(elapsed: float, day_seconds: float) -> float:
     return DAILY_CURVE[hour]
 
 
+def working_hours_offset_ns(now: datetime | None = None) -> int:
+    """How far to move the load's clock back so that its events fall in Seoul working hours.
+
+    Staff use AI services at work: a load stamped on a Sunday night would make every event an
+    off-hours alert, which is not the traffic the system is sized for. Within a weekday's
+    10:00-17:00 (not a public holiday) the offset is 0; otherwise the clock goes back to 11:00
+    of the last working day (the events are then late, and billed like any other).
+    """
+    now = now or datetime.now(UTC)
+    local = now.astimezone(SEOUL)
+    closed = country_holidays("KR", years=range(local.year - 1, local.year + 1))
+
+    def working(day: date) -> bool:
+        return day.weekday() < 5 and day not in closed
+
+    if working(local.date()) and 10 <= local.hour < 17:
+        return 0
+    day = local.date() if local.hour >= 11 else local.date() - timedelta(days=1)
+    while not working(day):
+        day -= timedelta(days=1)
+    target = datetime.combine(day, dt_time(11), tzinfo=SEOUL)
+    return int((now - target).total_seconds() * 1e9)
+
+
 def stamp(template: bytes, event_id: str, now_ns: int) -> bytes:
     ts = Timestamp(seconds=now_ns // 1_000_000_000, nanos=now_ns % 1_000_000_000)
     return (
@@ -118,6 +146,7 @@ async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessi
     next_send = time.monotonic()
     sequence = 0
     run = f"lg{time.time_ns():x}-{plan.seed}"  # ids unique across runs and workers
+    shift = working_hours_offset_ns()
     headers = {"Content-Type": "application/x-protobuf"}
     if plan.token:
         headers["Authorization"] = f"Bearer {plan.token}"
@@ -126,7 +155,7 @@ async def _send_loop(plan: WorkerPlan, pool: list[bytes], counter: multiprocessi
             delay = next_send - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            now_ns = time.time_ns()
+            now_ns = time.time_ns() - shift
             body = b"".join(
                 length_delimited(
                     _EVENTS,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from civicmeter.core.auth import hash_token
-from loadtests.loadgen import run_load
+from civicmeter.core.seoul import SEOUL
+from loadtests.loadgen import run_load, working_hours_offset_ns
 from tests.ingest.test_auth import MULTI_TOKEN, running_ingest
 
 pytestmark = [pytest.mark.kafka]
@@ -28,3 +30,20 @@ async def test_load_is_sent_with_the_gateway_key_and_refused_without(
         assert sent >= 200  # two seconds at 200 events/s, in batches of 50
         with pytest.raises(RuntimeError, match="1 load worker"):
             await asyncio.to_thread(run_load, base, 200, 1.0, 1, 50, False)
+
+
+@pytest.mark.parametrize(
+    ("now", "lands_on"),
+    [
+        ("2026-12-07T12:00:00+09:00", "2026-12-07T12:00:00+09:00"),  # a Monday noon: as it is
+        ("2026-12-06T14:00:00+09:00", "2026-12-04T11:00:00+09:00"),  # a Sunday: Friday 11:00
+        ("2026-12-07T09:30:00+09:00", "2026-12-04T11:00:00+09:00"),  # before 10:00 on Monday
+        ("2026-12-07T19:00:00+09:00", "2026-12-07T11:00:00+09:00"),  # Monday evening
+        ("2026-12-25T12:00:00+09:00", "2026-12-24T11:00:00+09:00"),  # Christmas, a holiday
+    ],
+)
+def test_the_load_clock_lands_in_seoul_working_hours(now: str, lands_on: str) -> None:
+    instant = datetime.fromisoformat(now).astimezone(UTC)
+    moved = instant - timedelta(microseconds=working_hours_offset_ns(instant) / 1000)
+    assert moved == datetime.fromisoformat(lands_on)
+    assert moved.astimezone(SEOUL).weekday() < 5
