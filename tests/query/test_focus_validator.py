@@ -195,12 +195,23 @@ def run_validator(path: Path, file_format: str) -> str:
     return output
 
 
+# FOCUS 1.2 makes InvoiceId null when a charge has no invoice (C-004) and not null when it has
+# one (C-005); the validator cannot see which, so it checks both on every row and one of the pair
+# always fails; their composite (C-003, either one holds) passes. civicmeter's lines name the
+# organisation's monthly statement, so C-004 is the one.
+UNDECIDABLE = {"InvoiceId-C-004-C"}
+
+
 @pytest.mark.parametrize("file_format", ["csv", "parquet"])
 def test_the_validator_fails_no_rule(exported: dict[str, Any], file_format: str) -> None:
     output = run_validator(exported["files"][file_format], file_format)
-    summary = re.search(r"Fail:\s*(\d+)", output)
+    summary = re.search(r"Pass:\s*(\d+)\s*\|\s*Fail:\s*(\d+)", output)
     assert summary is not None, output[-4000:]
-    assert summary[1] == "0", output[-6000:]
+    failing = set(re.findall(r"\u274c (\S+): FAIL", output))
+    assert int(summary[2]) == len(failing), output[-6000:]
+    assert failing <= UNDECIDABLE, output[-6000:]
+    assert "\u2705 InvoiceId-C-003-C: PASS" in output
+    assert int(summary[1]) > 150  # the rules civicmeter's columns bring in were checked
 
 
 def test_lines_add_up_to_the_ledger_and_price_each_unit(exported: dict[str, Any]) -> None:
@@ -225,7 +236,7 @@ def test_lines_add_up_to_the_ledger_and_price_each_unit(exported: dict[str, Any]
     assert {row["BillingAccountId"] for row in negotiated} == {"seoul"}
     # Seats are purchases without a consumed quantity.
     seats = [row for row in usage if row["ChargeCategory"] == "Purchase"]
-    assert len(seats) == 16
+    assert len(seats) == 12  # 2 plans x 3 departments x 2 months
     assert all(row["ConsumedQuantity"] is None and row["PricingQuantity"] == 1 for row in seats)
     # Late events are ordinary usage; the only correction is February's re-rating of January.
     corrections = [row for row in rows if row["ChargeClass"] == "Correction"]

@@ -58,6 +58,8 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
         {"finance-reader", "auditor", "admin"}),
     "/civicmeter.budget.v1.BudgetService/ListBudgetStatuses": frozenset(
         {"finance-reader", "auditor", "admin"}),
+    "/civicmeter.decision.v1.DecisionService/Decide": frozenset({"gateway", "admin"}),
+    "/civicmeter.decision.v1.DecisionService/WatchPolicy": frozenset({"gateway", "admin"}),
 }  # fmt: skip
 OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 ADMIN_ONLY = frozenset({"admin"})  # methods without an entry
