@@ -17,6 +17,7 @@ from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.money import to_money
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.storage import Storage, migrate
+from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.query import page_token
 from civicmeter.query.access import (
     AccessInterceptor,
@@ -34,6 +35,8 @@ from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.cache import AnswerCache
 from civicmeter.query.cost import CostPage, CostQuery, cost_breakdown
 from civicmeter.query.deadline import read_within_deadline
+from civicmeter.query.decision_service import SERVICE_NAME as DECISION_SERVICE_NAME
+from civicmeter.query.decision_service import DecisionService
 from civicmeter.query.seat_service import SERVICE_NAME as SEAT_SERVICE_NAME
 from civicmeter.query.seat_service import SeatService
 from civicmeter.query.usage_api import UsageApi
@@ -194,7 +197,13 @@ def build_server(
     )
     prices = CatalogSource(settings.prices_file) if settings.prices_file else None
     grpc_server = new_server(
-        [SERVICE_NAME, ALERT_SERVICE_NAME, BUDGET_SERVICE_NAME, SEAT_SERVICE_NAME],
+        [
+            SERVICE_NAME,
+            ALERT_SERVICE_NAME,
+            BUDGET_SERVICE_NAME,
+            SEAT_SERVICE_NAME,
+            DECISION_SERVICE_NAME,
+        ],
         reflection_enabled=settings.reflection,
         interceptors=[AccessInterceptor(keys, audit, limiter)],
     )
@@ -204,8 +213,12 @@ def build_server(
     alert_grpc.add_AlertServiceServicer_to_server(
         AlertService(storage, tokens=tokens), grpc_server.server
     )
-    budgets = BudgetService(storage, PolicySource(settings.policy_file).current, tokens=tokens)
+    policies = PolicySource(settings.policy_file)
+    budgets = BudgetService(storage, policies.current, tokens=tokens)
     budget_grpc.add_BudgetServiceServicer_to_server(budgets, grpc_server.server)
+    decision_grpc.add_DecisionServiceServicer_to_server(
+        DecisionService(storage, policies.current), grpc_server.server
+    )
     seat_grpc.add_SeatServiceServicer_to_server(
         SeatService(storage, tokens=tokens), grpc_server.server
     )
