@@ -230,7 +230,8 @@ async def test_ingest_rejects_bad_input_naming_the_field_and_publishes_none_of_i
         {
             "index": 1,
             "field": "user_id",
-            "message": "must be pseudonymised (keyed HMAC), not an e-mail",
+            "message": "must be pseudonymised: 'u_' and 32 lowercase hex digits of a keyed HMAC "
+            "(the gateway SDK's pseudonymise_user)",
         }
     ]
 
