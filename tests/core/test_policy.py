@@ -567,3 +567,24 @@ def test_each_schedule_has_its_own_grace(
     assert [s.grace_seconds for s in working.schedules] == [45 * 60, 0]
     off = working.off_hours(kst(moment), department, user)
     assert (off.reason if off else None) == reason
+
+
+def test_a_bad_schedule_grace_names_the_file_the_line_and_the_reason(tmp_path: Path) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(
+        'version: "t"\n'
+        "defaults:\n"
+        "  schedules:\n"
+        "    - name: it-remote\n"
+        "      departments: [digital-policy]\n"
+        '      start: "07:00"\n'
+        '      end: "22:00"\n'
+        "      grace_minutes: 90 min\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(PolicyError) as info:
+        load_policies(path)
+    assert str(info.value) == (
+        f"{path}:8: defaults.schedules[0].grace_minutes: must be a whole number of minutes "
+        "between 0 and 720, got '90 min'"
+    )

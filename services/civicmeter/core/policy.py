@@ -765,7 +765,7 @@ def _parse_schedule(entry: Any, where: str, office_weekdays: frozenset[int]) -> 
     on_holidays = block.get("holidays", False)
     if not isinstance(on_holidays, bool):
         raise PolicyError(f"{where}.holidays: must be true or false (works on public holidays)")
-    grace = _int(block.get("grace_minutes", 0), f"{where}.grace_minutes", 0, 720)
+    grace = _schedule_grace(block, where)
     return Schedule(
         name=name,
         start=start.at,
@@ -779,6 +779,17 @@ def _parse_schedule(entry: Any, where: str, office_weekdays: frozenset[int]) -> 
         valid_from=valid_from,
         valid_until=valid_until,
         grace_seconds=grace * 60,
+    )
+
+
+def _schedule_grace(block: dict[str, Any], where: str) -> int:
+    """A schedule's grace in minutes, 0 unless it gives one; an error names its line too."""
+    value = block.get("grace_minutes", 0)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 720:
+        return value
+    source, _, path = where.partition(": ")
+    At(source, PolicySourceError, path).key(block, "grace_minutes").fail(
+        f"must be a whole number of minutes between 0 and 720, got {value!r}"
     )
 
 
