@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,13 +21,14 @@ from civicmeter.core.compiled_policy import budget_from_message, load_compiled
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.decision import RequestFacts, decide
 from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.storage import Storage
 from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.gateway import Guard
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.query.access import AuditLog
 from civicmeter.query.server import build_server
+from civicmeter.sink.event_writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as usage_pb
 from tests.factories import catalog, event
 from tests.query.live_server import free_port
@@ -47,7 +50,9 @@ POLICY = {
 
 
 @contextlib.asynccontextmanager
-async def serving(clickhouse: Client, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+async def serving(
+    clickhouse: Client, tmp_path: Path, port: int | None = None
+) -> AsyncIterator[grpc.aio.Channel]:
     keys = tmp_path / "keys.yaml"
     keys.write_text(yaml.safe_dump({"keys": [
         {"id": "gw-seoul", "role": "gateway", "organization_ids": ["seoul"],
@@ -61,7 +66,7 @@ async def serving(clickhouse: Client, tmp_path: Path) -> AsyncIterator[grpc.aio.
     policies.write_text(yaml.safe_dump(POLICY))
     settings = QuerySettings(
         clickhouse=ClickHouseSettings(),
-        grpc_port=free_port(),
+        grpc_port=port or free_port(),
         api_keys_file=keys,
         policy_file=policies,
         rate_per_key=0,
@@ -208,3 +213,27 @@ async def test_health_and_reflection_name_the_service(channel: grpc.aio.Channel)
         health_pb2.HealthCheckRequest(service="civicmeter.decision.v1.DecisionService")
     )
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_guard_follows_the_stream_and_decides_locally(
+    clickhouse: Client, tmp_path: Path
+) -> None:
+    spend(clickhouse, "digital-policy", 2)
+    port = free_port()
+    async with serving(clickhouse, tmp_path, port):
+        guard = Guard()
+        watching = asyncio.create_task(guard.watch(f"127.0.0.1:{port}", GATEWAY))
+        deadline = time.monotonic() + 20
+        while guard.policy_version != "d-1" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert guard.policy_version == "d-1" and not guard.stale
+    facts = RequestFacts(department="digital-policy", provider="openai", service="chatgpt")
+    verdict = guard.check("회의록을 요약해줘", facts)
+    assert (verdict.outcome, verdict.rule_ids) == ("DENY", ("budget.department.month",))
+    assert (
+        guard.check("회의록을 요약해줘", RequestFacts(provider="openai", service="chatgpt")).outcome
+        == "ALLOW"
+    )

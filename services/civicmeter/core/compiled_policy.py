@@ -17,7 +17,6 @@ from typing import Any
 import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from civicmeter.core.budgets import ORGANIZATION, Ledger, Period
 from civicmeter.core.decision import BudgetState, Spent
 from civicmeter.core.money import from_money, to_money
 from civicmeter.core.policy import (
@@ -46,30 +45,6 @@ def load_compiled(message: pb.CompiledPolicy, source: str = "<compiled policy>")
 
     Raises PolicyError naming the line when the document is malformed."""
     return parse_policies(parse_yaml(message.policy_document, source, PolicySourceError), source)
-
-
-def budget_state(ledger: Ledger, organization_id: str) -> BudgetState:
-    """The organisation's spend in the month and the year of the ledger's moment."""
-    month = Period.containing("month", ledger.as_of)
-    year = Period.containing("year", ledger.as_of)
-    departments = {
-        department
-        for org, department, _ in (*ledger.months, *ledger.days)
-        if org == organization_id and department != ORGANIZATION
-    } | {d for org, d in ledger.today if org == organization_id and d != ORGANIZATION}
-
-    def spent(department: str) -> Spent:
-        scope = (organization_id, department)
-        return Spent(
-            ledger.spent(scope, month.start, month.end).total,
-            ledger.spent(scope, year.start, year.end).total,
-        )
-
-    return BudgetState(
-        as_of=ledger.as_of,
-        organization=spent(ORGANIZATION),
-        departments={d: spent(d) for d in sorted(departments)},
-    )
 
 
 def budget_message(state: BudgetState) -> pb.BudgetState:

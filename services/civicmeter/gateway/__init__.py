@@ -15,6 +15,9 @@ numbers, e-mail addresses, bank accounts) and report how many of each, nothing m
 `detect_document_markings` and `DocumentDetector` count the markings of public documents
 pasted into a prompt (classification and handling markings, disclosure decisions, document
 numbers, approval blocks, declared personal information), by class (`DOCUMENT_MARKINGS`).
+`Guard` decides on a request before it leaves (allow, warn, redact or deny) under the
+organisation's policy, which it receives from civicmeter's decision service (or a file), on the
+gateway itself: the prompt never leaves it.
 """
 
 from civicmeter.gateway.documents import (
@@ -23,6 +26,7 @@ from civicmeter.gateway.documents import (
     detect_document_markings,
 )
 from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
+from civicmeter.gateway.guard import Guard, RequestFacts, Verdict
 from civicmeter.gateway.identity import pseudonymise_user
 from civicmeter.gateway.pii import PII_TYPES, PiiDetector, Redaction, detect_pii, redact_pii
 
@@ -30,10 +34,13 @@ __all__ = [
     "DOCUMENT_MARKINGS",
     "PII_TYPES",
     "DocumentDetector",
+    "Guard",
     "IngestRejectedError",
     "PiiDetector",
     "Redaction",
+    "RequestFacts",
     "UsageEmitter",
+    "Verdict",
     "detect_document_markings",
     "detect_pii",
     "pseudonymise_user",

@@ -29,9 +29,9 @@ from datetime import UTC, datetime
 import grpc
 
 from civicmeter.core.auth import ALL_ORGANIZATIONS
-from civicmeter.core.budgets import load_ledger
-from civicmeter.core.compiled_policy import budget_message, budget_state, compile_policy
-from civicmeter.core.decision import BudgetState, RequestFacts, decide
+from civicmeter.core.budgets import ORGANIZATION, Ledger, Period, load_ledger
+from civicmeter.core.compiled_policy import budget_message, compile_policy
+from civicmeter.core.decision import BudgetState, RequestFacts, Spent, decide
 from civicmeter.core.money import from_money
 from civicmeter.core.policy import PolicySet
 from civicmeter.core.storage import Storage
@@ -168,6 +168,30 @@ def _counts(findings: Iterable[pb.FindingCount]) -> dict[str, int]:
     for finding in findings:
         counts[finding.type] = counts.get(finding.type, 0) + finding.count
     return counts
+
+
+def budget_state(ledger: Ledger, organization_id: str) -> BudgetState:
+    """The organisation's spend in the month and the year of the ledger's moment."""
+    month = Period.containing("month", ledger.as_of)
+    year = Period.containing("year", ledger.as_of)
+    departments = {
+        department
+        for org, department, _ in (*ledger.months, *ledger.days)
+        if org == organization_id and department != ORGANIZATION
+    } | {d for org, d in ledger.today if org == organization_id and d != ORGANIZATION}
+
+    def spent(department: str) -> Spent:
+        scope = (organization_id, department)
+        return Spent(
+            ledger.spent(scope, month.start, month.end).total,
+            ledger.spent(scope, year.start, year.end).total,
+        )
+
+    return BudgetState(
+        as_of=ledger.as_of,
+        organization=spent(ORGANIZATION),
+        departments={d: spent(d) for d in sorted(departments)},
+    )
 
 
 async def _organization(context: grpc.aio.ServicerContext, requested: str) -> str:
