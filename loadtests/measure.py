@@ -21,9 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.event_writer import COLUMNS
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.storage import connect, migrate
+from civicmeter.sink.event_writer import COLUMNS
 from tools.localkafka import perf_tool_cmd
 
 _TICKS = os.sysconf("SC_CLK_TCK")

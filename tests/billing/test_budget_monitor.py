@@ -22,11 +22,11 @@ from civicmeter.billing.budget_monitor import BudgetMonitor
 from civicmeter.billing.service import jobs
 from civicmeter.core.alert_store import AlertFilter, list_alerts
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.policy import PolicySet, parse_policies
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
+from civicmeter.sink.event_writer import write_events
 from tests.core.test_budgets import charge, kst, november
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "policies.yaml"

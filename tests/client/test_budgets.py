@@ -14,11 +14,11 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.client import BudgetForecast, BudgetThreshold, CivicmeterClient
 from civicmeter.core.auth import hash_token, parse_api_keys
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.policy import parse_policies
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.budget_service import BudgetService
+from civicmeter.sink.event_writer import write_events
 from tests.core.test_budgets import charge, kst
 
 TOKEN = "cmk_client_budget_token"

@@ -17,14 +17,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.client import CivicmeterClient, Seat, SeatSummaryLine
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService
 from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
-from tests.core.test_event_writer import rated
+from civicmeter.sink.event_writer import write_events
 from tests.factories import CATALOG_DOC, NOW, event
+from tests.sink.test_event_writer import rated
 
 USER = "u_0123456789abcdef0123456789abcdef"
 IDLE = "u_fedcba9876543210fedcba9876543210"

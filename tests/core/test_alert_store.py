@@ -10,7 +10,7 @@ from civicmeter.core.alert_store import (
     list_alerts,
     record_state,
 )
-from civicmeter.core.alert_writer import write_alerts
+from civicmeter.sink.alert_writer import write_alerts
 
 T0 = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
 

@@ -23,8 +23,8 @@ from civicmeter.core.budgets import (
     status,
     statuses,
 )
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.policy import BudgetThreshold, PolicySet, parse_policies
+from civicmeter.sink.event_writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
 

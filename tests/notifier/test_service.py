@@ -12,12 +12,12 @@ from aiohttp import web
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core.alert_writer import write_alerts
 from civicmeter.core.config import ClickHouseSettings, NotifierSettings
 from civicmeter.core.policy import parse_policies
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import setup_telemetry
 from civicmeter.notifier.service import serve
+from civicmeter.sink.alert_writer import write_alerts
 from tests.core.test_alert_store import alert
 
 

@@ -18,18 +18,18 @@ import yaml
 from clickhouse_connect.driver.client import Client
 from google.protobuf.message import Message
 
-from civicmeter.core.alert_writer import write_alerts
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.seat_store import Seat, sync_seats
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AuditLog
 from civicmeter.query.server import build_server
 from civicmeter.query.v1 import query_service_pb2 as query_pb
+from civicmeter.sink.alert_writer import write_alerts
+from civicmeter.sink.event_writer import write_events
 from tests.core.test_alert_store import alert
-from tests.core.test_event_writer import rated
 from tests.factories import NOW, event
+from tests.sink.test_event_writer import rated
 
 ADMIN = "cmk_hostile_admin"
 SEOUL = "cmk_hostile_seoul_security"

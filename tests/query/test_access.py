@@ -19,9 +19,7 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.alert.v1 import alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
 from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
-from civicmeter.core.alert_writer import write_alerts
 from civicmeter.core.auth import hash_token, parse_api_keys
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.money import from_money
 from civicmeter.core.policy import parse_policies
 from civicmeter.core.seat_store import Seat, sync_seats
@@ -35,9 +33,11 @@ from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
+from civicmeter.sink.alert_writer import write_alerts
+from civicmeter.sink.event_writer import write_events
 from tests.core.test_alert_store import alert
-from tests.core.test_event_writer import rated
 from tests.factories import NOW, event
+from tests.sink.test_event_writer import rated
 
 TENANTS = ("seoul", "busan", "jeju")
 

@@ -11,11 +11,11 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
-from civicmeter.core.alert_writer import write_alerts
 from civicmeter.core.auth import OPEN_ACCESS
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService
+from civicmeter.sink.alert_writer import write_alerts
 from tests.core.test_alert_store import alert
 
 

@@ -19,12 +19,12 @@ from civicmeter.alert.v1 import alert_pb2
 from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
 from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.core.auth import hash_token, parse_api_keys
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.money import from_money
 from civicmeter.core.policy import parse_policies
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.budget_service import BudgetService
+from civicmeter.sink.event_writer import write_events
 from tests.core.test_budgets import charge, kst
 
 NOW = kst("2026-11-21T12:00")

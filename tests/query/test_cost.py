@@ -5,10 +5,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.event_writer import write_events
 from civicmeter.query.cost import CostQuery, cost_breakdown
-from tests.core.test_event_writer import rated
+from civicmeter.sink.event_writer import write_events
 from tests.factories import NOW, event
+from tests.sink.test_event_writer import rated
 
 HOUR = NOW.replace(minute=0, second=0) - timedelta(hours=3)
 SEOUL_DAY = datetime.combine(

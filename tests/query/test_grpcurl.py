@@ -12,12 +12,12 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.storage import Storage
 from civicmeter.query.server import build_server
+from civicmeter.sink.event_writer import write_events
 from loadtests.stack import free_port
-from tests.core.test_event_writer import rated
 from tests.factories import NOW, event
+from tests.sink.test_event_writer import rated
 from tests.tools.grpcurl import grpcurl_path
 
 TOKEN = "cmk_grpcurl_test"

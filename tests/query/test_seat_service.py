@@ -19,7 +19,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.core.auth import hash_token, parse_api_keys
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.money import from_money
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
@@ -27,9 +26,10 @@ from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService
 from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
+from civicmeter.sink.event_writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
-from tests.core.test_event_writer import rated
 from tests.factories import CATALOG_DOC, NOW, event
+from tests.sink.test_event_writer import rated
 
 ALICE = "u_a11ce000000000000000000000000000"
 BOB = "u_b0b00000000000000000000000000000"

@@ -15,12 +15,12 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.client import CivicmeterClient
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, ConfigError, QuerySettings
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.storage import Storage
 from civicmeter.query.server import build_server, server_credentials
+from civicmeter.sink.event_writer import write_events
 from loadtests.stack import free_port
-from tests.core.test_event_writer import rated
 from tests.factories import NOW, event
+from tests.sink.test_event_writer import rated
 
 
 @dataclass(frozen=True)

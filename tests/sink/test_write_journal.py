@@ -15,12 +15,12 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.billing.reconcile import reconcile
-from civicmeter.core import write_journal
 from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.event_writer import replay_pending, stage, write_events
+from civicmeter.sink import write_journal
+from civicmeter.sink.event_writer import replay_pending, stage, write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
-from tests.core.test_event_writer import rated
 from tests.factories import NOW, event, seoul_months_around
+from tests.sink.test_event_writer import rated
 
 ROLLUPS = ("usage_cost_1m", "usage_rollup_1h", "usage_rollup_1d", "usage_rollup_1mo",
            "usage_rollup_1mo_departments")  # fmt: skip

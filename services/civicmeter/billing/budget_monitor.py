@@ -35,7 +35,6 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core.alert_writer import opened_keys, write_alerts
 from civicmeter.core.budgets import (
     ORGANIZATION,
     BudgetStatus,
@@ -52,6 +51,7 @@ from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
+from civicmeter.sink.alert_writer import opened_keys, write_alerts
 
 log = logging.getLogger("civicmeter.billing.budgets")
 SETTLING = timedelta(days=1)  # how long after its end a period's thresholds are checked again

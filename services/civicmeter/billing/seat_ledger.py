@@ -36,7 +36,6 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.billing.seat_file import SeatFileError, load_seats
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import BillingSettings
-from civicmeter.core.event_writer import write_events
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
 from civicmeter.core.reloading import ReloadingFile
 from civicmeter.core.seat_store import (
@@ -51,6 +50,7 @@ from civicmeter.core.seat_store import (
 from civicmeter.core.seoul import SEOUL, next_month
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
+from civicmeter.sink.event_writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.billing.seats")

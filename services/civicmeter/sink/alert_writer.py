@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core.event_writer import epoch_millis
+from civicmeter.sink.event_writer import epoch_millis
 
 _COMMON = (
     "organization_id", "dedup_key", "trigger_event_id", "alert_type", "severity",

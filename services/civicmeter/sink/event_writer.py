@@ -6,7 +6,7 @@ from the generated descriptors), so no Python row or column is built per event. 
 staged whole, then copied into usage_events leaving out the events stored before (on the
 primary key: organisation, day, event id) and repeats within the block: a redelivered block
 stores nothing, and the rollups, fed by materialized views on the copy, never count an event
-twice. core/write_journal.py makes the copy idempotent, so a block cut off between the
+twice. sink/write_journal.py makes the copy idempotent, so a block cut off between the
 ledger's and the rollups' commits is completed, never lost.
 """
 
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from civicmeter.core import write_journal
 from civicmeter.core.event_batch import encode_event_batch
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.storage import insert_from_protobuf
 from civicmeter.core.wire import varint
-from civicmeter.core.write_journal import Replayed
+from civicmeter.sink import write_journal
+from civicmeter.sink.write_journal import Replayed
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 COLUMNS = write_journal.EVENT_COLUMNS

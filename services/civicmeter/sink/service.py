@@ -21,13 +21,13 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core import write_journal
-from civicmeter.core.alert_writer import AlertWriteResult, write_alerts
 from civicmeter.core.config import SinkSettings, TopicSettings
-from civicmeter.core.event_writer import WriteResult, replay_pending, write_rated_records
 from civicmeter.core.kafka import make_consumer, make_producer
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.core.telemetry import Telemetry, consumer_span, links_from_headers
+from civicmeter.sink import write_journal
+from civicmeter.sink.alert_writer import AlertWriteResult, write_alerts
+from civicmeter.sink.event_writer import WriteResult, replay_pending, write_rated_records
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.sink")
