@@ -22,6 +22,7 @@ from opentelemetry import trace
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.kafka import make_producer, send_batched, send_event_batches
+from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.telemetry import (
     Telemetry,
@@ -58,6 +59,7 @@ def build_app(
     prices: CatalogSource,
     telemetry: Telemetry,
     detection: DetectionEngine | None = None,
+    policies: PolicySource | None = None,
 ) -> faust.App:
     kafka = settings.kafka
     topics = kafka.topics
@@ -144,7 +146,32 @@ def build_app(
                 processor.catalog = prices.catalog
 
         app.timer(settings.prices_reload_seconds, name="reload_prices")(reload_prices)
+
+        if detection is not None and policies is not None:
+            app.timer(settings.prices_reload_seconds, name="reload_policies")(
+                PolicyReloader(detection, policies)
+            )
     return app
+
+
+class PolicyReloader:
+    """Puts a changed policy file in force in the detection engine, between batches.
+
+    A bad change is logged with its file, line and reason by the source, and the last good
+    policy stays in force."""
+
+    def __init__(self, engine: DetectionEngine, source: PolicySource) -> None:
+        self.engine = engine
+        self.source = source
+
+    async def __call__(self) -> bool:
+        """Reread the file if it changed; True when a new policy was put in force."""
+        generation = self.source.generation
+        current = await asyncio.to_thread(self.source.current)
+        if self.source.generation == generation:
+            return False
+        self.engine.replace_policies(current)
+        return True
 
 
 class _Counters:
