@@ -247,13 +247,17 @@ ALONE_TOPICS = {
     "CIVICMETER_TOPIC_RAW": "alone.raw",
     "CIVICMETER_TOPIC_RATED": "alone.rated",
     "CIVICMETER_TOPIC_DLQ": "alone.dlq",
+    "CIVICMETER_TOPIC_ALERTS": "alone.alerts",
 }
 
 
-def processor_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
-    """Events/s of the processor alone draining a preloaded topic, from its first commit on
-    (the worker's start-up and group join are not counted)."""
+def processor_alone(kafka: LocalKafka, workdir: Path, count: int, processors: int = 1) -> float:
+    """Events/s of the processor (`processors` processes sharing the partitions) alone
+    draining a preloaded topic, from its first commit on (start-up and group join are not
+    counted)."""
     raw = ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
+    topics = TopicSettings.from_env(ALONE_TOPICS)
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics)))
     asyncio.run(preload(kafka.bootstrap_servers, raw, count))
     # Lag counts records; each carries about the same number of events.
     records = asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw))
@@ -261,7 +265,11 @@ def processor_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
     env = {**ALONE_TOPICS, "CIVICMETER_PROCESSOR_GROUP_ID": ALONE_GROUP}
     first: tuple[float, int] | None = None
     with LocalStack(
-        kafka.bootstrap_servers, workdir / "processor-alone", extra_env=env, services=("processor",)
+        kafka.bootstrap_servers,
+        workdir / f"processor-alone-{processors}",
+        extra_env=env,
+        services=("processor",),
+        processors=processors,
     ) as stack:
         deadline = time.monotonic() + 600
         while True:
@@ -325,6 +333,8 @@ def sink_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
     """Rows/s the storage process writes into ClickHouse (ledger and every rollup) draining a
     preloaded usage.rated, from its first commit on."""
     rated_topic = SINK_ALONE_TOPICS["CIVICMETER_TOPIC_RATED"]
+    topics = TopicSettings.from_env(SINK_ALONE_TOPICS)
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics)))
     asyncio.run(preload_rated(kafka.bootstrap_servers, rated_topic, count))
     records = asyncio.run(
         measure.consumer_lag(kafka.bootstrap_servers, SINK_ALONE_GROUP, rated_topic)
@@ -380,7 +390,7 @@ def measure_parts(kafka: LocalKafka, args: argparse.Namespace) -> Parts:
         f"{insert:,.0f} rows/s"
     )
     say(f"processor alone on {args.preload:,} preloaded events")
-    alone = processor_alone(kafka, args.workdir, args.preload)
+    alone = processor_alone(kafka, args.workdir, args.preload, args.processors)
     say(f"  {alone:,.0f} events/s ({alone / aiokafka:.0%} of the raw aiokafka consume rate)")
     loop = asyncio.run(
         measure.batch_loop_rate(
@@ -535,7 +545,8 @@ def write_results(
         f"| aiokafka consumer (getmany, no decoding) | {aiokafka_rate:,.0f} records/s |",
         f"| ClickHouse insert into usage_events (+5 rollup views), 50k-row batches | "
         f"{insert_ceiling:,.0f} rows/s |",
-        f"| **processor alone** (faust, preloaded usage.raw) | **{processor_rate:,.0f} events/s "
+        f"| **processor alone** (faust, detectors on, {args.processors} process(es), preloaded "
+        f"usage.raw) | **{processor_rate:,.0f} events/s "
         f"= {processor_rate / aiokafka_rate:.0%} of aiokafka** |",
         f"| the same pipeline on a plain aiokafka batch loop, no faust (design alternative) | "
         f"{parts.batch_loop:,.0f} events/s = {parts.batch_loop / aiokafka_rate:.0%} of aiokafka |",

@@ -87,6 +87,7 @@ def rerate(
         where.append("organization_id = %(org)s")
         params["org"] = organization_id
     after: list[str] = []
+    pages = 0
     while True:
         rows = client.query(
             f"SELECT {', '.join(columns)} FROM usage_events FINAL "
@@ -99,7 +100,15 @@ def rerate(
             return report
         corrections = _rerate_page(client, catalog, page, report)
         if corrections and not dry_run:
-            client.insert("cost_corrections", corrections, column_names=CORRECTION_COLUMNS)
+            # A token of its own per page: the rollups' deduplication (which guards the ledger's
+            # blocks) must never take two pages for one, and a retried page lands once.
+            pages += 1
+            client.insert(
+                "cost_corrections",
+                corrections,
+                column_names=CORRECTION_COLUMNS,
+                settings={"insert_deduplication_token": f"{report.run_id}-{pages}"},
+            )
         last = page[-1]
         params["after_org"], params["after_id"] = last["organization_id"], last["event_id"]
         after = ["(organization_id, event_id) > (%(after_org)s, %(after_id)s)"]
