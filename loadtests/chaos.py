@@ -376,6 +376,8 @@ class Fault:
     down_seconds: float = 0.0  # kill until the restarted process was launched / broker ready
     consuming: float | None = None  # kill until the service committed progress again
     caught_up: float | None = None  # kill until its lag was back to normal
+    # Set once the service consumes again, or measuring is over (timed out, no input left).
+    back: asyncio.Event = field(default_factory=asyncio.Event)
     # Committed positions with the killed service down (the broker: just before its kill).
     at_kill: Sample | None = None
     _limits: tuple[int, ...] = ()
@@ -540,12 +542,18 @@ class Chaos:
         return time.monotonic() - self.started
 
     async def run(self, sending: asyncio.Task[None]) -> None:
+        """Faults spread evenly over the sending time, so they land while events flow; each
+        waits only until the previous fault's service consumes again, and recoveries are
+        measured alongside."""
         order = self.plan.faults()
         spacing = self.plan.send_seconds / (len(order) + 1)
         storage_kills = 0
+        watching: list[asyncio.Task[None]] = []
         for i, service in enumerate(order):
             due = self.started + spacing * (i + 1)
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if self.faults:
+                await self.faults[-1].back.wait()
             between = service == "storage" and storage_kills == 0
             storage_kills += service == "storage"
             fault = await self.inject(service, between)
@@ -554,12 +562,21 @@ class Chaos:
                 + (f" — {fault.note}" if fault.note else "")
                 + f"; back up in {fault.down_seconds:.1f} s"
             )
-            await self.wait_recovered(fault, sending)
+            watching.append(asyncio.create_task(self.wait_recovered(fault, sending)))
+        await asyncio.gather(*watching)
 
     async def wait_recovered(self, fault: Fault, sending: asyncio.Task[None]) -> None:
+        try:
+            await self._watch(fault, sending)
+        finally:
+            fault.back.set()
+
+    async def _watch(self, fault: Fault, sending: asyncio.Task[None]) -> None:
         while time.monotonic() - fault.killed < FAULT_TIMEOUT_SECONDS:
             self.supervise()
             fault.update(self.monitor)
+            if fault.consuming is not None:
+                fault.back.set()
             last = self.monitor.samples[-1] if self.monitor.samples else None
             idle = (
                 last is not None and last.at > fault.killed and not any(_lags(last, fault.service))

@@ -36,7 +36,9 @@ def test_every_acknowledged_event_is_counted_once_at_every_level_through_crashes
     assert report.dead_letters == 0, table
     assert report.unexpected_ids == 0, table
     assert report.reconcile_exit == 0, report.reconcile_output
-    # A restarted processor takes its partitions back at once (static group membership).
+    # A restarted processor takes its partitions back at once (static group membership)
+    # instead of after the dead member's session (60 s before): within 15 s on two idle cores
+    # (loadtests/CHAOS_RESULTS.md); the bound leaves room for a busy machine's slow start-up.
     processor = report.faults[0]
-    assert processor.consuming is not None and processor.consuming <= 15, table
+    assert processor.consuming is not None and processor.consuming < 30, table
     assert report.passed, table
