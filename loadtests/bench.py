@@ -257,7 +257,9 @@ def processor_alone(kafka: LocalKafka, workdir: Path, count: int, processors: in
     counted)."""
     raw = ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
     topics = TopicSettings.from_env(ALONE_TOPICS)
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics)))
+    asyncio.run(
+        ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics))
+    )
     asyncio.run(preload(kafka.bootstrap_servers, raw, count))
     # Lag counts records; each carries about the same number of events.
     records = asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw))
@@ -334,7 +336,9 @@ def sink_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
     preloaded usage.rated, from its first commit on."""
     rated_topic = SINK_ALONE_TOPICS["CIVICMETER_TOPIC_RATED"]
     topics = TopicSettings.from_env(SINK_ALONE_TOPICS)
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics)))
+    asyncio.run(
+        ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics))
+    )
     asyncio.run(preload_rated(kafka.bootstrap_servers, rated_topic, count))
     records = asyncio.run(
         measure.consumer_lag(kafka.bootstrap_servers, SINK_ALONE_GROUP, rated_topic)
