@@ -150,3 +150,12 @@ async def test_an_unreachable_service_leaves_the_last_policy_deciding() -> None:
 def test_when_stale_is_checked() -> None:
     with pytest.raises(ValueError, match="when_stale"):
         Guard("seoul", when_stale="maybe")  # type: ignore[arg-type]
+
+
+def test_only_the_types_the_policy_redacts_are_masked(guard: Guard) -> None:
+    prompt = f"주민등록번호 {hyphenated(RRN)}, 회신 kim.minji@seoul.go.kr"
+    verdict = guard.check(prompt, CHATGPT, WORKDAY)
+    assert verdict.outcome == "REDACT"
+    assert set(verdict.rule_ids) == {"pii.kr_rrn", "pii.email"}
+    assert verdict.prompt == "주민등록번호 900101-1******, 회신 kim.minji@seoul.go.kr"
+    assert verdict.pii_findings == {"kr_rrn": 1, "email": 1}

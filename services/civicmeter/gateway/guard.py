@@ -57,7 +57,7 @@ from civicmeter.core.policy import (
 from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.gateway.documents import DocumentDetector
-from civicmeter.gateway.pii import PiiDetector
+from civicmeter.gateway.pii import PII_TYPES, PiiDetector
 
 __all__ = ["Guard", "RequestFacts", "Verdict"]
 
@@ -119,10 +119,13 @@ class Guard:
         self._stale_after = stale_after_seconds
         self._cache_file = cache_file
         self._pii = PiiDetector(landlines=landlines)
-        self._landlines = landlines
         self._documents = DocumentDetector()
-        self._maskers: dict[frozenset[str], PiiDetector] = {}
-        self._policy: OrganizationPolicy | None = None
+        # The policy in force and the finding types it masks, swapped together (one attribute)
+        # so a check running on another thread never pairs one policy with another's types.
+        self._in_force: tuple[OrganizationPolicy, frozenset[str]] = (
+            _BUILT_IN,
+            _redacted_types(_BUILT_IN),
+        )
         self._version = ""
         self._budget: BudgetState | None = None
         self._updated: float | None = None  # time.monotonic() of the last policy or state
@@ -167,7 +170,8 @@ class Guard:
         self._updated = time.monotonic()
 
     def _set_policy(self, policy: OrganizationPolicy, version: str) -> None:
-        self._policy, self._version = policy, version
+        self._in_force = (policy, _redacted_types(policy))
+        self._version = version
         self._updated = time.monotonic()
 
     def _load_cache(self, path: Path) -> None:
@@ -177,7 +181,7 @@ class Guard:
         except (OSError, PolicyError, ValueError) as exc:
             log.warning("the cached policy %s cannot be used: %s", path, exc)
             return
-        self._policy, self._version = policy, compiled.policy_version
+        self._set_policy(policy, compiled.policy_version)
         self._organization_id = compiled.organization_id or self._organization_id
         # As old as the file: a policy cached before a restart is not fresh.
         age = max(0.0, time.time() - path.stat().st_mtime)
@@ -187,11 +191,14 @@ class Guard:
 
     def check(self, prompt: str, request: RequestFacts, now: datetime | None = None) -> Verdict:
         """The decision on a request with this prompt; see the module docstring."""
-        pii = self._pii.detect(prompt)
+        policy, redacted = self._in_force
+        # One pass counts every finding and masks those the policy redacts: a REDACT decision
+        # masks exactly those (decision.redact_types are the ones present).
+        redaction = self._pii.redact(prompt, redacted)
+        pii = redaction.findings
         markings = self._documents.detect(prompt)
         staleness = self.staleness_seconds
         stale = staleness is None or staleness > self._stale_after
-        policy = self._policy or _BUILT_IN
         moment = now or datetime.now(UTC)
         decision = decide(policy, request, pii, markings, self._budget, moment)
         if stale and decision.outcome != "DENY":
@@ -199,7 +206,7 @@ class Guard:
         if decision.outcome == "DENY":
             sendable: str | None = None
         elif decision.outcome == "REDACT":
-            sendable = self._masker(decision.redact_types).redact(prompt).text
+            sendable = redaction.text
         else:
             sendable = prompt
         return Verdict(
@@ -220,13 +227,6 @@ class Guard:
             f"(last policy: {'never' if staleness is None else f'{staleness:.0f} s ago'}).",
         )
         return Decision("DENY", (hit, *decision.hits), decision.redact_types)
-
-    def _masker(self, types: frozenset[str]) -> PiiDetector:
-        masker = self._maskers.get(types)
-        if masker is None:
-            masker = PiiDetector(types, landlines=self._landlines)
-            self._maskers[types] = masker
-        return masker
 
     # --- the stream -----------------------------------------------------------------------
 
@@ -271,6 +271,11 @@ class Guard:
                 await channel.close()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+
+
+def _redacted_types(policy: OrganizationPolicy) -> frozenset[str]:
+    rules = policy.enforcement
+    return frozenset(t for t in PII_TYPES if rules.finding_action(t) == "redact")
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

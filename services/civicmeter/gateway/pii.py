@@ -69,7 +69,7 @@ candidates reach Python for validation and context checks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import mul
 
@@ -566,13 +566,16 @@ class PiiDetector:
             found[key] = found.get(key, 0) + 1
         return found
 
-    def redact(self, text: str) -> Redaction:
-        """`text` with every finding masked in place, and the counts `detect` gives."""
+    def redact(self, text: str, only: Collection[str] | None = None) -> Redaction:
+        """`text` with every finding masked in place, and the counts `detect` gives; with
+        `only`, just the findings of those types are masked (all are counted)."""
         found: dict[str, int] = {}
         pieces: list[str] = []
         done = 0
         for key, start, end in sorted(self._findings(text), key=_start):
             found[key] = found.get(key, 0) + 1
+            if only is not None and key not in only:
+                continue
             pieces += (text[done:start], _MASK[key](text[start:end]))
             done = end
         if not pieces:
