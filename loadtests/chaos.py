@@ -937,7 +937,8 @@ def write_results(report: ChaosReport, command: str) -> None:
     RESULTS.write_text(
         "# Fault injection (`make chaos`)\n\n"
         f"`{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores shared "
-        "by the broker, ingest, processor, storage and the sender.\n\n"
+        "by the broker, ingest, processor, storage and the sender (load average over the last "
+        f"15 minutes at the end: {os.getloadavg()[2]:.1f}; recovery times grow with it).\n\n"
         "Recovery: *consuming again* is the first sample (every 0.5 s) at which the "
         "service's consumer group has committed past where it stood at the kill; *caught up* "
         "the first at which its lag is back within two seconds of input (or the lag it had "
