@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test check lint typecheck proto proto-check unit kafka-start kafka-stop clean \
-	chart-tools chart-check bench bench-api bench-billing chaos api-tools proto-lint focus-validator
+	chart-tools chart-check bench bench-api bench-billing chaos api-tools proto-lint focus-validator \
+	chromium
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,7 +27,7 @@ demo: $(STAMP) ## Run the demo: a year of the 17 governments' AI use through the
 
 test: check unit ## Run every check and test (what CI runs)
 
-unit: $(STAMP) chart-tools api-tools focus-validator ## Run the test suite (starts a real Kafka broker; ClickHouse embedded)
+unit: $(STAMP) chart-tools api-tools focus-validator chromium ## Run the test suite (starts a real Kafka broker; ClickHouse embedded)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 check: lint typecheck proto-check proto-lint chart-check ## Lint, types, stubs, buf, the Helm chart
@@ -46,6 +47,9 @@ proto-check: $(STAMP) ## Fail if the committed stubs differ from proto/
 
 api-tools: ## Install buf (npm) and grpcurl (go install), pinned and cached
 	bash scripts/api_tools.sh
+
+chromium: ## Install Debian's chromium, the headless browser the HTML report test uses (once)
+	bash scripts/chromium.sh
 
 focus-validator: ## Install the FinOps FOCUS validator in its own virtualenv (pinned, cached)
 	bash scripts/focus_validator.sh

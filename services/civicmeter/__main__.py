@@ -5,6 +5,8 @@ civicmeter rerate | reconcile   billing commands over the stored ledger
 civicmeter prices check FILE..  check price catalogs and their FX tables (exit 1 on an error)
 civicmeter export focus --from 2025-01 --to 2025-02 [--organization X] --format csv|parquet
                                 a FOCUS 1.2 file of whole months from the query API
+civicmeter report --month 2025-01 --organization seoul [--output FILE] [--target H:P] [--token T]
+                                an HTML report with charts of spend, seats and alerts
 civicmeter serve sink query     several services in one process; required for the
                                 embedded ClickHouse, which one process opens at a time
 """
@@ -159,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from civicmeter.client import focus_export
 
     focus_export.register(commands)
+    from civicmeter.client.report import command as report_command
+
+    report_command.register(commands)
     prices = commands.add_parser("prices", help="work with price catalog files")
     prices_commands = prices.add_subparsers(dest="prices_command", required=True)
     check = prices_commands.add_parser(
@@ -185,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(billing_commands.run(args, env))
         elif args.command == "export":
             raise SystemExit(focus_export.run(args, env))
+        elif args.command == "report":
+            raise SystemExit(report_command.run(args, env))
         elif args.command == "prices":
             raise SystemExit(_check_prices(args.files))
         elif args.command == "api-key":
