@@ -1,6 +1,7 @@
-"""The budget monitor on the embedded ClickHouse engine: threshold and forecast alerts raised
-once per budget, period (and threshold) across rounds and restarts, into the alert tables
-that ListAlerts, WatchAlerts and the notifier read."""
+"""The budget monitor on the real broker and the embedded ClickHouse engine: threshold and
+forecast alerts raised once per budget, period (and threshold) across rounds and restarts,
+produced to usage.alerts and stored by the sink in the alert tables that ListAlerts,
+WatchAlerts and the notifier read."""
 
 from __future__ import annotations
 
@@ -18,16 +19,18 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 
 from civicmeter.alert.v1 import alert_pb2
-from civicmeter.billing.budget_monitor import BudgetMonitor
+from civicmeter.billing.budget_monitor import BudgetMonitor, RoundResult
 from civicmeter.billing.service import jobs
 from civicmeter.core.alert_store import AlertFilter, list_alerts
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
 from civicmeter.core.policy import PolicySet, parse_policies
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.sink.event_writer import write_events
+from tests.billing.delivery import Delivery
 from tests.core.test_budgets import charge, kst, november
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 SHIPPED = Path(__file__).resolve().parents[2] / "config" / "policies.yaml"
 SEOUL_BUDGETS: dict[str, Any] = {
@@ -52,9 +55,23 @@ class Clock:
         return self.now
 
 
-def monitor(clickhouse: Client, clock: Clock, policies: PolicySet | None = None) -> BudgetMonitor:
-    chosen = policies or policy()
-    return BudgetMonitor(Storage(clickhouse), lambda: chosen, 60.0, clock)
+class Restarted:
+    """A monitor just started (nothing produced yet in its memory), each round followed by the
+    sink's write of what it produced."""
+
+    def __init__(self, delivery: Delivery, clock: Clock, policies: PolicySet | None) -> None:
+        chosen = policies or policy()
+        self.job = BudgetMonitor(delivery.storage, delivery.publisher, lambda: chosen, 60.0, clock)
+        self.delivery = delivery
+
+    async def round(self) -> RoundResult:
+        result = await self.job.round()
+        await self.delivery.drain()
+        return result
+
+
+def monitor(delivery: Delivery, clock: Clock, policies: PolicySet | None = None) -> Restarted:
+    return Restarted(delivery, clock, policies)
 
 
 def keys(alerts: list[alert_pb2.Alert]) -> list[str]:
@@ -65,10 +82,12 @@ def stored(clickhouse: Client, table: str) -> int:
     return int(clickhouse.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
 
 
-async def test_thresholds_are_raised_once_across_rounds_and_restarts(clickhouse: Client) -> None:
+async def test_thresholds_are_raised_once_across_rounds_and_restarts(
+    clickhouse: Client, delivery: Delivery
+) -> None:
     write_events(clickhouse, [charge("2026-11-02T10:00", "812000")])
     clock = Clock("2026-11-21T10:30")
-    first = await monitor(clickhouse, clock).round()
+    first = await monitor(delivery, clock).round()
     assert keys(first.raised) == [
         "budget_threshold|seoul|*|2026-11|50",
         "budget_threshold|seoul|*|2026-11|80",
@@ -76,10 +95,10 @@ async def test_thresholds_are_raised_once_across_rounds_and_restarts(clickhouse:
         "budget_threshold|seoul|welfare|2026-11|80",
     ]  # the year: 812,000 of 2,000,000 (40%)
     for _ in range(3):
-        assert (await monitor(clickhouse, clock).round()).raised == []  # a restart each time
+        assert (await monitor(delivery, clock).round()).raised == []  # a restart each time
     assert (stored(clickhouse, "alerts_opened"), stored(clickhouse, "alert_occurrences")) == (4, 4)
     write_events(clickhouse, [charge("2026-11-21T10:40", "188000", dept="it")])
-    again = await monitor(clickhouse, clock).round()
+    again = await monitor(delivery, clock).round()
     assert keys(again.raised) == [  # welfare is still at 81%
         "budget_threshold|seoul|*|2026-11|100",
         "budget_threshold|seoul|*|2026|50",  # 1,000,000 of 2,000,000
@@ -108,13 +127,39 @@ async def test_thresholds_are_raised_once_across_rounds_and_restarts(clickhouse:
     assert organisation.department_id == ""
 
 
-async def test_a_new_month_raises_again_and_the_year_counts_both(clickhouse: Client) -> None:
+async def test_an_alert_is_produced_once_a_process_and_opened_once_whatever_is_produced(
+    clickhouse: Client, delivery: Delivery
+) -> None:
+    write_events(clickhouse, [charge("2026-11-02T10:00", "600000")])
+    clock = Clock("2026-11-21T10:30")
+    job = BudgetMonitor(delivery.storage, delivery.publisher, policy, 60.0, clock)
+    first = await job.round()
+    assert keys(first.raised) == [
+        "budget_threshold|seoul|*|2026-11|50",
+        "budget_threshold|seoul|welfare|2026-11|50",
+    ]
+    # Produced and acknowledged, not stored yet: the same process does not produce them again.
+    assert (await job.round()).raised == []
+    # A restart before the sink stored them produces them again; the sink opens each once.
+    again = await BudgetMonitor(delivery.storage, delivery.publisher, policy, 60.0, clock).round()
+    assert keys(again.raised) == keys(first.raised)
+    await delivery.drain()
+    assert sorted(delivery.alert_keys) == sorted(keys(first.raised) * 2)
+    assert (stored(clickhouse, "alerts_opened"), stored(clickhouse, "alert_occurrences")) == (2, 2)
+    assert [a.alert.occurrence_count for a in list_alerts(clickhouse, AlertFilter("seoul"), 0, 10,
+                                                          None)] == [1, 1]  # fmt: skip
+    assert (await monitor(delivery, clock).round()).raised == []  # stored: never again
+
+
+async def test_a_new_month_raises_again_and_the_year_counts_both(
+    clickhouse: Client, delivery: Delivery
+) -> None:
     write_events(clickhouse, [charge("2026-11-02T10:00", "812000")])
     clock = Clock("2026-11-21T10:30")
-    await monitor(clickhouse, clock).round()
+    await monitor(delivery, clock).round()
     write_events(clickhouse, [charge("2026-12-03T10:00", "600000")])
     clock.now = kst("2026-12-10T09:00")
-    december = await monitor(clickhouse, clock).round()
+    december = await monitor(delivery, clock).round()
     thresholds = [a for a in december.raised if a.alert_type == "budget_threshold"]
     assert keys(thresholds) == [
         "budget_threshold|seoul|*|2026-12|50",
@@ -129,27 +174,31 @@ async def test_a_new_month_raises_again_and_the_year_counts_both(clickhouse: Cli
     assert yearly.attributes["period_kind"] == "fiscal_year"
 
 
-async def test_a_period_just_ended_is_checked_while_it_settles(clickhouse: Client) -> None:
+async def test_a_period_just_ended_is_checked_while_it_settles(
+    clickhouse: Client, delivery: Delivery
+) -> None:
     write_events(clickhouse, [charge("2026-11-30T23:50", "500000")])  # arrived late
     clock = Clock("2026-12-01T00:40")
     assert "budget_threshold|seoul|*|2026-11|50" in keys(
-        (await monitor(clickhouse, clock).round()).raised
+        (await monitor(delivery, clock).round()).raised
     )
     write_events(clickhouse, [charge("2026-11-30T23:55", "300000")])  # re-rated much later
     clock.now = kst("2026-12-02T00:40")
-    assert (await monitor(clickhouse, clock).round()).raised == []  # November has settled
+    assert (await monitor(delivery, clock).round()).raised == []  # November has settled
 
 
-async def test_a_projected_overrun_is_raised_once_from_its_threshold(clickhouse: Client) -> None:
+async def test_a_projected_overrun_is_raised_once_from_its_threshold(
+    clickhouse: Client, delivery: Delivery
+) -> None:
     november(clickhouse)  # 425,000 spent by the 21st; 525,000 projected
     budgets = {"monthly_krw": "500000"}
     clock = Clock("2026-11-21T00:00")
     strict = policy(budgets=budgets, detectors={"budget_forecast": {"min_overrun_percent": 6}})
     assert "budget_forecast" not in {
-        a.alert_type for a in (await monitor(clickhouse, clock, strict).round()).raised
+        a.alert_type for a in (await monitor(delivery, clock, strict).round()).raised
     }  # 25,000 is 5% of the budget
     usual = policy(budgets=budgets, detectors={"budget_forecast": {"severity": "high"}})
-    raised = (await monitor(clickhouse, clock, usual).round()).raised
+    raised = (await monitor(delivery, clock, usual).round()).raised
     [forecast] = [a for a in raised if a.alert_type == "budget_forecast"]
     assert forecast.dedup_key == "budget_forecast|seoul|*|2026-11"
     assert forecast.severity == alert_pb2.SEVERITY_HIGH
@@ -161,32 +210,34 @@ async def test_a_projected_overrun_is_raised_once_from_its_threshold(clickhouse:
     assert forecast.attributes["projected_overrun_krw"] == "25000.000000"
     assert forecast.attributes["exhaustion_date"] == "2026-11-28"
     clock.now = kst("2026-11-25T00:00")
-    assert (await monitor(clickhouse, clock, usual).round()).raised == []
+    assert (await monitor(delivery, clock, usual).round()).raised == []
 
 
-async def test_no_forecast_alert_once_the_budget_is_spent(clickhouse: Client) -> None:
+async def test_no_forecast_alert_once_the_budget_is_spent(
+    clickhouse: Client, delivery: Delivery
+) -> None:
     november(clickhouse)
     budgets = {"monthly_krw": "420000"}  # 425,000 spent
     raised = (
-        await monitor(clickhouse, Clock("2026-11-21T00:00"), policy(budgets=budgets)).round()
+        await monitor(delivery, Clock("2026-11-21T00:00"), policy(budgets=budgets)).round()
     ).raised
     assert "budget_threshold|seoul|*|2026-11|100" in keys(raised)
     assert all(a.alert_type == "budget_threshold" for a in raised)
 
 
-async def test_budget_alerts_can_be_turned_off(clickhouse: Client) -> None:
+async def test_budget_alerts_can_be_turned_off(clickhouse: Client, delivery: Delivery) -> None:
     november(clickhouse)
     quiet = policy(
         budgets={"monthly_krw": "500000"},
         detectors={"budget_threshold": {"enabled": False}, "budget_forecast": {"enabled": False}},
     )
-    result = await monitor(clickhouse, Clock("2026-11-21T00:00"), quiet).round()
+    result = await monitor(delivery, Clock("2026-11-21T00:00"), quiet).round()
     assert result.raised == []
     assert [s.percent for s in result.statuses] == [85]
 
 
 async def test_the_policy_file_is_reloaded_and_a_bad_one_keeps_the_last_good(
-    clickhouse: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    clickhouse: Client, delivery: Delivery, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "policies.yaml"
 
@@ -199,7 +250,11 @@ async def test_the_policy_file_is_reloaded_and_a_bad_one_keeps_the_last_good(
 
     publish("1000000")
     job = BudgetMonitor(
-        Storage(clickhouse), PolicySource(path).current, 60.0, Clock("2026-11-21T10:30")
+        delivery.storage,
+        delivery.publisher,
+        PolicySource(path).current,
+        60.0,
+        Clock("2026-11-21T10:30"),
     )
     write_events(clickhouse, [charge("2026-11-02T10:00", "600000")])
     assert keys((await job.round()).raised) == ["budget_threshold|seoul|*|2026-11|50"]
@@ -213,7 +268,7 @@ async def test_the_policy_file_is_reloaded_and_a_bad_one_keeps_the_last_good(
 
 
 async def test_the_job_runs_until_stopped_and_survives_a_failed_round(
-    clickhouse: Client, caplog: pytest.LogCaptureFixture
+    clickhouse: Client, delivery: Delivery, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_events(clickhouse, [charge("2026-11-02T10:00", "600000")])
     calls = 0
@@ -225,11 +280,14 @@ async def test_the_job_runs_until_stopped_and_survives_a_failed_round(
             raise OSError("the policy volume is not mounted yet")
         return policy()
 
-    job = BudgetMonitor(Storage(clickhouse), flaky, 0.05, Clock("2026-11-21T10:30"))
+    job = BudgetMonitor(
+        delivery.storage, delivery.publisher, flaky, 0.05, Clock("2026-11-21T10:30")
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(job.run(stop))
     deadline = time.monotonic() + 30
     while stored(clickhouse, "alerts_opened") < 2 and time.monotonic() < deadline:
+        await delivery.drain()  # the sink's part
         await asyncio.sleep(0.05)
     stop.set()
     await asyncio.wait_for(task, 10)
@@ -237,8 +295,8 @@ async def test_the_job_runs_until_stopped_and_survives_a_failed_round(
     assert "budget round failed" in caplog.text and "not mounted yet" in caplog.text
 
 
-def test_the_billing_service_runs_the_budget_monitor(clickhouse: Client) -> None:
+async def test_the_billing_service_runs_the_budget_monitor(delivery: Delivery) -> None:
     settings = BillingSettings(clickhouse=ClickHouseSettings(), policy_file=SHIPPED)
     telemetry = Telemetry(trace.get_tracer("test"), MeterProvider().get_meter("test"))
-    found = jobs(settings, Storage(clickhouse), telemetry)
+    found = jobs(settings, delivery.storage, delivery.publisher, telemetry)
     assert [type(job) for job in found if isinstance(job, BudgetMonitor)] == [BudgetMonitor]

@@ -1,5 +1,6 @@
-"""The seat ledger on the embedded ClickHouse: seats stored, one charge per seat and Seoul month,
-rounds that repeat without charging twice, and files that are bad keeping the last good one."""
+"""The seat ledger on the real broker and the embedded ClickHouse: seats stored, one charge per
+seat and Seoul month produced to usage.rated and stored by the sink, rounds that repeat without
+charging twice, and files that are bad keeping the last good one."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from civicmeter.billing.seat_file import SeatFileError
 from civicmeter.billing.seat_ledger import (
+    RoundResult,
     SeatLedger,
     charge_event,
     months_charged,
@@ -27,8 +29,10 @@ from civicmeter.billing.seat_ledger import (
 from civicmeter.billing.service import jobs
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
 from civicmeter.core.seat_store import Seat, live_seats, month_fees
-from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
+from tests.billing.delivery import Delivery
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 ALICE = "u_0123456789abcdef0123456789abcdef"
 BOB = "u_fedcba9876543210fedcba9876543210"
@@ -86,7 +90,7 @@ def test_a_charge_starts_at_the_later_of_the_month_and_the_seat_at_midnight_in_s
 class Ledger:
     """A ledger over files in a temporary directory, with its charge counter readable."""
 
-    def __init__(self, tmp_path: Path, client: Client, seats: list[str]) -> None:
+    def __init__(self, tmp_path: Path, delivery: Delivery, seats: list[str]) -> None:
         self.seats_file = tmp_path / "seats.csv"
         self.prices_file = tmp_path / "prices.yaml"
         self.write_seats(seats)
@@ -97,8 +101,17 @@ class Ledger:
             clickhouse=ClickHouseSettings(), prices_file=self.prices_file,
             seats_file=self.seats_file, interval_seconds=0.05)  # fmt: skip
         telemetry = Telemetry(trace.get_tracer("test"), meter)
-        self.job = SeatLedger.from_settings(settings, Storage(client), telemetry)
-        self.client = client
+        self.job = SeatLedger.from_settings(
+            settings, delivery.storage, delivery.publisher, telemetry
+        )
+        self.client = delivery.storage.client
+        self.delivery = delivery
+
+    async def round(self, now: datetime) -> RoundResult:
+        """A round, then the sink's write of what it produced."""
+        result = await self.job.run_round(now)
+        await self.delivery.drain()
+        return result
 
     def write_seats(self, rows: list[str]) -> None:
         self.seats_file.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
@@ -142,14 +155,17 @@ def row(seat_id: str, user: str, start: str, end: str = "", department: str = "w
 
 
 async def test_a_round_charges_each_seat_month_once_and_the_rollups_count_it_once(
-    tmp_path: Path, clickhouse: Client
+    tmp_path: Path, clickhouse: Client, delivery: Delivery
 ) -> None:
-    ledger = Ledger(tmp_path, clickhouse, [
+    ledger = Ledger(tmp_path, delivery, [
         row("s-1", ALICE, "2024-08-20", "2024-10-05"),
         row("s-2", BOB, "2024-10-31", department="safety"),
     ])  # fmt: skip
-    first = await ledger.job.run_round(NOW)
+    first = await ledger.round(NOW)
     assert (first.seats_written, first.charged, first.charged_krw) == (2, 5, Decimal(151000))
+    charge_ids = ["seat:s-1:2024-08", "seat:s-1:2024-09", "seat:s-1:2024-10", "seat:s-2:2024-10",
+                  "seat:s-2:2024-11"]  # fmt: skip
+    assert sorted(delivery.event_ids) == charge_ids  # through usage.rated, as rated events
     seoul_midnight = datetime(2024, 8, 19, 15, tzinfo=UTC)
     assert ledger.charges() == [
         ("seat:s-1:2024-08", "welfare", seoul_midnight, Decimal(29000), "2024-01"),
@@ -172,18 +188,19 @@ async def test_a_round_charges_each_seat_month_once_and_the_rollups_count_it_onc
     assert ledger.monthly() == expected
     assert ledger.monthly("usage_rollup_1mo") == expected
 
-    again = await ledger.job.run_round(NOW)
+    again = await ledger.round(NOW)
     assert (again.seats_written, again.charged) == (0, 0)
     # Even with the ledger's own record lost (a crash before it was written), a repeated
     # round stores nothing twice: the writer finds the charges stored.
     clickhouse.command("TRUNCATE TABLE seat_charges")
-    rewritten = await ledger.job.run_round(NOW)
+    rewritten = await ledger.round(NOW)
     assert rewritten.charged == 5
+    assert sorted(delivery.event_ids) == sorted(charge_ids * 2)  # produced again, stored once
     assert ledger.monthly() == expected
     assert len(ledger.charges()) == 5
     assert ledger.counted("charged") == 10
 
-    december = await ledger.job.run_round(datetime(2024, 12, 1, 0, 0, tzinfo=UTC))
+    december = await ledger.round(datetime(2024, 12, 1, 0, 0, tzinfo=UTC))
     assert december.charged == 1
     assert ledger.monthly()[(date(2024, 12, 1), "safety")] == (1, 1, Decimal(31000))
     fees = month_fees(clickhouse, date(2024, 10, 1), "seoul")
@@ -192,17 +209,17 @@ async def test_a_round_charges_each_seat_month_once_and_the_rollups_count_it_onc
 
 
 async def test_edited_and_removed_seats_are_stored_as_the_file_now_says(
-    tmp_path: Path, clickhouse: Client
+    tmp_path: Path, clickhouse: Client, delivery: Delivery
 ) -> None:
-    ledger = Ledger(tmp_path, clickhouse, [row("s-1", ALICE, "2024-11-01"),
+    ledger = Ledger(tmp_path, delivery, [row("s-1", ALICE, "2024-11-01"),
                                            row("s-2", BOB, "2024-11-01")])  # fmt: skip
-    await ledger.job.run_round(NOW)
+    await ledger.round(NOW)
     ledger.write_seats([row("s-1", ALICE, "2024-11-01", department="safety")])
-    result = await ledger.job.run_round(NOW)
+    result = await ledger.round(NOW)
     assert (result.seats_written, result.seats_removed, result.charged) == (1, 1, 0)
     assert [(s.seat_id, s.department_id) for s in live_seats(clickhouse)] == [("s-1", "safety")]
     # A charge once made stands; the removed seat is charged no further month.
-    december = await ledger.job.run_round(datetime(2024, 12, 5, tzinfo=UTC))
+    december = await ledger.round(datetime(2024, 12, 5, tzinfo=UTC))
     assert december.charged == 1
     assert [c[0] for c in ledger.charges()] == ["seat:s-1:2024-11", "seat:s-1:2024-12",
                                                 "seat:s-2:2024-11"]  # fmt: skip
@@ -210,34 +227,34 @@ async def test_edited_and_removed_seats_are_stored_as_the_file_now_says(
 
 
 async def test_a_bad_seat_file_is_logged_and_the_last_good_seats_stay_in_force(
-    tmp_path: Path, clickhouse: Client, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clickhouse: Client, delivery: Delivery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ledger = Ledger(tmp_path, clickhouse, [row("s-1", ALICE, "2024-11-01")])
-    await ledger.job.run_round(NOW)
+    ledger = Ledger(tmp_path, delivery, [row("s-1", ALICE, "2024-11-01")])
+    await ledger.round(NOW)
     ledger.write_seats([row("s-1", ALICE, "2024-11-01"), row("s-2", BOB, "2024-13-01")])
     with caplog.at_level(logging.ERROR, logger="civicmeter.billing"):
-        result = await ledger.job.run_round(datetime(2024, 12, 2, tzinfo=UTC))
+        result = await ledger.round(datetime(2024, 12, 2, tzinfo=UTC))
     assert result.charged == 1  # s-1's December, from the last good file
     assert f"{ledger.seats_file}:3: start: '2024-13-01' is not a date" in caplog.text
     assert [s.seat_id for s in live_seats(clickhouse)] == ["s-1"]
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="civicmeter.billing"):
-        await ledger.job.run_round(datetime(2024, 12, 2, tzinfo=UTC))
+        await ledger.round(datetime(2024, 12, 2, tzinfo=UTC))
     assert caplog.text == ""  # said once, not every round
     ledger.write_seats([row("s-1", ALICE, "2024-11-01"), row("s-2", BOB, "2024-12-01")])
-    fixed = await ledger.job.run_round(datetime(2024, 12, 2, tzinfo=UTC))
+    fixed = await ledger.round(datetime(2024, 12, 2, tzinfo=UTC))
     assert (fixed.seats_written, fixed.charged) == (1, 1)
     assert [s.seat_id for s in live_seats(clickhouse)] == ["s-1", "s-2"]
 
 
 async def test_a_seat_the_catalog_cannot_price_is_counted_not_charged_until_it_can(
-    tmp_path: Path, clickhouse: Client, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, clickhouse: Client, delivery: Delivery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ledger = Ledger(tmp_path, clickhouse, [row("g-1", ALICE, "2024-11-01", service="gamma,gamma"),
+    ledger = Ledger(tmp_path, delivery, [row("g-1", ALICE, "2024-11-01", service="gamma,gamma"),
                                            row("s-1", BOB, "2024-11-01")])  # fmt: skip
     with caplog.at_level(logging.ERROR, logger="civicmeter.billing"):
-        result = await ledger.job.run_round(NOW)
-        await ledger.job.run_round(NOW)
+        result = await ledger.round(NOW)
+        await ledger.round(NOW)
     assert result.charged == 1
     assert [(s.seat_id, m) for s, m, _ in result.unpriced] == [("g-1", date(2024, 11, 1))]
     assert "seat g-1 of seoul not charged for 2024-11" in caplog.text
@@ -248,7 +265,7 @@ async def test_a_seat_the_catalog_cannot_price_is_counted_not_charged_until_it_c
     ledger.prices_file.write_text("currency: KRW\nversions: []\n", encoding="utf-8")
     os.utime(ledger.prices_file, ns=(1, 1))
     with caplog.at_level(logging.ERROR):
-        still = await ledger.job.run_round(NOW)
+        still = await ledger.round(NOW)
     assert len(still.unpriced) == 1
     assert "price catalog change rejected" in caplog.text
     assert str(ledger.prices_file) in caplog.text
@@ -256,27 +273,29 @@ async def test_a_seat_the_catalog_cannot_price_is_counted_not_charged_until_it_c
         CATALOG + '      - {provider: gamma, service: gamma, unit: seat_months, price: "14000"}\n',
         encoding="utf-8",
     )
-    priced = await ledger.job.run_round(NOW)
+    priced = await ledger.round(NOW)
     assert (priced.charged, priced.charged_krw, priced.unpriced) == (1, Decimal(14000), [])
 
 
-def test_the_billing_service_runs_the_ledger_only_with_a_seat_file(
-    tmp_path: Path, clickhouse: Client
+async def test_the_billing_service_runs_the_ledger_only_with_a_seat_file(
+    tmp_path: Path, delivery: Delivery
 ) -> None:
     prices = tmp_path / "prices.yaml"
     prices.write_text(CATALOG, encoding="utf-8")
     telemetry = Telemetry(trace.get_tracer("test"), MeterProvider().get_meter("test"))
-    storage = Storage(clickhouse)
+    storage, publisher = delivery.storage, delivery.publisher
     settings = BillingSettings(clickhouse=ClickHouseSettings(), prices_file=prices)
-    assert not any(isinstance(job, SeatLedger) for job in jobs(settings, storage, telemetry))
+    found = jobs(settings, storage, publisher, telemetry)
+    assert not any(isinstance(job, SeatLedger) for job in found)
     seats = tmp_path / "seats.csv"
     seats.write_text(HEADER + "\n" + row("s-1", ALICE, "2024-11-01") + "\n", encoding="utf-8")
     with_seats = BillingSettings(clickhouse=ClickHouseSettings(), prices_file=prices,
                                  seats_file=seats)  # fmt: skip
-    assert any(isinstance(job, SeatLedger) for job in jobs(with_seats, storage, telemetry))
+    found = jobs(with_seats, storage, publisher, telemetry)
+    assert any(isinstance(job, SeatLedger) for job in found)
     seats.write_text(HEADER + "\n" + row("s-1", "kim@seoul.go.kr", "2024-11-01") + "\n")
     with pytest.raises(SeatFileError, match=r"seats.csv:2: user: must be pseudonymised"):
-        jobs(with_seats, storage, telemetry)
+        jobs(with_seats, storage, publisher, telemetry)
 
 
 def test_a_bad_seat_file_at_start_up_stops_the_billing_service_with_exit_status_2(

@@ -23,8 +23,11 @@ from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService
 from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.sink.event_writer import write_events
+from tests.billing.delivery import delivered
 from tests.factories import CATALOG_DOC, NOW, event
 from tests.sink.test_event_writer import rated
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 USER = "u_0123456789abcdef0123456789abcdef"
 IDLE = "u_fedcba9876543210fedcba9876543210"
@@ -32,7 +35,7 @@ TODAY = date(2026, 11, 21)
 
 
 @pytest.fixture
-async def target(clickhouse: Client, tmp_path: Path) -> AsyncIterator[str]:
+async def target(clickhouse: Client, kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[str]:
     seats = tmp_path / "seats.csv"
     seats.write_text(
         "seat_id,organization,department,user,provider,service,plan,start,end\n"
@@ -48,7 +51,10 @@ async def target(clickhouse: Client, tmp_path: Path) -> AsyncIterator[str]:
     storage = Storage(clickhouse)
     telemetry = Telemetry(trace.get_tracer("test"), MeterProvider().get_meter("test"))
     settings = BillingSettings(ClickHouseSettings(), prices_file=prices, seats_file=seats)
-    await SeatLedger.from_settings(settings, storage, telemetry).run_round(NOW)
+    async with delivered(kafka_bootstrap, storage) as delivery:  # charges go through the sink
+        ledger = SeatLedger.from_settings(settings, storage, delivery.publisher, telemetry)
+        await ledger.run_round(NOW)
+        await delivery.drain()
     write_events(clickhouse, rated(event(user_id=USER, service_id="chatgpt", request_model="")))
     server = grpc.aio.server(interceptors=[AccessInterceptor(None, None)])
     seat_grpc.add_SeatServiceServicer_to_server(SeatService(storage, lambda: TODAY), server)

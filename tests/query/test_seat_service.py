@@ -28,8 +28,11 @@ from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.sink.event_writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
+from tests.billing.delivery import delivered
 from tests.factories import CATALOG_DOC, NOW, event
 from tests.sink.test_event_writer import rated
+
+pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 
 ALICE = "u_a11ce000000000000000000000000000"
 BOB = "u_b0b00000000000000000000000000000"
@@ -55,14 +58,19 @@ def at(day: str, hour: int = 3) -> datetime:
 
 
 @pytest.fixture
-async def stub(clickhouse: Client, tmp_path: Path) -> AsyncIterator[seat_grpc.SeatServiceStub]:
+async def stub(
+    clickhouse: Client, kafka_bootstrap: str, tmp_path: Path
+) -> AsyncIterator[seat_grpc.SeatServiceStub]:
     (tmp_path / "seats.csv").write_text(SEATS, encoding="utf-8")
     (tmp_path / "prices.yaml").write_text(yaml.safe_dump(CATALOG_DOC), encoding="utf-8")
     storage = Storage(clickhouse)
     settings = BillingSettings(ClickHouseSettings(), prices_file=tmp_path / "prices.yaml",
                                seats_file=tmp_path / "seats.csv")  # fmt: skip
     telemetry = Telemetry(trace.get_tracer("test"), MeterProvider().get_meter("test"))
-    await SeatLedger.from_settings(settings, storage, telemetry).run_round(NOW)
+    async with delivered(kafka_bootstrap, storage) as delivery:  # charges go through the sink
+        ledger = SeatLedger.from_settings(settings, storage, delivery.publisher, telemetry)
+        await ledger.run_round(NOW)
+        await delivery.drain()
     chat = {"service_id": "chatgpt", "request_model": ""}
     write_events(clickhouse, rated(
         event(user_id=ALICE, department_id="welfare", event_time=at("2026-11-20"), **chat),

@@ -13,10 +13,13 @@ status of every budget in the current Asia/Seoul month and fiscal year from the 
 
 Keys are joined with `|`, as every dedup key is (identifiers may hold `:`, never `|`), and a
 monthly threshold's key is the one the stream's detector used, so a threshold it raised before
-budgets moved here is not raised again. Alerts go where the processor's go (alert_occurrences
-and alerts_opened), so ListAlerts, WatchAlerts and the notifier deliver them unchanged. An alert
-is written only while its key is not in alerts_opened: it is raised once whatever the number of
-rounds and restarts, and the occurrences table does not grow each round. For the first day of a
+budgets moved here is not raised again. Alerts go where the processor's go: to usage.alerts,
+from which the sink stores them (alert_occurrences and alerts_opened), so ListAlerts,
+WatchAlerts and the notifier deliver them unchanged. An alert is produced only while its key is
+neither in alerts_opened nor produced by this process before: it is raised once whatever the
+number of rounds and restarts (one produced again after a restart, before the sink stored it,
+is opened once by the sink all the same), and the occurrences table does not grow each round.
+For the first day of a
 period, the one that just ended is checked again (thresholds only), so late events and re-rating
 that land after its end still raise its thresholds.
 """
@@ -26,15 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from clickhouse_connect.driver.client import Client
-
 from civicmeter.alert.v1 import alert_pb2
+from civicmeter.billing.publisher import Publisher
+from civicmeter.core.alert_store import opened_keys
 from civicmeter.core.budgets import (
     ORGANIZATION,
     BudgetStatus,
@@ -51,7 +53,6 @@ from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
-from civicmeter.sink.alert_writer import opened_keys, write_alerts
 
 log = logging.getLogger("civicmeter.billing.budgets")
 SETTLING = timedelta(days=1)  # how long after its end a period's thresholds are checked again
@@ -69,6 +70,7 @@ class BudgetMonitor:
     def __init__(
         self,
         storage: Storage,
+        publisher: Publisher,
         policies: Callable[[], PolicySet],
         interval_seconds: float,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -76,6 +78,9 @@ class BudgetMonitor:
     ) -> None:
         """`policies` gives the policy in force each round (reloaded as the file changes)."""
         self._storage = storage
+        self._publisher = publisher
+        # Keys produced and acknowledged: not produced again while the sink catches up.
+        self._produced: set[tuple[str, str]] = set()
         self._policies = policies
         self._interval = interval_seconds
         self._clock = clock
@@ -91,11 +96,17 @@ class BudgetMonitor:
 
     @classmethod
     def from_settings(
-        cls, settings: BillingSettings, storage: Storage, telemetry: Telemetry
+        cls,
+        settings: BillingSettings,
+        storage: Storage,
+        publisher: Publisher,
+        telemetry: Telemetry,
     ) -> BudgetMonitor:
         """A bad policy file stops start-up (PolicyError); later ones keep the last good."""
         policies = PolicySource(settings.policy_file)
-        return cls(storage, policies.current, settings.interval_seconds, telemetry=telemetry)
+        return cls(
+            storage, publisher, policies.current, settings.interval_seconds, telemetry=telemetry
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -118,8 +129,13 @@ class BudgetMonitor:
         days = lookback_days(policies)
         ledger = await self._storage.run(lambda client: load_ledger(client, now, None, days))
         evaluated, alerts = budget_alerts(ledger, policies)
-        raised = await self._storage.run(lambda client: _open_new(client, alerts))
-        return RoundResult(evaluated, raised)
+        new = [a for a in alerts if (a.organization_id, a.dedup_key) not in self._produced]
+        if new:
+            opened = await self._storage.run(lambda client: opened_keys(client, new))
+            new = [a for a in new if (a.organization_id, a.dedup_key) not in opened]
+        await self._publisher.alerts(new)
+        self._produced.update((a.organization_id, a.dedup_key) for a in new)
+        return RoundResult(evaluated, new)
 
 
 def budget_alerts(
@@ -155,15 +171,6 @@ def budget_alerts(
                 _forecast_alert(current, settings.severity, policies.version, ledger.as_of)
             )
     return evaluated, alerts
-
-
-def _open_new(client: Client, alerts: list[alert_pb2.Alert]) -> list[alert_pb2.Alert]:
-    if not alerts:
-        return []
-    opened = opened_keys(client, alerts)
-    new = [a for a in alerts if (a.organization_id, a.dedup_key) not in opened]
-    write_alerts(client, new, time.time_ns() // 1_000_000)
-    return new
 
 
 # --- the alerts ----------------------------------------------------------------------------------

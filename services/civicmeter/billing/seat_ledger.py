@@ -11,8 +11,10 @@ event_id `seat:{seat_id}:{YYYY-MM}`, the seat's organisation, department, user, 
 service, the plan as request_model, operation "subscription", one seat_months, at 00:00
 Asia/Seoul on the first day of the month or the seat's start, whichever is later. The fee is a
 whole month whatever day the seat starts or ends (no proration), rated by the catalog in force
-at that moment. Charges go through the idempotent event writer and are then recorded in
-seat_charges, so a round may repeat, or die half-way, without charging anything twice.
+at that moment. Charges are produced to usage.rated as rated events (billing/publisher.py) and,
+once Kafka has acknowledged them, recorded in seat_charges; the sink stores them in
+usage_events as it stores any rated event, once per event id. So a round may repeat, or die
+half-way, without charging anything twice.
 
 A charge, once written, stands: shortening or removing a seat stops further charges but does
 not take back months already charged. A seat the catalog cannot price is not charged (never at
@@ -31,8 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from clickhouse_connect.driver.client import Client
-
+from civicmeter.billing.publisher import Publisher
 from civicmeter.billing.seat_file import SeatFileError, load_seats
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import BillingSettings
@@ -50,12 +51,11 @@ from civicmeter.core.seat_store import (
 from civicmeter.core.seoul import SEOUL, next_month
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
-from civicmeter.sink.event_writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.billing.seats")
 GATEWAY_ID = "civicmeter-seat-ledger"
-WRITE_CHUNK = 5_000  # charges per write: the storage lock is not held for long
+WRITE_CHUNK = 5_000  # charges per produce and record: progress is kept as a round goes
 
 
 def seoul_date(t: datetime) -> date:
@@ -106,12 +106,14 @@ class SeatLedger:
         seats: ReloadingFile[list[Seat]],
         catalog: CatalogSource,
         storage: Storage,
+        publisher: Publisher,
         telemetry: Telemetry,
         interval_seconds: float,
     ) -> None:
         self._seats = seats
         self._catalog = catalog
         self._storage = storage
+        self._publisher = publisher
         self._interval = interval_seconds
         self._synced_generation = 0
         self._reported: set[tuple[str, str, date, str]] = set()  # unpriced, said once a catalog
@@ -123,13 +125,17 @@ class SeatLedger:
 
     @classmethod
     def from_settings(
-        cls, settings: BillingSettings, storage: Storage, telemetry: Telemetry
+        cls,
+        settings: BillingSettings,
+        storage: Storage,
+        publisher: Publisher,
+        telemetry: Telemetry,
     ) -> SeatLedger:
         """Load the seat file and the catalog; either being bad raises (the service exits)."""
         assert settings.seats_file is not None
         seats = ReloadingFile(settings.seats_file, load_seats, (SeatFileError,), "seat file", log)
         catalog = CatalogSource(settings.prices_file)
-        return cls(seats, catalog, storage, telemetry, settings.interval_seconds)
+        return cls(seats, catalog, storage, publisher, telemetry, settings.interval_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -163,7 +169,10 @@ class SeatLedger:
         for start in range(0, len(rated), WRITE_CHUNK):
             batch = rated[start : start + WRITE_CHUNK]
             done = charges[start : start + WRITE_CHUNK]
-            await self._storage.run(functools.partial(_write, batch=batch, charges=done, now=now))
+            await self._publisher.charges(batch)  # acknowledged by Kafka before it is recorded
+            await self._storage.run(
+                functools.partial(record_charges, charges=done, now_ms=int(now.timestamp() * 1000))
+            )
             result.charged += len(done)
             result.charged_krw += sum((c.cost_krw for c in done), Decimal(0))
             self._charges.add(len(done), {"outcome": "charged"})
@@ -227,10 +236,3 @@ class SeatLedger:
             f"{month:%Y-%m}",
             reason,
         )
-
-
-def _write(
-    client: Client, *, batch: list[pb.RatedUsageEvent], charges: list[SeatCharge], now: datetime
-) -> None:
-    write_events(client, batch)
-    record_charges(client, charges, int(now.timestamp() * 1000))

@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2
 
+LOOKUP_CHUNK = 2_000  # alerts per lookup of opened keys
 _OPEN_STATES = (alert_pb2.ALERT_STATE_UNSPECIFIED, alert_pb2.ALERT_STATE_OPEN)
 _SELECT = """
 SELECT o.organization_id, o.dedup_key, o.alert_type, o.severity, o.department_id, o.user_id,
@@ -158,3 +159,20 @@ def record_state(
         [[organization_id, dedup_key, state, actor, now_ms]],
         column_names=("organization_id", "dedup_key", "state", "actor", "change_time"),
     )
+
+
+def opened_keys(client: Client, alerts: Sequence[alert_pb2.Alert]) -> set[tuple[str, str]]:
+    """The (organisation, dedup key) pairs of `alerts` already opened."""
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(alerts), LOOKUP_CHUNK):
+        chunk = alerts[start : start + LOOKUP_CHUNK]
+        rows = client.query(
+            "SELECT organization_id, dedup_key FROM alerts_opened "
+            "WHERE organization_id IN %(orgs)s AND dedup_key IN %(keys)s",
+            parameters={
+                "orgs": sorted({a.organization_id for a in chunk}),
+                "keys": sorted({a.dedup_key for a in chunk}),
+            },
+        ).result_rows
+        found.update((org, key) for org, key in rows)
+    return found

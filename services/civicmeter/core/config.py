@@ -342,9 +342,11 @@ class NotifierSettings:
 
 @dataclass(frozen=True)
 class BillingSettings:
-    """The billing service: seat charges from the seat records, and budget alerts."""
+    """The billing service: seat charges from the seat records, and budget alerts (both
+    produced to Kafka; ClickHouse is read, and holds the seat bookkeeping)."""
 
     clickhouse: ClickHouseSettings
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     prices_file: Path = Path("config/prices.yaml")
     policy_file: Path = Path("config/policies.yaml")
     seats_file: Path | None = None
@@ -355,6 +357,7 @@ class BillingSettings:
         seats = env.get("CIVICMETER_SEATS_FILE")
         return cls(
             clickhouse=ClickHouseSettings.from_env(env),
+            kafka=KafkaSettings.from_env(env),
             prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             seats_file=Path(seats) if seats else None,

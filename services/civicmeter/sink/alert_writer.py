@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.alert.v1 import alert_pb2
+from civicmeter.core.alert_store import opened_keys
 from civicmeter.sink.event_writer import epoch_millis
 
 _COMMON = (
@@ -20,7 +21,6 @@ _COMMON = (
     "department_id", "user_id", "service_id", "provider_name", "event_time", "explanation",
     "attributes",
 )  # fmt: skip
-LOOKUP_CHUNK = 2_000
 
 
 @dataclass(frozen=True)
@@ -36,22 +36,6 @@ def _row(alert: alert_pb2.Alert) -> list[object]:
         alert.provider_name, epoch_millis(alert.first_seen_time), alert.explanation,
         dict(alert.attributes),
     ]  # fmt: skip
-
-
-def opened_keys(client: Client, alerts: Sequence[alert_pb2.Alert]) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    for start in range(0, len(alerts), LOOKUP_CHUNK):
-        chunk = alerts[start : start + LOOKUP_CHUNK]
-        rows = client.query(
-            "SELECT organization_id, dedup_key FROM alerts_opened "
-            "WHERE organization_id IN %(orgs)s AND dedup_key IN %(keys)s",
-            parameters={
-                "orgs": sorted({a.organization_id for a in chunk}),
-                "keys": sorted({a.dedup_key for a in chunk}),
-            },
-        ).result_rows
-        found.update((org, key) for org, key in rows)
-    return found
 
 
 def write_alerts(
