@@ -4,8 +4,8 @@ Starts a real Kafka broker and every service, with the scenario's seats as the b
 service's seat file; replays the scenario's usage through ingest over HTTP, waits until every
 event and every monthly seat charge is stored, asks the query service over gRPC for each
 government's spend and checks it against the reported figures to the won, and shows the seat
-summary of a few governments (seats, idle seats, cost per active user). Exit status 0 only if
-all match.
+summary of a few governments (seats, idle seats, cost per active user), and writes the year's
+HTML report with charts (report.html in the work directory). Exit status 0 only if all match.
 
     python -m loadtests.demo [--events N] [--workdir DIR]
 """
@@ -28,6 +28,7 @@ import grpc
 from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.billing.seat_ledger import charge_event
 from civicmeter.client import CivicmeterClient
+from civicmeter.client.report import gather, render
 from civicmeter.core.money import from_money
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.gateway.emitter import UsageEmitter
@@ -152,15 +153,24 @@ async def wait_until_stored(stack: LocalStack, scenario: Scenario, limit_seconds
         await asyncio.sleep(0.5)
 
 
+async def services_stored(stack: LocalStack, scenario: Scenario) -> dict[str, int]:
+    """How many services each government's stored usage and seat charges are of."""
+    async with CivicmeterClient(stack.query_target) as api:
+        usage = await api.usage(scenario.period_start, scenario.period_end,
+                                group_by=["organization", "service"])  # fmt: skip
+    return Counter(line.group["organization"] for line in usage.lines)
+
+
 def report(
     scenario: Scenario,
     by_org: query_pb.GetCostBreakdownResponse,
     by_service: query_pb.GetCostBreakdownResponse,
+    services: dict[str, int],
 ) -> bool:
     measured = {line.key: (from_money(line.cost), line.event_count) for line in by_org.lines}
     say(
         f"      {'government':<11} {'reported (KRW)':>15} {'metered (KRW)':>15}  "
-        f"{'events':>8} {'users':>6}  services"
+        f"{'events':>8} {'users':>6}  {'services':>8}"
     )
     all_match = True
     for gov in scenario.governments:
@@ -169,9 +179,13 @@ def report(
         all_match &= match
         reported = f"{gov.spend_krw:,}" if gov.reported_spend else f"({gov.spend_krw:,})"
         users = f"{gov.users:,}" if gov.reported_users else f"({gov.users:,})"
+        # Stored services: as many as the scenario made and, where it says, the report.
+        used = services.get(gov.id, 0)
+        all_match &= used == len(gov.service_ids) and gov.reported_services in (None, used)
+        said = f"{used}" if gov.reported_services is not None else f"({used})"
         say(
             f"      {gov.name:<11} {reported:>15} {cost:>15,.0f} {'✓' if match else '✗'} "
-            f"{events:>8,} {users:>6}  {len(gov.services) + 1}"
+            f"{events:>8,} {users:>6}  {said:>8}"
         )
     total = from_money(by_org.total_cost)
     all_match &= total == scenario.total_spend_krw
@@ -181,7 +195,7 @@ def report(
     )
     say(
         "      (figures in parentheses were not reported: the unreported spend and users are "
-        "spread by population)"
+        "spread by population; services: those its stored use and seats are of)"
     )
     say("\n      by service:")
     for line in sorted(by_service.lines, key=lambda line: -from_money(line.cost)):
@@ -193,7 +207,7 @@ def report(
 
 
 async def run_demo(
-    stack: LocalStack, scenario: Scenario, catalog: PriceCatalog
+    stack: LocalStack, scenario: Scenario, catalog: PriceCatalog, report_file: Path
 ) -> tuple[bool, float, float]:
     say(
         f"[4/6] replaying {scenario.event_count:,} events through ingest "
@@ -209,9 +223,10 @@ async def run_demo(
     say("[6/6] spend per government, from the query service (gRPC GetCostBreakdown)")
     by_org = await cost_by(stack, scenario, query_pb.COST_DIMENSION_ORGANIZATION)
     by_service = await cost_by(stack, scenario, query_pb.COST_DIMENSION_SERVICE)
-    matched = report(scenario, by_org, by_service)
+    matched = report(scenario, by_org, by_service, await services_stored(stack, scenario))
     matched &= await seat_summary(stack, scenario, catalog)
     await alert_summary(stack)
+    await write_report(stack, scenario, report_file)
     return matched, send_seconds, stored_at - first_sent
 
 
@@ -281,6 +296,17 @@ async def alert_summary(stack: LocalStack) -> None:
         say(f"        {alert_type:<26} {severity:<8} {count:>6,}   e.g. {examples[kind]}")
 
 
+async def write_report(stack: LocalStack, scenario: Scenario, path: Path) -> None:
+    """The year's HTML report of every government, charts and figures, from the query API."""
+    first = scenario.period_start.date()
+    last = (scenario.period_end - timedelta(days=1)).date()
+    names = {gov.id: gov.name for gov in scenario.governments}
+    async with CivicmeterClient(stack.query_target) as api:
+        page = render(await gather(api, first, last, names=names))
+    await asyncio.to_thread(path.write_text, page, encoding="utf-8")
+    say(f"\n      the year as a report with charts (open it in a browser): {path}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -333,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         with LocalStack(kafka.bootstrap_servers, args.workdir, extra_env=env) as stack:
             say(f"      ready in {time.monotonic() - t:.1f} s (logs in {args.workdir}/logs)")
-            ok, send_seconds, end_to_end = asyncio.run(run_demo(stack, scenario, catalog))
+            ok, send_seconds, end_to_end = asyncio.run(
+                run_demo(stack, scenario, catalog, args.workdir / "report.html")
+            )
             count = scenario.event_count
             say(
                 f"\nthroughput: {count:,} events sent in {send_seconds:.1f} s "

@@ -69,7 +69,8 @@ DEPARTMENTS = (
     "urban-planning",
 )
 # Which governments subscribe to what, consistent with the report's counts (ChatGPT 17,
-# Claude 5, Midjourney 5, Gamma 4; Seoul and Gyeonggi 10 services each).
+# Claude 5, Midjourney 5, Gamma 4; Seoul and Gyeonggi 10 services each: ChatGPT and these seven
+# subscriptions, and the two metered APIs every government's developers call, API_MODELS).
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "seoul": ("claude", "midjourney", "gamma", "suno", "perplexity", "clova-dubbing", "bluedot"),
     "gyeonggi": ("claude", "midjourney", "gamma", "suno", "perplexity", "clova-dubbing", "bluedot"),
@@ -121,9 +122,15 @@ class Government:
     reported_spend: bool
     users: int
     reported_users: bool
-    services: tuple[str, ...]
+    services: tuple[str, ...]  # subscribed to: seats
+    reported_services: int | None  # how many services the report says it uses (None: unsaid)
     events: list[pb.UsageEvent] = field(default_factory=list)  # metered use, through ingest
     seats: list[Seat] = field(default_factory=list)  # charged by the billing service
+
+    @property
+    def service_ids(self) -> set[str]:
+        """Every service it uses, as stored: its seats' and its metered use's."""
+        return {seat.service_id for seat in self.seats} | {e.service_id for e in self.events}
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,7 @@ def governments_of(facts: dict[str, Any]) -> list[Government]:
             users[r["id"]],
             r["id"] in known_users,
             ("chatgpt", *SUBSCRIPTIONS.get(r["id"], ())),
+            r.get("services"),
         )
         for r in rows
     ]
@@ -231,6 +239,10 @@ def build_scenario(
     for gov in governments:
         budget = max(200, events * gov.users // user_total)
         _generate(gov, catalog, months, period_start, period_end, budget, rng)
+        used = len(gov.service_ids)
+        if gov.reported_services is not None and used != gov.reported_services:
+            raise ValueError(f"{gov.id} uses {used} services; the report says "
+                             f"{gov.reported_services}")  # fmt: skip
     return Scenario(period_start, period_end, int(facts["total_spend_krw"]), governments)
 
 

@@ -274,6 +274,7 @@ async def test_the_report_renders_in_chromium_with_the_apis_figures(
             assert Decimal(value) == line.cost_krw and text == krw(line.cost_krw)
     services = figures.charts["spend-by-service"]
     assert set(services) == {line.key for b in by_service.values() for line in b.lines}
+    assert int(figures.headlines["services"][0]) == len(services) == 3
     for month, breakdown in by_service.items():
         for line in breakdown.lines:
             assert Decimal(services[line.key][f"{month:%Y-%m}"][0]) == line.cost_krw

@@ -43,6 +43,16 @@ def test_reported_users_are_kept_and_the_rest_match_the_reported_total(
     assert without_gyeonggi == FACTS["total_users_excluding_gyeonggi"]
 
 
+def test_governments_use_as_many_services_as_the_report_says(scenario: Scenario) -> None:
+    said = {g["id"]: g["services"] for g in FACTS["governments"] if g["services"] is not None}
+    used = {g.id: len(g.service_ids) for g in scenario.governments if g.id in said}
+    assert used == said == {"seoul": 10, "gyeonggi": 10}
+    seoul = next(g for g in scenario.governments if g.id == "seoul")
+    assert {e.service_id for e in seoul.events} | {s.service_id for s in seoul.seats} == {
+        "chatgpt", "claude", "midjourney", "gamma", "suno", "perplexity", "clova-dubbing",
+        "bluedot", "openai-api", "claude-api"}  # fmt: skip
+
+
 def test_the_catalog_prices_every_government_to_its_spend_exactly(
     scenario: Scenario, catalog: PriceCatalog
 ) -> None:

@@ -115,6 +115,8 @@ async def gather(
     headlines = (
         Headline("spend", "Spend", "krw", by_org.total_krw),
         Headline("events", "Metered events", "count", Decimal(by_org.event_count)),
+        Headline("services", "Services used", "count",
+                 Decimal(len({line.group["service"] for line in by_service.lines}))),
         Headline("seats", f"Seats in {seat_month}", "count", Decimal(total.seats)),
         Headline("idle-seats", f"Idle seats in {seat_month}", "count", Decimal(total.idle_seats)),
         Headline("active-users", f"Active users in {seat_month}", "count",
