@@ -203,6 +203,10 @@ class IngestSettings:
     # Calls refused for want of a valid credential, a second per peer address (bursts of
     # twice that); past it such calls get 429 / RESOURCE_EXHAUSTED. 0: no limit.
     refused_rate_per_peer: float = 5.0
+    # How long a batch may wait for Kafka's acknowledgement before the caller is told to retry
+    # (503 / UNAVAILABLE); its events may still land, and a retry with the same ids is counted
+    # once.
+    publish_timeout_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IngestSettings:
@@ -220,6 +224,9 @@ class IngestSettings:
             tls=TlsFiles.from_env(env, "CIVICMETER_INGEST_TLS"),
             refused_rate_per_peer=_float(
                 env, "CIVICMETER_INGEST_REFUSED_RATE_PER_PEER", cls.refused_rate_per_peer
+            ),
+            publish_timeout_seconds=_float(
+                env, "CIVICMETER_INGEST_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds
             ),
         )
 

@@ -14,7 +14,12 @@ import grpc
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.ingest.auth import GatewayAccess, GrpcAuthentication
 from civicmeter.ingest.decoding import UndecodableRequestError, parse_publish_request
-from civicmeter.ingest.publisher import BatchRejectedError, BatchTooLargeError, Publisher
+from civicmeter.ingest.publisher import (
+    BatchRejectedError,
+    BatchTooLargeError,
+    Publisher,
+    PublishUnavailableError,
+)
 from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
 
 SERVICE_NAME = ingest_pb.DESCRIPTOR.services_by_name["IngestService"].full_name
@@ -56,6 +61,8 @@ class IngestService:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BatchTooLargeError as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except PublishUnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return ingest_pb.PublishEventsResponse(accepted_count=accepted)
 
     def add_to(self, server: grpc.aio.Server) -> None:

@@ -22,7 +22,12 @@ from civicmeter.ingest.auth import (
     refuse_foreign_events,
 )
 from civicmeter.ingest.decoding import parse_publish_request
-from civicmeter.ingest.publisher import BatchRejectedError, BatchTooLargeError, Publisher
+from civicmeter.ingest.publisher import (
+    BatchRejectedError,
+    BatchTooLargeError,
+    Publisher,
+    PublishUnavailableError,
+)
 
 JSON_TYPES = frozenset(
     {"application/json", "application/cloudevents-batch+json", "application/cloudevents+json"}
@@ -87,6 +92,10 @@ async def publish_events(request: web.Request) -> web.Response:
         )
     except BatchTooLargeError as exc:
         return _error(413, str(exc))
+    except PublishUnavailableError as exc:
+        response = _error(503, str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
     return web.json_response({"accepted_count": accepted}, status=202)
 
 

@@ -8,10 +8,12 @@ A batch is acknowledged to its sender only after Kafka has acknowledged every ev
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 
 from civicmeter.core.config import IngestSettings
@@ -21,6 +23,7 @@ from civicmeter.core.validation import ValidationError, validate_event
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 MAX_REPORTED_ERRORS = 100
+log = logging.getLogger("civicmeter.ingest")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class BatchRejectedError(ValueError):
 
 class BatchTooLargeError(ValueError):
     pass
+
+
+class PublishUnavailableError(RuntimeError):
+    """Kafka did not acknowledge the batch in time; the caller should retry it as it is."""
 
 
 def check_batch(
@@ -126,6 +133,16 @@ class Publisher:
                 ((event_key(e.organization_id, e.user_id), e.SerializeToString()) for e in events),
                 inject_headers(),
             )
-            await asyncio.gather(*futures)
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*futures), self.settings.publish_timeout_seconds
+                )
+            except (KafkaError, TimeoutError) as exc:
+                # A broker outage: no traceback per request, one clear answer to retry.
+                log.warning(
+                    "a batch of %d events was not acknowledged by Kafka: %r", len(events), exc
+                )
+                self.count_rejected(len(events), "kafka_unavailable")
+                raise PublishUnavailableError("Kafka is unavailable; retry the batch") from None
         self._accepted.add(len(events), {"outcome": "accepted"})
         return len(events)
