@@ -910,3 +910,27 @@ def test_the_schema_rejects_a_misspelt_gateway_key_setting(helm: str, tmp_path: 
     result = _template(helm, tmp_path, {"gatewayKeyHashes": {"existingSecrets": "x"}})
     assert result.returncode != 0
     assert "'existingSecrets' not allowed" in result.stderr
+
+
+# ---- page token keys: every query replica signs and checks page tokens with the same keys
+
+
+def test_page_token_keys_reach_every_query_replica_and_only_query(
+    helm: str, tmp_path: Path
+) -> None:
+    keys = "k" * 40 + "," + "o" * 40
+    manifests = _render(helm, tmp_path, {"pageTokenKeys": {"value": keys}})
+    ref = _env(_container(manifests, "query"))["CIVICMETER_PAGE_TOKEN_KEYS"]["valueFrom"]
+    secret = _named(manifests, "Secret", ref["secretKeyRef"]["name"])
+    assert base64.b64decode(secret["data"][ref["secretKeyRef"]["key"]]).decode() == keys
+    assert _named(manifests, "Deployment", "civicmeter-query")["spec"]["replicas"] >= 2
+    for component in ("ingest", "processor", "sink", "notifier", "billing"):
+        assert "CIVICMETER_PAGE_TOKEN_KEYS" not in _env(_container(manifests, component))
+
+
+def test_page_token_keys_from_an_existing_secret(helm: str, tmp_path: Path) -> None:
+    manifests = _render(
+        helm, tmp_path, {"pageTokenKeys": {"existingSecret": "tokens", "key": "keys"}}
+    )
+    ref = _env(_container(manifests, "query"))["CIVICMETER_PAGE_TOKEN_KEYS"]["valueFrom"]
+    assert ref["secretKeyRef"] == {"name": "tokens", "key": "keys"}

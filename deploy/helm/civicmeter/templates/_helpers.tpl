@@ -253,6 +253,16 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 {{- end }}
 {{- end }}
 
+{{- define "civicmeter.env.pageTokenKeys" -}}
+{{- if or .Values.pageTokenKeys.value .Values.pageTokenKeys.existingSecret }}
+- name: CIVICMETER_PAGE_TOKEN_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.pageTokenKeys.existingSecret | default (include "civicmeter.secretName" .) }}
+      key: {{ if .Values.pageTokenKeys.existingSecret }}{{ .Values.pageTokenKeys.key }}{{ else }}page-token-keys{{ end }}
+{{- end }}
+{{- end }}
+
 {{- define "civicmeter.apiKeyHashes" -}}
 {{- if or .Values.apiKeyHashes.value .Values.apiKeyHashes.existingSecret }}true{{ end }}
 {{- end }}
