@@ -112,8 +112,9 @@ def alerts() -> list[alert_pb2.Alert]:
             organization_id=org, department_id="welfare", user_id=user_id("kim"),
             service_id="chatgpt", provider_name="openai", trigger_event_id=f"e{n}",
             explanation="used outside working hours")  # fmt: skip
+        # Half past midnight of the 1st in Seoul: still the month before in UTC.
         message.first_seen_time.FromDatetime(
-            datetime(month.year, month.month, 10 + n, 1, tzinfo=SEOUL).astimezone(UTC)
+            datetime(month.year, month.month, 1, 0, 30 + n, tzinfo=SEOUL).astimezone(UTC)
         )
         message.last_seen_time.CopyFrom(message.first_seen_time)
         made.append(message)
@@ -300,6 +301,7 @@ async def test_the_report_renders_in_chromium_with_the_apis_figures(
                 and a.first_seen_time.ToDatetime(UTC).astimezone(SEOUL).month == month.month
             )  # fmt: skip
             assert Decimal(counted[kind][f"{month:%Y-%m}"][0]) == expected
+    assert values(counted["off_hours"]) == {"2025-01": 1, "2025-02": 2, "total": 3}
     assert Decimal(figures.headlines["alerts"][0]) == len(listed) == 5
 
     pixels = png_pixels(shot)

@@ -95,8 +95,9 @@ async def gather(
         for org in organizations:
             per_org[org] = await api.seat_summary(months[-1], "service", organization_id=org)
     alerts: Counter[tuple[str, str]] = Counter()
-    async for alert in api.alerts(organization_id=organization_id):
-        month = alert.first_seen_time.ToDatetime(tzinfo=tz).astimezone(tz).strftime("%Y-%m")
+    # ListAlerts has no time range: every alert is read, those first seen in a month counted.
+    async for alert in api.alerts(organization_id=organization_id, page_size=1000):
+        month = alert.first_seen_time.ToDatetime(tzinfo=tz).strftime("%Y-%m")
         if month in labels:
             alerts[alert.alert_type, month] += 1
 

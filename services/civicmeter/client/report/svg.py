@@ -137,11 +137,12 @@ def _stack(chart: Chart, index: int) -> Decimal:
 
 
 def _nice(peak: Decimal) -> Decimal:
-    """The axis top: 1, 2, 2.5 or 5 times a power of ten at or above the peak."""
+    """The axis top: the first of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times a power of ten at or
+    above the peak (each splits into four round ticks)."""
     if peak <= 0:
         return Decimal(1)
     power = Decimal(10) ** (len(str(int(peak))) - 1)
-    for step in (1, 2, Decimal("2.5"), 5, 10):
+    for step in (1, Decimal("1.5"), 2, Decimal("2.5"), 3, 4, 5, 6, 8, 10):
         if peak <= power * step:
             return power * step
     return power * 10
