@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import IO, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import grpc
+
 from civicmeter.client._client import CivicmeterClient
 from civicmeter.client._usage import FOCUS_COLUMNS
 
@@ -131,15 +133,16 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"civicmeter export focus: {exc}", file=sys.stderr)
         return 2
     ca = env.get("CIVICMETER_QUERY_TLS_CA")
-    client = CivicmeterClient(
-        env.get("CIVICMETER_QUERY_TARGET", DEFAULT_TARGET),
-        env.get("CIVICMETER_API_TOKEN") or None,
-        tls=bool(ca),
-        root_certificates=Path(ca).read_bytes() if ca else None,
-        timeout_seconds=float(env.get("CIVICMETER_EXPORT_TIMEOUT_SECONDS", "600")),
-    )
+    root_certificates = Path(ca).read_bytes() if ca else None
 
     async def export(out: IO[bytes]) -> int:
+        client = CivicmeterClient(  # in the loop that runs it: a gRPC channel belongs to one
+            env.get("CIVICMETER_QUERY_TARGET", DEFAULT_TARGET),
+            env.get("CIVICMETER_API_TOKEN") or None,
+            tls=root_certificates is not None,
+            root_certificates=root_certificates,
+            timeout_seconds=float(env.get("CIVICMETER_EXPORT_TIMEOUT_SECONDS", "600")),
+        )
         async with client as api:
             rows = api.export_usage(
                 start,
@@ -150,12 +153,16 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             )
             return await write_focus(rows, out, args.file_format)
 
-    if args.output is None:
-        count = asyncio.run(export(sys.stdout.buffer))
-        sys.stdout.buffer.flush()
-    else:
-        with args.output.open("wb") as out:
-            count = asyncio.run(export(out))
+    try:
+        if args.output is None:
+            count = asyncio.run(export(sys.stdout.buffer))
+            sys.stdout.buffer.flush()
+        else:
+            with args.output.open("wb") as out:
+                count = asyncio.run(export(out))
+    except grpc.aio.AioRpcError as exc:
+        print(f"civicmeter export focus: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
     where = args.output or "standard output"
     print(f"wrote {count} FOCUS line(s) of {args.first} .. {args.last} to {where}", file=sys.stderr)
     return 0
