@@ -35,8 +35,7 @@ install a chromium and set CHROMIUM to it"
   fi
   log "installing chromium with apt-get (first run only)"
   "${run_as[@]}" apt-get update -qq >&2
-  "${run_as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    chromium >&2
+  "${run_as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
 }
 
 main() {

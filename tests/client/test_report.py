@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -260,8 +261,10 @@ async def test_the_report_renders_in_chromium_with_the_apis_figures(
         per_org = {org: await api.seat_summary(FEB, "service", organization_id=org)
                    for org in ("seoul", "busan")}  # fmt: skip
         listed = [a async for a in api.alerts()]
+    html = render(report)
+    assert "<script" not in html and not re.search(r"\b(src|href)=", html), "self-contained"
     page = tmp_path / "report.html"
-    page.write_text(render(report), encoding="utf-8")
+    page.write_text(html, encoding="utf-8")
     dom, shot = await browse(page, tmp_path)
 
     figures = Figures()

@@ -50,7 +50,6 @@ class Report:
     time_zone: str
     headlines: tuple[Headline, ...]
     charts: tuple[Chart, ...]
-    names: Mapping[str, str]  # display names of organisations (ids otherwise)
 
 
 def months_between(first: date, last: date) -> list[date]:
@@ -135,7 +134,6 @@ async def gather(
         time_zone,
         headlines,
         tuple(charts),
-        shown,
     )
 
 
