@@ -17,6 +17,7 @@ from civicmeter.core.decision import BudgetState, Spent
 from civicmeter.core.policy import load_policies
 from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.gateway import Guard, RequestFacts
+from civicmeter.usage.v1 import usage_event_pb2 as usage_pb
 from tests.gateway.test_pii import RRN, hyphenated
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,3 +160,17 @@ def test_only_the_types_the_policy_redacts_are_masked(guard: Guard) -> None:
     assert set(verdict.rule_ids) == {"pii.kr_rrn", "pii.email"}
     assert verdict.prompt == "주민등록번호 900101-1******, 회신 kim.minji@seoul.go.kr"
     assert verdict.pii_findings == {"kr_rrn": 1, "email": 1}
+
+
+def test_a_verdict_goes_into_the_usage_event_as_counts_and_rule_ids(guard: Guard) -> None:
+    prompt = f"주민등록번호 {hyphenated(RRN)}"
+    event = usage_pb.UsageEvent(event_id="e1")
+    guard.check(prompt, CHATGPT, WORKDAY).annotate(event)
+    assert event.decision == usage_pb.DECISION_REDACT
+    assert list(event.decision_rule_ids) == ["pii.kr_rrn"]
+    assert dict(event.risk.pii_findings) == {"kr_rrn": 1}
+    assert RRN[7:] not in event.SerializeToString().decode("utf-8", "replace")
+    banned = usage_pb.UsageEvent(event_id="e2")
+    guard.check("hi", RequestFacts(provider="deepseek"), WORKDAY).annotate(banned)
+    assert banned.decision == usage_pb.DECISION_DENY
+    assert banned.usage.requests == 1  # metered as an attempt, rated 0

@@ -82,6 +82,7 @@ def rerate(
     where = [
         "event_time >= fromUnixTimestamp64Milli(%(start)s, 'UTC')",
         "event_time < fromUnixTimestamp64Milli(%(end)s, 'UTC')",
+        "decision != 'deny'",  # denied requests never left: cost 0 under any price
     ]
     if organization_id is not None:
         where.append("organization_id = %(org)s")

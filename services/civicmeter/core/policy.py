@@ -84,6 +84,7 @@ DETECTOR_NAMES: tuple[str, ...] = (
     "automation_burst",
     "non_work_content",
     "new_service_in_department",
+    "repeated_denials",
 )
 # Raised by the billing service from the stored ledger (seat charges and re-rating included),
 # not by the stream's detectors; the `detectors` block turns them on and off all the same.
@@ -356,6 +357,16 @@ class NewServiceSettings:
 
 
 @dataclass(frozen=True)
+class RepeatedDenialsSettings:
+    enabled: bool = True
+    severity: Severity = "high"
+    # At least `min_denials` of a user's requests denied by the gateway guard within
+    # `window_seconds`: someone trying to get around the policy.
+    min_denials: int = field(default=5, metadata={"min": 2, "max": 1_000})
+    window_seconds: int = field(default=600, metadata={"min": 1, "max": 86_400})
+
+
+@dataclass(frozen=True)
 class BudgetThresholdSettings:
     enabled: bool = True  # severities are the thresholds' own (budgets.thresholds)
 
@@ -381,6 +392,7 @@ class Detectors:
     automation_burst: AutomationBurstSettings = AutomationBurstSettings()
     non_work_content: DetectorToggle = DetectorToggle(severity="medium")
     new_service_in_department: NewServiceSettings = NewServiceSettings()
+    repeated_denials: RepeatedDenialsSettings = RepeatedDenialsSettings()
     budget_threshold: BudgetThresholdSettings = BudgetThresholdSettings()
     budget_forecast: BudgetForecastSettings = BudgetForecastSettings()
 

@@ -20,6 +20,8 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_DECISIONS = frozenset(pb.Decision.values())
+MAX_RULE_IDS = 32  # the policy rules one decision names
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 PSEUDONYMOUS_USER_ID = re.compile(r"u_[0-9a-f]{32}")
@@ -174,6 +176,12 @@ def validate_event_at(
         _validate_risk(event.risk)
     if event.purpose:
         _check_id(event.purpose, "purpose", _NAME)
+    if event.decision not in _DECISIONS:
+        raise ValidationError("decision", f"{event.decision} is not a Decision value")
+    if len(event.decision_rule_ids) > MAX_RULE_IDS:
+        raise ValidationError("decision_rule_ids", f"more than {MAX_RULE_IDS} rule ids")
+    for index, rule in enumerate(event.decision_rule_ids):
+        _check_id(rule, f"decision_rule_ids[{index}]", _NAME)
     if event.HasField("reported_cost"):
         if not _CURRENCY.fullmatch(event.reported_cost.currency_code):
             raise ValidationError("reported_cost.currency_code", "must be an ISO 4217 code")

@@ -58,6 +58,7 @@ from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.gateway.documents import DocumentDetector
 from civicmeter.gateway.pii import PII_TYPES, PiiDetector
+from civicmeter.usage.v1 import usage_event_pb2 as usage_pb
 
 __all__ = ["Guard", "RequestFacts", "Verdict"]
 
@@ -67,6 +68,12 @@ WhenStale = Literal["decide", "deny"]
 # numbers masked, classified and confidential documents blocked, DeepSeek denied).
 _BUILT_IN = parse_policies({"version": "built-in", "defaults": {}}, "<built-in policy>").defaults
 _MAX_BACKOFF_SECONDS = 30.0
+_DECISIONS: dict[Outcome, usage_pb.Decision.ValueType] = {
+    "ALLOW": usage_pb.DECISION_ALLOW,
+    "ALLOW_WITH_WARNING": usage_pb.DECISION_ALLOW_WITH_WARNING,
+    "REDACT": usage_pb.DECISION_REDACT,
+    "DENY": usage_pb.DECISION_DENY,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,18 @@ class Verdict:
     policy_version: str
     staleness_seconds: float | None  # since the policy or budget state last came; None: never
     stale: bool
+
+    def annotate(self, event: usage_pb.UsageEvent) -> None:
+        """Put the decision, its rule ids and the findings counts on the request's usage event
+        (never the prompt). A denied request consumed nothing: with no quantity it is metered
+        as one request, which the processor rates 0 as every denied request."""
+        event.decision = _DECISIONS[self.decision.outcome]
+        del event.decision_rule_ids[:]
+        event.decision_rule_ids.extend(self.decision.rule_ids)
+        for kind, count in self.pii_findings.items():
+            event.risk.pii_findings[kind] = count
+        if self.decision.outcome == "DENY" and not event.usage.ListFields():
+            event.usage.requests = 1
 
     @property
     def outcome(self) -> Outcome:

@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.kafka import event_key
-from civicmeter.core.pricing import PriceCatalog, UnpricedError
+from civicmeter.core.pricing import PriceCatalog, Rating, UnpricedError
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
 from civicmeter.core.wire import length_delimited, tag, varint_field
 from civicmeter.processor.alerts import to_record
@@ -28,6 +28,7 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 # Keys of RatedUsageEvent's fields, all length-delimited.
 _EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (tag(number) for number in (1, 2, 3, 4))
 _LATE = varint_field(5, 1)  # RatedUsageEvent.late = true
+_DENIED = Rating(Decimal(0), "")  # what a denied request is rated: nothing was sent
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ class BatchProcessor:
                 key = event_key(event.organization_id, event.user_id)
                 try:
                     validate_event_at(event, earliest, latest, self.time_window)
-                    rating = rate(event)
+                    # A denied request never left: stored at cost 0, rated by no price.
+                    rating = _DENIED if event.decision == pb.DECISION_DENY else rate(event)
                 except ValidationError as exc:
                     self._dead(result, record, raw, key, "invalid_field", str(exc), now)
                     continue

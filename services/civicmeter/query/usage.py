@@ -37,7 +37,10 @@ DIMENSIONS: dict[str, str] = {
     "model": "request_model",
     "operation": "operation_name",
     "purpose": "purpose",
+    "decision": "decision",  # the gateway guard's: allow, allow_with_warning, redact, deny
 }
+# Dimensions only the ledger holds (the rollups are not split by them).
+_LEDGER_DIMENSIONS = frozenset({"decision"})
 GRANULARITIES = ("hour", "day", "month")
 _MEASURES = ("events", *QUANTITIES, "cost_krw", "late_events", "late_cost_krw")
 _COST_MEASURES = ("events", "cost_krw")
@@ -135,6 +138,8 @@ def plan(query: UsageQuery, quantities: bool = True) -> _Source:
     needed = set(query.group_by) | {name for name, _ in query.filters}
     offsets = _offsets(tz, query.start, query.end)
     seoul_like = offsets == {9 * 3600}
+    if needed & _LEDGER_DIMENSIONS:
+        return _Source("ledger", "ledger")
     if (
         seoul_like
         and query.granularity in (None, "month")
@@ -317,7 +322,8 @@ def _from_where(source: _Source, query: UsageQuery, params: dict[str, object]) -
         f"UNION ALL SELECT event_time AS window_start, {dims}, toUInt64(0) AS events, {zeros}, "
         "toDecimal128(cost_delta_krw, 6) AS cost_krw, toUInt64(0) AS late_events, "
         "toDecimal128(0, 6) AS late_cost_krw "
-        f"FROM cost_corrections WHERE {where})"
+        # Re-rating deltas carry no decision (denied events are never re-rated).
+        f"FROM (SELECT *, '' AS decision FROM cost_corrections) WHERE {where})"
     )
     return ledger, "1"
 

@@ -54,6 +54,7 @@ _DIMENSION_NAMES = {
     query_pb.DIMENSION_MODEL: "model",
     query_pb.DIMENSION_OPERATION: "operation",
     query_pb.DIMENSION_PURPOSE: "purpose",
+    query_pb.DIMENSION_DECISION: "decision",
 }
 _GRANULARITIES = {
     query_pb.GRANULARITY_UNSPECIFIED: None,

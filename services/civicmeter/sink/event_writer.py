@@ -41,6 +41,7 @@ _STRUCTURE = ", ".join(
         "event_risk_pii_findings Map(String, UInt32)", "event_risk_content_category String",
         "cost_krw String", "price_version String",
         "rated_time_seconds Int64", "rated_time_nanos Int32", "late UInt8",
+        "event_decision Int32", "event_decision_rule_ids Array(String)",
     ]
 )  # fmt: skip
 _MILLIS = "fromUnixTimestamp64Milli({0}_seconds * 1000 + intDiv({0}_nanos, 1000000), 'UTC')"
@@ -54,6 +55,8 @@ _SELECT = ", ".join(
         *(f"toUInt64(event_usage_{name})" for name in QUANTITIES),
         "event_risk_pii_findings", "event_risk_content_category",
         "toDecimal64(cost_krw, 6)", "price_version", _MILLIS.format("rated_time"), "late",
+        "transform(event_decision, [1, 2, 3, 4], "
+        "['allow', 'allow_with_warning', 'redact', 'deny'], '')", "event_decision_rule_ids",
     ]
 )  # fmt: skip
 

@@ -43,7 +43,7 @@ EVENT_COLUMNS = (
     "organization_id", "department_id", "user_id", "event_id", "event_time", "gateway_id",
     "account_kind", "provider_name", "service_id", "request_model", "operation_name", "purpose",
     *QUANTITIES, "pii_findings", "content_category", "cost_krw", "price_version", "rated_time",
-    "late",
+    "late", "decision", "decision_rule_ids",
 )  # fmt: skip
 _KEY = "(organization_id, toDate(event_time), event_id)"  # usage_events' primary key
 # Tokens of blocks this process staged and has not seen copied.

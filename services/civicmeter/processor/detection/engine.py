@@ -29,6 +29,7 @@ from civicmeter.processor.detection.detectors.off_hours import OffHoursDetector
 from civicmeter.processor.detection.detectors.peer_spike import PeerSpikeDetector
 from civicmeter.processor.detection.detectors.personal_account import PersonalAccountDetector
 from civicmeter.processor.detection.detectors.pii_sent import PiiSentDetector
+from civicmeter.processor.detection.detectors.repeated_denials import RepeatedDenialsDetector
 from civicmeter.processor.detection.detectors.unsanctioned_service import (
     UnsanctionedServiceDetector,
 )
@@ -126,6 +127,7 @@ class DetectionEngine:
             VolumeSpikeDetector(),
             self._peers,
             self._new_services,
+            RepeatedDenialsDetector(self.limits.users),
         )
         self.repeats = 0  # redelivered events skipped
 

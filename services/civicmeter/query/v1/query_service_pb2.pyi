@@ -37,6 +37,10 @@ class _DimensionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dimension.V
     DIMENSION_MODEL: _Dimension.ValueType  # 6
     DIMENSION_OPERATION: _Dimension.ValueType  # 7
     DIMENSION_PURPOSE: _Dimension.ValueType  # 8
+    DIMENSION_DECISION: _Dimension.ValueType  # 9
+    """The gateway guard's decision: allow, allow_with_warning, redact, deny ("" without a
+    guard). Answered from the ledger (usage_events), not the rollups.
+    """
 
 class Dimension(_Dimension, metaclass=_DimensionEnumTypeWrapper):
     """What usage can be grouped and filtered by."""
@@ -50,6 +54,10 @@ DIMENSION_PROVIDER: Dimension.ValueType  # 5
 DIMENSION_MODEL: Dimension.ValueType  # 6
 DIMENSION_OPERATION: Dimension.ValueType  # 7
 DIMENSION_PURPOSE: Dimension.ValueType  # 8
+DIMENSION_DECISION: Dimension.ValueType  # 9
+"""The gateway guard's decision: allow, allow_with_warning, redact, deny ("" without a
+guard). Answered from the ledger (usage_events), not the rollups.
+"""
 Global___Dimension: _TypeAlias = Dimension  # noqa: Y015
 
 class _Granularity:

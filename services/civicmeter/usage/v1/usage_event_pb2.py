@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%civicmeter/usage/v1/usage_event.proto\x12\x13\x63ivicmeter.usage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xcc\x03\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngateway_id\x18\x03 \x01(\t\x12\x17\n\x0forganization_id\x18\x04 \x01(\t\x12\x15\n\rdepartment_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x36\n\x0c\x61\x63\x63ount_kind\x18\x07 \x01(\x0e\x32 .civicmeter.usage.v1.AccountKind\x12\x15\n\rprovider_name\x18\x08 \x01(\t\x12\x12\n\nservice_id\x18\t \x01(\t\x12\x15\n\rrequest_model\x18\n \x01(\t\x12\x16\n\x0eoperation_name\x18\x0b \x01(\t\x12)\n\x05usage\x18\x0c \x01(\x0b\x32\x1a.civicmeter.usage.v1.Usage\x12.\n\x04risk\x18\r \x01(\x0b\x32 .civicmeter.usage.v1.RiskSignals\x12\x0f\n\x07purpose\x18\x0e \x01(\t\x12)\n\rreported_cost\x18\x0f \x01(\x0b\x32\x12.google.type.Money\"\x97\x02\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x03 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x04 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x03\x12\x0e\n\x06images\x18\x06 \x01(\x03\x12\x1a\n\x12\x61udio_milliseconds\x18\x07 \x01(\x03\x12\x1a\n\x12video_milliseconds\x18\x08 \x01(\x03\x12\x12\n\ncharacters\x18\t \x01(\x03\x12\x10\n\x08requests\x18\n \x01(\x03\x12\x13\n\x0bseat_months\x18\x0b \x01(\x03\"\xa4\x01\n\x0bRiskSignals\x12G\n\x0cpii_findings\x18\x01 \x03(\x0b\x32\x31.civicmeter.usage.v1.RiskSignals.PiiFindingsEntry\x12\x18\n\x10\x63ontent_category\x18\x02 \x01(\t\x1a\x32\n\x10PiiFindingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xa8\x01\n\x0fRatedUsageEvent\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.civicmeter.usage.v1.UsageEvent\x12\x10\n\x08\x63ost_krw\x18\x02 \x01(\t\x12\x15\n\rprice_version\x18\x03 \x01(\t\x12.\n\nrated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04late\x18\x05 \x01(\x08\"B\n\x0fUsageEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.civicmeter.usage.v1.UsageEvent\"L\n\x14RatedUsageEventBatch\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.civicmeter.usage.v1.RatedUsageEvent\"\xbf\x01\n\nDeadLetter\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0csource_topic\x18\x04 \x01(\t\x12\x18\n\x10source_partition\x18\x05 \x01(\x05\x12\x15\n\rsource_offset\x18\x06 \x01(\x03\x12\x34\n\x10\x64\x65\x61\x64_letter_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\nCostWindow\x12\x35\n\x11window_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x15\n\rdepartment_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x12\n\nservice_id\x18\x05 \x01(\t\x12\x0e\n\x06\x65vents\x18\x06 \x01(\x03\x12\x10\n\x08\x63ost_krw\x18\x07 \x01(\t*g\n\x0b\x41\x63\x63ountKind\x12\x1c\n\x18\x41\x43\x43OUNT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43\x43OUNT_KIND_ORGANIZATIONAL\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_KIND_PERSONAL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%civicmeter/usage/v1/usage_event.proto\x12\x13\x63ivicmeter.usage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x98\x04\n\nUsageEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngateway_id\x18\x03 \x01(\t\x12\x17\n\x0forganization_id\x18\x04 \x01(\t\x12\x15\n\rdepartment_id\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x36\n\x0c\x61\x63\x63ount_kind\x18\x07 \x01(\x0e\x32 .civicmeter.usage.v1.AccountKind\x12\x15\n\rprovider_name\x18\x08 \x01(\t\x12\x12\n\nservice_id\x18\t \x01(\t\x12\x15\n\rrequest_model\x18\n \x01(\t\x12\x16\n\x0eoperation_name\x18\x0b \x01(\t\x12)\n\x05usage\x18\x0c \x01(\x0b\x32\x1a.civicmeter.usage.v1.Usage\x12.\n\x04risk\x18\r \x01(\x0b\x32 .civicmeter.usage.v1.RiskSignals\x12\x0f\n\x07purpose\x18\x0e \x01(\t\x12)\n\rreported_cost\x18\x0f \x01(\x0b\x32\x12.google.type.Money\x12/\n\x08\x64\x65\x63ision\x18\x10 \x01(\x0e\x32\x1d.civicmeter.usage.v1.Decision\x12\x19\n\x11\x64\x65\x63ision_rule_ids\x18\x11 \x03(\t\"\x97\x02\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x03\x12\x15\n\routput_tokens\x18\x02 \x01(\x03\x12\x1f\n\x17\x63\x61\x63he_read_input_tokens\x18\x03 \x01(\x03\x12#\n\x1b\x63\x61\x63he_creation_input_tokens\x18\x04 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x05 \x01(\x03\x12\x0e\n\x06images\x18\x06 \x01(\x03\x12\x1a\n\x12\x61udio_milliseconds\x18\x07 \x01(\x03\x12\x1a\n\x12video_milliseconds\x18\x08 \x01(\x03\x12\x12\n\ncharacters\x18\t \x01(\x03\x12\x10\n\x08requests\x18\n \x01(\x03\x12\x13\n\x0bseat_months\x18\x0b \x01(\x03\"\xa4\x01\n\x0bRiskSignals\x12G\n\x0cpii_findings\x18\x01 \x03(\x0b\x32\x31.civicmeter.usage.v1.RiskSignals.PiiFindingsEntry\x12\x18\n\x10\x63ontent_category\x18\x02 \x01(\t\x1a\x32\n\x10PiiFindingsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\xa8\x01\n\x0fRatedUsageEvent\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.civicmeter.usage.v1.UsageEvent\x12\x10\n\x08\x63ost_krw\x18\x02 \x01(\t\x12\x15\n\rprice_version\x18\x03 \x01(\t\x12.\n\nrated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04late\x18\x05 \x01(\x08\"B\n\x0fUsageEventBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.civicmeter.usage.v1.UsageEvent\"L\n\x14RatedUsageEventBatch\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.civicmeter.usage.v1.RatedUsageEvent\"\xbf\x01\n\nDeadLetter\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0breason_code\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x14\n\x0csource_topic\x18\x04 \x01(\t\x12\x18\n\x10source_partition\x18\x05 \x01(\x05\x12\x15\n\rsource_offset\x18\x06 \x01(\x03\x12\x34\n\x10\x64\x65\x61\x64_letter_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\nCostWindow\x12\x35\n\x11window_start_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x15\n\rdepartment_id\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x12\n\nservice_id\x18\x05 \x01(\t\x12\x0e\n\x06\x65vents\x18\x06 \x01(\x03\x12\x10\n\x08\x63ost_krw\x18\x07 \x01(\t*\x81\x01\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x1f\n\x1b\x44\x45\x43ISION_ALLOW_WITH_WARNING\x10\x02\x12\x13\n\x0f\x44\x45\x43ISION_REDACT\x10\x03\x12\x11\n\rDECISION_DENY\x10\x04*g\n\x0b\x41\x63\x63ountKind\x12\x1c\n\x18\x41\x43\x43OUNT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43\x43OUNT_KIND_ORGANIZATIONAL\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_KIND_PERSONAL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +35,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RISKSIGNALS_PIIFINDINGSENTRY']._loaded_options = None
   _globals['_RISKSIGNALS_PIIFINDINGSENTRY']._serialized_options = b'8\001'
-  _globals['_ACCOUNTKIND']._serialized_start=1732
-  _globals['_ACCOUNTKIND']._serialized_end=1835
+  _globals['_DECISION']._serialized_start=1809
+  _globals['_DECISION']._serialized_end=1938
+  _globals['_ACCOUNTKIND']._serialized_start=1940
+  _globals['_ACCOUNTKIND']._serialized_end=2043
   _globals['_USAGEEVENT']._serialized_start=121
-  _globals['_USAGEEVENT']._serialized_end=581
-  _globals['_USAGE']._serialized_start=584
-  _globals['_USAGE']._serialized_end=863
-  _globals['_RISKSIGNALS']._serialized_start=866
-  _globals['_RISKSIGNALS']._serialized_end=1030
-  _globals['_RISKSIGNALS_PIIFINDINGSENTRY']._serialized_start=980
-  _globals['_RISKSIGNALS_PIIFINDINGSENTRY']._serialized_end=1030
-  _globals['_RATEDUSAGEEVENT']._serialized_start=1033
-  _globals['_RATEDUSAGEEVENT']._serialized_end=1201
-  _globals['_USAGEEVENTBATCH']._serialized_start=1203
-  _globals['_USAGEEVENTBATCH']._serialized_end=1269
-  _globals['_RATEDUSAGEEVENTBATCH']._serialized_start=1271
-  _globals['_RATEDUSAGEEVENTBATCH']._serialized_end=1347
-  _globals['_DEADLETTER']._serialized_start=1350
-  _globals['_DEADLETTER']._serialized_end=1541
-  _globals['_COSTWINDOW']._serialized_start=1544
-  _globals['_COSTWINDOW']._serialized_end=1730
+  _globals['_USAGEEVENT']._serialized_end=657
+  _globals['_USAGE']._serialized_start=660
+  _globals['_USAGE']._serialized_end=939
+  _globals['_RISKSIGNALS']._serialized_start=942
+  _globals['_RISKSIGNALS']._serialized_end=1106
+  _globals['_RISKSIGNALS_PIIFINDINGSENTRY']._serialized_start=1056
+  _globals['_RISKSIGNALS_PIIFINDINGSENTRY']._serialized_end=1106
+  _globals['_RATEDUSAGEEVENT']._serialized_start=1109
+  _globals['_RATEDUSAGEEVENT']._serialized_end=1277
+  _globals['_USAGEEVENTBATCH']._serialized_start=1279
+  _globals['_USAGEEVENTBATCH']._serialized_end=1345
+  _globals['_RATEDUSAGEEVENTBATCH']._serialized_start=1347
+  _globals['_RATEDUSAGEEVENTBATCH']._serialized_end=1423
+  _globals['_DEADLETTER']._serialized_start=1426
+  _globals['_DEADLETTER']._serialized_end=1617
+  _globals['_COSTWINDOW']._serialized_start=1620
+  _globals['_COSTWINDOW']._serialized_end=1806
 # @@protoc_insertion_point(module_scope)

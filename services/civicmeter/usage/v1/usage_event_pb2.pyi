@@ -21,6 +21,28 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Decision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECISION_UNSPECIFIED: _Decision.ValueType  # 0
+    DECISION_ALLOW: _Decision.ValueType  # 1
+    DECISION_ALLOW_WITH_WARNING: _Decision.ValueType  # 2
+    DECISION_REDACT: _Decision.ValueType  # 3
+    DECISION_DENY: _Decision.ValueType  # 4
+
+class Decision(_Decision, metaclass=_DecisionEnumTypeWrapper):
+    """What the gateway guard decided (civicmeter.decision.v1.Outcome)."""
+
+DECISION_UNSPECIFIED: Decision.ValueType  # 0
+DECISION_ALLOW: Decision.ValueType  # 1
+DECISION_ALLOW_WITH_WARNING: Decision.ValueType  # 2
+DECISION_REDACT: Decision.ValueType  # 3
+DECISION_DENY: Decision.ValueType  # 4
+Global___Decision: _TypeAlias = Decision  # noqa: Y015
+
 class _AccountKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -63,6 +85,8 @@ class UsageEvent(_message.Message):
     RISK_FIELD_NUMBER: _builtins.int
     PURPOSE_FIELD_NUMBER: _builtins.int
     REPORTED_COST_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECISION_RULE_IDS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Client-generated idempotency key: the same event sent twice is counted once."""
     gateway_id: _builtins.str
@@ -79,6 +103,10 @@ class UsageEvent(_message.Message):
     operation_name: _builtins.str
     purpose: _builtins.str
     """The approved use case, if the gateway knows it."""
+    decision: Global___Decision.ValueType
+    """The gateway guard's policy decision on the request (unspecified: no guard decided).
+    A denied request never left: the processor rates it 0 whatever its quantities say.
+    """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When the request happened (not when it was received)."""
@@ -94,6 +122,12 @@ class UsageEvent(_message.Message):
     @_builtins.property
     def reported_cost(self) -> _money_pb2.Money:
         """A cost the gateway itself reports (informational; civicmeter prices from its catalog)."""
+
+    @_builtins.property
+    def decision_rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The policy rules that applied, strongest first (e.g. banned_provider, pii.kr_rrn,
+        document.confidential, budget.department.month, off_hours).
+        """
 
     def __init__(
         self,
@@ -113,10 +147,12 @@ class UsageEvent(_message.Message):
         risk: Global___RiskSignals | None = ...,
         purpose: _builtins.str = ...,
         reported_cost: _money_pb2.Money | None = ...,
+        decision: Global___Decision.ValueType = ...,
+        decision_rule_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "reported_cost", b"reported_cost", "risk", b"risk", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_kind", b"account_kind", "department_id", b"department_id", "event_id", b"event_id", "event_time", b"event_time", "gateway_id", b"gateway_id", "operation_name", b"operation_name", "organization_id", b"organization_id", "provider_name", b"provider_name", "purpose", b"purpose", "reported_cost", b"reported_cost", "request_model", b"request_model", "risk", b"risk", "service_id", b"service_id", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_kind", b"account_kind", "decision", b"decision", "decision_rule_ids", b"decision_rule_ids", "department_id", b"department_id", "event_id", b"event_id", "event_time", b"event_time", "gateway_id", b"gateway_id", "operation_name", b"operation_name", "organization_id", b"organization_id", "provider_name", b"provider_name", "purpose", b"purpose", "reported_cost", b"reported_cost", "request_model", b"request_model", "risk", b"risk", "service_id", b"service_id", "usage", b"usage", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
