@@ -13,9 +13,11 @@ it). Without it the test skips on a developer's machine and fails under CI=true.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -170,16 +172,21 @@ async def exported(clickhouse: Client, tmp_path: Path) -> AsyncIterator[dict[str
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     start, end = month_range("2025-01", "2025-02", "Asia/Seoul")
-    files = {}
+    files = {"csv": tmp_path / "focus.csv", "parquet": tmp_path / "focus.parquet"}
     async with CivicmeterClient(f"127.0.0.1:{port}") as api:
         rows = [row async for row in api.export_usage(start, end, include_users=True)]
-        for file_format in ("csv", "parquet"):
-            path = tmp_path / f"focus.{file_format}"
-            with path.open("wb") as out:
-                await write_focus(
-                    api.export_usage(start, end, include_users=True), out, file_format
-                )
-            files[file_format] = path
+        with files["csv"].open("wb") as out:
+            await write_focus(api.export_usage(start, end, include_users=True), out, "csv")
+    # The Parquet file as the command writes it.
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "civicmeter", "export", "focus", "--from", "2025-01", "--to",
+        "2025-02", "--format", "parquet", "--users", "--output", str(files["parquet"]),
+        env={**os.environ, "CIVICMETER_QUERY_TARGET": f"127.0.0.1:{port}"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    said, _ = await asyncio.wait_for(command.communicate(), 120)
+    assert command.returncode == 0, said.decode()
+    assert f"wrote {len(rows)} FOCUS line(s)" in said.decode()
     await server.stop(None)
     yield {"rows": rows, "files": files, "events": events, "correction": correction}
 
