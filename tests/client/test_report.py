@@ -321,6 +321,12 @@ def month_range(month: date) -> tuple[datetime, datetime]:
             datetime(after.year, after.month, 1, tzinfo=SEOUL))  # fmt: skip
 
 
+def test_won_are_rounded_half_up_and_grouped() -> None:
+    cases = {"1234567.5": "₩1,234,568", "1234567.49": "₩1,234,567", "-0.4": "₩0",
+             "-2500.5": "-₩2,501", "0": "₩0"}  # fmt: skip
+    assert {text: krw(Decimal(text)) for text in cases} == cases
+
+
 async def test_civicmeter_report_writes_an_organisations_month(target: str, tmp_path: Path) -> None:
     output = tmp_path / "seoul.html"
     argv = ["report", "--month", "2025-01", "--organization", "seoul", "--output", str(output),

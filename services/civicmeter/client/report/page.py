@@ -28,7 +28,7 @@ table.figures td { text-align: right; white-space: nowrap; }
 
 def krw(value: Decimal) -> str:
     """Won as people read them: ₩1,234,567 (rounded half up to the won)."""
-    won = value.quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    won = value.quantize(Decimal(1), rounding=ROUND_HALF_UP) + 0  # + 0: no "-0"
     return f"-₩{-won:,}" if won < 0 else f"₩{won:,}"
 
 
