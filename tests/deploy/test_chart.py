@@ -142,9 +142,23 @@ def _named(manifests: list[Manifest], kind: str, name: str) -> Manifest:
     return matches[0]
 
 
+WORKLOADS = ("Deployment", "StatefulSet")  # the processors are a StatefulSet, the rest Deployments
+
+
+def _workloads(manifests: list[Manifest]) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] in WORKLOADS]
+
+
+def _workload(manifests: list[Manifest], component: str) -> Manifest:
+    name = f"{RELEASE}-{component}"
+    matches = [m for m in _workloads(manifests) if m["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{name}: {len(matches)} found"
+    return matches[0]
+
+
 def _pod_templates(manifests: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
     for manifest in manifests:
-        if manifest["kind"] in ("Deployment", "Job"):
+        if manifest["kind"] in (*WORKLOADS, "Job"):
             yield manifest["metadata"]["name"], manifest["spec"]["template"]
 
 
@@ -156,7 +170,7 @@ def _containers(manifests: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
 
 
 def _container(manifests: list[Manifest], component: str) -> Manifest:
-    deployment = _named(manifests, "Deployment", f"{RELEASE}-{component}")
+    deployment = _workload(manifests, component)
     containers: list[Manifest] = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
@@ -373,7 +387,7 @@ def test_a_read_only_root_keeps_tmp_and_the_processor_data_dir_writable(
     for name, container in _containers(default_render):
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert "/tmp" in mounts, name
-    processor = _named(default_render, "Deployment", f"{RELEASE}-processor")
+    processor = _named(default_render, "StatefulSet", f"{RELEASE}-processor")
     data_dir = _env(_container(default_render, "processor"))["CIVICMETER_PROCESSOR_DATA_DIR"]
     mounts = {
         m["mountPath"]: m["name"] for m in _container(default_render, "processor")["volumeMounts"]
@@ -397,7 +411,7 @@ def test_a_price_change_rolls_the_pods(
     changed = _render(helm, tmp_path, {"pricing": {"catalog": catalog}})
 
     def checksum(manifests: list[Manifest]) -> str:
-        deployment = _named(manifests, "Deployment", f"{RELEASE}-processor")
+        deployment = _named(manifests, "StatefulSet", f"{RELEASE}-processor")
         annotations: dict[str, str] = deployment["spec"]["template"]["metadata"]["annotations"]
         return annotations["checksum/config"]
 
@@ -410,7 +424,7 @@ def test_the_processor_reads_the_catalog_from_the_pricing_config_map(
     container = _container(default_render, "processor")
     prices_file = _env(container)["CIVICMETER_PRICES_FILE"]["value"]
     mount = next(m for m in container["volumeMounts"] if prices_file.startswith(m["mountPath"]))
-    processor = _named(default_render, "Deployment", f"{RELEASE}-processor")
+    processor = _named(default_render, "StatefulSet", f"{RELEASE}-processor")
     volume = next(
         v for v in processor["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
     )
@@ -522,7 +536,7 @@ def test_production_takes_every_credential_from_existing_secrets(
         m["mountPath"]: m["name"]
         for m in _container(production_render, "processor")["volumeMounts"]
     }
-    processor = _named(production_render, "Deployment", f"{RELEASE}-processor")
+    processor = _named(production_render, "StatefulSet", f"{RELEASE}-processor")
     volumes = {v["name"]: v for v in processor["spec"]["template"]["spec"]["volumes"]}
     ca_volume = volumes[mounts[str(ca_file.parent)]]["secret"]
     assert ca_volume["secretName"] == "metering-cluster-ca-cert"
@@ -530,7 +544,7 @@ def test_production_takes_every_credential_from_existing_secrets(
 
 
 def test_services_target_ports_their_pods_expose(production_render: list[Manifest]) -> None:
-    pods = [t for _, t in _pod_templates(_of_kind(production_render, "Deployment"))]
+    pods = [t for _, t in _pod_templates(_workloads(production_render))]
     services = _of_kind(production_render, "Service")
     # ingest and query (+ headless); processor, sink, notifier and billing metrics
     assert len(services) == 8
@@ -593,14 +607,14 @@ def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(
         for h in _of_kind(production_render, "HorizontalPodAutoscaler")
     }
     assert scaled == {f"{RELEASE}-ingest", f"{RELEASE}-query"}
-    for deployment in _of_kind(production_render, "Deployment"):
+    for deployment in _workloads(production_render):
         name = deployment["metadata"]["name"]
         assert ("replicas" in deployment["spec"]) == (name not in scaled), name
 
 
 def test_every_deployment_has_a_disruption_budget(production_render: list[Manifest]) -> None:
     budgets = _of_kind(production_render, "PodDisruptionBudget")
-    for deployment in _of_kind(production_render, "Deployment"):
+    for deployment in _workloads(production_render):
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         matching = [b for b in budgets if _selects(b["spec"]["selector"]["matchLabels"], labels)]
         assert len(matching) == 1, deployment["metadata"]["name"]
@@ -629,7 +643,7 @@ def test_network_policies_admit_only_the_ports_each_service_serves(
             assert {p["port"] for p in rule["ports"]} <= container_ports, component
         egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
         expected = {53, 4317}
-        if component in ("ingest", "processor", "sink"):
+        if component in ("ingest", "processor", "sink", "billing"):
             expected.add(9093)  # the Kafka bootstrap port
         if component in ("sink", "query", "notifier", "billing", "migration"):
             expected.add(8443)  # ClickHouse over HTTPS
@@ -638,11 +652,74 @@ def test_network_policies_admit_only_the_ports_each_service_serves(
         assert egress_ports == expected, component
 
 
+# ---- processors: any number, each its own member of the consumer group
+
+
+def test_three_processors_are_three_static_members_of_one_group(
+    helm: str, kubeconform: list[str], tmp_path: Path
+) -> None:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    values["processor"]["replicas"] = 3
+    result = _template(helm, tmp_path, values)
+    assert result.returncode == 0, result.stderr
+    checked = _run(kubeconform, stdin=result.stdout)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    processors = _named(manifests, "StatefulSet", f"{RELEASE}-processor")
+    spec = processors["spec"]
+    assert spec["replicas"] == 3
+    # Pods named <statefulset>-0, -1, -2 whatever node they land on, started together.
+    assert spec["podManagementPolicy"] == "Parallel"
+    pods = [f"{processors['metadata']['name']}-{ordinal}" for ordinal in range(3)]
+    # Each pod's own name is its group instance id: three distinct, stable members.
+    env = _env(_container(manifests, "processor"))
+    assert env["KAFKA_GROUP_INSTANCE_ID"] == {
+        "name": "KAFKA_GROUP_INSTANCE_ID",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
+    assert len(set(pods)) == 3
+    assert all(re.fullmatch(r"[a-z0-9.-]{1,63}", pod) for pod in pods)  # a legal Kafka id too
+    # ...of one consumer group: nothing sets a group per pod.
+    assert "CIVICMETER_PROCESSOR_GROUP_ID" not in env
+    # As many partitions as processors at least, or some would idle.
+    assert int(env["CIVICMETER_TOPIC_PARTITIONS"]["value"]) >= 3
+    # The governing headless Service selects exactly the processor pods.
+    governing = _named(manifests, "Service", spec["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert governing["spec"]["selector"] == spec["selector"]["matchLabels"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    # One budget keeps two of three running through a node drain.
+    [budget] = [
+        b
+        for b in _of_kind(manifests, "PodDisruptionBudget")
+        if _selects(b["spec"]["selector"]["matchLabels"], pod_labels)
+    ]
+    assert budget["spec"]["maxUnavailable"] == 1
+    # Every processor reaches Kafka.
+    [policy] = [
+        p
+        for p in _of_kind(manifests, "NetworkPolicy")
+        if _selects(p["spec"]["podSelector"]["matchLabels"], pod_labels)
+    ]
+    assert 9093 in {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+
+
+def test_more_processors_than_partitions_is_refused_with_both_named(
+    helm: str, tmp_path: Path
+) -> None:
+    result = _template(
+        helm, tmp_path, {"processor": {"replicas": 13}, "kafka": {"topics": {"partitions": 12}}}
+    )
+    assert result.returncode != 0
+    assert "processor.replicas (13) is more than kafka.topics.partitions (12)" in result.stderr
+
+
 # ---- the notifier and the policy file
 
 
 def _pod_spec(manifests: list[Manifest], component: str) -> Manifest:
-    deployment = _named(manifests, "Deployment", f"{RELEASE}-{component}")
+    deployment = _workload(manifests, component)
     spec: Manifest = deployment["spec"]["template"]["spec"]
     return spec
 
@@ -784,7 +861,7 @@ def test_the_alerts_topic_reaches_the_processor_and_the_sink(
 # ---- billing and the seat file
 
 
-def test_billing_runs_one_restricted_pod_on_clickhouse_and_the_catalog_without_kafka(
+def test_billing_runs_one_restricted_pod_on_clickhouse_and_the_catalog_producing_to_kafka(
     production_render: list[Manifest],
 ) -> None:
     deployment = _named(production_render, "Deployment", f"{RELEASE}-billing")
@@ -798,7 +875,16 @@ def test_billing_runs_one_restricted_pod_on_clickhouse_and_the_catalog_without_k
     env = _env(container)
     assert env["CLICKHOUSE_HOST"]["value"] == "clickhouse.metering.svc"
     assert env["CIVICMETER_BILLING_INTERVAL_SECONDS"]["value"] == "30"
-    assert [name for name in env if name.startswith("KAFKA_")] == []
+    # Seat charges and budget alerts go to Kafka, for the sink to store; it consumes nothing.
+    assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == "metering-kafka-bootstrap.kafka.svc:9093"
+    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "civicmeter"
+    ca, _ = _mounted_file(production_render, "billing", env["KAFKA_SSL_CAFILE"]["value"])
+    assert ca["secret"]["secretName"] == "metering-cluster-ca-cert"
+    assert (env["CIVICMETER_TOPIC_RATED"]["value"], env["CIVICMETER_TOPIC_ALERTS"]["value"]) == (
+        "usage.rated",
+        "usage.alerts",
+    )
+    assert "KAFKA_GROUP_INSTANCE_ID" not in env
     volume, key = _mounted_file(
         production_render, "billing", env["CIVICMETER_PRICES_FILE"]["value"]
     )

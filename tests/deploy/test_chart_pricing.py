@@ -19,6 +19,7 @@ from tests.deploy.test_chart import (
     _env,
     _named,
     _render,
+    _workload,
     default_render,
     helm,
 )
@@ -31,7 +32,7 @@ def _pricing_files(render: list[Manifest], component: str) -> tuple[Path, dict[s
     container = _container(render, component)
     prices_file = Path(_env(container)["CIVICMETER_PRICES_FILE"]["value"])
     [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(prices_file.parent)]
-    deployment = _named(render, "Deployment", f"{RELEASE}-{component}")
+    deployment = _workload(render, component)
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
     [volume] = [v for v in volumes if v["name"] == mount["name"]]
     config_map = _named(render, "ConfigMap", volume["configMap"]["name"])
@@ -44,7 +45,7 @@ def test_the_default_fx_table_is_the_project_fx_table() -> None:
     assert values["pricing"]["fx"] == (REPO / "config" / "fx.yaml").read_text()
 
 
-@pytest.mark.parametrize("component", ["processor", "billing"])
+@pytest.mark.parametrize("component", ["processor", "billing", "query"])
 def test_the_fx_table_is_mounted_next_to_the_catalog_and_both_load(
     default_render: list[Manifest], component: str, tmp_path: Path
 ) -> None:
