@@ -1,5 +1,6 @@
 """SeatService over a real gRPC channel with API keys, on seats, charges and usage stored in the
-embedded ClickHouse by the seat ledger and the event writer."""
+embedded ClickHouse by the seat ledger (its charges through Kafka and the sink) and the event
+writer."""
 
 from __future__ import annotations
 
