@@ -28,5 +28,10 @@ def varint_field(field_number: int, value: int) -> bytes:
     return bytes([field_number << 3]) + varint(value)
 
 
+# One-byte lengths, the common case of the hot loops (ids, costs, versions, small events).
+_SHORT = tuple(bytes((n,)) for n in range(128))
+
+
 def length_delimited(key: bytes, payload: bytes) -> bytes:
-    return key + varint(len(payload)) + payload
+    size = len(payload)
+    return key + (_SHORT[size] if size < 128 else varint(size)) + payload
