@@ -59,6 +59,7 @@ SEATS = (
     ("busan", "openai", "chatgpt", "team", ("jung", "kang")),
 )
 IDLE = "park"
+BLOCKED = (("seoul", JAN), ("seoul", JAN), ("seoul", FEB), ("busan", FEB))
 
 
 def chromium() -> str:
@@ -100,6 +101,11 @@ def dataset(catalog: PriceCatalog) -> tuple[list[Seat], list[pb.RatedUsageEvent]
             organization_id=org, department_id="digital-policy", user_id=user_id("dev"),
             event_time=when, usage=pb.Usage(input_tokens=40_000 + 1_000 * n,
                                             output_tokens=5_000))))  # fmt: skip
+    for n, (org, month) in enumerate(BLOCKED):  # refused by the gateway guard: rated 0
+        when = datetime(month.year, month.month, 20, 11, n, tzinfo=SEOUL)
+        refused = event(organization_id=org, user_id=user_id("kim"), event_time=when,
+                        decision=pb.DECISION_DENY)  # fmt: skip
+        events.append(pb.RatedUsageEvent(event=refused, cost_krw="0", price_version="v1"))
     return seats, events
 
 
@@ -261,6 +267,11 @@ async def test_the_report_renders_in_chromium_with_the_apis_figures(
         per_org = {org: await api.seat_summary(FEB, "service", organization_id=org)
                    for org in ("seoul", "busan")}  # fmt: skip
         listed = [a async for a in api.alerts()]
+        decisions = {
+            (org, month): await api.usage(*month_range(month), group_by=["decision"],
+                                          organization_id=org)
+            for org in ("seoul", "busan") for month in (JAN, FEB)
+        }  # fmt: skip
     html = render(report)
     assert "<script" not in html and not re.search(r"\b(src|href)=", html), "self-contained"
     page = tmp_path / "report.html"
@@ -269,7 +280,7 @@ async def test_the_report_renders_in_chromium_with_the_apis_figures(
 
     figures = Figures()
     figures.feed(dom)
-    assert figures.svgs == 5, "a chart per section, drawn inline"
+    assert figures.svgs == 6, "a chart per section, drawn inline"
     spend = figures.charts["spend-by-organization"]
     names = {"seoul": "Seoul", "busan": "Busan"}
     for month, breakdown in by_org.items():
@@ -306,6 +317,16 @@ async def test_the_report_renders_in_chromium_with_the_apis_figures(
             assert Decimal(counted[kind][f"{month:%Y-%m}"][0]) == expected
     assert values(counted["off_hours"]) == {"2025-01": 1, "2025-02": 2, "total": 3}
     assert Decimal(figures.headlines["alerts"][0]) == len(listed) == 5
+
+    blocked = figures.charts["blocked-requests"]
+    for org in ("seoul", "busan"):
+        for month in (JAN, FEB):
+            decided = decisions[org, month]
+            denied = sum(line.event_count for line in decided.lines
+                         if line.group["decision"] == "deny")  # fmt: skip
+            assert Decimal(blocked[names[org]][f"{month:%Y-%m}"][0]) == denied
+    assert values(blocked["Seoul"]) == {"2025-01": 2, "2025-02": 1, "total": 3}
+    assert int(figures.headlines["blocked"][0]) == len(BLOCKED)
 
     pixels = png_pixels(shot)
     assert pixels.shape[:2] == (1300, 450)

@@ -14,8 +14,8 @@ from civicmeter.core.money import from_money
 from civicmeter.query.v1 import query_service_pb2 as query_pb
 
 UsageDimension = Literal[
-    "organization", "department", "user", "service", "provider", "model", "operation", "purpose"
-]
+    "organization", "department", "user", "service", "provider", "model", "operation", "purpose",
+    "decision"]  # fmt: skip
 USAGE_DIMENSIONS: dict[str, query_pb.Dimension.ValueType] = {
     "organization": query_pb.DIMENSION_ORGANIZATION,
     "department": query_pb.DIMENSION_DEPARTMENT,
@@ -25,6 +25,7 @@ USAGE_DIMENSIONS: dict[str, query_pb.Dimension.ValueType] = {
     "model": query_pb.DIMENSION_MODEL,
     "operation": query_pb.DIMENSION_OPERATION,
     "purpose": query_pb.DIMENSION_PURPOSE,
+    "decision": query_pb.DIMENSION_DECISION,
 }
 Granularity = Literal["hour", "day", "month"]
 GRANULARITIES: dict[str | None, query_pb.Granularity.ValueType] = {

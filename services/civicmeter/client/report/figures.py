@@ -87,6 +87,10 @@ async def gather(
                         time_zone=time_zone, organization_id=organization_id)
         for dimension in ("organization", "service")
     ]  # fmt: skip
+    # Requests the gateway guard refused: metered (at no cost) with the decision "deny".
+    blocked = await api.usage(start, end, group_by=["organization"], granularity="month",
+                              filters={"decision": ["deny"]}, time_zone=time_zone,
+                              organization_id=organization_id)  # fmt: skip
     organizations = sorted({line.group["organization"] for line in by_org.lines})
     seats = await api.seat_summary(months[-1], "service", organization_id=organization_id)
     per_org: dict[str, SeatSummary] = {}
@@ -110,6 +114,8 @@ async def gather(
         _seats_chart(seats, seat_month),
         _per_active_user(seats, per_org, seat_month, shown),
         _alerts_chart(alerts, labels),
+        _monthly("blocked-requests", "Blocked requests per month", blocked, "organization",
+                 labels, tz, shown, unit="count"),
     ]  # fmt: skip
     total = seats.total
     headlines = (
@@ -124,6 +130,7 @@ async def gather(
         Headline("cost-per-active-user", f"Cost per active user in {seat_month}", "krw",
                  total.cost_per_active_user_krw),
         Headline("alerts", "Alerts raised", "count", Decimal(sum(alerts.values()))),
+        Headline("blocked", "Requests blocked", "count", Decimal(blocked.event_count)),
     )  # fmt: skip
     scope = shown.get(organization_id, organization_id) or "All governments"
     period = labels[0] if len(labels) == 1 else f"{labels[0]} to {labels[-1]}"
@@ -145,17 +152,19 @@ def _monthly(
     labels: Sequence[str],
     tz: ZoneInfo,
     names: Mapping[str, str],
+    unit: Unit = "krw",
 ) -> Chart:
-    """Cost per month stacked by the dimension's values, largest series first."""
+    """Cost (or events) per month stacked by the dimension's values, largest series first."""
     cells: dict[str, dict[str, Decimal]] = defaultdict(dict)
     for line in report.lines:
         assert line.bucket_start is not None  # asked with a granularity
         month = line.bucket_start.astimezone(tz).strftime("%Y-%m")
         key = names.get(line.group[dimension], line.group[dimension])
-        cells[key][month] = cells[key].get(month, Decimal(0)) + line.cost_krw
+        value = line.cost_krw if unit == "krw" else Decimal(line.event_count)
+        cells[key][month] = cells[key].get(month, Decimal(0)) + value
     order = sorted(cells, key=lambda k: (-sum(cells[k].values(), Decimal(0)), k))
     series = {k: tuple(cells[k].get(m, Decimal(0)) for m in labels) for k in order}
-    return Chart(chart_id, title, "columns", "krw", tuple(labels), series)
+    return Chart(chart_id, title, "columns", unit, tuple(labels), series)
 
 
 def _seats_chart(seats: SeatSummary, month: str) -> Chart:
