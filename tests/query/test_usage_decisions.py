@@ -43,6 +43,8 @@ def test_denied_requests_are_stored_at_cost_0_and_queried_by_decision(clickhouse
     costs = {r.event.event_id: Decimal(r.cost_krw) for r in rated}
     assert costs[events[2].event_id] == costs[events[3].event_id] == 0
     assert costs[events[0].event_id] > 0
+    versions = {r.event.event_id: r.price_version for r in rated}
+    assert versions[events[3].event_id] == "denied"  # the sink needs a version; no price rated it
     write_events(clickhouse, rated)
     rows = clickhouse.query(
         "SELECT event_id, decision, decision_rule_ids FROM usage_events FINAL"

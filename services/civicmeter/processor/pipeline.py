@@ -28,7 +28,7 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 # Keys of RatedUsageEvent's fields, all length-delimited.
 _EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (tag(number) for number in (1, 2, 3, 4))
 _LATE = varint_field(5, 1)  # RatedUsageEvent.late = true
-_DENIED = Rating(Decimal(0), "")  # what a denied request is rated: nothing was sent
+_DENIED = Rating(Decimal(0), "denied")  # a denied request: nothing was sent, no price rated it
 
 
 @dataclass(frozen=True)
