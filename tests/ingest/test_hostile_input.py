@@ -134,7 +134,7 @@ JSON_CASES: dict[str, tuple[Callable[[], bytes], str]] = {
         "data.reported_cost.nanos"),
     "money nanos 1e9": (lambda: json.dumps([json_event(
         reported_cost={"currency_code": "USD", "nanos": 10**9})]).encode(),
-        "reported_cost.nanos"),
+        "data.reported_cost.nanos"),
     "time past 9999 in UTC": (lambda: json.dumps([json_event(time="9999-12-31T23:59:59-23:59")])
                               .encode(), "time"),
     "time before year 1 in UTC": (lambda: json.dumps([json_event(
@@ -158,10 +158,10 @@ JSON_CASES: dict[str, tuple[Callable[[], bytes], str]] = {
         risk={"pii_findings": {f"k{n}": 1 for n in range(600_000)}})]).encode(),
         "data.risk.pii_findings"),
     "plain user name": (lambda: json.dumps([json_event(user_id="hong.gildong")]).encode(),
-                        "user_id"),
+                        "data.user_id"),
     "empty body": (lambda: b"", "body"),
     "a number": (lambda: b"7", "body"),
-    "an empty batch": (lambda: b"[]", "events"),
+    "an empty batch": (lambda: b"[]", "body"),
 }  # fmt: skip
 
 

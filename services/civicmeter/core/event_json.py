@@ -12,15 +12,29 @@ Decoding uses msgspec (strict types, unknown data fields rejected), so an error 
 path of the offending field, e.g. "Expected `int`, got `str` - at `$[3].data.usage.images`".
 Integers are bounded by the range of their protobuf field, and times by the range of a
 protobuf Timestamp, so whatever decodes also converts.
+
+Every CloudEvents HTTP content mode is read: structured (one event), batch (a JSON array) and
+binary (the attributes as `ce-*` headers, the data as the body; `decode_binary`). Besides:
+- `time` may be left out: the event then happened when ingest received it;
+- the data may be a protobuf civicmeter.usage.v1.UsageEvent instead of the JSON above, with
+  `datacontenttype` application/protobuf (or application/x-protobuf): as the body in binary
+  mode, as `data_base64` in a structured event. The envelope's id, source and time fill its
+  event_id, gateway_id and event_time (a different value inside the data is refused);
+- `source` is any URI reference, mapped to the gateway id by `gateway_id_from_source`.
+Errors name CloudEvents attributes (`source`, `time`, `data.usage.input_tokens`), never the
+fields of the internal event (`cloudevent_field` translates validation errors).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
 import msgspec
+from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from civicmeter.core.validation import MAX_PII_KINDS
 from civicmeter.usage.v1 import usage_event_pb2 as pb
@@ -107,9 +121,10 @@ class CloudEventJson(msgspec.Struct, omit_defaults=True):
     id: str
     source: str
     type: str
-    time: datetime
-    data: EventDataJson
+    time: datetime | None = None  # None: the time ingest received it
+    data: EventDataJson | None = None
     datacontenttype: str = "application/json"
+    data_base64: bytes | None = None  # msgspec decodes the base64 text
 
 
 _batch_decoder = msgspec.json.Decoder(list[CloudEventJson])
@@ -117,8 +132,10 @@ _single_decoder = msgspec.json.Decoder(CloudEventJson)
 _encoder = msgspec.json.Encoder()
 
 
-def decode_batch(body: bytes) -> list[pb.UsageEvent]:
-    """Decode a JSON array (or a single object) of usage CloudEvents into protobuf events."""
+def decode_batch(body: bytes, received: datetime | None = None) -> list[pb.UsageEvent]:
+    """Decode a JSON array (or a single object) of usage CloudEvents into protobuf events.
+
+    `received` is the time of events that carry none (default: now)."""
     try:
         stripped = body.lstrip()
         if stripped.startswith(b"{"):
@@ -132,18 +149,125 @@ def decode_batch(body: bytes) -> list[pb.UsageEvent]:
     except RecursionError:
         # Deeply nested arrays or objects, e.g. in an extension attribute msgspec skips.
         raise DecodeError("malformed JSON: arrays or objects nested too deeply") from None
-    return [_to_proto(envelope, index) for index, envelope in enumerate(envelopes)]
+    if not envelopes:
+        raise DecodeError("the batch is empty: send at least one event")
+    received = received or datetime.now(UTC)
+    return [_to_proto(envelope, index, received) for index, envelope in enumerate(envelopes)]
 
 
-def _to_proto(ce: CloudEventJson, index: int) -> pb.UsageEvent:
+def decode_binary(
+    headers: Mapping[str, str], content_type: str, body: bytes, received: datetime | None = None
+) -> pb.UsageEvent:
+    """One event in binary content mode: attributes from the `ce-*` headers (percent-encoded,
+    as the HTTP binding says), the data as the body, its type the Content-Type."""
+    attributes: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith("ce-"):
+            attributes[lower[3:]] = unquote(value)
+    for required in ("specversion", "id", "source", "type"):
+        if required not in attributes:
+            raise DecodeError(f"the ce-{required} header is required - at `$[0].{required}`")
+    time = None
+    if "time" in attributes:
+        try:
+            time = datetime.fromisoformat(attributes["time"])
+        except ValueError:
+            raise DecodeError("time must be an RFC 3339 timestamp - at `$[0].time`") from None
+    envelope = CloudEventJson(
+        specversion=attributes["specversion"],
+        id=attributes["id"],
+        source=attributes["source"],
+        type=attributes["type"],
+        time=time,
+        datacontenttype=content_type,
+    )
+    if content_type in PROTOBUF_DATA_TYPES:
+        envelope.data_base64 = body
+    elif _is_json(content_type):
+        try:
+            envelope.data = _data_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            located = _LOCATION.fullmatch(str(exc))
+            path = located["field"] if located else ""
+            message = located["message"] if located else str(exc)
+            raise DecodeError(f"{message} - at `$[0].data{'.' + path if path else ''}`") from None
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"malformed JSON: {exc} - at `$[0].data`") from None
+        except RecursionError:
+            raise DecodeError("malformed JSON: nested too deeply - at `$[0].data`") from None
+    else:
+        raise DecodeError(
+            f"datacontenttype {content_type[:64]!r} is not JSON or protobuf"
+            " - at `$[0].datacontenttype`"
+        )
+    return _to_proto(envelope, 0, received or datetime.now(UTC))
+
+
+def gateway_id_from_source(source: str) -> str:
+    """The gateway id a CloudEvents `source` names.
+
+    - a plain identifier or URN (`gw-seoul-1`, `urn:seoul:gw-1`) is the gateway id itself;
+    - a relative URI reference (`/gateways/seoul-1`, `/seoul/gw-1`) is its path, less the
+      leading `/` and a leading `gateways/` segment: `seoul-1`, `seoul/gw-1`;
+    - an absolute URI with an authority (`https://gw.seoul.go.kr/ai`) is its host and path:
+      `gw.seoul.go.kr/ai`.
+    A trailing `/` is dropped; a query or fragment is refused (it is not a gateway's name).
+    The result must be a valid gateway id; the key a gateway presents is matched against it.
+    """
+    if not (source.startswith("/") or "://" in source):
+        return source
+    parts = urlsplit(source)
+    if parts.query or parts.fragment:
+        raise DecodeError("source must not carry a query or fragment - at `source`")
+    if source.startswith("/"):
+        name = parts.path.lstrip("/").removeprefix("gateways/")
+    else:
+        name = f"{parts.hostname or ''}{parts.path}"
+    return name.rstrip("/")
+
+
+# Fields of the event that stand for CloudEvents attributes; the others are data fields.
+_ATTRIBUTES = {"event_id": "id", "gateway_id": "source", "event_time": "time"}
+
+
+def cloudevent_field(field: str) -> str:
+    """The CloudEvents name of an event field: `gateway_id` -> `source`,
+    `event_time.seconds` -> `time`, `usage.input_tokens` -> `data.usage.input_tokens`."""
+    head = field.split(".", 1)[0].split("[", 1)[0]
+    if head in _ATTRIBUTES:
+        return _ATTRIBUTES[head]
+    return f"data.{field}"
+
+
+PROTOBUF_DATA_TYPES = frozenset({"application/protobuf", "application/x-protobuf"})
+# The bound ingest puts on one protobuf event (ingest.decoding.MAX_EVENT_BYTES).
+_MAX_DATA_BYTES = 64 * 1024
+_data_decoder = msgspec.json.Decoder(EventDataJson)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type in ("application/json", "text/json") or content_type.endswith("+json")
+
+
+def _to_proto(ce: CloudEventJson, index: int, received: datetime) -> pb.UsageEvent:
     where = f"$[{index}]"
     if ce.specversion != "1.0":
         raise DecodeError(f"specversion must be '1.0' - at `{where}.specversion`")
     if ce.type != EVENT_TYPE:
         raise DecodeError(f"type must be {EVENT_TYPE!r} - at `{where}.type`")
-    if ce.time.tzinfo is None:
+    if ce.time is not None and ce.time.tzinfo is None:
         raise DecodeError(f"time must carry a UTC offset (RFC 3339) - at `{where}.time`")
+    try:
+        gateway_id = gateway_id_from_source(ce.source)
+    except DecodeError as exc:
+        raise DecodeError(f"{exc.message} - at `{where}.source`") from None
+    when = ce.time or received
+    if ce.data_base64 is not None:
+        return _from_protobuf_data(ce, where, gateway_id, when)
     data = ce.data
+    if data is None:
+        raise DecodeError(f"data (or data_base64) is required - at `{where}.data`")
     kind = _ACCOUNT_KINDS.get(data.account_kind)
     if kind is None:
         raise DecodeError(
@@ -151,7 +275,7 @@ def _to_proto(ce: CloudEventJson, index: int) -> pb.UsageEvent:
         )
     event = pb.UsageEvent(
         event_id=ce.id,
-        gateway_id=ce.source,
+        gateway_id=gateway_id,
         organization_id=data.organization_id,
         department_id=data.department_id,
         user_id=data.user_id,
@@ -163,13 +287,7 @@ def _to_proto(ce: CloudEventJson, index: int) -> pb.UsageEvent:
         purpose=data.purpose,
         usage=pb.Usage(**msgspec.structs.asdict(data.usage)),
     )
-    try:
-        event.event_time.FromDatetime(ce.time)
-    except (OverflowError, ValueError):
-        # A valid RFC 3339 time whose offset takes it past year 9999 or before year 1 in UTC.
-        raise DecodeError(
-            f"time must lie within 0001-01-01 and 9999-12-31 in UTC - at `{where}.time`"
-        ) from None
+    _set_time(event, when, where)
     if data.risk is not None:
         for name, count in data.risk.pii_findings.items():
             if not 0 <= count <= _UINT32_MAX:
@@ -184,6 +302,54 @@ def _to_proto(ce: CloudEventJson, index: int) -> pb.UsageEvent:
         event.reported_cost.currency_code = money.currency_code
         event.reported_cost.units = money.units
         event.reported_cost.nanos = money.nanos
+    return event
+
+
+def _set_time(event: pb.UsageEvent, when: datetime, where: str) -> None:
+    try:
+        event.event_time.FromDatetime(when)
+    except (OverflowError, ValueError):
+        # A valid RFC 3339 time whose offset takes it past year 9999 or before year 1 in UTC.
+        raise DecodeError(
+            f"time must lie within 0001-01-01 and 9999-12-31 in UTC - at `{where}.time`"
+        ) from None
+
+
+def _from_protobuf_data(
+    ce: CloudEventJson, where: str, gateway_id: str, when: datetime
+) -> pb.UsageEvent:
+    """The event a protobuf `data_base64` (or binary-mode body) carries, under its envelope."""
+    if ce.datacontenttype not in PROTOBUF_DATA_TYPES:
+        raise DecodeError(
+            "data_base64 needs a protobuf datacontenttype (application/protobuf)"
+            f" - at `{where}.datacontenttype`"
+        )
+    raw = ce.data_base64 or b""
+    if len(raw) > _MAX_DATA_BYTES:
+        raise DecodeError(f"data is over {_MAX_DATA_BYTES} bytes - at `{where}.data`")
+    event = pb.UsageEvent()
+    try:
+        event.ParseFromString(raw)
+    except ProtoDecodeError:
+        raise DecodeError(
+            f"data is not a civicmeter.usage.v1.UsageEvent in protobuf - at `{where}.data`"
+        ) from None
+    event.DiscardUnknownFields()  # none of their bytes travel further
+    for field, value, attribute in (
+        (event.event_id, ce.id, "id"),
+        (event.gateway_id, gateway_id, "source"),
+    ):
+        if field and field != value:
+            raise DecodeError(
+                f"the data's {attribute} differs from the envelope's - at `{where}.{attribute}`"
+            )
+    inner_time = event.event_time.ToDatetime(tzinfo=UTC) if event.HasField("event_time") else None
+    if inner_time is not None and ce.time is not None and inner_time != ce.time:
+        raise DecodeError(f"the data's time differs from the envelope's - at `{where}.time`")
+    event.event_id = ce.id
+    event.gateway_id = gateway_id
+    if not event.HasField("event_time"):
+        _set_time(event, when, where)
     return event
 
 

@@ -2,7 +2,10 @@
 
 Content types: application/cloudevents-batch+json or application/json (a JSON array),
 application/cloudevents+json (one event), application/x-protobuf (a PublishEventsRequest);
-optionally compressed (Content-Encoding gzip or deflate).
+optionally compressed (Content-Encoding gzip or deflate). A request with a `ce-specversion`
+header is one CloudEvent in binary content mode: its attributes in `ce-*` headers, its data
+the body, in JSON or protobuf (a civicmeter.usage.v1.UsageEvent) as its Content-Type says.
+Errors about CloudEvents name their attributes (`source`, `time`, `data.usage...`).
 Answers 202 {"accepted_count": n} once every event is durable in Kafka; 400 with the
 offending events and fields ("body" when the body does not decode); 413 when the body
 (decompressed) or the batch is too large; 415 for other content types and encodings.
@@ -10,11 +13,18 @@ offending events and fields ("body" when the body does not decode); 413 when the
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from civicmeter.core.event_json import DecodeError, decode_batch
+from civicmeter.core.event_json import (
+    PROTOBUF_DATA_TYPES,
+    DecodeError,
+    cloudevent_field,
+    decode_batch,
+    decode_binary,
+)
 from civicmeter.ingest.auth import (
     GATEWAY_ACCESS,
     GatewayAccess,
@@ -46,8 +56,18 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 
 async def publish_events(request: web.Request) -> web.Response:
     publisher = request.app[PUBLISHER]
+    received = datetime.now(UTC)
     content_type = request.content_type
-    if content_type not in JSON_TYPES | PROTOBUF_TYPES:
+    binary = "ce-specversion" in request.headers  # CloudEvents binary content mode
+    if binary and "Content-Type" not in request.headers:
+        content_type = "application/json"  # JSON data, as a CloudEvent without datacontenttype
+    if binary and not _binary_data_type(content_type):
+        return _error(
+            415,
+            f"unsupported datacontenttype {content_type[:_ECHO_CHARS]!r} for a binary-mode "
+            "CloudEvent; use application/json or application/protobuf",
+        )
+    if not binary and content_type not in JSON_TYPES | PROTOBUF_TYPES:
         return _error(
             415,
             f"unsupported content type {content_type[:_ECHO_CHARS]!r}; use one of "
@@ -69,13 +89,16 @@ async def publish_events(request: web.Request) -> web.Response:
         publisher.count_rejected(1, "undecodable")
         fault = f"the body cannot be read as {encoding}"
         return _error(400, fault, errors=[{"index": None, "field": "body", "message": fault}])
+    cloud_events = binary or content_type in JSON_TYPES
     try:
-        if content_type in PROTOBUF_TYPES:
+        if binary:
+            events = [decode_binary(request.headers, content_type, body, received)]
+        elif content_type in PROTOBUF_TYPES:
             message, unknown = parse_publish_request(body)
             publisher.count_unknown_fields(unknown, "http")
             events = list(message.events)
         else:
-            events = decode_batch(body)
+            events = decode_batch(body, received)
     except DecodeError as exc:  # JSON or protobuf (UndecodableRequestError)
         publisher.count_rejected(1, "undecodable")
         error = {"index": exc.index, "field": exc.field, "message": exc.message}
@@ -85,6 +108,8 @@ async def publish_events(request: web.Request) -> web.Response:
     try:
         accepted = await publisher.publish(events)
     except BatchRejectedError as exc:
+        if cloud_events:
+            return _cloud_events_rejected(exc)
         return _error(
             400,
             str(exc),
@@ -97,6 +122,29 @@ async def publish_events(request: web.Request) -> web.Response:
         response.headers["Retry-After"] = "5"
         return response
     return web.json_response({"accepted_count": accepted}, status=202)
+
+
+def _binary_data_type(content_type: str) -> bool:
+    """JSON or protobuf data; a binary-mode event's data is never a CloudEvent itself."""
+    if content_type in PROTOBUF_DATA_TYPES or content_type == "application/json":
+        return True
+    return content_type.endswith("+json") and not content_type.startswith("application/cloudevents")
+
+
+def _cloud_events_rejected(exc: BatchRejectedError) -> web.Response:
+    """400 naming CloudEvents attributes: `events[2].source`, not the internal gateway_id."""
+    errors = [
+        {"index": e.index, "field": cloudevent_field(e.field), "message": e.message}
+        for e in exc.errors
+    ]
+    first = errors[0]
+    more = exc.invalid_count - 1
+    return _error(
+        400,
+        f"{exc.invalid_count} invalid event(s); first: events[{first['index']}]."
+        f"{first['field']}: {first['message']}" + (f" (and {more} more)" if more else ""),
+        errors=errors,
+    )
 
 
 async def healthz(_: web.Request) -> web.Response:
