@@ -144,6 +144,16 @@ async def remote(target: str, rate: float, seconds: float) -> tuple[list[float],
     return times, errors, total / elapsed
 
 
+def _kept_notes() -> str:
+    """The results file's `## Notes`, which each run keeps (the tables above are rewritten)."""
+    try:
+        text = RESULTS.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+    at = text.find("\n## Notes\n")
+    return text[at:] if at >= 0 else ""
+
+
 def _ms(times: Sequence[float], share: float) -> str:
     return f"{percentile(times, share):.2f}" if times else "-"
 
@@ -237,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        RESULTS.write_text(report, encoding="utf-8")
+        RESULTS.write_text(report + _kept_notes(), encoding="utf-8")
     ok = local_cpu_p99 <= LOCAL_TARGET_MS and remote_p99 <= REMOTE_TARGET_MS and errors == 0
     return 0 if ok else 1
 
