@@ -816,6 +816,18 @@ class _Injections:
                 "non_work_content", person.government, person.user_id, category, day.isoformat()
             )
             build.label("non_work_content", key, ids, category)
+            # Requests the gateway guard denied, tried again and again within minutes.
+            person = self._any()
+            day = self._office_day_choice()
+            start = self._work_moment(day)
+            ids = []
+            for attempt in range(rng.randint(5, 7)):
+                ids.append(build.add(person, start + attempt * 40, person.services[0]))
+                denied = build.events[-1].event
+                denied.decision = pb.DECISION_DENY
+                denied.decision_rule_ids.append("document.confidential")
+            key = dedup_key("repeated_denials", person.government, person.user_id, day.isoformat())
+            build.label("repeated_denials", key, ids, "a confidential document, resent")
 
     def _off_hours(self) -> None:
         build, rng = self.build, self.rng
