@@ -157,7 +157,7 @@ _OPEN_GATEWAY = Principal("open-ingest", "*", GATEWAY_ROLE)
 
 GATEWAY_ACCESS = web.AppKey("gateway_access", GatewayAccess)
 _PRINCIPAL = web.RequestKey("gateway_principal", Principal)  # set by the middleware
-AUTHENTICATED_PATHS = frozenset({"/v1/events"})  # /healthz stays open
+AUTHENTICATED_PATHS = frozenset({"/v1/events", "/v1/traces"})  # /healthz stays open
 
 
 @web.middleware
@@ -190,6 +190,11 @@ def refuse_foreign_events(
         return None
     refusal = access.check_events(principal, events, request.remote or "", "http")
     return None if refusal is None else refusal.http_response()
+
+
+def request_principal(request: web.Request) -> Principal:
+    """The key the middleware admitted the call with (without gateway access: open ingest)."""
+    return request.get(_PRINCIPAL) or _OPEN_GATEWAY
 
 
 def _http_certificate_name(request: web.Request) -> str:
@@ -274,6 +279,25 @@ class GrpcAuthentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+async def admit_grpc_call(
+    access: GatewayAccess | None, context: grpc.aio.ServicerContext
+) -> Principal:
+    """Authenticate a call in its handler, for services whose requests carry no usage events
+    (OTLP): the key, or the call is aborted with the refusal."""
+    if access is None:
+        return _OPEN_GATEWAY
+    token = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            token = bearer_token(value)
+    peer = _grpc_peer_address(context.peer() or "")
+    outcome = access.authenticate(token, _grpc_certificate_name(context), peer, "grpc")
+    if isinstance(outcome, Principal):
+        return outcome
+    await context.abort(outcome.grpc_code, outcome.message)
+    raise AssertionError("abort raises")
 
 
 def _grpc_certificate_name(context: grpc.aio.ServicerContext) -> str:

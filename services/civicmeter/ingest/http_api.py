@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
 
 from civicmeter.core.event_json import (
     PROTOBUF_DATA_TYPES,
@@ -30,8 +32,16 @@ from civicmeter.ingest.auth import (
     GatewayAccess,
     http_authentication,
     refuse_foreign_events,
+    request_principal,
 )
 from civicmeter.ingest.decoding import parse_publish_request
+from civicmeter.ingest.otlp import (
+    OtlpReceiver,
+    UndecodableExportError,
+    parse_json,
+    parse_protobuf,
+    response_json,
+)
 from civicmeter.ingest.publisher import (
     BatchRejectedError,
     BatchTooLargeError,
@@ -47,6 +57,7 @@ PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 ENCODINGS = frozenset({"identity", "gzip", "x-gzip", "deflate"})
 
 PUBLISHER = web.AppKey("publisher", Publisher)
+OTLP = web.AppKey("otlp", OtlpReceiver)
 _ECHO_CHARS = 64  # request values quoted back in an error are cut to this length
 
 
@@ -147,15 +158,69 @@ def _cloud_events_rejected(exc: BatchRejectedError) -> web.Response:
     )
 
 
+async def export_traces(request: web.Request) -> web.Response:
+    """OTLP/HTTP trace export (protobuf or JSON): 200 with the spans refused as a partial
+    success; 400 with a google.rpc.Status for an undecodable body; 503 to retry when Kafka is
+    unavailable (the exporter retries; span ids keep the events counted once)."""
+    publisher, receiver = request.app[PUBLISHER], request.app[OTLP]
+    as_json = request.content_type == "application/json"
+    if not as_json and request.content_type not in PROTOBUF_TYPES:
+        return _otlp_status(415, "use application/x-protobuf or application/json", as_json=True)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _otlp_status(
+            413, f"the body exceeds {publisher.settings.max_body_bytes} bytes", as_json
+        )
+    except web.RequestPayloadError:
+        return _otlp_status(400, "the body cannot be read in its Content-Encoding", as_json)
+    try:
+        export = parse_json(body) if as_json else parse_protobuf(body)
+    except UndecodableExportError as exc:
+        publisher.count_rejected(1, "undecodable")
+        return _otlp_status(400, str(exc), as_json)
+    try:
+        answer = await receiver.export(export, request_principal(request), publisher)
+    except PublishUnavailableError as exc:
+        response = _otlp_status(503, str(exc), as_json)
+        response.headers["Retry-After"] = "5"
+        return response
+    if as_json:
+        return web.Response(body=response_json(answer), content_type="application/json")
+    return web.Response(body=answer.SerializeToString(), content_type="application/x-protobuf")
+
+
+def _otlp_status(status: int, message: str, as_json: bool) -> web.Response:
+    """An OTLP/HTTP error: a google.rpc.Status in the request's encoding."""
+    rpc_status = Status(code=_RPC_CODES.get(status, 2), message=message)
+    if as_json:
+        return web.Response(
+            status=status, body=json_format.MessageToJson(rpc_status, indent=None).encode(),
+            content_type="application/json",
+        )  # fmt: skip
+    return web.Response(
+        status=status, body=rpc_status.SerializeToString(), content_type="application/x-protobuf"
+    )
+
+
+# google.rpc.Code for the HTTP statuses OTLP answers with.
+_RPC_CODES = {400: 3, 413: 8, 415: 3, 503: 14}
+
+
 async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_http_app(publisher: Publisher, access: GatewayAccess | None = None) -> web.Application:
+def build_http_app(
+    publisher: Publisher, access: GatewayAccess | None = None, otlp: OtlpReceiver | None = None
+) -> web.Application:
     app = web.Application(
         client_max_size=publisher.settings.max_body_bytes, middlewares=[http_authentication]
     )
     app[PUBLISHER] = publisher
+    if otlp is not None:
+        app[OTLP] = otlp
+        app.router.add_post("/v1/traces", export_traces)
     if access is not None:
         app[GATEWAY_ACCESS] = access
     app.router.add_post("/v1/events", publish_events)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from civicmeter.core.telemetry import Telemetry
 from civicmeter.ingest.auth import GatewayAccess, server_tls
 from civicmeter.ingest.grpc_api import build_grpc_server
 from civicmeter.ingest.http_api import build_http_app
+from civicmeter.ingest.otlp import AttributeMapping, OtlpReceiver
 from civicmeter.ingest.publisher import Publisher
 
 log = logging.getLogger("civicmeter.ingest")
@@ -32,15 +34,20 @@ async def serve(settings: IngestSettings, telemetry: Telemetry, stop: asyncio.Ev
         await ensure_topics(settings.kafka)
     access = gateway_access(settings, telemetry)
     tls = server_tls(settings.tls)
+    # OTLP trace exports: the attribute mapping is read from the environment (otlp.py).
+    otlp = OtlpReceiver(
+        AttributeMapping.from_env(os.environ), telemetry.meter, settings.time_window
+    )
     publisher = Publisher(settings, telemetry)
     await publisher.start()
-    runner = web.AppRunner(build_http_app(publisher, access), access_log=None)
+    runner = web.AppRunner(build_http_app(publisher, access, otlp), access_log=None)
     await runner.setup()
     grpc_server = build_grpc_server(
         publisher,
         f"{settings.http_host}:{settings.grpc_port}",
         access,
         tls.grpc if tls else None,
+        otlp,
     )
     try:
         await web.TCPSite(
