@@ -8,14 +8,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from aiokafka import AIOKafkaConsumer
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
@@ -26,22 +23,12 @@ from cloudevents.v1 import http as ce_v1
 from civicmeter.core.event_json import EVENT_TYPE
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import user_id
-from tests.ingest.test_auth import KEYS, MULTI_TOKEN, SEOUL_TOKEN, Ingest, running_ingest
+from tests.ingest.test_auth import MULTI_TOKEN, SEOUL_TOKEN, Ingest
 
 pytestmark = [pytest.mark.kafka]
 
 PROTOBUF = "application/protobuf"
 JSON = "application/json"
-
-
-@pytest.fixture(scope="module")
-async def ingest(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Ingest]:
-    keys = Path(tmp_path_factory.mktemp("keys")) / "gateway-keys.yaml"
-    keys.write_text(yaml.safe_dump(KEYS))
-    async with running_ingest(kafka_bootstrap, keys) as running:
-        yield running
 
 
 def data(input_tokens: int = 812, output_tokens: int = 95) -> dict[str, Any]:

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
-import yaml
 from aiokafka import AIOKafkaConsumer
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
@@ -35,7 +33,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import user_id
-from tests.ingest.test_auth import KEYS, MULTI_TOKEN, SEOUL_TOKEN, Ingest, running_ingest
+from tests.ingest.test_auth import MULTI_TOKEN, SEOUL_TOKEN, Ingest
 from tests.ingest.test_cloudevents import published
 
 pytestmark = [pytest.mark.kafka]
@@ -46,16 +44,6 @@ RESOURCE = {
 }
 PROTOBUF = "application/x-protobuf"
 OPENAI = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}
-
-
-@pytest.fixture(scope="module")
-async def ingest(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Ingest]:
-    keys = Path(tmp_path_factory.mktemp("keys")) / "gateway-keys.yaml"
-    keys.write_text(yaml.safe_dump(KEYS))
-    async with running_ingest(kafka_bootstrap, keys) as running:
-        yield running
 
 
 def spans(
