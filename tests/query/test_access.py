@@ -24,9 +24,12 @@ from civicmeter.core.money import from_money
 from civicmeter.core.policy import parse_policies
 from civicmeter.core.seat_store import Seat, sync_seats
 from civicmeter.core.storage import Storage
+from civicmeter.decision.v1 import decision_service_pb2 as decision_pb
+from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.query.access import METHOD_ROLES, AccessInterceptor, AuditLog
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.budget_service import BudgetService
+from civicmeter.query.decision_service import DecisionService
 from civicmeter.query.seat_service import SeatService
 from civicmeter.query.server import QueryService
 from civicmeter.query.v1 import query_service_pb2 as query_pb
@@ -53,6 +56,7 @@ class Api:
     audit: AuditLog
     seats: seat_grpc.SeatServiceStub
     budgets: budget_grpc.BudgetServiceStub
+    decisions: decision_grpc.DecisionServiceStub
 
 
 @pytest.fixture
@@ -68,7 +72,7 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
         Seat(t, f"seat-{n}", "welfare", f"u_{t}_{n}", "openai", "chatgpt", "team",
              NOW.date().replace(day=1), None)
         for t in TENANTS for n in range(EVENTS_OF[t])])  # fmt: skip
-    roles = ("finance-reader", "auditor", "security")
+    roles = ("finance-reader", "auditor", "security", "gateway")
     keys = parse_api_keys({"keys": [
         {"id": f"{t}-{r}", "organization_id": t, "role": r, "sha256": hash_token(token(t, r))}
         for t, r in itertools.product(TENANTS, roles)]})  # fmt: skip
@@ -82,6 +86,9 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
     seat_grpc.add_SeatServiceServicer_to_server(SeatService(storage), server)
     budgets = parse_policies({"version": "t", "defaults": {"budgets": {"monthly_krw": "1000"}}})
     budget_grpc.add_BudgetServiceServicer_to_server(BudgetService(storage, lambda: budgets), server)
+    decision_grpc.add_DecisionServiceServicer_to_server(
+        DecisionService(storage, lambda: budgets), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -91,6 +98,7 @@ async def api(clickhouse: Client) -> AsyncIterator[Api]:
             audit,
             seat_grpc.SeatServiceStub(channel),
             budgets=budget_grpc.BudgetServiceStub(channel),
+            decisions=decision_grpc.DecisionServiceStub(channel),
         )
     await server.stop(None)
 
@@ -234,6 +242,24 @@ async def _seat_summary(api: Api, caller: str, target: str) -> list[str]:
     # The summary names no organisation: whose it is shows in its number of seats.
     owners = {n: tenant for tenant, n in EVENTS_OF.items()}
     return [owners.get(summary.total.seats, f"unknown:{summary.total.seats}")]
+
+
+@probe("/civicmeter.decision.v1.DecisionService/Decide")
+async def _decide(api: Api, caller: str, target: str) -> list[str]:
+    request = decision_pb.DecideRequest(organization_id=target, provider="deepseek")
+    answer = await api.decisions.Decide(request, metadata=bearer(token(caller, "gateway")))
+    return [answer.organization_id]
+
+
+@probe("/civicmeter.decision.v1.DecisionService/WatchPolicy")
+async def _watch_policy(api: Api, caller: str, target: str) -> list[str]:
+    stream = api.decisions.WatchPolicy(
+        decision_pb.WatchPolicyRequest(organization_id=target),
+        metadata=bearer(token(caller, "gateway")),
+    )
+    first = await stream.read()
+    stream.cancel()
+    return [first.policy.organization_id]
 
 
 async def test_every_rpc_for_every_ordered_pair_of_tenants_stays_in_its_tenant(api: Api) -> None:

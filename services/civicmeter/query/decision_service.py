@@ -120,6 +120,7 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
             reason_en=decision.reason_en,
             redact_types=sorted(decision.redact_types),
             policy_version=policies.version,
+            organization_id=organization,
         )
 
     async def WatchPolicy(  # noqa: N802 (gRPC method name)

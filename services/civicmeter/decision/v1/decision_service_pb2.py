@@ -26,33 +26,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-civicmeter/decision/v1/decision_service.proto\x12\x16\x63ivicmeter.decision.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xa9\x03\n\rDecideRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rdepartment_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x39\n\x0c\x61\x63\x63ount_kind\x18\x07 \x01(\x0e\x32#.civicmeter.decision.v1.AccountKind\x12\x0f\n\x07purpose\x18\x08 \x01(\t\x12:\n\x0cpii_findings\x18\t \x03(\x0b\x32$.civicmeter.decision.v1.FindingCount\x12?\n\x11\x64ocument_markings\x18\n \x03(\x0b\x32$.civicmeter.decision.v1.FindingCount\x12*\n\x0e\x65stimated_cost\x18\x0b \x01(\x0b\x32\x12.google.type.Money\x12\x30\n\x0crequest_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x0c\x46indingCount\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xa8\x01\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x07outcome\x18\x01 \x01(\x0e\x32\x1f.civicmeter.decision.v1.Outcome\x12\x10\n\x08rule_ids\x18\x02 \x03(\t\x12\x11\n\treason_ko\x18\x03 \x01(\t\x12\x11\n\treason_en\x18\x04 \x01(\t\x12\x14\n\x0credact_types\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\"-\n\x12WatchPolicyRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"\x88\x01\n\x13WatchPolicyResponse\x12\x36\n\x06policy\x18\x01 \x01(\x0b\x32&.civicmeter.decision.v1.CompiledPolicy\x12\x39\n\x0c\x62udget_state\x18\x02 \x01(\x0b\x32#.civicmeter.decision.v1.BudgetState\"Z\n\x0e\x43ompiledPolicy\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x17\n\x0fpolicy_document\x18\x03 \x01(\t\"\xe6\x01\n\x0b\x42udgetState\x12.\n\nas_of_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x18organization_month_spent\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x33\n\x17organization_year_spent\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12<\n\x0b\x64\x65partments\x18\x04 \x03(\x0b\x32\'.civicmeter.decision.v1.DepartmentSpend\"y\n\x0f\x44\x65partmentSpend\x12\x15\n\rdepartment_id\x18\x01 \x01(\t\x12\'\n\x0bmonth_spent\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12&\n\nyear_spent\x18\x03 \x01(\x0b\x32\x12.google.type.Money*{\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x1e\n\x1aOUTCOME_ALLOW_WITH_WARNING\x10\x02\x12\x12\n\x0eOUTCOME_REDACT\x10\x03\x12\x10\n\x0cOUTCOME_DENY\x10\x04*g\n\x0b\x41\x63\x63ountKind\x12\x1c\n\x18\x41\x43\x43OUNT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43\x43OUNT_KIND_ORGANIZATIONAL\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_KIND_PERSONAL\x10\x02\x32\xd4\x01\n\x0f\x44\x65\x63isionService\x12W\n\x06\x44\x65\x63ide\x12%.civicmeter.decision.v1.DecideRequest\x1a&.civicmeter.decision.v1.DecideResponse\x12h\n\x0bWatchPolicy\x12*.civicmeter.decision.v1.WatchPolicyRequest\x1a+.civicmeter.decision.v1.WatchPolicyResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-civicmeter/decision/v1/decision_service.proto\x12\x16\x63ivicmeter.decision.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xa9\x03\n\rDecideRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rdepartment_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x39\n\x0c\x61\x63\x63ount_kind\x18\x07 \x01(\x0e\x32#.civicmeter.decision.v1.AccountKind\x12\x0f\n\x07purpose\x18\x08 \x01(\t\x12:\n\x0cpii_findings\x18\t \x03(\x0b\x32$.civicmeter.decision.v1.FindingCount\x12?\n\x11\x64ocument_markings\x18\n \x03(\x0b\x32$.civicmeter.decision.v1.FindingCount\x12*\n\x0e\x65stimated_cost\x18\x0b \x01(\x0b\x32\x12.google.type.Money\x12\x30\n\x0crequest_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x0c\x46indingCount\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xc1\x01\n\x0e\x44\x65\x63ideResponse\x12\x30\n\x07outcome\x18\x01 \x01(\x0e\x32\x1f.civicmeter.decision.v1.Outcome\x12\x10\n\x08rule_ids\x18\x02 \x03(\t\x12\x11\n\treason_ko\x18\x03 \x01(\t\x12\x11\n\treason_en\x18\x04 \x01(\t\x12\x14\n\x0credact_types\x18\x05 \x03(\t\x12\x16\n\x0epolicy_version\x18\x06 \x01(\t\x12\x17\n\x0forganization_id\x18\x07 \x01(\t\"-\n\x12WatchPolicyRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"\x88\x01\n\x13WatchPolicyResponse\x12\x36\n\x06policy\x18\x01 \x01(\x0b\x32&.civicmeter.decision.v1.CompiledPolicy\x12\x39\n\x0c\x62udget_state\x18\x02 \x01(\x0b\x32#.civicmeter.decision.v1.BudgetState\"Z\n\x0e\x43ompiledPolicy\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12\x17\n\x0fpolicy_document\x18\x03 \x01(\t\"\xe6\x01\n\x0b\x42udgetState\x12.\n\nas_of_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x18organization_month_spent\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x33\n\x17organization_year_spent\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12<\n\x0b\x64\x65partments\x18\x04 \x03(\x0b\x32\'.civicmeter.decision.v1.DepartmentSpend\"y\n\x0f\x44\x65partmentSpend\x12\x15\n\rdepartment_id\x18\x01 \x01(\t\x12\'\n\x0bmonth_spent\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12&\n\nyear_spent\x18\x03 \x01(\x0b\x32\x12.google.type.Money*{\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x1e\n\x1aOUTCOME_ALLOW_WITH_WARNING\x10\x02\x12\x12\n\x0eOUTCOME_REDACT\x10\x03\x12\x10\n\x0cOUTCOME_DENY\x10\x04*g\n\x0b\x41\x63\x63ountKind\x12\x1c\n\x18\x41\x43\x43OUNT_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43\x43OUNT_KIND_ORGANIZATIONAL\x10\x01\x12\x19\n\x15\x41\x43\x43OUNT_KIND_PERSONAL\x10\x02\x32\xd4\x01\n\x0f\x44\x65\x63isionService\x12W\n\x06\x44\x65\x63ide\x12%.civicmeter.decision.v1.DecideRequest\x1a&.civicmeter.decision.v1.DecideResponse\x12h\n\x0bWatchPolicy\x12*.civicmeter.decision.v1.WatchPolicyRequest\x1a+.civicmeter.decision.v1.WatchPolicyResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'civicmeter.decision.v1.decision_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1409
-  _globals['_OUTCOME']._serialized_end=1532
-  _globals['_ACCOUNTKIND']._serialized_start=1534
-  _globals['_ACCOUNTKIND']._serialized_end=1637
+  _globals['_OUTCOME']._serialized_start=1434
+  _globals['_OUTCOME']._serialized_end=1557
+  _globals['_ACCOUNTKIND']._serialized_start=1559
+  _globals['_ACCOUNTKIND']._serialized_end=1662
   _globals['_DECIDEREQUEST']._serialized_start=132
   _globals['_DECIDEREQUEST']._serialized_end=557
   _globals['_FINDINGCOUNT']._serialized_start=559
   _globals['_FINDINGCOUNT']._serialized_end=602
   _globals['_DECIDERESPONSE']._serialized_start=605
-  _globals['_DECIDERESPONSE']._serialized_end=773
-  _globals['_WATCHPOLICYREQUEST']._serialized_start=775
-  _globals['_WATCHPOLICYREQUEST']._serialized_end=820
-  _globals['_WATCHPOLICYRESPONSE']._serialized_start=823
-  _globals['_WATCHPOLICYRESPONSE']._serialized_end=959
-  _globals['_COMPILEDPOLICY']._serialized_start=961
-  _globals['_COMPILEDPOLICY']._serialized_end=1051
-  _globals['_BUDGETSTATE']._serialized_start=1054
-  _globals['_BUDGETSTATE']._serialized_end=1284
-  _globals['_DEPARTMENTSPEND']._serialized_start=1286
-  _globals['_DEPARTMENTSPEND']._serialized_end=1407
-  _globals['_DECISIONSERVICE']._serialized_start=1640
-  _globals['_DECISIONSERVICE']._serialized_end=1852
+  _globals['_DECIDERESPONSE']._serialized_end=798
+  _globals['_WATCHPOLICYREQUEST']._serialized_start=800
+  _globals['_WATCHPOLICYREQUEST']._serialized_end=845
+  _globals['_WATCHPOLICYRESPONSE']._serialized_start=848
+  _globals['_WATCHPOLICYRESPONSE']._serialized_end=984
+  _globals['_COMPILEDPOLICY']._serialized_start=986
+  _globals['_COMPILEDPOLICY']._serialized_end=1076
+  _globals['_BUDGETSTATE']._serialized_start=1079
+  _globals['_BUDGETSTATE']._serialized_end=1309
+  _globals['_DEPARTMENTSPEND']._serialized_start=1311
+  _globals['_DEPARTMENTSPEND']._serialized_end=1432
+  _globals['_DECISIONSERVICE']._serialized_start=1665
+  _globals['_DECISIONSERVICE']._serialized_end=1877
 # @@protoc_insertion_point(module_scope)

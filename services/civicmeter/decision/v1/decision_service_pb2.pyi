@@ -174,12 +174,15 @@ class DecideResponse(_message.Message):
     REASON_EN_FIELD_NUMBER: _builtins.int
     REDACT_TYPES_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___Outcome.ValueType
     reason_ko: _builtins.str
     """Why, for a person: Korean and English."""
     reason_en: _builtins.str
     policy_version: _builtins.str
     """The policy version decided under."""
+    organization_id: _builtins.str
+    """The organisation decided for: the gateway key's."""
     @_builtins.property
     def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The rules that applied, strongest first (e.g. banned_provider, pii.kr_rrn,
@@ -199,10 +202,11 @@ class DecideResponse(_message.Message):
         reason_en: _builtins.str = ...,
         redact_types: _abc.Iterable[_builtins.str] | None = ...,
         policy_version: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "policy_version", b"policy_version", "reason_en", b"reason_en", "reason_ko", b"reason_ko", "redact_types", b"redact_types", "rule_ids", b"rule_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "outcome", b"outcome", "policy_version", b"policy_version", "reason_en", b"reason_en", "reason_ko", b"reason_ko", "redact_types", b"redact_types", "rule_ids", b"rule_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
