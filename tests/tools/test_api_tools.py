@@ -88,7 +88,7 @@ def _delete_field(proto: Path) -> None:
 
 
 def _renumber_field(proto: Path) -> None:
-    _edit(proto, "string purpose = 14;", "string purpose = 16;")
+    _edit(proto, "string purpose = 14;", "string purpose = 99;")
 
 
 def _rename_field(proto: Path) -> None:
@@ -124,7 +124,7 @@ def test_added_field_is_not_breaking(workspace: Path) -> None:
         workspace / USAGE_EVENT,
         "  google.type.Money reported_cost = 15;\n",
         "  google.type.Money reported_cost = 15;\n  // Added in a later release.\n"
-        "  string locale = 16;\n",
+        "  string locale = 98;\n",
     )
     result = _breaking(workspace)
     assert result.returncode == 0, result.stdout + result.stderr
