@@ -113,6 +113,16 @@ class Publisher:
         if events:
             self._unknown_fields.add(events, {"transport": transport})
 
+    async def _send(self, events: Sequence[pb.UsageEvent]) -> None:
+        # One UsageEventBatch record per partition: the topic's contract (proto/).
+        futures = await send_event_batches(
+            self._producer,
+            self._topic,
+            ((event_key(e.organization_id, e.user_id), e.SerializeToString()) for e in events),
+            inject_headers(),
+        )
+        await asyncio.gather(*futures)
+
     async def publish(self, events: Sequence[pb.UsageEvent]) -> int:
         """Validate, then publish every event and wait for Kafka's acknowledgement of all."""
         try:
@@ -126,17 +136,8 @@ class Publisher:
         with trace.use_span(
             producer_span(self._tracer, self._topic, len(events)), end_on_exit=True
         ):
-            # One UsageEventBatch record per partition: the topic's contract (proto/).
-            futures = await send_event_batches(
-                self._producer,
-                self._topic,
-                ((event_key(e.organization_id, e.user_id), e.SerializeToString()) for e in events),
-                inject_headers(),
-            )
             try:
-                await asyncio.wait_for(
-                    asyncio.gather(*futures), self.settings.publish_timeout_seconds
-                )
+                await asyncio.wait_for(self._send(events), self.settings.publish_timeout_seconds)
             except (KafkaError, TimeoutError) as exc:
                 # A broker outage: no traceback per request, one clear answer to retry.
                 log.warning(
