@@ -1,0 +1,152 @@
+"""The LiteLLM integration against the real `litellm` package, offline (`mock_response`), and
+the real ingest service over the real broker: N calls -> N events with LiteLLM's tokens, the
+user pseudonymised, a failed call metered once; the guardrail denies DeepSeek and masks a
+resident registration number before the call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+# LiteLLM's modules warn as they load (pydantic on its TypedDicts): theirs, not civicmeter's.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import litellm
+    from litellm.caching.dual_cache import DualCache
+    from litellm.proxy._types import UserAPIKeyAuth
+
+    from civicmeter.gateway.litellm import CivicmeterGuardrail, CivicmeterLogger
+
+from civicmeter.gateway import Guard, UsageEmitter, pseudonymise_user
+from civicmeter.usage.v1 import usage_event_pb2 as pb
+from tests.ingest.test_auth import KEYS, SEOUL_TOKEN, Ingest, running_ingest
+from tests.ingest.test_cloudevents import published
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.filterwarnings("ignore::UserWarning:pydantic.*"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:litellm.*"),
+]
+
+POLICIES = Path(__file__).resolve().parents[2] / "config" / "policies.yaml"
+HMAC_KEY = b"seoul-pseudonym-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+async def ingest(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Ingest]:
+    keys = Path(tmp_path_factory.mktemp("keys")) / "gateway-keys.yaml"
+    keys.write_text(yaml.safe_dump(KEYS))
+    async with running_ingest(kafka_bootstrap, keys) as running:
+        yield running
+
+
+async def test_each_call_is_one_event_with_its_tokens(ingest: Ingest) -> None:
+    emitter = UsageEmitter(f"http://127.0.0.1:{ingest.settings.http_port}", token=SEOUL_TOKEN)
+    logger = CivicmeterLogger(
+        emitter, hmac_key=HMAC_KEY, organization_id="seoul", gateway_id="gw-seoul-1"
+    )
+    litellm.callbacks = [logger]
+    try:
+        responses = [
+            await litellm.acompletion(
+                model="openai/gpt-4o",
+                messages=[{"role": "user", "content": f"question {n}" * (n + 1)}],
+                mock_response="an answer " * (n + 1),
+                user="kim.minji",
+                metadata={"civicmeter_department_id": "welfare"},
+            )
+            for n in range(4)
+        ]
+        failed_id = f"failed-{uuid.uuid4()}"
+        with pytest.raises(litellm.exceptions.RateLimitError):
+            await litellm.acompletion(
+                model="openai/gpt-4o",
+                messages=[{"role": "user", "content": "one more"}],
+                mock_response=litellm.exceptions.RateLimitError(
+                    "slow down", llm_provider="openai", model="gpt-4o"
+                ),
+                user="kim.minji",
+                metadata={"civicmeter_department_id": "welfare"},
+                num_retries=0,
+                litellm_call_id=failed_id,
+            )
+        await asyncio.sleep(1.0)  # LiteLLM logs in background tasks
+        await emitter.close()
+    finally:
+        litellm.callbacks = []
+    # The call id is the event id.
+    ids = {r._hidden_params["litellm_call_id"]: r for r in responses}
+    events = await published(ingest, set(ids) | {failed_id})
+    assert len(events) == 5
+    failed = events.pop(failed_id)
+    assert failed.usage == pb.Usage(requests=1)  # failed, having consumed nothing
+    for call_id, response in ids.items():
+        event = events[call_id]
+        assert event.usage.input_tokens == response.usage.prompt_tokens > 0
+        assert event.usage.output_tokens == response.usage.completion_tokens > 0
+        assert (event.provider_name, event.service_id, event.request_model) == (
+            "openai", "openai-api", "gpt-4o")  # fmt: skip
+        assert (event.organization_id, event.department_id) == ("seoul", "welfare")
+        assert event.user_id == pseudonymise_user(HMAC_KEY, "kim.minji")
+        assert event.operation_name == "chat"
+
+
+def test_a_failed_call_is_metered_as_one_request() -> None:
+    logger = CivicmeterLogger(
+        UsageEmitter("http://unused"), hmac_key=HMAC_KEY, organization_id="seoul"
+    )
+    payload: dict[str, Any] = {
+        "id": f"call-{uuid.uuid4()}", "call_type": "acompletion", "status": "failure",
+        "custom_llm_provider": "anthropic", "model": "claude-3-5-sonnet", "end_user": "lee",
+        "prompt_tokens": 0, "completion_tokens": 0, "startTime": 1_780_000_000.0,
+        "metadata": {"user_api_key_team_alias": "transport"},
+    }  # fmt: skip
+    event = logger.event(payload, {})
+    assert event.usage.requests == 1 and event.usage.input_tokens == 0
+    assert (event.department_id, event.service_id) == ("transport", "anthropic-api")
+
+
+def test_cached_and_reasoning_tokens_are_taken_out_of_the_totals() -> None:
+    logger = CivicmeterLogger(
+        UsageEmitter("http://unused"), hmac_key=HMAC_KEY, organization_id="seoul"
+    )
+    payload: dict[str, Any] = {
+        "id": "call-1", "call_type": "completion", "custom_llm_provider": "openai",
+        "model": "o3-mini", "end_user": "lee", "prompt_tokens": 1000, "completion_tokens": 500,
+        "metadata": {"civicmeter_department_id": "welfare", "usage_object": {
+            "prompt_tokens_details": {"cached_tokens": 300},
+            "completion_tokens_details": {"reasoning_tokens": 200}}},
+    }  # fmt: skip
+    usage = logger.event(payload, {}).usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens) == (700, 300)
+    assert (usage.output_tokens, usage.reasoning_tokens) == (300, 200)
+
+
+async def test_the_guardrail_denies_deepseek_and_masks_a_registration_number() -> None:
+    guard = Guard.from_policy_file(POLICIES, "seoul")  # the shipped policy: openai-api allowed
+    guardrail = CivicmeterGuardrail(guard, hmac_key=HMAC_KEY)
+    key = UserAPIKeyAuth(team_alias="welfare")
+    with pytest.raises(ValueError, match=r"(?i)civicmeter policy: .*deepseek"):
+        await guardrail.async_pre_call_hook(
+            key, DualCache(),
+            {"model": "deepseek/deepseek-chat", "messages": [{"role": "user", "content": "hi"}]},
+            "acompletion",
+        )  # fmt: skip
+    prompt = "주민등록번호 900101-1234568 확인해줘"
+    data = {"model": "openai/gpt-4o", "user": "kim.minji",
+            "messages": [{"role": "user", "content": prompt}]}  # fmt: skip
+    result = await guardrail.async_pre_call_hook(key, DualCache(), data, "acompletion")
+    content = result["messages"][0]["content"]
+    assert "900101-1234568" not in content
+    assert content.startswith("주민등록번호 900101-1")
