@@ -102,7 +102,7 @@ def seed(path: Path, rows: int, batch: int = 50_000) -> list[str]:
                 rng.choice(orgs), rng.choice(DEPARTMENTS), f"u_{rng.randrange(4000):04d}",
                 f"bench-{i}", start_ms + rng.randrange(span_ms), "gw", "organizational",
                 "openai", "openai-api", "gpt-4o", "chat", "work", *quantities, {}, "",
-                Decimal(rng.randint(1, 50_000)) / 1000, "2024-10", start_ms, 0,
+                Decimal(rng.randint(1, 50_000)) / 1000, "2024-10", start_ms, 0, "", [],
             ])  # fmt: skip
         client.insert("usage_events", data, column_names=COLUMNS)
     return orgs

@@ -199,12 +199,17 @@ def clickhouse_insert_ceiling(path: Path, rows: int, batch: int = 50_000) -> flo
             "v1",
             now_ms,
             0,
+            "",
+            [],
         ]
         for i in range(batch)
     ]
     started = time.perf_counter()
     for _ in range(rows // batch):
-        client.insert("usage_events", data, column_names=COLUMNS)
+        # The same block each time: block deduplication must not drop the repeats.
+        client.insert(
+            "usage_events", data, column_names=COLUMNS, settings={"insert_deduplicate": 0}
+        )
     return rows // batch * batch / (time.perf_counter() - started)
 
 
