@@ -234,7 +234,7 @@ async def test_a_foreign_organisation_refuses_the_whole_batch_and_nothing_is_pub
     http_batch = [now_event(), now_event(), now_event(organization_id="gyeonggi"), now_event()]
     status, body, _ = await post(ingest.url, http_batch, token=SEOUL_TOKEN)
     assert status == 403
-    assert body["error"].startswith("events[2].organization_id:")
+    assert body["error"].startswith("events[2].data.organization_id:")
     assert "'gyeonggi'" in body["error"]
 
     grpc_batch = [now_event(), now_event(), now_event(organization_id="busan")]
@@ -256,7 +256,7 @@ async def test_a_key_bound_to_gateways_refuses_another_gateway_id(ingest: Ingest
         ingest.url, [now_event(), now_event(gateway_id="gw-busan-1")], token=SEOUL_TOKEN
     )
     assert status == 403
-    assert body["error"].startswith("events[1].gateway_id:")
+    assert body["error"].startswith("events[1].source:")
 
 
 async def test_a_key_bound_to_several_organisations_reports_for_each(ingest: Ingest) -> None:
@@ -264,7 +264,7 @@ async def test_a_key_bound_to_several_organisations_reports_for_each(ingest: Ing
     status, body, _ = await post(ingest.url, batch, token=MULTI_TOKEN)
     assert (status, body) == (202, {"accepted_count": 2})
     status, body, _ = await post(ingest.url, [now_event(organization_id="daegu")], MULTI_TOKEN)
-    assert status == 403 and body["error"].startswith("events[0].organization_id:")
+    assert status == 403 and body["error"].startswith("events[0].data.organization_id:")
     published = await published_ids(ingest, until=batch[1].event_id)
     assert published == {e.event_id for e in batch}
 
@@ -352,7 +352,7 @@ async def test_a_client_certificate_naming_a_gateway_key_authenticates(
     status, body, _ = await post(
         mtls_ingest.url, [now_event(organization_id="busan")], ssl=client_ssl(pki, cert, key)
     )
-    assert status == 403 and body["error"].startswith("events[0].organization_id:")
+    assert status == 403 and body["error"].startswith("events[0].data.organization_id:")
     credentials = grpc.ssl_channel_credentials(
         pki.ca.read_bytes(), key.read_bytes(), cert.read_bytes()
     )

@@ -222,4 +222,12 @@ async def test_a_source_naming_another_gateway_is_refused(ingest: Ingest) -> Non
     message = ce_http.to_binary_event(cloud_event(data(), source="/gateways/gw-busan-1"))
     status, body = await post(ingest, dict(message.headers), message.body)
     assert status == 403
+    assert body["error"].startswith("events[0].source: key 'gw-seoul' may not report usage as")
     assert "'gw-busan-1'" in body["error"]
+
+    batch = [json.loads(JSONFormat().write(cloud_event({**data(), "organization_id": "busan"})))]
+    status, body = await post(
+        ingest, {"Content-Type": "application/cloudevents-batch+json"}, json.dumps(batch).encode()
+    )
+    assert status == 403
+    assert body["error"].startswith("events[0].data.organization_id:")

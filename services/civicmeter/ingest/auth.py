@@ -115,9 +115,15 @@ class GatewayAccess:
         return principal
 
     def check_events(
-        self, principal: Principal, events: Sequence[pb.UsageEvent], peer: str, protocol: str
+        self,
+        principal: Principal,
+        events: Sequence[pb.UsageEvent],
+        peer: str,
+        protocol: str,
+        name: Callable[[str], str] = str,
     ) -> Refusal | None:
-        """A refusal naming the first event the key may not report, or None: all are its own."""
+        """A refusal naming the first event the key may not report, or None: all are its own.
+        `name` gives a field's name as the caller sent it (CloudEvents: `source`)."""
         if principal.sees_every_organization and not principal.gateway_ids:
             return None  # a platform relay's key, or no key file: every event is its own
         for index, event in enumerate(events):
@@ -129,7 +135,7 @@ class GatewayAccess:
                 continue
             return self._refuse(
                 PERMISSION_DENIED,
-                f"events[{index}].{field}: key {principal.key_id!r} may not report usage "
+                f"events[{index}].{name(field)}: key {principal.key_id!r} may not report usage "
                 f"{what} {value[:_ECHO_CHARS]!r}",
                 peer,
                 protocol,
@@ -181,14 +187,14 @@ async def http_authentication(
 
 
 def refuse_foreign_events(
-    request: web.Request, events: Sequence[pb.UsageEvent]
+    request: web.Request, events: Sequence[pb.UsageEvent], name: Callable[[str], str] = str
 ) -> web.Response | None:
     """403 naming the first event the caller may not report; None when all are its own."""
     access = request.app.get(GATEWAY_ACCESS)
     principal = request.get(_PRINCIPAL)
     if access is None or principal is None:
         return None
-    refusal = access.check_events(principal, events, request.remote or "", "http")
+    refusal = access.check_events(principal, events, request.remote or "", "http", name)
     return None if refusal is None else refusal.http_response()
 
 

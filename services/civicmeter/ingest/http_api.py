@@ -114,7 +114,8 @@ async def publish_events(request: web.Request) -> web.Response:
         publisher.count_rejected(1, "undecodable")
         error = {"index": exc.index, "field": exc.field, "message": exc.message}
         return _error(400, f"cannot decode the batch: {exc}", errors=[error])
-    if (refused := refuse_foreign_events(request, events)) is not None:
+    naming = cloudevent_field if cloud_events else str
+    if (refused := refuse_foreign_events(request, events, naming)) is not None:
         return refused
     try:
         accepted = await publisher.publish(events)
