@@ -172,7 +172,9 @@ def run_step(
     pids: dict[str, int],
 ) -> Step:
     step = Step(rate)
-    horizon = (datetime.now(UTC) - timedelta(days=1), datetime.now(UTC) + timedelta(days=1))
+    # The load's events fall in Seoul working hours, maybe days back (working_hours_offset_ns).
+    shift = timedelta(microseconds=working_hours_offset_ns() / 1000)
+    horizon = (datetime.now(UTC) - shift - timedelta(days=1), datetime.now(UTC) + timedelta(days=1))
     before_stored = asyncio.run(stored_events(stack, *horizon))
     before = measure.sample_all(pids)
     started = time.monotonic()

@@ -61,8 +61,9 @@ def insert_from_protobuf(
     """INSERT INTO `target` SELECT `select` FROM the records in `stream`, parsed by ClickHouse.
 
     `stream` is a ProtobufList stream: a length-delimited envelope, a batch message whose
-    repeated field 1 holds `message`s (as a usage.rated record does). `structure` names the fields as ClickHouse reads them. A server gets the
-    bytes as the insert's body (`input()`); the embedded engine reads them from a file.
+    repeated field 1 holds `message`s (as a usage.rated record does). `structure` names the
+    fields as ClickHouse reads them. A server gets the bytes as the insert's body (`input()`);
+    the embedded engine reads them from a file.
     """
     schema = {
         "format_schema_source": "string",
