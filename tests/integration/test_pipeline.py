@@ -229,7 +229,7 @@ async def test_ingest_rejects_bad_input_naming_the_field_and_publishes_none_of_i
     assert rejected.value.detail["errors"] == [
         {
             "index": 1,
-            "field": "user_id",
+            "field": "data.user_id",  # CloudEvents: the attribute's path in the event
             "message": "must be pseudonymised: 'u_' and 32 lowercase hex digits of a keyed HMAC "
             "(the gateway SDK's pseudonymise_user)",
         }
