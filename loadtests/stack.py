@@ -8,6 +8,7 @@ demo, the integration tests and the benchmarks.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -109,6 +110,12 @@ class LocalStack:
         env.update(self.extra_env)
         return env
 
+    def _member_id(self, name: str) -> str:
+        """A static group member id: the same across restarts of this stack's service, unique
+        to this stack, so that stacks sharing a broker and group ids never fence each other."""
+        stack = hashlib.sha256(str(self.workdir.resolve()).encode()).hexdigest()[:12]
+        return f"{name}-{stack}"
+
     def start(self, timeout: float = 90.0) -> Self:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         if self.gateway_keys:
@@ -127,11 +134,13 @@ class LocalStack:
                         commands[name],
                         {
                             "CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / member),
-                            "KAFKA_GROUP_INSTANCE_ID": member,
+                            "KAFKA_GROUP_INSTANCE_ID": self._member_id(member),
                         },
                     )
             else:
-                self._spawn(name, commands[name], {"KAFKA_GROUP_INSTANCE_ID": name})
+                self._spawn(
+                    name, commands[name], {"KAFKA_GROUP_INSTANCE_ID": self._member_id(name)}
+                )
         deadline = time.monotonic() + timeout
         if "ingest" in self.services:
             self._wait(lambda: self._http_ok(f"{self.ingest_url}/healthz"), "ingest", deadline)
