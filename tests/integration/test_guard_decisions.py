@@ -73,6 +73,14 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "CIVICMETER_POLICY_FILE": str(policies),
         "CIVICMETER_API_KEYS_FILE": str(keys),
         "CIVICMETER_SINK_MAX_BATCH_WAIT_MS": "200",
+        # Topics and groups of its own: the suite's other stacks share the broker, and a
+        # shared group would hand this stack's events to their storage (and theirs to this).
+        "CIVICMETER_TOPIC_RAW": "guard.raw",
+        "CIVICMETER_TOPIC_RATED": "guard.rated",
+        "CIVICMETER_TOPIC_DLQ": "guard.dlq",
+        "CIVICMETER_TOPIC_ALERTS": "guard.alerts",
+        "CIVICMETER_PROCESSOR_GROUP_ID": "guard-processor",
+        "CIVICMETER_SINK_GROUP_ID": "guard-sink",
     }
     with LocalStack(kafka_bootstrap, workdir, extra_env=env, gateway_token=gateway) as running:
         yield running
