@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 import warnings
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -103,6 +105,14 @@ async def test_cloudevents_in_every_mode_are_priced_to_the_won(stack: LocalStack
 async def test_litellm_calls_are_priced_to_the_won(stack: LocalStack) -> None:
     org = f"llm-{uuid.uuid4().hex[:8]}"
     emitter = UsageEmitter(stack.ingest_url, token=stack.gateway_token)
+    accepted: list[int] = []
+    send = emitter.send
+
+    async def counted(events: Sequence[pb.UsageEvent]) -> int:
+        accepted.append(await send(events))
+        return accepted[-1]
+
+    emitter.send = counted  # type: ignore[method-assign]
     litellm.callbacks = [
         CivicmeterLogger(emitter, hmac_key=b"k" * 32, organization_id=org, gateway_id="gw-it")
     ]
@@ -117,7 +127,11 @@ async def test_litellm_calls_are_priced_to_the_won(stack: LocalStack) -> None:
             )
             for n in range(1, 4)
         ]
-        await asyncio.sleep(1.0)  # LiteLLM logs in background tasks
+        # LiteLLM logs in background tasks: wait until the three events are accepted.
+        deadline = time.monotonic() + 60
+        while sum(accepted) < 3:
+            assert time.monotonic() < deadline, f"the callback sent {sum(accepted)} of 3 events"
+            await asyncio.sleep(0.1)
     finally:
         litellm.callbacks = []
         await emitter.close()
