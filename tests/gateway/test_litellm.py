@@ -9,7 +9,8 @@ import asyncio
 import os
 import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ POLICIES = Path(__file__).resolve().parents[2] / "config" / "policies.yaml"
 HMAC_KEY = b"seoul-pseudonym-key-0123456789abcdef"
 
 
+@contextmanager
+def litellm_callbacks(*callbacks: Any) -> Iterator[None]:
+    """Only these callbacks for the block. LiteLLM copies `litellm.callbacks` into lists of its
+    own and skips a second logger of the same class, so a logger left from an earlier test
+    would take the calls: every list is reset before and after."""
+    litellm.logging_callback_manager._reset_all_callbacks()
+    litellm.callbacks = list(callbacks)
+    try:
+        yield
+    finally:
+        litellm.logging_callback_manager._reset_all_callbacks()
+
+
 @pytest.fixture(scope="module")
 async def ingest(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
@@ -56,8 +70,7 @@ async def test_each_call_is_one_event_with_its_tokens(ingest: Ingest) -> None:
     logger = CivicmeterLogger(
         emitter, hmac_key=HMAC_KEY, organization_id="seoul", gateway_id="gw-seoul-1"
     )
-    litellm.callbacks = [logger]
-    try:
+    with litellm_callbacks(logger):
         responses = [
             await litellm.acompletion(
                 model="openai/gpt-4o",
@@ -83,8 +96,6 @@ async def test_each_call_is_one_event_with_its_tokens(ingest: Ingest) -> None:
             )
         await asyncio.sleep(1.0)  # LiteLLM logs in background tasks
         await emitter.close()
-    finally:
-        litellm.callbacks = []
     # The call id is the event id.
     ids = {r._hidden_params["litellm_call_id"]: r for r in responses}
     events = await published(ingest, set(ids) | {failed_id})

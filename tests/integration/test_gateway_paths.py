@@ -34,6 +34,7 @@ with warnings.catch_warnings():  # LiteLLM's modules warn as they load (pydantic
     import litellm
 
     from civicmeter.gateway.litellm import CivicmeterLogger
+    from tests.gateway.test_litellm import litellm_callbacks
 
 pytestmark = [
     pytest.mark.kafka,
@@ -113,27 +114,25 @@ async def test_litellm_calls_are_priced_to_the_won(stack: LocalStack) -> None:
         return accepted[-1]
 
     emitter.send = counted  # type: ignore[method-assign]
-    litellm.callbacks = [
-        CivicmeterLogger(emitter, hmac_key=b"k" * 32, organization_id=org, gateway_id="gw-it")
-    ]
+    logger = CivicmeterLogger(emitter, hmac_key=b"k" * 32, organization_id=org, gateway_id="gw-it")
     try:
-        responses = [
-            await litellm.acompletion(
-                model="openai/gpt-4o",
-                messages=[{"role": "user", "content": "hello " * n}],
-                mock_response="hi " * n,
-                user="park",
-                metadata={"civicmeter_department_id": "culture"},
-            )
-            for n in range(1, 4)
-        ]
-        # LiteLLM logs in background tasks: wait until the three events are accepted.
-        deadline = time.monotonic() + 60
-        while sum(accepted) < 3:
-            assert time.monotonic() < deadline, f"the callback sent {sum(accepted)} of 3 events"
-            await asyncio.sleep(0.1)
+        with litellm_callbacks(logger):
+            responses = [
+                await litellm.acompletion(
+                    model="openai/gpt-4o",
+                    messages=[{"role": "user", "content": "hello " * n}],
+                    mock_response="hi " * n,
+                    user="park",
+                    metadata={"civicmeter_department_id": "culture"},
+                )
+                for n in range(1, 4)
+            ]
+            # LiteLLM logs in background tasks: wait until the three events are accepted.
+            deadline = time.monotonic() + 60
+            while sum(accepted) < 3:
+                assert time.monotonic() < deadline, f"the callback sent {sum(accepted)} of 3"
+                await asyncio.sleep(0.1)
     finally:
-        litellm.callbacks = []
         await emitter.close()
     expected = sum(
         (gpt4o_cost(r.usage.prompt_tokens, r.usage.completion_tokens) for r in responses),
