@@ -47,12 +47,12 @@ def litellm_callbacks(*callbacks: Any) -> Iterator[None]:
     """Only these callbacks for the block. LiteLLM copies `litellm.callbacks` into lists of its
     own and skips a second logger of the same class, so a logger left from an earlier test
     would take the calls: every list is reset before and after."""
-    litellm.logging_callback_manager._reset_all_callbacks()
+    litellm.logging_callback_manager._reset_all_callbacks()  # type: ignore[no-untyped-call]
     litellm.callbacks = list(callbacks)
     try:
         yield
     finally:
-        litellm.logging_callback_manager._reset_all_callbacks()
+        litellm.logging_callback_manager._reset_all_callbacks()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")
