@@ -21,6 +21,7 @@ from cloudevents.v1 import conversion as ce_v1_conversion
 from cloudevents.v1 import http as ce_v1
 
 from civicmeter.core.event_json import EVENT_TYPE
+from civicmeter.gateway import UsageEmitter
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import user_id
 from tests.ingest.test_auth import MULTI_TOKEN, SEOUL_TOKEN, Ingest
@@ -231,3 +232,57 @@ async def test_a_source_naming_another_gateway_is_refused(ingest: Ingest) -> Non
     )
     assert status == 403
     assert body["error"].startswith("events[0].data.organization_id:")
+
+
+async def test_the_guards_decision_travels_in_json(ingest: Ingest) -> None:
+    denied = cloud_event({**data(), "decision": "deny", "decision_rule_ids": ["banned_provider"]})
+    redacted = cloud_event({**data(), "decision": "redact", "decision_rule_ids": ["pii.kr_rrn"]})
+    undecided = cloud_event(data())
+    batch = [json.loads(JSONFormat().write(e)) for e in (denied, undecided)]
+    status, answer = await post(
+        ingest, {"Content-Type": "application/cloudevents-batch+json"}, json.dumps(batch).encode()
+    )
+    assert (status, answer) == (202, {"accepted_count": 2})
+    message = ce_http.to_binary_event(redacted)
+    assert (await post(ingest, dict(message.headers), message.body))[0] == 202
+    # The SDK's emitter sends JSON by default: a guarded event keeps its decision.
+    warned = pb.UsageEvent.FromString(protobuf_data(7))
+    warned.event_id, warned.gateway_id = f"ce-{uuid.uuid4().hex}", "gw-seoul-1"
+    warned.event_time.FromDatetime(datetime.now(UTC))
+    warned.decision = pb.DECISION_ALLOW_WITH_WARNING
+    warned.decision_rule_ids.extend(["off_hours", "document.internal"])
+    async with UsageEmitter(ingest.url.removesuffix("/v1/events"), token=SEOUL_TOKEN) as emitter:
+        await emitter.emit(warned)
+
+    ids = [denied.get_id(), redacted.get_id(), undecided.get_id(), warned.event_id]
+    events = await published(ingest, set(ids))
+    assert [(events[i].decision, list(events[i].decision_rule_ids)) for i in ids] == [
+        (pb.DECISION_DENY, ["banned_provider"]),
+        (pb.DECISION_REDACT, ["pii.kr_rrn"]),
+        (pb.DECISION_UNSPECIFIED, []),
+        (pb.DECISION_ALLOW_WITH_WARNING, ["off_hours", "document.internal"]),
+    ]
+
+
+async def test_a_bad_decision_is_named_by_its_attribute_path(ingest: Ingest) -> None:
+    status, body = await bad_structured(ingest, data={**data(), "decision": "block"})
+    assert (status, body["errors"][0]["field"]) == (400, "data.decision")
+    assert body["errors"][0]["message"] == (
+        "decision must be one of allow, allow_with_warning, redact, deny"
+    )
+    assert body["errors"][0]["index"] == 0
+
+    message = ce_http.to_binary_event(cloud_event({**data(), "decision": "DECISION_DENY"}))
+    status, body = await post(ingest, dict(message.headers), message.body)
+    assert (status, body["errors"][0]["field"]) == (400, "data.decision")
+
+    status, body = await bad_structured(ingest, data={**data(), "decision_rule_ids": ["x"] * 33})
+    assert (status, body["errors"][0]["field"]) == (400, "data.decision_rule_ids")
+
+    status, body = await bad_structured(
+        ingest, data={**data(), "decision": "deny", "decision_rule_ids": ["ok", "not a rule!"]}
+    )
+    assert (status, body["errors"][0]["field"]) == (400, "data.decision_rule_ids[1]")
+
+    status, body = await bad_structured(ingest, data={**data(), "decision": 4})
+    assert (status, body["errors"][0]["field"]) == (400, "data.decision")

@@ -6,7 +6,11 @@
      "data": {"organization_id": "seoul", "department_id": "...", "user_id": "...",
               "account_kind": "organizational", "provider_name": "openai",
               "service_id": "chatgpt", "request_model": "gpt-4o", "operation_name": "chat",
-              "usage": {"input_tokens": 812, "output_tokens": 95}}}
+              "usage": {"input_tokens": 812, "output_tokens": 95},
+              "decision": "redact", "decision_rule_ids": ["pii.kr_rrn"]}}
+
+`decision` (allow, allow_with_warning, redact, deny) and `decision_rule_ids` carry the gateway
+guard's decision on the request; both are left out when no guard decided.
 
 Decoding uses msgspec (strict types, unknown data fields rejected), so an error names the
 path of the offending field, e.g. "Expected `int`, got `str` - at `$[3].data.usage.images`".
@@ -36,7 +40,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
-from civicmeter.core.validation import MAX_PII_KINDS
+from civicmeter.core.validation import MAX_PII_KINDS, MAX_RULE_IDS
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 EVENT_TYPE = "kr.civicmeter.usage.v1"
@@ -45,6 +49,14 @@ _ACCOUNT_KINDS = {
     "personal": pb.ACCOUNT_KIND_PERSONAL,
 }
 _ACCOUNT_KIND_NAMES = {v: k for k, v in _ACCOUNT_KINDS.items()}
+# The gateway guard's decision (UsageEvent.decision); left out: no guard decided.
+_DECISIONS = {
+    "allow": pb.DECISION_ALLOW,
+    "allow_with_warning": pb.DECISION_ALLOW_WITH_WARNING,
+    "redact": pb.DECISION_REDACT,
+    "deny": pb.DECISION_DENY,
+}
+_DECISION_NAMES = {v: k for k, v in _DECISIONS.items()}
 _UINT32_MAX = 2**32 - 1
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
@@ -112,6 +124,9 @@ class EventDataJson(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     risk: RiskJson | None = None
     purpose: str = ""
     reported_cost: MoneyJson | None = None
+    decision: str = ""
+    # Bounded while decoding, before a huge list is built; each id is checked by validation.
+    decision_rule_ids: Annotated[list[str], msgspec.Meta(max_length=MAX_RULE_IDS)] = []
 
 
 class CloudEventJson(msgspec.Struct, omit_defaults=True):
@@ -286,7 +301,15 @@ def _to_proto(ce: CloudEventJson, index: int, received: datetime) -> pb.UsageEve
         operation_name=data.operation_name,
         purpose=data.purpose,
         usage=pb.Usage(**msgspec.structs.asdict(data.usage)),
+        decision_rule_ids=data.decision_rule_ids,
     )
+    if data.decision:
+        decision = _DECISIONS.get(data.decision)
+        if decision is None:
+            raise DecodeError(
+                f"decision must be one of {', '.join(_DECISIONS)} - at `{where}.data.decision`"
+            )
+        event.decision = decision
     _set_time(event, when, where)
     if data.risk is not None:
         for name, count in data.risk.pii_findings.items():
@@ -382,6 +405,9 @@ def encode_event(event: pb.UsageEvent) -> CloudEventJson:
             risk=risk,
             purpose=event.purpose,
             reported_cost=cost,
+            # An unknown number is sent as such: ingest refuses it, naming data.decision.
+            decision=_DECISION_NAMES.get(event.decision, str(event.decision or "")),
+            decision_rule_ids=list(event.decision_rule_ids),
         ),
     )
 
