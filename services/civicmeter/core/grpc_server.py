@@ -1,13 +1,28 @@
-"""A grpc.aio server with the standard health checking and reflection every service exposes."""
+"""A grpc.aio server with the standard health checking, reflection and telemetry every
+service exposes.
+
+Every server gets two interceptors: OpenTelemetry's, which continues the caller's trace
+(`traceparent` metadata) in a SERVER span per call, and one that records
+rpc.server.call.duration by full method and status name. Health checks and reflection are
+timed but not traced (probes would bury the traces worth reading).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from civicmeter.core.metrics import rpc_server_duration
+
+_UNTRACED = (health.SERVICE_NAME, reflection.SERVICE_NAME)
 
 
 @dataclass(frozen=True)
@@ -37,7 +52,7 @@ def new_server(
 ) -> GrpcServer:
     """A server with health and (optionally) reflection; callers add their servicers and ports."""
     server = grpc.aio.server(
-        interceptors=list(interceptors),
+        interceptors=[*telemetry_interceptors(), *interceptors],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -50,3 +65,113 @@ def new_server(
             [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
     return GrpcServer(server, health_servicer, tuple(service_names))
+
+
+def telemetry_interceptors(
+    meter: metrics.Meter | None = None,
+) -> list[grpc.aio.ServerInterceptor]:
+    """The tracing and duration interceptors, on the global providers unless given a meter."""
+    return [
+        aio_server_interceptor(filter_=_traced),  # type: ignore[no-untyped-call]
+        CallDurationInterceptor(meter or metrics.get_meter("civicmeter.grpc")),
+    ]
+
+
+def _traced(details: grpc.HandlerCallDetails) -> bool:
+    return not str(details.method).lstrip("/").startswith(_UNTRACED)
+
+
+class CallDurationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """rpc.server.call.duration of every call, with its status code's name."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self._duration = rpc_server_duration(meter)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = str(handler_call_details.method)
+        if handler.response_streaming:
+            behavior = handler.unary_stream or handler.stream_stream
+            wrapped: Any = self._streaming(behavior, method)
+        else:
+            behavior = handler.unary_unary or handler.stream_unary
+            wrapped = self._unary(behavior, method)
+        if handler.request_streaming and handler.response_streaming:
+            factory: Any = grpc.stream_stream_rpc_method_handler
+        elif handler.request_streaming:
+            factory = grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            factory = grpc.unary_stream_rpc_method_handler
+        else:
+            factory = grpc.unary_unary_rpc_method_handler
+        return factory(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(self, behavior: Any, method: str) -> Any:
+        async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            failed = False
+            try:
+                return await behavior(request, context)
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                self._record(method, context, failed, time.perf_counter() - started)
+
+        return timed
+
+    def _streaming(self, behavior: Any, method: str) -> Any:
+        async def timed(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            failed = False
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                self._record(method, context, failed, time.perf_counter() - started)
+
+        return timed
+
+    def _record(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        failed: bool,
+        seconds: float,
+    ) -> None:
+        # An abort sets the code before raising; any other exception is answered UNKNOWN.
+        code = context.code()
+        if code is None:
+            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+        self._duration.record(
+            seconds,
+            {
+                "rpc.system": "grpc",
+                "rpc.method": method,
+                "rpc.grpc.status_code": _status_name(code),
+            },
+        )
+
+
+def _status_name(code: grpc.StatusCode | int) -> str:
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    for status in grpc.StatusCode:  # an aio context may give the number
+        if status.value[0] == code:
+            return str(status.name)
+    return "UNKNOWN"

@@ -22,6 +22,7 @@ from google.protobuf.descriptor import Descriptor
 
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.protobuf_schema import standalone_schema
+from civicmeter.core.storage_timing import time_operations
 
 T = TypeVar("T")
 _MIGRATIONS_TABLE = "schema_migrations"
@@ -119,7 +120,7 @@ def connect(settings: ClickHouseSettings) -> Client:
         client = clickhouse_connect.get_client(interface="chdb", path=str(settings.path))
         client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(settings.database)}")
         client.database = settings.database
-        return client
+        return time_operations(client)
     server: dict[str, Any] = {
         "interface": settings.interface,
         "host": settings.host,
@@ -132,7 +133,7 @@ def connect(settings: ClickHouseSettings) -> Client:
     bootstrap = clickhouse_connect.get_client(**server)
     bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {_ident(settings.database)}")
     bootstrap.close()
-    return clickhouse_connect.get_client(**server, database=settings.database)
+    return time_operations(clickhouse_connect.get_client(**server, database=settings.database))
 
 
 def _ident(name: str) -> str:

@@ -5,18 +5,25 @@ OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER: "none" (the default), "console" or
 OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the process; OTEL_SDK_DISABLED=true
 turns everything off. OTLP endpoints come from OTEL_EXPORTER_OTLP_* as the exporter reads them.
 
+HTTP and gRPC servers are traced by OpenTelemetry's instrumentations, which continue a
+caller's `traceparent` (instrument_http_servers here, core/grpc_server.py for gRPC).
+
 Kafka spans follow the messaging semantic conventions. One span covers a batch, not an event
 (a span per event would cost more than the event itself); the trace context of the span that
-produced a message rides in its `traceparent` header, and the span that processes a batch links
-to the producing spans.
+produced a message rides in its `traceparent` header, one producer span per destination
+topic. The span that processes a batch continues the trace of its first record's producer
+and links to every producer of the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -63,11 +70,25 @@ def setup_telemetry(service_name: str, env: Mapping[str, str]) -> Telemetry:
         trace.set_tracer_provider(tracer_provider)
         readers = _metric_readers(env)
         metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+        instrument_http_servers(env)
         _configured = True
     return Telemetry(
         trace.get_tracer(f"civicmeter.{service_name}"),
         metrics.get_meter(f"civicmeter.{service_name}"),
     )
+
+
+def instrument_http_servers(env: Mapping[str, str]) -> None:
+    """Trace and time every aiohttp server built from now on (OpenTelemetry's middleware:
+    a SERVER span continuing the caller's `traceparent`, http.server.request.duration)."""
+    # The instrumentations read their conventions from the process environment only; the
+    # metric contract is the stable HTTP conventions' (seconds, http.route).
+    os.environ.setdefault(
+        "OTEL_SEMCONV_STABILITY_OPT_IN", env.get("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    )
+    instrumentor = AioHttpServerInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
 
 
 def shutdown_telemetry() -> None:
@@ -116,23 +137,69 @@ def _metric_readers(env: Mapping[str, str]) -> list[MetricReader]:
     )
 
 
-def messaging_attributes(operation: str, topic: str, count: int) -> dict[str, str | int]:
-    return {
+@dataclass(frozen=True)
+class KafkaClient:
+    """A Kafka client as its spans name it: its client id, its consumer group (consumers) and
+    the broker it bootstraps from."""
+
+    client_id: str
+    bootstrap_servers: str
+    group: str | None = None
+
+    def attributes(self) -> dict[str, str | int]:
+        first = self.bootstrap_servers.split(",")[0].strip()
+        host, _, port = first.rpartition(":")
+        attributes: dict[str, str | int] = {"messaging.client.id": self.client_id}
+        if host and port.isdigit():
+            attributes["server.address"] = host
+            attributes["server.port"] = int(port)
+        elif first:
+            attributes["server.address"] = first
+        if self.group:
+            attributes["messaging.consumer.group.name"] = self.group
+        return attributes
+
+
+def messaging_attributes(
+    operation: str,
+    topic: str,
+    count: int,
+    client: KafkaClient | None = None,
+    partition: int | None = None,
+) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
         "messaging.system": "kafka",
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
         "messaging.destination.name": topic,
         "messaging.batch.message_count": count,
     }
+    if client is not None:
+        attributes.update(client.attributes())
+    if partition is not None:
+        attributes["messaging.destination.partition.id"] = str(partition)
+    return attributes
 
 
-def producer_span(tracer: trace.Tracer, topic: str, count: int) -> trace.Span:
+def producer_span(
+    tracer: trace.Tracer, topic: str, count: int, client: KafkaClient | None = None
+) -> trace.Span:
     """A PRODUCER span for sending a batch to `topic`; use it as a context manager."""
     return tracer.start_span(
         f"send {topic}",
         kind=SpanKind.PRODUCER,
-        attributes=messaging_attributes("send", topic, count),
+        attributes=messaging_attributes("send", topic, count, client),
     )
+
+
+@contextmanager
+def producing(
+    tracer: trace.Tracer, topic: str, count: int, client: KafkaClient | None = None
+) -> Iterator[list[tuple[str, bytes]]]:
+    """A current PRODUCER span for sending to `topic`, one per destination; yields the Kafka
+    headers that carry its context, for the records sent inside the block."""
+    with trace.use_span(producer_span(tracer, topic, count, client), end_on_exit=True):
+        yield inject_headers()
 
 
 def inject_headers() -> list[tuple[str, bytes]]:
@@ -143,7 +210,7 @@ def inject_headers() -> list[tuple[str, bytes]]:
 
 
 def links_from_headers(batch_headers: Iterable[KafkaHeaders | None]) -> list[Link]:
-    """Links to the distinct producing spans of a batch of consumed messages."""
+    """Links to the distinct producing spans of a batch of consumed messages, in order."""
     seen: set[bytes] = set()
     links: list[Link] = []
     for headers in batch_headers:
@@ -160,11 +227,27 @@ def links_from_headers(batch_headers: Iterable[KafkaHeaders | None]) -> list[Lin
     return links
 
 
-def consumer_span(tracer: trace.Tracer, topic: str, count: int, links: list[Link]) -> trace.Span:
-    """A CONSUMER span for processing a batch from `topic`, linked to its producers."""
+def consumer_span(
+    tracer: trace.Tracer,
+    topic: str,
+    count: int,
+    links: list[Link],
+    client: KafkaClient | None = None,
+    partitions: Iterable[int] = (),
+) -> trace.Span:
+    """A CONSUMER span for processing a batch from `topic`, linked to its producers.
+
+    It continues the trace of the batch's first producer (so a gateway's trace goes on
+    through ingest, Kafka, the processor and the sink) and links to every producer. The
+    partition is named when the whole batch came from one."""
+    distinct = set(partitions)
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(links[0].context)) if links else None
     return tracer.start_span(
         f"process {topic}",
+        context=parent,
         kind=SpanKind.CONSUMER,
         links=links,
-        attributes=messaging_attributes("process", topic, count),
+        attributes=messaging_attributes(
+            "process", topic, count, client, distinct.pop() if len(distinct) == 1 else None
+        ),
     )
