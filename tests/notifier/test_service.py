@@ -15,10 +15,10 @@ from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.config import ClickHouseSettings, NotifierSettings
 from civicmeter.core.policy import parse_policies
 from civicmeter.core.storage import Storage
-from civicmeter.core.telemetry import setup_telemetry
 from civicmeter.notifier.service import serve
 from civicmeter.sink.alert_writer import write_alerts
 from tests.core.test_alert_store import alert
+from tests.telemetry.memory import MemoryTelemetry
 
 
 class Receiver:
@@ -67,9 +67,8 @@ async def test_alerts_reach_their_webhooks_with_retries_and_every_outcome_is_rec
     settings = NotifierSettings(ClickHouseSettings(), poll_seconds=0.05, retry_base_seconds=0.01)
     storage = Storage(clickhouse)
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(settings, storage, policies, setup_telemetry("test", {}), {}, stop)
-    )
+    memory = MemoryTelemetry()
+    task = asyncio.create_task(serve(settings, storage, policies, memory.telemetry, {}, stop))
     await asyncio.sleep(0.3)  # the first start delivers only what opens from then on
     write_alerts(
         clickhouse,
@@ -77,6 +76,7 @@ async def test_alerts_reach_their_webhooks_with_retries_and_every_outcome_is_rec
             alert("k-high", "e1"),
             alert("k-low", "e2", severity=alert_pb2.SEVERITY_LOW),
             alert("k-high", "e3", 1),
+            alert("k-medium", "e4", severity=alert_pb2.SEVERITY_MEDIUM),  # routed nowhere
         ],
         time.time_ns() // 10**6,
     )
@@ -103,6 +103,17 @@ async def test_alerts_reach_their_webhooks_with_retries_and_every_outcome_is_rec
         ("k-high", "route-0", "delivered", 3),
         ("k-low", "route-0", "failed", 1),
     ]
+    # One delivery per route by outcome; the 400 is a rejection, the unrouted alert no delivery.
+    assert memory.sums("civicmeter.notifier.deliveries", "outcome") == {
+        "delivered": 1,
+        "no_route": 2,
+        "rejected": 1,
+    }
+    # Every HTTP attempt is timed, with its status: 503, 503, 200 to one route, 400 to the other.
+    requests = memory.points("http.client.request.duration")
+    statuses = {p.attributes["http.response.status_code"]: p.count for p in requests}
+    assert statuses == {503: 2, 200: 1, 400: 1}
+    assert {p.attributes["server.address"] for p in requests} == {"127.0.0.1"}
 
 
 async def test_a_restarted_notifier_neither_repeats_nor_skips(
@@ -119,7 +130,7 @@ async def test_a_restarted_notifier_neither_repeats_nor_skips(
     async def run_until(delivered: int) -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(
-            serve(settings, storage, policies, setup_telemetry("test", {}), {}, stop)
+            serve(settings, storage, policies, MemoryTelemetry().telemetry, {}, stop)
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(receiver.messages) < delivered:

@@ -79,3 +79,20 @@ async def test_a_refused_connection_is_retried_then_reported() -> None:
         )
     assert (result.delivered, result.attempts) == (False, 4)
     assert result.reason.startswith("ClientConnectorError")
+    assert (result.outcome, result.status) == ("failed", None)
+
+
+async def test_a_dead_webhook_is_a_failure_and_a_4xx_a_rejection(
+    receiver: tuple[str, ScriptedServer],
+) -> None:
+    url, hook = receiver
+    hook.script = [(404, retry_after("0"))]
+    async with aiohttp.ClientSession() as session:
+        rejected = await post_with_retries(session, url, {"text": "alert"}, policy=FAST)
+        hook.script = [(503, retry_after("0"))] * 4
+        given_up = await post_with_retries(session, url, {"text": "alert"}, policy=FAST)
+        hook.script = [(429, retry_after("0"))] * 4
+        throttled = await post_with_retries(session, url, {"text": "alert"}, policy=FAST)
+    assert (rejected.outcome, rejected.attempts) == ("rejected", 1)
+    assert (given_up.outcome, given_up.attempts) == ("failed", 4)
+    assert throttled.outcome == "failed"  # still asked to wait when the attempts ran out

@@ -15,10 +15,12 @@ from functools import partial
 
 import aiohttp
 from clickhouse_connect.driver.client import Client
+from opentelemetry import metrics
 
 from civicmeter.core.alert_store import AlertFilter, StoredAlert, alerts_after
 from civicmeter.core.config import NotifierSettings
 from civicmeter.core.http_retry import RetryPolicy
+from civicmeter.core.metrics import http_client_duration
 from civicmeter.core.policy import PolicySet
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.storage import Storage, migrate
@@ -76,6 +78,22 @@ def record_delivery(
     )
 
 
+class DeliveryMetrics:
+    """civicmeter.notifier.deliveries by outcome (delivered, no_route, rejected, failed) and
+    the webhook requests' http.client.request.duration."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self._outcomes = meter.create_counter(
+            "civicmeter.notifier.deliveries",
+            unit="{delivery}",
+            description="Webhook deliveries of alerts, by outcome",
+        )
+        self.duration = http_client_duration(meter)
+
+    def count(self, outcome: str) -> None:
+        self._outcomes.add(1, {"outcome": outcome})
+
+
 async def deliver(
     session: aiohttp.ClientSession,
     storage: Storage,
@@ -83,17 +101,24 @@ async def deliver(
     environ: Mapping[str, str],
     stored: StoredAlert,
     retry: RetryPolicy,
+    delivery_metrics: DeliveryMetrics,
 ) -> int:
-    """Send one alert to every route of its severity; return how many deliveries failed."""
+    """Send one alert to every route of its severity; return how many deliveries failed.
+
+    Each route counts one delivery by its outcome; an alert its policy routes nowhere counts
+    one no_route."""
     alert = stored.alert
     severity = SEVERITY_NAMES.get(alert.severity)
     routing = policies.for_organization(alert.organization_id).routing
     targets = routing.targets(severity) if severity else ()
+    if not targets:
+        delivery_metrics.count("no_route")
     failed = 0
     for index, target in enumerate(targets):
         name = target.env or f"route-{index}"
         url = target.resolve(environ)
         if url is None:
+            delivery_metrics.count("no_route")
             await storage.run(
                 partial(
                     record_delivery,
@@ -106,7 +131,10 @@ async def deliver(
             )
             failed += 1
             continue
-        result = await post_with_retries(session, url, slack_message(alert), policy=retry)
+        result = await post_with_retries(
+            session, url, slack_message(alert), policy=retry, duration=delivery_metrics.duration
+        )
+        delivery_metrics.count(result.outcome)
         status = "delivered" if result.delivered else "failed"
         failed += 0 if result.delivered else 1
         await storage.run(
@@ -139,11 +167,7 @@ async def serve(
     stop: asyncio.Event,
 ) -> None:
     await storage.run(migrate)
-    deliveries = telemetry.meter.create_counter(
-        "civicmeter.notifier.deliveries",
-        unit="{delivery}",
-        description="Webhook deliveries of alerts, by outcome",
-    )
+    delivery_metrics = DeliveryMetrics(telemetry.meter)
     saved = await storage.run(load_cursor)
     # On first start, deliver what opens from now on, not the whole history.
     cursor = saved if saved is not None else (time.time_ns() // 10**6, "")
@@ -160,15 +184,7 @@ async def serve(
             for stored in batch:
                 if stop.is_set():
                     break  # the cursor stands at the last alert delivered
-                failed = await deliver(
-                    session,
-                    storage,
-                    policies,
-                    environ,
-                    stored,
-                    retry,
-                )
-                deliveries.add(1, {"outcome": "failed" if failed else "delivered"})
+                await deliver(session, storage, policies, environ, stored, retry, delivery_metrics)
                 cursor = (stored.opened_ms, stored.alert.dedup_key)
                 await storage.run(partial(save_cursor, cursor=cursor))
             if not batch:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry import metrics
+from yarl import URL
 
 from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.http_retry import (
@@ -24,6 +27,17 @@ class Delivery:
     delivered: bool
     attempts: int
     reason: str
+    status: int | None = None  # the last HTTP status answered, if any
+
+    @property
+    def outcome(self) -> str:
+        """delivered; rejected (a 4xx other than 429, not retried); or failed (5xx, 429 or
+        network failures until given up)."""
+        if self.delivered:
+            return "delivered"
+        if self.status is not None and 400 <= self.status < 500 and self.status != 429:
+            return "rejected"
+        return "failed"
 
 
 def slack_message(alert: alert_pb2.Alert) -> dict[str, Any]:
@@ -59,21 +73,42 @@ async def post_with_retries(
     payload: dict[str, Any],
     *,
     policy: RetryPolicy,
+    duration: metrics.Histogram | None = None,
 ) -> Delivery:
     """POST until a 2xx; retry 429, 5xx and connection failures (after the Retry-After a 429
-    or 503 asks for); give up on other answers."""
+    or 503 asks for); give up on other answers. Each attempt's duration goes to `duration`
+    (http.client.request.duration)."""
     attempts = 0
+    server = URL(url).host or ""
     try:
         async for attempt in http_retrying(policy, (aiohttp.ClientError, TimeoutError)):
             with attempt:
                 attempts = attempt.retry_state.attempt_number
-                async with session.post(url, json=payload) as response:
-                    raise_if_retryable(response)
-                    if 200 <= response.status < 300:
-                        return Delivery(True, attempts, "")
-                    return Delivery(False, attempts, f"HTTP {response.status}")
+                started = time.perf_counter()
+                status: int | None = None
+                try:
+                    async with session.post(url, json=payload) as response:
+                        status = response.status
+                        raise_if_retryable(response)
+                        if 200 <= response.status < 300:
+                            return Delivery(True, attempts, "", status)
+                        return Delivery(False, attempts, f"HTTP {status}", status)
+                finally:
+                    if duration is not None:
+                        duration.record(
+                            time.perf_counter() - started, _request_attributes(server, status)
+                        )
     except RetryableAnswer as exc:
-        return Delivery(False, attempts, str(exc))
+        return Delivery(False, attempts, str(exc), exc.status)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Delivery(False, attempts, f"{type(exc).__name__}: {exc}")
     raise AssertionError("unreachable: tenacity either returns an attempt or raises")
+
+
+def _request_attributes(server: str, status: int | None) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {"http.request.method": "POST", "server.address": server}
+    if status is None:
+        attributes["error.type"] = "connection"  # no answer: refused, reset or timed out
+    else:
+        attributes["http.response.status_code"] = status
+    return attributes
