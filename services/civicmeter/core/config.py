@@ -34,6 +34,22 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """The variable `name`, or the content of the file `name`_FILE names (a mounted Secret,
+    kept out of the process environment); one trailing line break is dropped."""
+    path = env.get(f"{name}_FILE")
+    if not path:
+        return env.get(name)
+    if env.get(name):
+        raise ConfigError(f"{name} and {name}_FILE are both set: set one")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"{name}_FILE: cannot read {path!r}: {reason}") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -146,7 +162,7 @@ class KafkaSettings:
             security_protocol=protocol,
             sasl_mechanism=env.get("KAFKA_SASL_MECHANISM") or None,
             sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
-            sasl_password=env.get("KAFKA_SASL_PASSWORD") or None,
+            sasl_password=_secret(env, "KAFKA_SASL_PASSWORD") or None,
             ssl_cafile=env.get("KAFKA_SSL_CAFILE") or None,
             create_topics=_bool(env, "CIVICMETER_CREATE_TOPICS", cls.create_topics),
             topics=TopicSettings.from_env(env),
@@ -181,7 +197,7 @@ class ClickHouseSettings:
             host=env.get("CLICKHOUSE_HOST", cls.host),
             port=_int(env, "CLICKHOUSE_PORT", 8443 if interface == "https" else cls.port),
             username=env.get("CLICKHOUSE_USERNAME", cls.username),
-            password=env.get("CLICKHOUSE_PASSWORD", cls.password),
+            password=_secret(env, "CLICKHOUSE_PASSWORD") or cls.password,
             database=env.get("CLICKHOUSE_DATABASE", cls.database),
             ca_cert=env.get("CLICKHOUSE_CA_CERT") or None,
         )
