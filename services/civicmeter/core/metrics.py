@@ -98,14 +98,17 @@ class ProcessorLatency:
         self._since_event = {"civicmeter.latency.since": "event_time"}
 
     def record(
-        self, accept_times: Iterable[float | None], event_times: Iterable[float], rated: float
+        self,
+        accept_times: Iterable[float | None],
+        event_times: Iterable[float | None],
+        rated: float,
     ) -> None:
-        """Record latencies up to `rated` (epoch seconds, as are the times given)."""
-        for accepted in accept_times:
-            if accepted is not None:
-                self._latency.record(max(rated - accepted, 0.0), self._since_accept)
-        for event_time in event_times:
-            self._latency.record(max(rated - event_time, 0.0), self._since_event)
+        """Record latencies up to `rated` (epoch seconds, as are the times given; None for a
+        record without one)."""
+        for since, times in ((self._since_accept, accept_times), (self._since_event, event_times)):
+            for moment in times:
+                if moment is not None:
+                    self._latency.record(max(rated - moment, 0.0), since)
 
 
 class SinkMetrics:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -22,14 +23,21 @@ from opentelemetry import trace
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.kafka import make_producer, send_batched, send_event_batches
+from civicmeter.core.metrics import (
+    ProcessorLatency,
+    accept_time_header,
+    consumed_attributes,
+    first_event_time,
+    process_duration,
+)
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.telemetry import (
+    KafkaClient,
     Telemetry,
     consumer_span,
-    inject_headers,
     links_from_headers,
-    producer_span,
+    producing,
 )
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
@@ -90,6 +98,10 @@ def build_app(
     )
     counters = _Counters(telemetry)
     tracer = telemetry.tracer
+    consuming = KafkaClient(app.conf.broker_client_id, kafka.bootstrap_servers, settings.group_id)
+    sending = KafkaClient("civicmeter-processor", kafka.bootstrap_servers)
+    latency, processing = ProcessorLatency(telemetry.meter), process_duration(telemetry.meter)
+    consumed = consumed_attributes(topics.raw, settings.group_id)
 
     async def rate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor")
@@ -98,32 +110,49 @@ def build_app(
             # take_events (not take) keeps each record's partition, offset and headers.
             batches = cast("faust.Stream[bytes]", stream).take_events
             async for events in batches(settings.batch_size, within=settings.batch_within_seconds):
+                started = time.perf_counter()
                 records = [
                     RawRecord(e.message.value, e.message.partition, e.message.offset)
                     for e in events
                 ]
                 links = links_from_headers(e.message.headers for e in events)
-                with trace.use_span(
-                    consumer_span(tracer, topics.raw, len(records), links), end_on_exit=True
-                ):
+                accepted = [e.message.timestamp for e in events]  # stamped by ingest's producer
+                span = consumer_span(
+                    tracer,
+                    topics.raw,
+                    len(records),
+                    links,
+                    consuming,
+                    (r.partition for r in records),
+                )
+                with trace.use_span(span, end_on_exit=True):
                     result = processor.process(records)
-                    with trace.use_span(
-                        producer_span(tracer, topics.rated, len(result.rated)), end_on_exit=True
-                    ):
-                        headers = inject_headers()
+                    # One producer span per destination, its context in its records' headers.
+                    with producing(tracer, topics.rated, len(result.rated), sending) as headers:
                         futures = await send_event_batches(
-                            producer, topics.rated, result.rated, headers
-                        )
-                        futures += await send_batched(producer, topics.dlq, result.dead, headers)
-                        futures += await send_batched(
                             producer,
-                            topics.alerts,
-                            ((a.dedup_key.encode(), a.SerializeToString()) for a in result.alerts),
-                            headers,
+                            topics.rated,
+                            result.rated,
+                            headers + accept_time_header(accepted),
                         )
-                        # Offsets of this batch are committed only once all of it is durable.
-                        await asyncio.gather(*futures)
+                    if result.dead:
+                        with producing(tracer, topics.dlq, len(result.dead), sending) as headers:
+                            futures += await send_batched(
+                                producer, topics.dlq, result.dead, headers
+                            )
+                    if result.alerts:
+                        alerts = (
+                            (a.dedup_key.encode(), a.SerializeToString()) for a in result.alerts
+                        )
+                        with producing(
+                            tracer, topics.alerts, len(result.alerts), sending
+                        ) as headers:
+                            futures += await send_batched(producer, topics.alerts, alerts, headers)
+                    # Offsets of this batch are committed only once all of it is durable.
+                    await asyncio.gather(*futures)
                 counters.record(result)
+                latency.record(accepted, (first_event_time(r.value) for r in records), time.time())
+                processing.record(time.perf_counter() - started, consumed)
                 if result.dead:
                     log.warning(
                         "dead-lettered %d of %d events: %s",
