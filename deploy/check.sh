@@ -12,7 +12,8 @@
 #
 # Each scenario (the default values, then every ci/*-values.yaml) is checked with
 #   helm lint --strict, helm template | kubeconform -strict (for each Kubernetes version in
-#   CIVICMETER_KUBERNETES_VERSIONS), and promtool check rules on the rendered PrometheusRule.
+#   CIVICMETER_KUBERNETES_VERSIONS), and promtool check rules on the rendered PrometheusRule;
+#   for the production scenario also promtool test rules (deploy/alerts_test.yaml).
 # kubeconform has no schema for the prometheus-operator CRDs offline, so it skips
 # ServiceMonitor and PrometheusRule; promtool checks the rules themselves.
 set -euo pipefail
@@ -118,6 +119,17 @@ for doc in yaml.safe_load_all(sys.stdin):
 '
 }
 
+# deploy/alerts_test.yaml: promtool unit tests of the alert rules as this scenario renders them
+# (in namespace civicmeter), on synthetic series.
+RULES_TEST_SCENARIO=production
+alert_unit_tests() {
+  local rules="$1" unit="$2/alerts-unit"
+  mkdir -p "$unit"
+  cp "$rules" "$unit/rules.yaml"
+  cp "$ROOT/deploy/alerts_test.yaml" "$unit/alerts_test.yaml"
+  (cd "$unit" && promtool test rules alerts_test.yaml)
+}
+
 check_scenario() {
   local name="$1" work="$2"
   shift 2
@@ -145,6 +157,9 @@ check_scenario() {
     rules_from_manifests <"$rendered" >"$work/$name-rules.yaml"
     if [[ -s "$work/$name-rules.yaml" ]]; then
       promtool check rules "$work/$name-rules.yaml" || failed=1
+      if [[ $name == "$RULES_TEST_SCENARIO" ]]; then
+        alert_unit_tests "$work/$name-rules.yaml" "$work" || failed=1
+      fi
     else
       log "scenario $name renders no PrometheusRule"
     fi
@@ -176,7 +191,7 @@ main() {
     die "failed: ${failures[*]}"
   fi
   log "chart OK: every scenario lints, renders, validates (Kubernetes $KUBERNETES_VERSIONS)" \
-    "and its alert rules parse"
+    "and its alert rules parse and pass their unit tests"
 }
 
 main "$@"

@@ -458,17 +458,58 @@ def test_ingest_liveness_uses_healthz_and_query_liveness_grpc(
         assert "livenessProbe" not in _container(default_render, component)
 
 
+def _secret_file(template: Manifest, container: Manifest, path: str) -> tuple[str, str]:
+    """The Secret and key a container reads the file `path` from (a mounted secret volume)."""
+    parent, name = path.rsplit("/", 1)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == parent]
+    assert mount["readOnly"] is True, path
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    (item,) = [i for i in volume["secret"]["items"] if i["path"] == name]
+    # Readable by the pod's group (fsGroup) only, not by every user of the node.
+    assert volume["secret"]["defaultMode"] == 0o440, path
+    return volume["secret"]["secretName"], item["key"]
+
+
 @pytest.mark.parametrize("component", ["sink", "query", "notifier", "billing"])
-def test_the_clickhouse_password_comes_from_a_secret(
+def test_the_clickhouse_password_is_a_file_from_a_secret(
     default_render: list[Manifest], component: str
 ) -> None:
-    env = _env(_container(default_render, component))
+    container = _container(default_render, component)
+    env = _env(container)
     assert env["CLICKHOUSE_INTERFACE"]["value"] == "https"
-    password = env["CLICKHOUSE_PASSWORD"]
-    assert "value" not in password
-    ref = password["valueFrom"]["secretKeyRef"]
-    secret = _named(default_render, "Secret", ref["name"])
-    assert ref["key"] in secret["data"]
+    assert "CLICKHOUSE_PASSWORD" not in env  # never in the environment
+    template = _workload(default_render, component)["spec"]["template"]
+    name, key = _secret_file(template, container, env["CLICKHOUSE_PASSWORD_FILE"]["value"])
+    assert key in _named(default_render, "Secret", name)["data"]
+
+
+def test_no_password_is_an_environment_variable_in_any_scenario(
+    helm: str, default_render: list[Manifest], production_render: list[Manifest], tmp_path: Path
+) -> None:
+    staging = yaml.safe_load((CHART / "ci" / "monitoring-disabled-values.yaml").read_text())
+    renders = {
+        "default": default_render,
+        "production": production_render,
+        "staging": _render(helm, tmp_path, staging),  # SASL with the password as a value
+    }
+    for scenario, manifests in renders.items():
+        files = 0
+        for name, container in _containers(manifests):
+            for entry in container.get("env", []):
+                assert not entry["name"].endswith("PASSWORD"), f"{scenario} {name}"
+                files += entry["name"].endswith("PASSWORD_FILE")
+        assert files > 0, scenario
+    # Staging's SASL password, given as a value, is in the chart's Secret as each file's source.
+    secret = _named(renders["staging"], "Secret", f"{RELEASE}-credentials")
+    for component in ("ingest", "processor", "sink", "billing"):
+        container = _container(renders["staging"], component)
+        template = _workload(renders["staging"], component)["spec"]["template"]
+        path = _env(container)["KAFKA_SASL_PASSWORD_FILE"]["value"]
+        name, key = _secret_file(template, container, path)
+        assert name == secret["metadata"]["name"], component
+        assert (
+            base64.b64decode(secret["data"][key]).decode() == staging["kafka"]["sasl"]["password"]
+        )
 
 
 def test_the_migration_hook_brings_its_own_secret_and_service_account(
@@ -482,8 +523,11 @@ def test_the_migration_hook_brings_its_own_secret_and_service_account(
     # A pre-install hook runs before the release's other objects exist: what it uses must be
     # a hook too, created before it (a lower weight).
     account = _named(default_render, "ServiceAccount", spec["serviceAccountName"])
-    ref = _env(spec["containers"][0])["CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    secret = _named(default_render, "Secret", ref["name"])
+    container = spec["containers"][0]
+    path = _env(container)["CLICKHOUSE_PASSWORD_FILE"]["value"]
+    name, key = _secret_file(job["spec"]["template"], container, path)
+    secret = _named(default_render, "Secret", name)
+    assert key in secret["data"]
     for dependency in (account, secret):
         annotations = dependency["metadata"]["annotations"]
         assert annotations["helm.sh/hook"] == hook["helm.sh/hook"]
@@ -517,7 +561,7 @@ def test_production_takes_every_credential_from_existing_secrets(
     production_render: list[Manifest],
 ) -> None:
     assert _of_kind(production_render, "Secret") == []
-    secret_like = re.compile(r"PASSWORD|HMAC_KEY|SECRET|TOKEN|WEBHOOK")
+    secret_like = re.compile(r"PASSWORD$|HMAC_KEY|SECRET|TOKEN|WEBHOOK")
     for name, container in _containers(production_render):
         for entry in container.get("env", []):
             if secret_like.search(entry["name"]):
@@ -526,10 +570,17 @@ def test_production_takes_every_credential_from_existing_secrets(
     env = _env(_container(production_render, "processor"))
     assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
     assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
-    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "civicmeter",
-        "key": "password",
-    }
+    template = _workload(production_render, "processor")["spec"]["template"]
+    sasl = env["KAFKA_SASL_PASSWORD_FILE"]["value"]
+    assert _secret_file(template, _container(production_render, "processor"), sasl) == (
+        "civicmeter",
+        "password",
+    )
+    for component in ("sink", "query", "notifier", "billing"):
+        container = _container(production_render, component)
+        template = _workload(production_render, component)["spec"]["template"]
+        path = _env(container)["CLICKHOUSE_PASSWORD_FILE"]["value"]
+        assert _secret_file(template, container, path) == ("civicmeter-clickhouse", "password")
     assert env["CIVICMETER_CREATE_TOPICS"]["value"] == "false"
     ca_file = Path(env["KAFKA_SSL_CAFILE"]["value"])
     mounts = {
@@ -575,10 +626,34 @@ def test_the_alerts_watch_lag_dead_letters_rejections_anomalies_and_webhooks(
     production_render: list[Manifest],
 ) -> None:
     rule = _named(production_render, "PrometheusRule", RELEASE)
-    rules = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    lag = rules["CivicmeterConsumerLagGrowing"]
-    assert "sum by (consumergroup) (kafka_consumergroup_lag" in lag
-    assert 'consumergroup=~"civicmeter-processor|civicmeter-sink"' in lag
+    rules = {
+        r.get("alert") or r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]
+    }
+    # Lag from the services' own gauge, each partition counted once, summed per group.
+    lag = rules["namespace_group:civicmeter_kafka_consumer_lag:sum"]
+    assert 'civicmeter_kafka_consumer_lag{namespace="metering"}' in lag
+    assert "messaging_destination_partition_id" in lag
+    growing = rules["CivicmeterConsumerLagGrowing"]
+    assert 'messaging_consumer_group_name=~"civicmeter-processor|civicmeter-sink"} > 50000' in (
+        growing
+    )
+    assert "deriv(namespace_group:civicmeter_kafka_consumer_lag:sum" in growing
+    unreported = rules["CivicmeterConsumerLagUnreported"]
+    for group in ("civicmeter-processor", "civicmeter-sink"):
+        assert f'messaging_consumer_group_name="{group}"' in unreported
+    assert "CivicmeterConsumerLagGrowingExporter" not in rules  # kafkaExporterLag is off
+    # p99 ingest latency over HTTP (the probes left out) and gRPC, and freshness.
+    http = rules["CivicmeterIngestLatencyHigh"]
+    assert (
+        "histogram_quantile(0.99" in http and "http_server_request_duration_seconds_bucket" in http
+    )
+    assert 'http_route!="/healthz"' in http and http.rstrip().endswith("> 0.5")
+    grpc_rule = rules["CivicmeterIngestGrpcLatencyHigh"]
+    assert "rpc_server_call_duration_seconds_bucket" in grpc_rule
+    assert "IngestService" in grpc_rule
+    freshness = rules["CivicmeterFreshnessSlow"]
+    assert "civicmeter_sink_event_latency_seconds_bucket" in freshness
+    assert freshness.rstrip().endswith("> 60")
     assert 'outcome="dead_lettered"' in rules["CivicmeterDeadLettersGrowing"]
     assert "civicmeter_(processor|sink)_events_total" in rules["CivicmeterDeadLettersGrowing"]
     assert 'outcome="rejected"' in rules["CivicmeterIngestRejecting"]
@@ -597,6 +672,50 @@ def test_the_alerts_watch_lag_dead_letters_rejections_anomalies_and_webhooks(
         in rules["CivicmeterSeatsUnpriced"]
     )
     assert "CivicmeterIngestDown" in rules  # additionalRules
+
+
+def test_the_kafka_exporter_lag_alert_is_an_option(helm: str, tmp_path: Path) -> None:
+    values = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    values["metrics"]["prometheusRule"]["kafkaExporterLag"] = True
+    values["sink"] = {"enabled": False}
+    rule = _named(_render(helm, tmp_path, values), "PrometheusRule", RELEASE)
+    rules = {r.get("alert"): r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    exporter = rules["CivicmeterConsumerLagGrowingExporter"]
+    assert 'kafka_consumergroup_lag{consumergroup=~"civicmeter-processor"}' in exporter
+    assert "civicmeter-sink" not in rules["CivicmeterConsumerLagUnreported"]
+    assert "CivicmeterFreshnessSlow" not in rules  # the sink's histogram: no sink, no alert
+
+
+def test_the_alert_unit_tests_pass_on_the_rendered_rules(
+    helm: str, tmp_path: Path, production_render: list[Manifest]
+) -> None:
+    """deploy/alerts_test.yaml fires each latency, freshness and lag alert on synthetic series
+    (as deploy/check.sh runs it), against the rules rendered in its namespace."""
+    values = CHART / "ci" / "production-values.yaml"
+    args = [helm, "template", RELEASE, str(CHART), "--namespace", "civicmeter", "-f", str(values)]
+    rendered = _run([*args, "--kube-version", KUBERNETES_VERSION])
+    assert rendered.returncode == 0, rendered.stderr
+    manifests = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    spec = _named(manifests, "PrometheusRule", RELEASE)["spec"]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    tests = REPO / "deploy" / "alerts_test.yaml"
+    (tmp_path / "alerts_test.yaml").write_text(tests.read_text())
+    promtool = _tool("promtool")
+    checked = _run([promtool, "check", "rules", str(tmp_path / "rules.yaml")])
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = subprocess.run(
+        [promtool, "test", "rules", "alerts_test.yaml"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=TIMEOUT_SECONDS, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+    # Every new alert is fired by some test there.
+    fired = set(re.findall(r"alertname: (\w+)", tests.read_text()))
+    assert fired >= {
+        "CivicmeterIngestLatencyHigh", "CivicmeterIngestGrpcLatencyHigh",
+        "CivicmeterFreshnessSlow", "CivicmeterConsumerLagGrowing",
+        "CivicmeterConsumerLagUnreported",
+    }  # fmt: skip
 
 
 def test_autoscaled_deployments_leave_replicas_to_the_autoscaler(
@@ -748,17 +867,19 @@ def test_the_notifier_runs_one_restricted_pod_on_clickhouse_without_kafka(
     assert template["spec"]["securityContext"]["runAsNonRoot"] is True
     assert template["spec"]["automountServiceAccountToken"] is False
     env = _env(container)
-    assert env["CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "civicmeter-clickhouse",
-        "key": "password",
-    }
+    assert _secret_file(template, container, env["CLICKHOUSE_PASSWORD_FILE"]["value"]) == (
+        "civicmeter-clickhouse",
+        "password",
+    )
     assert env["CLICKHOUSE_HOST"]["value"] == "clickhouse.metering.svc"
     assert "CLICKHOUSE_CA_CERT" in env
     assert env["CIVICMETER_NOTIFIER_MAX_ATTEMPTS"]["value"] == "5"
     # Production Kafka is SASL_SSL with a CA: none of it reaches the notifier.
     assert [name for name in env if name.startswith("KAFKA_")] == []
     assert "CIVICMETER_CREATE_TOPICS" not in env
-    assert "kafka-ca" not in {v["name"] for v in template["spec"]["volumes"]}
+    assert {"kafka-ca", "kafka-sasl-password"}.isdisjoint(
+        v["name"] for v in template["spec"]["volumes"]
+    )
     assert "livenessProbe" not in container
 
 
@@ -845,7 +966,7 @@ def test_a_disabled_notifier_leaves_nothing_behind(helm: str, tmp_path: Path) ->
     components = [m["metadata"]["labels"].get("app.kubernetes.io/component") for m in manifests]
     assert "notifier" not in components
     rule = _named(manifests, "PrometheusRule", RELEASE)
-    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    alerts = {r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]}
     assert "CivicmeterWebhookDeliveryFailing" not in alerts
     assert "CivicmeterHighSeverityAnomaly" in alerts
 
@@ -877,7 +998,8 @@ def test_billing_runs_one_restricted_pod_on_clickhouse_and_the_catalog_producing
     assert env["CIVICMETER_BILLING_INTERVAL_SECONDS"]["value"] == "30"
     # Seat charges and budget alerts go to Kafka, for the sink to store; it consumes nothing.
     assert env["KAFKA_BOOTSTRAP_SERVERS"]["value"] == "metering-kafka-bootstrap.kafka.svc:9093"
-    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "civicmeter"
+    sasl, _ = _mounted_file(production_render, "billing", env["KAFKA_SASL_PASSWORD_FILE"]["value"])
+    assert sasl["secret"]["secretName"] == "civicmeter"
     ca, _ = _mounted_file(production_render, "billing", env["KAFKA_SSL_CAFILE"]["value"])
     assert ca["secret"]["secretName"] == "metering-cluster-ca-cert"
     assert (env["CIVICMETER_TOPIC_RATED"]["value"], env["CIVICMETER_TOPIC_ALERTS"]["value"]) == (
@@ -943,7 +1065,7 @@ def test_a_disabled_billing_leaves_nothing_behind(helm: str, tmp_path: Path) -> 
     components = [m["metadata"]["labels"].get("app.kubernetes.io/component") for m in manifests]
     assert "billing" not in components
     rule = _named(manifests, "PrometheusRule", RELEASE)
-    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    alerts = {r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]}
     assert "CivicmeterSeatsUnpriced" not in alerts
 
 
@@ -1020,3 +1142,144 @@ def test_page_token_keys_from_an_existing_secret(helm: str, tmp_path: Path) -> N
     )
     ref = _env(_container(manifests, "query"))["CIVICMETER_PAGE_TOKEN_KEYS"]["valueFrom"]
     assert ref["secretKeyRef"] == {"name": "tokens", "key": "keys"}
+
+
+# ---- ephemeral storage (kube-score, checkov)
+
+
+def _quantity(text: str) -> int:
+    """Bytes of a Kubernetes quantity with a binary suffix (64Mi, 2Gi)."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", str(text))
+    assert match is not None, text
+    power = ("Ki", "Mi", "Gi").index(match[2]) + 1
+    return int(match[1]) << (10 * power)
+
+
+@pytest.mark.parametrize("scenario", ["default", "production"])
+def test_every_container_requests_and_limits_ephemeral_storage_above_its_empty_dirs(
+    default_render: list[Manifest], production_render: list[Manifest], scenario: str
+) -> None:
+    manifests = default_render if scenario == "default" else production_render
+    templates = dict(_pod_templates(manifests))
+    assert len(templates) >= 7  # six services and the migration Job
+    for name, template in templates.items():
+        spec = template["spec"]
+        limit = 0
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            resources = container["resources"]
+            request = _quantity(resources["requests"]["ephemeral-storage"])
+            limit += _quantity(resources["limits"]["ephemeral-storage"])
+            assert 0 < request <= limit, name
+        # The pod is evicted when its emptyDirs and logs outgrow the containers' limits:
+        # the limits must leave room for every emptyDir full, and logs besides.
+        empty_dirs = sum(
+            _quantity(v["emptyDir"]["sizeLimit"]) for v in spec["volumes"] if "emptyDir" in v
+        )
+        assert limit > empty_dirs, name
+
+
+# ---- the Grafana dashboard
+
+# The Prometheus names of the runtime's histograms and gauge (the metric-name contract) and the
+# counters' names as the services create them (civicmeter.x.y -> civicmeter_x_y_total).
+CONTRACT_METRICS = {
+    "http_server_request_duration_seconds", "rpc_server_call_duration_seconds",
+    "messaging_process_duration_seconds", "civicmeter_processor_event_latency_seconds",
+    "civicmeter_sink_event_latency_seconds", "civicmeter_sink_write_duration_seconds",
+    "civicmeter_sink_batch_size", "db_client_operation_duration_seconds",
+    "http_client_request_duration_seconds", "civicmeter_kafka_consumer_lag",
+}  # fmt: skip
+HISTOGRAMS = CONTRACT_METRICS - {"civicmeter_kafka_consumer_lag"}
+
+
+def _service_counters() -> set[str]:
+    names = set()
+    for source in (REPO / "services" / "civicmeter").rglob("*.py"):
+        for name in re.findall(r'create_counter\(\s*"([a-z0-9_.]+)"', source.read_text()):
+            names.add(name.replace(".", "_") + "_total")
+    return names
+
+
+def _series_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (every selector here has braces)."""
+    return set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{", expr))
+
+
+def _dashboard(manifests: list[Manifest]) -> dict[str, Any]:
+    config_map = _named(manifests, "ConfigMap", f"{RELEASE}-dashboard")
+    (key,) = config_map["data"]
+    assert key.endswith(".json")
+    dashboard: dict[str, Any] = json.loads(config_map["data"][key])
+    return dashboard
+
+
+def test_the_dashboard_is_off_by_default(default_render: list[Manifest]) -> None:
+    names = {m["metadata"]["name"] for m in _of_kind(default_render, "ConfigMap")}
+    assert f"{RELEASE}-dashboard" not in names
+
+
+def test_the_dashboard_config_map_carries_the_sidecar_label(
+    helm: str, production_render: list[Manifest], tmp_path: Path
+) -> None:
+    config_map = _named(production_render, "ConfigMap", f"{RELEASE}-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Metering"}
+    assert config_map["metadata"]["namespace"] == NAMESPACE
+    # Another sidecar label and the namespace Grafana watches.
+    values = {"metrics": {"grafanaDashboard": {
+        "enabled": True, "label": "dashboards.example/grafana", "labelValue": "civicmeter",
+        "namespace": "monitoring",
+    }}}  # fmt: skip
+    config_map = _named(_render(helm, tmp_path, values), "ConfigMap", f"{RELEASE}-dashboard")
+    assert config_map["metadata"]["labels"]["dashboards.example/grafana"] == "civicmeter"
+    assert "grafana_dashboard" not in config_map["metadata"]["labels"]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+
+
+def test_the_dashboard_reads_only_metrics_the_services_export(
+    production_render: list[Manifest],
+) -> None:
+    dashboard = _dashboard(production_render)
+    counters = _service_counters()
+    assert {"civicmeter_ingest_events_total", "civicmeter_alerts_total"} <= counters
+    exported = counters | CONTRACT_METRICS | {f"{name}_bucket" for name in HISTOGRAMS}
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    used: set[str] = set()
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            names = _series_names(target["expr"])
+            assert names, (panel["title"], target["expr"])
+            assert names <= exported, (panel["title"], names - exported)
+            assert 'namespace="$namespace"' in target["expr"], panel["title"]
+            used |= names
+    # What an operator asks: events in and out of each service, lag, dead letters by reason,
+    # latency percentiles (ingest HTTP, gRPC, freshness, ...), alerts by type.
+    assert {
+        "civicmeter_ingest_events_total", "civicmeter_processor_events_total",
+        "civicmeter_sink_events_total", "civicmeter_alerts_total",
+        "civicmeter_kafka_consumer_lag",
+    } <= used  # fmt: skip
+    assert {f"{name}_bucket" for name in HISTOGRAMS} <= used
+    exprs = [t["expr"] for p in panels for t in p["targets"]]
+    assert any("sum by (reason)" in e and 'outcome="dead_lettered"' in e for e in exprs)
+    assert any("sum by (alert_type)" in e and "civicmeter_alerts_total" in e for e in exprs)
+    assert any(e.startswith("histogram_quantile(0.99") for e in exprs)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"datasource", "namespace"}
+
+
+def test_the_alert_rules_read_only_metrics_the_services_export(
+    production_render: list[Manifest],
+) -> None:
+    rule = _named(production_render, "PrometheusRule", RELEASE)
+    exported = _service_counters() | CONTRACT_METRICS | {f"{name}_bucket" for name in HISTOGRAMS}
+    recorded = {r["record"] for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r}
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            if r.get("alert") == "CivicmeterIngestDown":
+                continue  # additionalRules: the platform's own
+            names = _series_names(r["expr"])
+            assert names <= exported | recorded, (r.get("alert"), names - exported - recorded)

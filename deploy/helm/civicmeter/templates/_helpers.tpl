@@ -87,9 +87,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq .Values.clickhouse.interface "https") (or .Values.clickhouse.tls.caCert .Values.clickhouse.tls.existingSecret) }}true{{ end }}
 {{- end }}
 
-{{/* The ClickHouse CA volume; `secretName` picks the Secret when the CA is given as a value. */}}
-{{- define "civicmeter.volumes.clickhouseCa" -}}
+{{/* The ClickHouse password and CA volumes; `secretName` picks the Secret when they are given
+as values. */}}
+{{- define "civicmeter.volumes.clickhouse" -}}
 {{- $root := .root -}}
+- name: clickhouse-password
+  secret:
+    secretName: {{ $root.Values.clickhouse.existingSecret | default .secretName | default (include "civicmeter.secretName" $root) }}
+    defaultMode: 0440
+    items:
+      - key: {{ if $root.Values.clickhouse.existingSecret }}{{ $root.Values.clickhouse.passwordKey }}{{ else }}clickhouse-password{{ end }}
+        path: password
 {{- if include "civicmeter.clickhouseCa" $root }}
 - name: clickhouse-ca
   secret:
@@ -100,7 +108,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{- define "civicmeter.volumeMounts.clickhouseCa" -}}
+{{- define "civicmeter.volumeMounts.clickhouse" -}}
+- name: clickhouse-password
+  mountPath: /etc/civicmeter/clickhouse
+  readOnly: true
 {{- if include "civicmeter.clickhouseCa" . }}
 - name: clickhouse-ca
   mountPath: /etc/civicmeter/clickhouse-ca
@@ -195,11 +206,8 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
   value: {{ .Values.kafka.sasl.mechanism | quote }}
 - name: KAFKA_SASL_USERNAME
   value: {{ .Values.kafka.sasl.username | quote }}
-- name: KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.kafka.sasl.existingSecret | default (include "civicmeter.secretName" .) }}
-      key: {{ if .Values.kafka.sasl.existingSecret }}{{ .Values.kafka.sasl.passwordKey }}{{ else }}kafka-sasl-password{{ end }}
+- name: KAFKA_SASL_PASSWORD_FILE
+  value: /etc/civicmeter/kafka-sasl/password
 {{- end }}
 {{- if include "civicmeter.kafkaCa" . }}
 - name: KAFKA_SSL_CAFILE
@@ -207,7 +215,8 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 {{- end }}
 {{- end }}
 
-{{/* ClickHouse server settings; `secretName` picks the Secret holding the password. */}}
+{{/* ClickHouse server settings. The password is a file from the Secret (civicmeter.volumes.clickhouse),
+never an environment variable: those leak into crash dumps, `kubectl describe` and child processes. */}}
 {{- define "civicmeter.env.clickhouse" -}}
 {{- $root := .root -}}
 - name: CLICKHOUSE_INTERFACE
@@ -220,16 +229,8 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
   value: {{ $root.Values.clickhouse.username | quote }}
 - name: CLICKHOUSE_DATABASE
   value: {{ $root.Values.clickhouse.database | quote }}
-- name: CLICKHOUSE_PASSWORD
-  valueFrom:
-    secretKeyRef:
-{{- if $root.Values.clickhouse.existingSecret }}
-      name: {{ $root.Values.clickhouse.existingSecret }}
-      key: {{ $root.Values.clickhouse.passwordKey }}
-{{- else }}
-      name: {{ .secretName | default (include "civicmeter.secretName" $root) }}
-      key: clickhouse-password
-{{- end }}
+- name: CLICKHOUSE_PASSWORD_FILE
+  value: /etc/civicmeter/clickhouse/password
 {{- if include "civicmeter.clickhouseCa" $root }}
 - name: CLICKHOUSE_CA_CERT
   value: /etc/civicmeter/clickhouse-ca/ca.crt
@@ -310,11 +311,21 @@ envFrom:
 {{- end }}
 {{- end }}
 
-{{/* Volumes every pod has (a writable /tmp under a read-only root) and the Kafka CA. */}}
+{{/* Volumes every pod has (a writable /tmp under a read-only root); with `kafka`, the Kafka CA
+and the SASL password (a file, KAFKA_SASL_PASSWORD_FILE). */}}
 {{- define "civicmeter.volumes.common" -}}
 - name: tmp
   emptyDir:
     sizeLimit: 256Mi
+{{- if and .kafka (include "civicmeter.kafkaSasl" .root) }}
+- name: kafka-sasl-password
+  secret:
+    secretName: {{ .root.Values.kafka.sasl.existingSecret | default (include "civicmeter.secretName" .root) }}
+    defaultMode: 0440
+    items:
+      - key: {{ if .root.Values.kafka.sasl.existingSecret }}{{ .root.Values.kafka.sasl.passwordKey }}{{ else }}kafka-sasl-password{{ end }}
+        path: password
+{{- end }}
 {{- if include "civicmeter.kafkaCa" .root }}
 {{- if .kafka }}
 - name: kafka-ca
@@ -333,6 +344,11 @@ envFrom:
 {{- if and .kafka (include "civicmeter.kafkaCa" .root) }}
 - name: kafka-ca
   mountPath: /etc/civicmeter/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if and .kafka (include "civicmeter.kafkaSasl" .root) }}
+- name: kafka-sasl-password
+  mountPath: /etc/civicmeter/kafka-sasl
   readOnly: true
 {{- end }}
 {{- end }}
