@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from civicmeter.core.policy import VolumeSpikeSettings
 from civicmeter.processor.detection.bounded import LruMap
@@ -62,6 +63,28 @@ class ActivityTracker:
     def observe(self, ctx: EventContext) -> UserActivity | None:
         """Count a request; the user's state when it belongs to their current day, or None
         when it is a late arrival for an earlier day (counted in the history, judged never)."""
+        state = self._on_day(ctx)
+        if state.day > ctx.day:
+            _add_late(state, ctx.day, ctx.cost)
+            return None
+        state.count += 1
+        state.cost += ctx.cost
+        return state
+
+    def assign(self, ctx: EventContext, count: int, cost: Decimal) -> UserActivity | None:
+        """Set a user's totals for the event's day to `count` and `cost` (absolute totals,
+        counted elsewhere): as `observe`, the state when it is the current day, None for an
+        earlier day. Setting the same totals twice changes nothing."""
+        state = self._on_day(ctx)
+        if state.day > ctx.day:
+            _set_day(state, ctx.day, count, cost)
+            return None
+        state.count = count
+        state.cost = cost
+        return state
+
+    def _on_day(self, ctx: EventContext) -> UserActivity:
+        """The user's state, rolled over to the event's day when that is a later one."""
         key = (ctx.organization_id, ctx.user_id)
         state = self._users.get(key)
         settings = ctx.policy.detectors.volume_spike
@@ -72,16 +95,59 @@ class ActivityTracker:
             self._users.put(key, state)
         elif ctx.day > state.day:
             _roll(state, ctx.day, settings)
-        elif ctx.day < state.day:
-            _add_late(state, ctx.day, ctx.cost)
-            return None
-        state.department = ctx.department_id
-        state.count += 1
-        state.cost += ctx.cost
+        if ctx.day >= state.day:
+            state.department = ctx.department_id
         return state
+
+    def day_totals(self, organization_id: str, user_id: str, day: int) -> tuple[int, Decimal]:
+        """A user's requests and cost on a day: the current one or one in the history."""
+        state = self._users.peek((organization_id, user_id))
+        if state is None:
+            return 0, ZERO
+        if state.day == day:
+            return state.count, state.cost
+        for past, count, cost in state.history:
+            if past == day:
+                return count, cost
+        return 0, ZERO
 
     def peek(self, organization_id: str, user_id: str) -> UserActivity | None:
         return self._users.peek((organization_id, user_id))
+
+    def export(self, key: tuple[str, str]) -> list[Any] | None:
+        """A user's state as plain values (state.py encodes them), None when unknown."""
+        state = self._users.peek(key)
+        if state is None:
+            return None
+        return [
+            state.department,
+            state.day,
+            state.count,
+            str(state.cost),
+            [[day, count, str(cost)] for day, count, cost in state.history],
+            state.history.maxlen,
+            _limit_values(state.count_limit),
+            _limit_values(state.cost_limit),
+            state.volume_alerted_day,
+            state.peer_alerted_month,
+        ]
+
+    def restore(self, key: tuple[str, str], values: Sequence[Any]) -> UserActivity:
+        """Put back a user's state from `export`'s values."""
+        department, day, count, cost, history, maxlen, count_limit, cost_limit = values[:8]
+        state = UserActivity(
+            department,
+            day,
+            count,
+            Decimal(cost),
+            deque(((d, c, Decimal(s)) for d, c, s in history), maxlen=maxlen),
+            None if count_limit is None else Limit(*(float(v) for v in count_limit)),
+            None if cost_limit is None else Limit(*(Decimal(v) for v in cost_limit)),
+            values[8],
+            values[9],
+        )
+        self._users.put(key, state)
+        return state
 
     def seed(
         self,
@@ -139,6 +205,19 @@ def _roll(state: UserActivity, day: int, settings: VolumeSpikeSettings) -> None:
 @functools.lru_cache(maxsize=64)
 def _decimal(value: float) -> Decimal:
     return Decimal(str(value))
+
+
+def _limit_values(limit: Limit[float] | Limit[Decimal] | None) -> list[str] | None:
+    if limit is None:
+        return None
+    return [str(limit.limit), str(limit.median), str(limit.mad)]
+
+
+def _set_day(state: UserActivity, day: int, count: int, cost: Decimal) -> None:
+    days = {d: (c, s) for d, c, s in state.history}
+    days[day] = (count, cost)
+    ordered = sorted((d, c, s) for d, (c, s) in days.items())
+    state.history = deque(ordered, maxlen=state.history.maxlen)
 
 
 def _add_late(state: UserActivity, day: int, cost: Decimal) -> None:

@@ -8,15 +8,18 @@ and a dedup key raised recently is not raised again.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.core.policy import DETECTOR_NAMES, OrganizationPolicy, PolicySet
 from civicmeter.processor.detection.activity import ActivityTracker, DayTotals
 from civicmeter.processor.detection.alert import Alert
-from civicmeter.processor.detection.bounded import RecentSet
+from civicmeter.processor.detection.bounded import LruMap, RecentSet
 from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.detectors.automation_burst import AutomationBurstDetector
 from civicmeter.processor.detection.detectors.banned_provider import BannedProviderDetector
@@ -34,7 +37,16 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
     UnsanctionedServiceDetector,
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
+from civicmeter.processor.detection.state import DEPARTMENT, USER, StateRecord
+from civicmeter.usage.v1 import activity_pb2
 from civicmeter.usage.v1 import usage_event_pb2 as pb
+
+# The detectors that need all of an organisation's events: where users' events are spread over
+# processors, they run on day totals (DetectionEngine.apply_activity) gathered by organisation.
+ORGANIZATION_DETECTORS = ("peer_spike", "new_service_in_department")
+# Where a record's events start in a batch: (index of its first event, partition, offset).
+SourceMark = tuple[int, int, int]
+ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,74 @@ class _Organization:
         return day, second, month
 
 
+@dataclass(slots=True)
+class _Note:
+    """What one user did since the last take_activity."""
+
+    department: str
+    partition: int
+    offset: int
+    days: dict[int, tuple[str, float]] = field(default_factory=dict)  # day -> last event
+    # service -> (provider, first event time, first event id)
+    services: dict[str, tuple[str, float, str]] = field(default_factory=dict)
+
+
+def _note(
+    pending: dict[tuple[str, str], _Note],
+    user: tuple[str, str],
+    ctx: EventContext,
+    position: tuple[int, int] | None,
+) -> None:
+    partition, offset = position or (-1, -1)
+    note = pending.get(user)
+    if note is None:
+        note = pending[user] = _Note(ctx.department_id, partition, offset)
+    else:
+        note.department, note.partition, note.offset = ctx.department_id, partition, offset
+    note.days[ctx.day] = (ctx.event.event_id, ctx.seconds)
+    if ctx.sanctioned and not ctx.banned:
+        known = note.services.get(ctx.service_id)
+        if known is None or ctx.seconds < known[1]:
+            note.services[ctx.service_id] = (ctx.provider_name, ctx.seconds, ctx.event.event_id)
+
+
+def _summary_context(
+    org: _Organization,
+    version: str,
+    update: activity_pb2.UserDayActivity,
+    event_id: str,
+    stamp: Timestamp,
+    service: str,
+    provider: str,
+) -> EventContext:
+    """The context of a request an activity update summarises (only its id is known)."""
+    policy = org.policy
+    day, second, month = org.local(stamp.seconds)
+    return EventContext(
+        event=pb.UsageEvent(event_id=event_id),
+        organization_id=update.organization_id,
+        department_id=update.department_id,
+        user_id=update.user_id,
+        service_id=service,
+        provider_name=provider,
+        risk=None,
+        cost=ZERO,
+        policy=policy,
+        policy_version=version,
+        seconds=stamp.seconds + stamp.nanos / 1e9,
+        day=day,
+        second=second,
+        month=month,
+        activity=True,
+        banned=policy.is_banned(provider, service),
+        sanctioned=service in policy.sanctioned_services,
+    )
+
+
+def _set_time(stamp: Timestamp, seconds: float) -> None:
+    stamp.seconds, stamp.nanos = divmod(round(seconds * 1e9), 1_000_000_000)
+
+
 class DetectionEngine:
     def __init__(
         self,
@@ -92,13 +172,17 @@ class DetectionEngine:
         detectors: Collection[str] | None = None,
         *,
         fold_repeats: bool = True,
+        activity_updates: bool = False,
     ) -> None:
         """`detectors`: the names of those to run (default all), e.g. to run the
         organisation-wide ones (peer_spike, new_service_in_department) where all of an
         organisation's events arrive, and the rest where one user's do.
 
         `fold_repeats`: raise each dedup key once while remembered (True), or return every
-        occurrence (False) for a store that folds them into one alert with a count."""
+        occurrence (False) for a store that folds them into one alert with a count.
+
+        `activity_updates`: keep users' day totals for take_activity, to feed an engine that
+        runs the organisation-wide detectors elsewhere (apply_activity)."""
         unknown = set(detectors or ()) - set(DETECTOR_NAMES)
         if unknown:
             raise ValueError(f"unknown detectors {sorted(unknown)}; known: {DETECTOR_NAMES}")
@@ -115,6 +199,7 @@ class DetectionEngine:
             self._activity, self.limits.departments, self.limits.department_members
         )
         self._new_services = NewServiceInDepartmentDetector(self.limits.departments)
+        self._denials = RepeatedDenialsDetector(self.limits.users)
         # The order alerts of one event come out in: service-level findings first.
         self._detectors: tuple[Detector, ...] = (
             BannedProviderDetector(),
@@ -127,9 +212,18 @@ class DetectionEngine:
             VolumeSpikeDetector(),
             self._peers,
             self._new_services,
-            RepeatedDenialsDetector(self.limits.users),
+            self._denials,
         )
         self.repeats = 0  # redelivered events skipped
+        self.replayed = 0  # events or updates of a replay, already applied, skipped
+        # Per user, the usage.raw (partition, offset) of the last record applied.
+        self._positions: LruMap[tuple[str, str], tuple[int, int]] = LruMap(self.limits.users)
+        # Users (with the usage.raw partition, where known) and departments changed since the
+        # last take_state.
+        self._touched_users: dict[tuple[str, str], int | None] = {}
+        self._touched_departments: set[tuple[str, str]] = set()
+        # What take_activity reports, when this engine reports it.
+        self._pending: dict[tuple[str, str], _Note] | None = {} if activity_updates else None
 
     @property
     def policies(self) -> PolicySet:
@@ -140,16 +234,41 @@ class DetectionEngine:
         self._policies = policies
         self._organizations = {}
 
-    def process(self, batch: Sequence[tuple[pb.UsageEvent, Decimal]]) -> list[Alert]:
-        """The alerts this batch raises, in event order (each dedup key once when folding)."""
+    def process(
+        self,
+        batch: Sequence[tuple[pb.UsageEvent, Decimal]],
+        sources: Sequence[SourceMark] = (),
+    ) -> list[Alert]:
+        """The alerts this batch raises, in event order (each dedup key once when folding).
+
+        `sources`: where the batch's events came from, one (index of the record's first event
+        in `batch`, usage.raw partition, offset) per record, in order. With them, a user's
+        events from a record at or before the last one applied to the user (a replay after a
+        crash, once the state is restored) change nothing and raise nothing again: that
+        record's alerts were published before the state that counts it was written."""
         alerts: list[Alert] = []
         seen, raised = self._seen, self._raised
         version = self._policies.version
-        for event, cost in batch:
+        positions, pending = self._positions, self._pending
+        applied: dict[tuple[str, str], tuple[int, int]] = {}
+        marks = iter(sources)
+        upcoming = next(marks, None)
+        position: tuple[int, int] | None = None
+        for index, (event, cost) in enumerate(batch):
+            while upcoming is not None and upcoming[0] <= index:
+                position = (upcoming[1], upcoming[2])
+                upcoming = next(marks, None)
+            organization_id = event.organization_id
+            user = (organization_id, event.user_id)
+            if position is not None:
+                done = positions.peek(user)
+                if done is not None and done[0] == position[0] and done[1] >= position[1]:
+                    self.replayed += 1
+                    continue
+                applied[user] = position
             if not seen.add(event.event_id):
                 self.repeats += 1
                 continue
-            organization_id = event.organization_id
             org = self._organization(organization_id)
             policy = org.policy
             stamp = event.event_time
@@ -177,11 +296,147 @@ class DetectionEngine:
             )
             if activity:
                 ctx.today = self._activity.observe(ctx)
+                if pending is not None:
+                    _note(pending, user, ctx, position)
             for detector in org.enabled:
                 for alert in detector.detect(ctx):
                     if not self._fold or raised.add(alert.dedup_key):
                         alerts.append(alert)
+        for user, position in applied.items():
+            positions.put(user, position)
+            self._touched_users[user] = position[0]
         return alerts
+
+    def take_activity(self) -> list[activity_pb2.UserDayActivity]:
+        """The day totals of the users whose requests were counted since the last call, for
+        the organisation-wide detectors (apply_activity) wherever they run."""
+        if not self._pending:
+            return []
+        updates: list[activity_pb2.UserDayActivity] = []
+        for (organization_id, user_id), note in self._pending.items():
+            last = len(note.days) - 1
+            for n, day in enumerate(sorted(note.days)):
+                count, cost = self._activity.day_totals(organization_id, user_id, day)
+                event_id, seconds = note.days[day]
+                update = activity_pb2.UserDayActivity(
+                    organization_id=organization_id,
+                    department_id=note.department,
+                    user_id=user_id,
+                    requests=count,
+                    cost_krw=str(cost),
+                    last_event_id=event_id,
+                    source_partition=note.partition,
+                    source_offset=note.offset,
+                )
+                when = date.fromordinal(day)
+                update.day.year, update.day.month, update.day.day = when.year, when.month, when.day
+                _set_time(update.last_event_time, seconds)
+                if n == last:
+                    for service, (provider, first, event_id) in note.services.items():
+                        use = update.services.add(
+                            service_id=service, provider_name=provider, first_event_id=event_id
+                        )
+                        _set_time(use.first_event_time, first)
+                updates.append(update)
+        self._pending = {}
+        return updates
+
+    def apply_activity(self, updates: Iterable[activity_pb2.UserDayActivity]) -> list[Alert]:
+        """Run the organisation-wide detectors over users' day totals (take_activity's, from
+        every processor). An update older than one already applied to its user is skipped;
+        one applied again changes nothing, as its totals are absolute."""
+        alerts: list[Alert] = []
+        raised, version, positions = self._raised, self._policies.version, self._positions
+        for update in updates:
+            organization_id, user_id = update.organization_id, update.user_id
+            user = (organization_id, user_id)
+            position = (update.source_partition, update.source_offset)
+            done = positions.peek(user)
+            if done is not None and done[0] == position[0] and done[1] > position[1]:
+                self.replayed += 1
+                continue
+            positions.put(user, position)
+            self._touched_users[user] = None
+            org = self._organization(organization_id)
+            self._touched_departments.add((organization_id, update.department_id))
+            ctx = _summary_context(
+                org, version, update, update.last_event_id, update.last_event_time, "", ""
+            )
+            # The update's own day (its last event is of that day, in the same time zone).
+            ctx.day = date(update.day.year, update.day.month, update.day.day).toordinal()
+            ctx.cost = Decimal(update.cost_krw)
+            ctx.today = self._activity.assign(ctx, update.requests, ctx.cost)
+            found: list[Alert] = []
+            if self._peers in org.enabled:
+                found.extend(self._peers.detect(ctx))
+            if self._new_services in org.enabled:
+                for use in update.services:
+                    found.extend(
+                        self._new_services.detect(
+                            _summary_context(
+                                org,
+                                version,
+                                update,
+                                use.first_event_id,
+                                use.first_event_time,
+                                use.service_id,
+                                use.provider_name,
+                            )
+                        )
+                    )
+            alerts.extend(a for a in found if not self._fold or raised.add(a.dedup_key))
+        return alerts
+
+    def take_state(self) -> list[StateRecord]:
+        """The state of every user and department changed since the last call, to be written
+        once what the changes raised is published (state.py)."""
+        records: list[StateRecord] = []
+        for (organization_id, user_id), partition in self._touched_users.items():
+            key = (organization_id, user_id)
+            values: dict[str, Any] = {}
+            for name, part in (
+                ("position", self._positions.peek(key)),
+                ("activity", self._activity.export(key)),
+                ("burst", self._bursts.export(key)),
+                ("denials", self._denials.export(key)),
+            ):
+                if part is not None:
+                    values[name] = part
+            records.append(StateRecord(USER, organization_id, user_id, values, partition))
+        for key in self._touched_departments:
+            values = {}
+            for name, part in (
+                ("peers", self._peers.export(key)),
+                ("services", self._new_services.export(key)),
+            ):
+                if part is not None:
+                    values[name] = part
+            records.append(StateRecord(DEPARTMENT, key[0], key[1], values))
+        self._touched_users = {}
+        self._touched_departments = set()
+        return records
+
+    def restore(self, record: StateRecord) -> None:
+        """Put back one key's state written by take_state (e.g. when its partition is
+        assigned to this process)."""
+        key = (record.organization_id, record.id)
+        values = record.values
+        if record.kind == DEPARTMENT:
+            if "peers" in values:
+                self._peers.restore(key, values["peers"])
+            if "services" in values:
+                self._new_services.restore(key, values["services"])
+            return
+        if "position" in values:
+            partition, offset = values["position"]
+            self._positions.put(key, (partition, offset))
+        if "activity" in values:
+            state = self._activity.restore(key, values["activity"])
+            self._peers.restore_member(record.organization_id, state.department, record.id)
+        if "burst" in values:
+            self._bursts.restore(key, values["burst"])
+        if "denials" in values:
+            self._denials.restore(key, values["denials"])
 
     def seed_user_days(
         self,

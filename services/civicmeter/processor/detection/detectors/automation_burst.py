@@ -22,6 +22,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap
@@ -119,6 +120,17 @@ class AutomationBurstDetector:
                 attributes,
             ),
         )
+
+    def export(self, key: tuple[str, str]) -> list[Any] | None:
+        """A user's recent request times and alerted day, as plain values; None when unknown."""
+        recent = self._users.peek(key)
+        if recent is None:
+            return None
+        return [list(recent.times), recent.times.maxlen, recent.alerted_day]
+
+    def restore(self, key: tuple[str, str], values: Sequence[Any]) -> None:
+        times, maxlen, alerted_day = values
+        self._users.put(key, Recent(deque(times, maxlen=maxlen), alerted_day))
 
     def __len__(self) -> int:
         return len(self._users)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap
@@ -57,6 +58,17 @@ class NewServiceInDepartmentDetector:
                 {"known_days": f"{known_days:.1f}"},
             ),
         )
+
+    def export(self, key: tuple[str, str]) -> list[Any] | None:
+        """A department's first request time and services, as plain values; None if unknown."""
+        seen = self._departments.peek(key)
+        if seen is None:
+            return None
+        return [seen.first_seconds, sorted(seen.services)]
+
+    def restore(self, key: tuple[str, str], values: Sequence[Any]) -> None:
+        first_seconds, services = values
+        self._departments.put(key, Seen(first_seconds, set(services)))
 
     def __len__(self) -> int:
         return len(self._departments)

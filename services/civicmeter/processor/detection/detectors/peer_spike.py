@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from civicmeter.processor.detection.activity import ActivityTracker
 from civicmeter.processor.detection.alert import Alert
@@ -42,16 +43,8 @@ class PeerSpikeDetector:
         state = ctx.today
         if state is None:
             return NO_ALERTS
-        key = (ctx.organization_id, ctx.department_id)
-        department = self._departments.get(key)
-        if department is None:
-            department = Department({})
-            self._departments.put(key, department)
-        members = department.members
-        if ctx.user_id not in members:
-            members[ctx.user_id] = None
-            if len(members) > self._members:
-                del members[next(iter(members))]
+        department = self._department((ctx.organization_id, ctx.department_id))
+        self._join(department, ctx.user_id)
         if ctx.day > department.day:
             self._refresh(ctx, department)
         limit = department.limit
@@ -100,6 +93,40 @@ class PeerSpikeDetector:
             if len(typical) >= settings.min_peers
             else None
         )
+
+    def _join(self, department: Department, user_id: str) -> None:
+        members = department.members
+        if user_id not in members:
+            members[user_id] = None
+            if len(members) > self._members:
+                del members[next(iter(members))]
+
+    def _department(self, key: tuple[str, str]) -> Department:
+        department = self._departments.get(key)
+        if department is None:
+            department = Department({})
+            self._departments.put(key, department)
+        return department
+
+    def export(self, key: tuple[str, str]) -> list[Any] | None:
+        """A department's day, limit and peers as plain values; None when unknown. Members
+        are not kept: each restored user joins their department again (restore_member)."""
+        department = self._departments.peek(key)
+        if department is None:
+            return None
+        limit = department.limit
+        values = None if limit is None else [limit.limit, limit.median, limit.mad]
+        return [department.day, values, department.peers]
+
+    def restore(self, key: tuple[str, str], values: Sequence[Any]) -> None:
+        day, limit, peers = values
+        department = self._department(key)
+        department.day = day
+        department.limit = None if limit is None else Limit(*limit)
+        department.peers = peers
+
+    def restore_member(self, organization_id: str, department_id: str, user_id: str) -> None:
+        self._join(self._department((organization_id, department_id)), user_id)
 
     def __len__(self) -> int:
         return len(self._departments)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap
@@ -63,3 +64,14 @@ class RepeatedDenialsDetector:
                 {"denials": str(len(times)), "rule_ids": rules},
             ),
         )
+
+    def export(self, key: tuple[str, str]) -> list[Any] | None:
+        """A user's recent denial times and alerted day, as plain values; None when unknown."""
+        denials = self._users.peek(key)
+        if denials is None:
+            return None
+        return [list(denials.times), denials.times.maxlen, denials.alerted_day]
+
+    def restore(self, key: tuple[str, str], values: Sequence[Any]) -> None:
+        times, maxlen, alerted_day = values
+        self._users.put(key, _Denials(deque(times, maxlen=maxlen), alerted_day))
