@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from civicmeter.core.config import IngestSettings
 from civicmeter.core.kafka import event_key, make_producer, send_event_batches
-from civicmeter.core.telemetry import Telemetry, inject_headers, producer_span
+from civicmeter.core.telemetry import KafkaClient, Telemetry, inject_headers, producer_span
 from civicmeter.core.validation import ValidationError, validate_event
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
@@ -83,6 +83,7 @@ class Publisher:
         self.settings = settings
         self._topic = settings.kafka.topics.raw
         self._tracer = telemetry.tracer
+        self._client = KafkaClient("civicmeter-ingest", settings.kafka.bootstrap_servers)
         self._producer = make_producer(
             settings.kafka,
             linger_ms=settings.linger_ms,
@@ -134,7 +135,7 @@ class Publisher:
             self.count_rejected(len(events), "too_large")
             raise
         with trace.use_span(
-            producer_span(self._tracer, self._topic, len(events)), end_on_exit=True
+            producer_span(self._tracer, self._topic, len(events), self._client), end_on_exit=True
         ):
             try:
                 await asyncio.wait_for(self._send(events), self.settings.publish_timeout_seconds)

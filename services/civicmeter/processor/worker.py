@@ -9,6 +9,7 @@ import faust
 
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
+from civicmeter.core.consumer_lag import LAG_REFRESH_SECONDS, ConsumerLag
 from civicmeter.core.kafka import ensure_topics
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.telemetry import setup_telemetry
@@ -27,6 +28,10 @@ def run(env: Mapping[str, str], log_level: str) -> None:
     if settings.kafka.create_topics:
         asyncio.run(ensure_topics(settings.kafka))
     app = build_app(settings, prices, telemetry, detection, policies)
+    lag = ConsumerLag(
+        settings.kafka, telemetry.meter, {settings.group_id: [settings.kafka.topics.raw]}
+    )
+    app.timer(LAG_REFRESH_SECONDS, name="consumer_lag")(lag.refresh_or_clear)
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True)
     worker.spinner = None  # a terminal spinner only garbles service logs
     worker.execute_from_commandline()
