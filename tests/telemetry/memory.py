@@ -16,19 +16,11 @@ from civicmeter.core.telemetry import Telemetry
 
 
 @dataclass
-class MemoryTelemetry:
-    """A Telemetry whose metrics and spans a test reads back (no global provider involved)."""
+class Recorded:
+    """Metrics and spans kept in memory, to read back."""
 
     reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
     exporter: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
-
-    def __post_init__(self) -> None:
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.telemetry = Telemetry(
-            self.tracer_provider.get_tracer("test"), self.meter_provider.get_meter("test")
-        )
 
     def points(self, name: str) -> list[Any]:
         """The data points of instrument `name` collected now (none if never recorded)."""
@@ -54,3 +46,16 @@ def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
         if metric.name == name
         for point in metric.data.data_points
     ]
+
+
+@dataclass
+class MemoryTelemetry(Recorded):
+    """A Telemetry whose metrics and spans a test reads back (no global provider involved)."""
+
+    def __post_init__(self) -> None:
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.telemetry = Telemetry(
+            self.tracer_provider.get_tracer("test"), self.meter_provider.get_meter("test")
+        )

@@ -62,13 +62,13 @@ class ConsumerLag:
         """Ask Kafka for the lag of every partition of the groups' topics; keep and return it."""
         options = client_options(self._settings)
         admin = AIOKafkaAdminClient(**options, client_id="civicmeter-lag")
-        offsets = AIOKafkaConsumer(
-            **options, client_id="civicmeter-lag", isolation_level="read_committed"
-        )
-        await admin.start()
         try:
-            await offsets.start()
+            await admin.start()
+            offsets = AIOKafkaConsumer(
+                **options, client_id="civicmeter-lag", isolation_level="read_committed"
+            )
             try:
+                await offsets.start()
                 lag: Lag = {}
                 for group, topics in self._groups.items():
                     lag.update(await _group_lag(admin, offsets, group, topics))

@@ -18,6 +18,7 @@ and links to every producer of the batch.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,7 +89,10 @@ def instrument_http_servers(env: Mapping[str, str]) -> None:
     )
     instrumentor = AioHttpServerInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
+        with warnings.catch_warnings():
+            # It subclasses web.Application to add its middleware, which aiohttp warns of.
+            warnings.filterwarnings("ignore", "Inheritance class", DeprecationWarning)
+            instrumentor.instrument()
 
 
 def shutdown_telemetry() -> None:
