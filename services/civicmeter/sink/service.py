@@ -22,9 +22,16 @@ from opentelemetry import trace
 
 from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.config import SinkSettings, TopicSettings
+from civicmeter.core.consumer_lag import ConsumerLag
 from civicmeter.core.kafka import make_consumer, make_producer
+from civicmeter.core.metrics import (
+    SinkMetrics,
+    accept_time_ms,
+    consumed_attributes,
+    process_duration,
+)
 from civicmeter.core.storage import Storage, migrate
-from civicmeter.core.telemetry import Telemetry, consumer_span, links_from_headers
+from civicmeter.core.telemetry import KafkaClient, Telemetry, consumer_span, links_from_headers
 from civicmeter.sink import write_journal
 from civicmeter.sink.alert_writer import AlertWriteResult, write_alerts
 from civicmeter.sink.event_writer import WriteResult, replay_pending, write_rated_records
@@ -122,9 +129,16 @@ async def serve(
         client_id="civicmeter-sink",
     )
     producer = make_producer(settings.kafka, client_id="civicmeter-sink")
+    sink_metrics, processing = SinkMetrics(telemetry.meter), process_duration(telemetry.meter)
+    consumed = consumed_attributes(topics.rated, settings.group_id)
+    client = KafkaClient("civicmeter-sink", settings.kafka.bootstrap_servers, settings.group_id)
+    lag = ConsumerLag(
+        settings.kafka, telemetry.meter, {settings.group_id: [topics.rated, topics.alerts]}
+    )
     await producer.start()
     await consumer.start()
     log.info("sink consuming %s and %s into ClickHouse", topics.rated, topics.alerts)
+    lag_export = asyncio.create_task(lag.run(stop))
     next_prune = time.monotonic()
     try:
         while not stop.is_set():
@@ -134,11 +148,14 @@ async def serve(
             records = [record for batch in fetched.values() for record in batch]
             if not records:
                 continue
+            started = time.perf_counter()
             decoded = decode(records, topics)
             links = links_from_headers(r.headers for r in records)
-            with trace.use_span(
-                consumer_span(telemetry.tracer, topics.rated, len(records), links), end_on_exit=True
-            ):
+            partitions = (r.partition for r in records)
+            span = consumer_span(
+                telemetry.tracer, topics.rated, len(records), links, client, partitions
+            )
+            with trace.use_span(span, end_on_exit=True):
                 if decoded.dead:
                     await asyncio.gather(
                         *[
@@ -147,10 +164,14 @@ async def serve(
                         ]
                     )
                     written.add(len(decoded.dead), {"outcome": "dead_lettered"})
+                writing = time.perf_counter()
                 result = await _write_with_retry(storage, decoded, stop)
             if result is None:
                 break  # stopping before the write succeeded: leave the offsets uncommitted
             events, alerts = result
+            accepted = (accept_time_ms(r.headers) for r in records)
+            seconds = time.perf_counter() - writing
+            sink_metrics.stored(decoded.rated_events, seconds, accepted, time.time())
             written.add(events.inserted, {"outcome": "inserted"})
             written.add(events.duplicates, {"outcome": "duplicate"})
             written.add(alerts.occurrences, {"outcome": "alert_occurrence"})
@@ -162,7 +183,9 @@ async def serve(
             if time.monotonic() >= next_prune:
                 await storage.run(write_journal.prune)
                 next_prune = time.monotonic() + JOURNAL_PRUNE_SECONDS
+            processing.record(time.perf_counter() - started, consumed)
     finally:
+        lag_export.cancel()
         await consumer.stop()
         await producer.stop()
 
