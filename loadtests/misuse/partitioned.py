@@ -22,15 +22,18 @@ from decimal import Decimal
 from aiokafka.partitioner import murmur2
 
 from civicmeter.core.kafka import event_key
-from civicmeter.core.policy import DETECTOR_NAMES, PolicySet
+from civicmeter.core.policy import PolicySet
 from civicmeter.processor.detection import Alert, DetectionEngine
-from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, SourceMark
+from civicmeter.processor.detection.engine import (
+    ORGANIZATION_DETECTORS,
+    USER_DETECTORS,
+    SourceMark,
+)
 from civicmeter.processor.detection.state import parse
 from civicmeter.usage.v1 import activity_pb2
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 Delivery = tuple[pb.UsageEvent, Decimal]
-USER_DETECTORS = tuple(name for name in DETECTOR_NAMES if name not in ORGANIZATION_DETECTORS)
 
 
 def partition_of(key: bytes, partitions: int) -> int:

@@ -1,9 +1,13 @@
 """The labelled misuse scenario through the real pipeline: ingest → Kafka → processor →
-usage.alerts → sink → ClickHouse → AlertService. Reports precision and recall per detector
-(the same scoring as the in-process bench) and the time from sending a triggering event to
-its alert arriving on WatchAlerts.
+usage.alerts → sink → ClickHouse → AlertService, three ways: one processor; three processors
+sharing the partitions; three processors with one SIGKILLed when `--kill-at` of the events
+are sent and started again at once (it rejoins with its static member id, within the group
+session). Reports precision and recall per detector (the same scoring as the in-process
+bench) for each way, whether the three alert sets are the same (by dedup key), and the time
+from a triggering event's acceptance by ingest to its alert arriving on WatchAlerts.
 
     python -m loadtests.misuse.pipeline [--scale 0.2] [--weeks 6] [--per-type 15]
+                                        [--ways one,three,kill] [--kill-at 0.6]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +31,7 @@ from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.gateway import UsageEmitter
 from civicmeter.processor.detection import Alert
 from loadtests.misuse.scenario import MisuseScenario, build_misuse_scenario
-from loadtests.misuse.scoring import score
+from loadtests.misuse.scoring import Mismatch, Score, score
 from loadtests.scenario import governments_of, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack
 from tools.localkafka import LocalKafka
@@ -53,15 +58,64 @@ def from_record(record: alert_pb2.Alert) -> Alert:
     )
 
 
+@dataclass(frozen=True)
+class Way:
+    name: str
+    processors: int
+    kill_at: float | None = None  # the fraction of events sent when processor-2 is killed
+
+
+WAYS = {
+    "one": Way("one processor", 1),
+    "three": Way("three processors", 3),
+    "kill": Way("three processors, one SIGKILLed and restarted", 3, 0.6),
+}
+KILLED = "processor-2"
+
+
+@dataclass
+class Outcome:
+    way: Way
+    alerts: list[alert_pb2.Alert]
+    latencies: list[float]
+    sending: float
+    scores: dict[str, Score]
+    mismatches: list[Mismatch]
+
+    @property
+    def keys(self) -> set[str]:
+        return {a.dedup_key for a in self.alerts}
+
+    @property
+    def worst(self) -> float:
+        return min(
+            (min(s.precision, s.recall) for s in self.scores.values() if s.labels or s.alerts),
+            default=1.0,
+        )
+
+    def percentile(self, q: int) -> float | None:
+        if len(self.latencies) < 2:
+            return None
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1]
+
+
 async def send_all(
-    stack: LocalStack, scenario: MisuseScenario, sent_at: dict[str, float], rate: float
+    stack: LocalStack,
+    scenario: MisuseScenario,
+    sent_at: dict[str, float],
+    rate: float,
+    kill_at: float | None = None,
 ) -> None:
     """Deliver the scenario through ingest in its order at `rate` events/s, noting when each
-    event was accepted."""
+    event was accepted; with `kill_at`, SIGKILL a processor there and start it again."""
     events = [event for event, _ in scenario.deliveries]
+    kill = None if kill_at is None else int(len(events) * kill_at) // BATCH * BATCH
     started = time.monotonic()
     async with UsageEmitter(stack.ingest_url, binary=True, token=stack.gateway_token) as emitter:
         for start in range(0, len(events), BATCH):
+            if start == kill:
+                stack.kill(KILLED)
+                stack.restart(KILLED)
             delay = started + start / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -93,7 +147,11 @@ async def _read(
 
 
 async def run_through(
-    stack: LocalStack, scenario: MisuseScenario, settle_seconds: float, rate: float
+    stack: LocalStack,
+    scenario: MisuseScenario,
+    settle_seconds: float,
+    rate: float,
+    kill_at: float | None = None,
 ) -> tuple[list[alert_pb2.Alert], list[float], float]:
     sent_at: dict[str, float] = {}
     received: dict[str, tuple[float, alert_pb2.Alert]] = {}
@@ -101,7 +159,7 @@ async def run_through(
     watcher = asyncio.create_task(watch(stack, received, stop))
     await asyncio.sleep(1.0)
     started = time.monotonic()
-    await send_all(stack, scenario, sent_at, rate)
+    await send_all(stack, scenario, sent_at, rate, kill_at)
     sending = time.monotonic() - started
     quiet_since, count = time.monotonic(), -1
     while time.monotonic() - quiet_since < settle_seconds:  # until no new alert for a while
@@ -118,6 +176,101 @@ async def run_through(
     return [a for _, a in received.values()], latencies, sending
 
 
+def run_way(
+    scenario: MisuseScenario,
+    way: Way,
+    workdir: Path,
+    *,
+    rate: float,
+    settle_seconds: float,
+) -> Outcome:
+    """The scenario through a stack of its own (broker included) run `way`."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    policy_file = workdir / "policies.yaml"
+    policy_file.write_text(
+        yaml.safe_dump(scenario.policy_document, allow_unicode=True), encoding="utf-8"
+    )
+    env = {
+        "CIVICMETER_POLICY_FILE": str(policy_file),
+        "CIVICMETER_MAX_EVENT_AGE_DAYS": "3650",
+        "CIVICMETER_LOG_LEVEL": "WARNING",
+    }
+    with (
+        LocalKafka(workdir / "kafka") as kafka,
+        LocalStack(
+            kafka.bootstrap_servers, workdir, extra_env=env, processors=way.processors
+        ) as stack,
+    ):
+        records, latencies, sending = asyncio.run(
+            run_through(stack, scenario, settle_seconds, rate, way.kill_at)
+        )
+    scores, mismatches = score([from_record(r) for r in records], scenario.labels)
+    return Outcome(way, records, latencies, sending, scores, mismatches)
+
+
+def build(
+    scale: float, weeks: int, per_type: int, governments: Sequence[str] | None = None
+) -> MisuseScenario:
+    chosen = [
+        g for g in governments_of(load_facts(FACTS)) if governments is None or g.id in governments
+    ]
+    return build_misuse_scenario(
+        chosen, load_catalog(DEFAULT_PRICES), scale=scale, weeks=weeks, per_type=per_type
+    )
+
+
+def report(
+    outcomes: Sequence[Outcome], scenario: MisuseScenario, command: str, began: datetime
+) -> str:
+    lines = [
+        "# Misuse detection through the whole pipeline, three ways",
+        "",
+        f"Written by `{command}` on {began:%Y-%m-%d %H:%M} UTC. The synthetic labelled "
+        f"scenario of loadtests/misuse ({len(scenario.deliveries):,} deliveries, "
+        f"{len(scenario.labels)} labelled cases, {len(scenario.governments)} organisations) "
+        f"went through ingest (HTTP, {BATCH} per batch), the Kafka broker, the faust "
+        "processors, the sink and ClickHouse; alerts were read from AlertService.WatchAlerts. "
+        "Each way ran on a stack and broker of its own.",
+        "",
+    ]
+    reference = outcomes[0].keys
+    for outcome in outcomes:
+        way = outcome.way
+        same = "the same alert set" if outcome.keys == reference else "A DIFFERENT alert set"
+        diff = sorted(outcome.keys ^ reference)
+        lines += [
+            f"## {way.name}",
+            "",
+            f"{len(outcome.alerts)} alerts ({same} as {outcomes[0].way.name}, by dedup key"
+            + (f"; differing: {', '.join(f'`{k}`' for k in diff[:10])}" if diff else "")
+            + f"), events sent in {outcome.sending:.0f} s.",
+            "",
+            "| detector | labels | alerts | precision | recall |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, s in outcome.scores.items():
+            lines.append(
+                f"| {name} | {s.labels} | {s.alerts} | {s.precision:.3f} | {s.recall:.3f} |"
+            )
+        p50, p99 = outcome.percentile(50), outcome.percentile(99)
+        if p50 is not None and p99 is not None:
+            lines += [
+                "",
+                f"Triggering event accepted by ingest → alert on WatchAlerts, over "
+                f"{len(outcome.latencies)} alerts: p50 {p50 * 1000:,.0f} ms, p99 "
+                f"{p99 * 1000:,.0f} ms, max {max(outcome.latencies) * 1000:,.0f} ms.",
+            ]
+        if outcome.mismatches:
+            lines += ["", "Mismatches (first 20):", ""]
+            lines += [
+                f"- {m.kind}: {m.alert_type} `{m.dedup_key}` {m.detail}"
+                for m in outcome.mismatches[:20]
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,73 +285,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1_500,
         help="events/s to send at, below the pipeline's capacity",
     )
+    parser.add_argument("--ways", default="one,three,kill", help=f"of {', '.join(WAYS)}")
+    parser.add_argument("--kill-at", type=float, default=0.6)
     parser.add_argument("--workdir", type=Path, default=REPO / ".civicmeter" / "misuse")
     args = parser.parse_args(argv)
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
     began = datetime.now(UTC)
-    scenario = build_misuse_scenario(
-        governments_of(load_facts(FACTS)),
-        load_catalog(DEFAULT_PRICES),
-        scale=args.scale,
-        weeks=args.weeks,
-        per_type=args.per_type,
-    )
-    policy_file = args.workdir / "policies.yaml"
-    policy_file.write_text(
-        yaml.safe_dump(scenario.policy_document, allow_unicode=True), encoding="utf-8"
-    )
+    scenario = build(args.scale, args.weeks, args.per_type)
     print(
         f"scenario: {len(scenario.deliveries):,} deliveries, {len(scenario.labels)} labels",
         flush=True,
     )
-    env = {
-        "CIVICMETER_POLICY_FILE": str(policy_file),
-        "CIVICMETER_MAX_EVENT_AGE_DAYS": "3650",
-        "CIVICMETER_LOG_LEVEL": "WARNING",
-    }
-    with (
-        LocalKafka(args.workdir / "kafka") as kafka,
-        LocalStack(kafka.bootstrap_servers, args.workdir, extra_env=env) as stack,
-    ):
-        records, latencies, sending = asyncio.run(
-            run_through(stack, scenario, args.settle_seconds, args.rate)
+    outcomes = []
+    for name in args.ways.split(","):
+        way = WAYS[name]
+        if way.kill_at is not None:
+            way = Way(way.name, way.processors, args.kill_at)
+        outcomes.append(
+            run_way(
+                scenario,
+                way,
+                args.workdir / name,
+                rate=args.rate,
+                settle_seconds=args.settle_seconds,
+            )
         )
-    scores, mismatches = score([from_record(r) for r in records], scenario.labels)
-    lines = [
-        "# Misuse detection through the whole pipeline",
-        "",
-        f"Written by `python -m loadtests.misuse.pipeline --scale {args.scale} --weeks "
-        f"{args.weeks} --per-type {args.per_type} --rate {args.rate:g}` on "
-        f"{began:%Y-%m-%d %H:%M} UTC. The synthetic labelled scenario of loadtests/misuse "
-        f"({len(scenario.deliveries):,} deliveries, {len(scenario.labels)} labelled cases) "
-        f"went through ingest (HTTP, {BATCH} per batch, {args.rate:,.0f} events/s, sent in "
-        f"{sending:.0f} s), the Kafka broker, the faust processor, the sink and ClickHouse; "
-        "alerts were read from AlertService.WatchAlerts.",
-        "",
-        "| detector | labels | alerts | precision | recall |",
-        "|---|---|---|---|---|",
-    ]
-    worst = 1.0
-    for name, s in scores.items():
-        lines.append(f"| {name} | {s.labels} | {s.alerts} | {s.precision:.3f} | {s.recall:.3f} |")
-        if s.labels or s.alerts:
-            worst = min(worst, s.precision, s.recall)
-    if latencies:
-        p50 = statistics.median(latencies)
-        p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98]
-        lines += [
-            "",
-            f"Triggering event accepted by ingest → alert on WatchAlerts, over "
-            f"{len(latencies)} alerts: p50 {p50 * 1000:,.0f} ms, p99 "
-            f"{p99 * 1000:,.0f} ms, max {max(latencies) * 1000:,.0f} ms.",
-        ]
-    if mismatches:
-        lines += ["", "Mismatches (first 20):", ""]
-        lines += [f"- {m.kind}: {m.alert_type} `{m.dedup_key}` {m.detail}" for m in mismatches[:20]]
-    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
-    return 0 if worst >= 0.95 else 1
+        print(f"{way.name}: {len(outcomes[-1].alerts)} alerts", flush=True)
+    command = (
+        f"python -m loadtests.misuse.pipeline --scale {args.scale} --weeks {args.weeks} "
+        f"--per-type {args.per_type} --rate {args.rate:g} --ways {args.ways} "
+        f"--kill-at {args.kill_at:g}"
+    )
+    text = report(outcomes, scenario, command, began)
+    RESULTS.write_text(text, encoding="utf-8")
+    print(text)
+    same = all(o.keys == outcomes[0].keys for o in outcomes)
+    return 0 if same and all(o.worst >= 0.95 for o in outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -125,6 +125,16 @@ async def send_event_batches(
     return await _send_to_partitions(producer, topic, records, headers)
 
 
+async def send_to_partitions(
+    producer: AIOKafkaProducer,
+    topic: str,
+    records: Iterable[tuple[int, bytes | None, bytes]],
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> list[asyncio.Future[Any]]:
+    """Send (partition, key, value) records to the partitions they name, as whole batches."""
+    return await _send_to_partitions(producer, topic, records, headers)
+
+
 def _partition_of(key: bytes | None, partitions: Sequence[int]) -> int:
     if key is None:
         return partitions[next(_round_robin) % len(partitions)]

@@ -6,6 +6,19 @@ RatedUsageEventBatch), so faust's per-record costs are paid once per few hundred
 Delivery is at-least-once: a micro-batch's events are acknowledged (and so their offsets
 committed) only after everything produced from them is acknowledged by Kafka (acks=all).
 faust's exactly_once mode is deliberately not used; the stores are idempotent on event_id.
+
+Detection runs in two agents so that its alerts do not depend on how many processors share
+the partitions. usage.raw is keyed by organisation and user, so the `rate` agent sees all of
+a user's events and runs the per-event and per-user detectors. It also publishes, per
+micro-batch, each touched user's day totals (UserDayActivity: absolute, so a replay never
+counts twice) to an internal topic keyed by organisation; the `organize` agent consumes it
+and runs the organisation- and department-wide detectors (peer_spike,
+new_service_in_department) on all of an organisation's users, wherever their events were
+rated. Day totals rather than the events themselves, or a faust group_by of them: one small
+record per user per batch instead of every event a second time, and they are all those
+detectors ask. Each agent writes the state a batch changed, per touched key, once the
+batch's outputs are acknowledged and before its offsets are committed; a process assigned a
+partition reads that partition's state back first (detector_state.py).
 """
 
 from __future__ import annotations
@@ -39,8 +52,11 @@ from civicmeter.core.telemetry import (
     links_from_headers,
     producing,
 )
+from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.detector_state import DetectionTopics, StateStore
 from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
+from civicmeter.usage.v1 import activity_pb2
 
 log = logging.getLogger("civicmeter.processor")
 
@@ -68,7 +84,11 @@ def build_app(
     telemetry: Telemetry,
     detection: DetectionEngine | None = None,
     policies: PolicySource | None = None,
+    organization: DetectionEngine | None = None,
 ) -> faust.App:
+    """`detection` runs where each user's events are; with `organization` (the
+    organisation-wide detectors), `detection` must report activity (activity_updates=True),
+    and both engines' state is kept in Kafka."""
     kafka = settings.kafka
     topics = kafka.topics
     brokers = ";".join(f"kafka://{b}" for b in kafka.bootstrap_servers.split(","))
@@ -102,6 +122,10 @@ def build_app(
     sending = KafkaClient("civicmeter-processor", kafka.bootstrap_servers)
     latency, processing = ProcessorLatency(telemetry.meter), process_duration(telemetry.meter)
     consumed = consumed_attributes(topics.raw, settings.group_id)
+    names = DetectionTopics.of(settings.group_id, topics.raw)
+    users: StateStore | None = None
+    if detection is not None and organization is not None:
+        users = StateStore(kafka, names.user_state, detection)
 
     async def rate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor")
@@ -115,6 +139,8 @@ def build_app(
                     RawRecord(e.message.value, e.message.partition, e.message.offset)
                     for e in events
                 ]
+                if users is not None:
+                    await users.ensure_loaded(r.partition for r in records)
                 links = links_from_headers(e.message.headers for e in events)
                 accepted = [e.message.timestamp for e in events]  # stamped by ingest's producer
                 span = consumer_span(
@@ -148,8 +174,17 @@ def build_app(
                             tracer, topics.alerts, len(result.alerts), sending
                         ) as headers:
                             futures += await send_batched(producer, topics.alerts, alerts, headers)
-                    # Offsets of this batch are committed only once all of it is durable.
+                    if users is not None and detection is not None:
+                        activity = _by_organization(detection.take_activity())
+                        with producing(tracer, names.activity, len(activity), sending) as headers:
+                            futures += await send_batched(
+                                producer, names.activity, activity, headers
+                            )
+                    # Offsets of this batch are committed only once all of it is durable, and
+                    # the state that counts it after its outputs.
                     await asyncio.gather(*futures)
+                    if users is not None and detection is not None:
+                        await users.write(producer, detection.take_state())
                 counters.record(result)
                 latency.record(accepted, (first_event_time(r.value) for r in records), time.time())
                 processing.record(time.perf_counter() - started, consumed)
@@ -166,6 +201,58 @@ def build_app(
 
     app.agent(raw_topic, name="rate")(rate)
 
+    if users is not None and organization is not None:
+        organizations = StateStore(kafka, names.organization_state, organization)
+        activity_topic = app.topic(
+            names.activity, key_type=bytes, value_type=bytes, partitions=topics.partitions
+        )
+
+        async def organize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            assert organization is not None
+            producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor-org")
+            await producer.start()
+            try:
+                batches = cast("faust.Stream[bytes]", stream).take_events
+                async for events in batches(
+                    settings.batch_size, within=settings.batch_within_seconds
+                ):
+                    await organizations.ensure_loaded(e.message.partition for e in events)
+                    updates: list[activity_pb2.UserDayActivity] = []
+                    partition_of: dict[str, int] = {}
+                    for e in events:
+                        batch = activity_pb2.UserDayActivityBatch.FromString(e.message.value or b"")
+                        for update in batch.updates:
+                            partition_of[update.organization_id] = e.message.partition
+                        updates.extend(batch.updates)
+                    result = BatchResult(
+                        alerts=[to_record(a) for a in organization.apply_activity(updates)]
+                    )
+                    if result.alerts:
+                        alerts = (
+                            (a.dedup_key.encode(), a.SerializeToString()) for a in result.alerts
+                        )
+                        with producing(
+                            tracer, topics.alerts, len(result.alerts), sending
+                        ) as headers:
+                            futures = await send_batched(producer, topics.alerts, alerts, headers)
+                        await asyncio.gather(*futures)
+                    await organizations.write(producer, organization.take_state(), partition_of)
+                    counters.record(result)
+                    yield None
+            finally:
+                await producer.stop()
+
+        app.agent(activity_topic, name="organize")(organize)
+
+        async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            # A partition no longer ours may be processed elsewhere: its state is read back
+            # from its topic if it returns.
+            assigned: set[Any] = args[0]
+            users.keep_only(tp.partition for tp in assigned if tp.topic == topics.raw)
+            organizations.keep_only(tp.partition for tp in assigned if tp.topic == names.activity)
+
+        app.on_partitions_assigned.connect(on_assigned)
+
     if settings.prices_reload_seconds > 0:
 
         async def reload_prices() -> None:
@@ -180,7 +267,22 @@ def build_app(
             app.timer(settings.prices_reload_seconds, name="reload_policies")(
                 PolicyReloader(detection, policies)
             )
+            if organization is not None:
+                app.timer(settings.prices_reload_seconds, name="reload_org_policies")(
+                    PolicyReloader(organization, policies)
+                )
     return app
+
+
+def _by_organization(updates: list[activity_pb2.UserDayActivity]) -> list[tuple[bytes, bytes]]:
+    """One UserDayActivityBatch record per organisation, keyed by it."""
+    grouped: dict[str, list[activity_pb2.UserDayActivity]] = {}
+    for update in updates:
+        grouped.setdefault(update.organization_id, []).append(update)
+    return [
+        (org.encode(), activity_pb2.UserDayActivityBatch(updates=batch).SerializeToString())
+        for org, batch in grouped.items()
+    ]
 
 
 class PolicyReloader:

@@ -23,6 +23,7 @@ from civicmeter.core.validation import TimeWindow, ValidationError, validate_eve
 from civicmeter.core.wire import length_delimited, tag, varint_field
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.detection.engine import SourceMark
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 # Keys of RatedUsageEvent's fields, all length-delimited.
@@ -76,6 +77,7 @@ class BatchProcessor:
         late_before = now.timestamp() - self.allowed_lateness.total_seconds() - 60
         rate = self.catalog.rate
         accepted: list[tuple[pb.UsageEvent, Decimal]] = []
+        sources: list[SourceMark] = []  # where each record's events start in `accepted`
         for record in records:
             try:
                 if record.value is None:
@@ -88,6 +90,7 @@ class BatchProcessor:
                 )  # fmt: skip
                 continue
             result.events += len(events)
+            sources.append((len(accepted), record.partition, record.offset))
             for event in events:
                 # No byte the schema does not define goes on (prompt text could hide there).
                 event.DiscardUnknownFields()
@@ -123,7 +126,8 @@ class BatchProcessor:
                 result.rated.append((key, b"".join(parts)))
                 accepted.append((event, rating.cost_krw))
         if self.detection is not None:
-            result.alerts = [to_record(alert) for alert in self.detection.process(accepted)]
+            found = self.detection.process(accepted, sources)
+            result.alerts = [to_record(alert) for alert in found]
         return result
 
     def _dead(

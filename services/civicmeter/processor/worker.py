@@ -15,6 +15,8 @@ from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.telemetry import setup_telemetry
 from civicmeter.processor.app import build_app
 from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS
+from civicmeter.processor.detector_state import DetectionTopics, ensure_detection_topics
 
 
 def run(env: Mapping[str, str], log_level: str) -> None:
@@ -22,12 +24,21 @@ def run(env: Mapping[str, str], log_level: str) -> None:
     # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
     prices = CatalogSource(settings.prices_file)
     policies = PolicySource(settings.policy_file)
-    # Every occurrence goes out: the sink folds them into one alert with a count.
-    detection = DetectionEngine(policies.current(), fold_repeats=False)
+    # Every occurrence goes out: the sink folds them into one alert with a count. Per-user
+    # detectors run where the user's partition is; organisation-wide ones on the day totals
+    # the first engine reports, gathered by organisation (app.py).
+    detection = DetectionEngine(
+        policies.current(), detectors=USER_DETECTORS, fold_repeats=False, activity_updates=True
+    )
+    organization = DetectionEngine(
+        policies.current(), detectors=ORGANIZATION_DETECTORS, fold_repeats=False
+    )
     telemetry = setup_telemetry("processor", env)
     if settings.kafka.create_topics:
         asyncio.run(ensure_topics(settings.kafka))
-    app = build_app(settings, prices, telemetry, detection, policies)
+        names = DetectionTopics.of(settings.group_id, settings.kafka.topics.raw)
+        asyncio.run(ensure_detection_topics(settings.kafka, names))
+    app = build_app(settings, prices, telemetry, detection, policies, organization)
     lag = ConsumerLag(
         settings.kafka, telemetry.meter, {settings.group_id: [settings.kafka.topics.raw]}
     )

@@ -44,6 +44,8 @@ from civicmeter.usage.v1 import usage_event_pb2 as pb
 # The detectors that need all of an organisation's events: where users' events are spread over
 # processors, they run on day totals (DetectionEngine.apply_activity) gathered by organisation.
 ORGANIZATION_DETECTORS = ("peer_spike", "new_service_in_department")
+# The rest need only one user's events: they run where the user's partition is.
+USER_DETECTORS = tuple(name for name in DETECTOR_NAMES if name not in ORGANIZATION_DETECTORS)
 # Where a record's events start in a batch: (index of its first event, partition, offset).
 SourceMark = tuple[int, int, int]
 ZERO = Decimal(0)
