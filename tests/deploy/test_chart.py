@@ -1283,3 +1283,24 @@ def test_the_alert_rules_read_only_metrics_the_services_export(
                 continue  # additionalRules: the platform's own
             names = _series_names(r["expr"])
             assert names <= exported | recorded, (r.get("alert"), names - exported - recorded)
+
+
+def test_every_dashboard_query_parses(production_render: list[Manifest], tmp_path: Path) -> None:
+    """promtool parses each panel's PromQL, Grafana's variables given values."""
+    panels = [p for p in _dashboard(production_render)["panels"] if p["type"] != "row"]
+    rules = [
+        {
+            "record": f"dashboard:panel_{panel['id']}_{target['refId']}",
+            "expr": target["expr"]
+            .replace("$__rate_interval", "2m")
+            .replace("$namespace", NAMESPACE),
+        }
+        for panel in panels
+        for target in panel["targets"]
+    ]
+    assert len(rules) >= 25
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = _run([_tool("promtool"), "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout
