@@ -1,21 +1,26 @@
 """The LiteLLM integration against the real `litellm` package, offline (`mock_response`), and
 the real ingest service over the real broker: N calls -> N events with LiteLLM's tokens, the
 user pseudonymised, a failed call metered once; the guardrail denies DeepSeek and masks a
-resident registration number before the call."""
+resident registration number before the call; and LiteLLM's own proxy, configured by
+deploy/litellm/config.yaml alone, does all of it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from aiohttp import web
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
 # LiteLLM's modules warn as they load (pydantic on its TypedDicts): theirs, not civicmeter's.
@@ -23,6 +28,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import litellm
     from litellm.caching.dual_cache import DualCache
+    from litellm.exceptions import GuardrailRaisedException
     from litellm.proxy._types import UserAPIKeyAuth
 
     from civicmeter.gateway.litellm import CivicmeterGuardrail, CivicmeterLogger
@@ -38,7 +44,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:litellm.*"),
 ]
 
-POLICIES = Path(__file__).resolve().parents[2] / "config" / "policies.yaml"
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "config" / "policies.yaml"
+PROXY_CONFIG = REPO / "deploy" / "litellm" / "config.yaml"
 HMAC_KEY = b"seoul-pseudonym-key-0123456789abcdef"
 
 
@@ -148,7 +156,7 @@ async def test_the_guardrail_denies_deepseek_and_masks_a_registration_number() -
     guard = Guard.from_policy_file(POLICIES, "seoul")  # the shipped policy: openai-api allowed
     guardrail = CivicmeterGuardrail(guard, hmac_key=HMAC_KEY)
     key = UserAPIKeyAuth(team_alias="welfare")
-    with pytest.raises(ValueError, match=r"(?i)civicmeter policy: .*deepseek"):
+    with pytest.raises(GuardrailRaisedException, match=r"(?i)civicmeter policy: .*deepseek"):
         await guardrail.async_pre_call_hook(
             key, DualCache(),
             {"model": "deepseek/deepseek-chat", "messages": [{"role": "user", "content": "hi"}]},
@@ -161,3 +169,133 @@ async def test_the_guardrail_denies_deepseek_and_masks_a_registration_number() -
     content = result["messages"][0]["content"]
     assert "900101-1234568" not in content
     assert content.startswith("주민등록번호 900101-1")
+
+
+@dataclass
+class Provider:
+    """An OpenAI-compatible provider on loopback: answers each chat with token counts of its
+    own, and keeps the messages it was sent (so a test sees what left the proxy)."""
+
+    url: str
+    received: dict[str, list[dict[str, Any]]]
+
+
+@asynccontextmanager
+async def loopback_provider() -> AsyncIterator[Provider]:
+    received: dict[str, list[dict[str, Any]]] = {}
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        prompt = sum(len(m["content"].split()) for m in body["messages"])
+        received[request.headers.get("x-litellm-call-id", str(len(received)))] = body["messages"]
+        return web.json_response({
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+            "created": 1_780_000_000, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "an answer"}}],
+            "usage": {"prompt_tokens": 10 + prompt, "completion_tokens": 7 + prompt,
+                      "total_tokens": 17 + 2 * prompt},
+        })  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield Provider(f"http://127.0.0.1:{port}/v1", received)
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def litellm_proxy(
+    ingest: Ingest, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    """LiteLLM's own proxy app started by its own lifespan on deploy/litellm/config.yaml (the
+    README's), served in process over ASGI, its OpenAI calls going to a loopback provider."""
+    environment = {
+        "CONFIG_FILE_PATH": str(PROXY_CONFIG),
+        "LITELLM_MASTER_KEY": "sk-" + uuid.uuid4().hex + uuid.uuid4().hex,
+        "OPENAI_API_KEY": "sk-offline",
+        "OPENAI_BASE_URL": provider.url,
+        "CIVICMETER_INGEST_URL": f"http://127.0.0.1:{ingest.settings.http_port}",
+        "CIVICMETER_GATEWAY_KEY": SEOUL_TOKEN,
+        "CIVICMETER_PSEUDONYM_KEY": HMAC_KEY.hex(),
+        "CIVICMETER_ORGANIZATION_ID": "seoul",
+        "CIVICMETER_GATEWAY_ID": "gw-seoul-1",
+        "CIVICMETER_POLICY_FILE": str(POLICIES),
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from litellm.proxy.proxy_server import app
+    with litellm_callbacks():
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://litellm-proxy",
+                headers={"Authorization": f"Bearer {environment['LITELLM_MASTER_KEY']}"},
+                timeout=30,
+            ) as client,
+        ):
+            yield client
+
+
+async def chat(proxy: httpx.AsyncClient, call_id: str, model: str, prompt: str) -> httpx.Response:
+    return await proxy.post(
+        "/chat/completions",
+        headers={"x-litellm-call-id": call_id},  # the call id, the event's id
+        json={"model": model, "messages": [{"role": "user", "content": prompt}],
+              "user": "kim.minji", "metadata": {"civicmeter_department_id": "welfare"}},
+    )  # fmt: skip
+
+
+async def test_a_proxy_configured_by_file_meters_guards_and_denies(
+    ingest: Ingest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = "주민등록번호 900101-1234568 확인해줘"
+    call_ids = [f"proxy-{uuid.uuid4()}" for _ in range(3)]
+    async with (
+        loopback_provider() as provider,
+        litellm_proxy(ingest, provider, monkeypatch) as proxy,
+    ):
+        plain = await chat(proxy, call_ids[0], "gpt-4o", "how do I renew a passport?")
+        redacted = await chat(proxy, call_ids[1], "gpt-4o", prompt)
+        denied = await chat(proxy, call_ids[2], "deepseek/deepseek-chat", "hello")
+    assert (plain.status_code, redacted.status_code) == (200, 200), plain.text
+    # Refused before it left, with the policy's reason, as LiteLLM answers a guardrail's block.
+    assert denied.status_code == 400
+    assert re.search(r"(?i)civicmeter policy: .*deepseek", denied.json()["error"]["message"])
+    # The provider got the prompt with the registration number masked.
+    assert len(provider.received) == 2  # the denied call never reached a provider
+    sent = [messages[0]["content"] for messages in provider.received.values()]
+    assert "how do I renew a passport?" in sent
+    masked = next(text for text in sent if text.startswith("주민등록번호"))
+    assert "900101-1234568" not in masked and masked.startswith("주민등록번호 900101-1")
+
+    events = await published(ingest, set(call_ids))
+    user = pseudonymise_user(HMAC_KEY, "kim.minji")
+    for call_id, response in zip(call_ids[:2], (plain, redacted), strict=True):
+        event = events[call_id]
+        usage = response.json()["usage"]
+        assert (event.usage.input_tokens, event.usage.output_tokens) == (
+            usage["prompt_tokens"], usage["completion_tokens"])  # fmt: skip
+        assert (event.provider_name, event.service_id, event.request_model) == (
+            "openai", "openai-api", "gpt-4o")  # fmt: skip
+        assert (event.organization_id, event.department_id, event.user_id, event.gateway_id) == (
+            "seoul", "welfare", user, "gw-seoul-1")  # fmt: skip
+    # Allowed, with a warning outside working hours (the shipped policy's off_hours rule).
+    assert events[call_ids[0]].decision in (pb.DECISION_ALLOW, pb.DECISION_ALLOW_WITH_WARNING)
+    assert events[call_ids[1]].decision == pb.DECISION_REDACT
+    assert "pii.kr_rrn" in events[call_ids[1]].decision_rule_ids
+    assert sum(events[call_ids[1]].risk.pii_findings.values()) == 1
+    # The denied call is metered too: one request of DeepSeek, decided DENY (rated 0).
+    refused = events[call_ids[2]]
+    assert (refused.provider_name, refused.decision) == ("deepseek", pb.DECISION_DENY)
+    assert refused.usage == pb.Usage(requests=1)
+    assert "banned_provider" in refused.decision_rule_ids
