@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import statistics
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +73,7 @@ WAYS = {
     "kill": Way("three processors, one SIGKILLed and restarted", 3, 0.6),
 }
 KILLED = "processor-2"
+TOPICS = ("raw", "rated", "dlq", "alerts")
 
 
 @dataclass
@@ -183,8 +186,10 @@ def run_way(
     *,
     rate: float,
     settle_seconds: float,
+    kafka_bootstrap: str | None = None,
 ) -> Outcome:
-    """The scenario through a stack of its own (broker included) run `way`."""
+    """The scenario through a stack of its own run `way`: on a broker of its own too, or on
+    `kafka_bootstrap` with topics and consumer groups of its own."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     policy_file = workdir / "policies.yaml"
@@ -196,12 +201,19 @@ def run_way(
         "CIVICMETER_MAX_EVENT_AGE_DAYS": "3650",
         "CIVICMETER_LOG_LEVEL": "WARNING",
     }
-    with (
-        LocalKafka(workdir / "kafka") as kafka,
-        LocalStack(
-            kafka.bootstrap_servers, workdir, extra_env=env, processors=way.processors
-        ) as stack,
-    ):
+    with contextlib.ExitStack() as resources:
+        if kafka_bootstrap is None:
+            kafka_bootstrap = resources.enter_context(
+                LocalKafka(workdir / "kafka")
+            ).bootstrap_servers
+        else:
+            tag = f"misuse-{uuid.uuid4().hex[:8]}"
+            env.update({f"CIVICMETER_TOPIC_{t.upper()}": f"{tag}.{t}" for t in TOPICS})
+            env["CIVICMETER_PROCESSOR_GROUP_ID"] = f"{tag}-processor"
+            env["CIVICMETER_SINK_GROUP_ID"] = f"{tag}-sink"
+        stack = resources.enter_context(
+            LocalStack(kafka_bootstrap, workdir, extra_env=env, processors=way.processors)
+        )
         records, latencies, sending = asyncio.run(
             run_through(stack, scenario, settle_seconds, rate, way.kill_at)
         )
@@ -287,10 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--ways", default="one,three,kill", help=f"of {', '.join(WAYS)}")
     parser.add_argument("--kill-at", type=float, default=0.6)
+    parser.add_argument("--governments", help="comma-separated ids (default: all 17)")
     parser.add_argument("--workdir", type=Path, default=REPO / ".civicmeter" / "misuse")
     args = parser.parse_args(argv)
     began = datetime.now(UTC)
-    scenario = build(args.scale, args.weeks, args.per_type)
+    governments = args.governments.split(",") if args.governments else None
+    scenario = build(args.scale, args.weeks, args.per_type, governments)
     print(
         f"scenario: {len(scenario.deliveries):,} deliveries, {len(scenario.labels)} labels",
         flush=True,
@@ -314,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"python -m loadtests.misuse.pipeline --scale {args.scale} --weeks {args.weeks} "
         f"--per-type {args.per_type} --rate {args.rate:g} --ways {args.ways} "
         f"--kill-at {args.kill_at:g}"
+        + (f" --governments {args.governments}" if args.governments else "")
     )
     text = report(outcomes, scenario, command, began)
     RESULTS.write_text(text, encoding="utf-8")
