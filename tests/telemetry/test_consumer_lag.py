@@ -54,6 +54,13 @@ async def test_lag_is_reported_per_partition_of_each_group(kafka_bootstrap: str)
         (idle, topic, 0): 5,  # a group that never committed has everything to read
         (idle, topic, 1): 3,
     }
+    # A topic the group committed but the service did not name (an internal one) counts too.
+    unnamed = ConsumerLag(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        MemoryTelemetry().telemetry.meter,
+        {group: []},
+    )
+    assert await unnamed.refresh() == {(group, topic, 0): 3}
     reported = {
         (
             p.attributes["messaging.consumer.group.name"],

@@ -2,10 +2,11 @@
 
 Kafka does not push lag; a service asks every LAG_REFRESH_SECONDS: the group's committed
 offsets (admin API) against the partitions' end offsets, and an observable gauge reports the
-last answer. A partition the group never committed counts from its first offset (the groups
-start at the earliest record). Every replica of a service reports its whole group, so
-dashboards aggregate with max, not sum. When Kafka cannot be asked, the gauge reports
-nothing rather than a stale figure.
+last answer: the partitions of the topics a service names for the group, and any other the
+group has committed (a processor's internal topics). A partition the group never committed
+counts from its first offset (the groups start at the earliest record). Every replica of a
+service reports its whole group, so dashboards aggregate with max, not sum. When Kafka
+cannot be asked, the gauge reports nothing rather than a stale figure.
 """
 
 from __future__ import annotations
@@ -98,23 +99,26 @@ class ConsumerLag:
 async def _group_lag(
     admin: AIOKafkaAdminClient, offsets: AIOKafkaConsumer, group: str, topics: Sequence[str]
 ) -> Lag:
+    """Lag of every partition of `topics` and of every other partition the group committed
+    (a processor's internal topics, whatever their names)."""
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    except GroupCoordinatorNotAvailableError:
+        committed = {}  # the group has not formed yet: nothing is committed
     described = await admin.describe_topics(list(topics))
-    partitions = [
+    partitions = {
         TopicPartition(topic["topic"], partition["partition"])
         for topic in described
         if not topic.get("error_code")
         for partition in topic["partitions"]
-    ]
+    } | set(committed)
     if not partitions:
         return {}
-    ends = await offsets.end_offsets(partitions)
-    starts = await offsets.beginning_offsets(partitions)
-    try:
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-    except GroupCoordinatorNotAvailableError:
-        committed = {}  # the group has not formed yet: nothing is committed
+    ordered = sorted(partitions)
+    ends = await offsets.end_offsets(ordered)
+    starts = await offsets.beginning_offsets(ordered)
     lag: Lag = {}
-    for tp in partitions:
+    for tp in ordered:
         meta = committed.get(tp)
         position = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
         lag[(group, tp.topic, tp.partition)] = max(ends[tp] - position, 0)
