@@ -7,13 +7,13 @@ deploy/litellm/config.yaml alone, does all of it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from civicmeter.gateway import Guard, UsageEmitter, pseudonymise_user
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.ingest.test_auth import KEYS, SEOUL_TOKEN, Ingest, running_ingest
 from tests.ingest.test_cloudevents import published
+from tests.scripted_http import scripted_server
 
 pytestmark = [
     pytest.mark.kafka,
@@ -171,48 +172,23 @@ async def test_the_guardrail_denies_deepseek_and_masks_a_registration_number() -
     assert content.startswith("주민등록번호 900101-1")
 
 
-@dataclass
-class Provider:
-    """An OpenAI-compatible provider on loopback: answers each chat with token counts of its
-    own, and keeps the messages it was sent (so a test sees what left the proxy)."""
-
-    url: str
-    received: dict[str, list[dict[str, Any]]]
-
-
-@asynccontextmanager
-async def loopback_provider() -> AsyncIterator[Provider]:
-    received: dict[str, list[dict[str, Any]]] = {}
-
-    async def chat(request: web.Request) -> web.Response:
-        body = await request.json()
-        prompt = sum(len(m["content"].split()) for m in body["messages"])
-        received[request.headers.get("x-litellm-call-id", str(len(received)))] = body["messages"]
-        return web.json_response({
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-            "created": 1_780_000_000, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "an answer"}}],
-            "usage": {"prompt_tokens": 10 + prompt, "completion_tokens": 7 + prompt,
-                      "total_tokens": 17 + 2 * prompt},
-        })  # fmt: skip
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Provider(f"http://127.0.0.1:{port}/v1", received)
-    finally:
-        await runner.cleanup()
+def openai_chat(body: bytes) -> web.Response:
+    """An OpenAI-compatible provider's answer to a chat, with token counts of its own."""
+    request = json.loads(body)
+    words = sum(len(m["content"].split()) for m in request["messages"])
+    return web.json_response({
+        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+        "created": 1_780_000_000, "model": request["model"],
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "an answer"}}],
+        "usage": {"prompt_tokens": 10 + words, "completion_tokens": 7 + words,
+                  "total_tokens": 17 + 2 * words},
+    })  # fmt: skip
 
 
 @asynccontextmanager
 async def litellm_proxy(
-    ingest: Ingest, provider: Provider, monkeypatch: pytest.MonkeyPatch
+    ingest: Ingest, provider_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
     """LiteLLM's own proxy app started by its own lifespan on deploy/litellm/config.yaml (the
     README's), served in process over ASGI, its OpenAI calls going to a loopback provider."""
@@ -220,7 +196,7 @@ async def litellm_proxy(
         "CONFIG_FILE_PATH": str(PROXY_CONFIG),
         "LITELLM_MASTER_KEY": "sk-" + uuid.uuid4().hex + uuid.uuid4().hex,
         "OPENAI_API_KEY": "sk-offline",
-        "OPENAI_BASE_URL": provider.url,
+        "OPENAI_BASE_URL": provider_url.removesuffix("/chat/completions"),
         "CIVICMETER_INGEST_URL": f"http://127.0.0.1:{ingest.settings.http_port}",
         "CIVICMETER_GATEWAY_KEY": SEOUL_TOKEN,
         "CIVICMETER_PSEUDONYM_KEY": HMAC_KEY.hex(),
@@ -261,8 +237,8 @@ async def test_a_proxy_configured_by_file_meters_guards_and_denies(
     prompt = "주민등록번호 900101-1234568 확인해줘"
     call_ids = [f"proxy-{uuid.uuid4()}" for _ in range(3)]
     async with (
-        loopback_provider() as provider,
-        litellm_proxy(ingest, provider, monkeypatch) as proxy,
+        scripted_server("/v1/chat/completions", openai_chat) as (provider_url, provider),
+        litellm_proxy(ingest, provider_url, monkeypatch) as proxy,
     ):
         plain = await chat(proxy, call_ids[0], "gpt-4o", "how do I renew a passport?")
         redacted = await chat(proxy, call_ids[1], "gpt-4o", prompt)
@@ -272,8 +248,8 @@ async def test_a_proxy_configured_by_file_meters_guards_and_denies(
     assert denied.status_code == 400
     assert re.search(r"(?i)civicmeter policy: .*deepseek", denied.json()["error"]["message"])
     # The provider got the prompt with the registration number masked.
-    assert len(provider.received) == 2  # the denied call never reached a provider
-    sent = [messages[0]["content"] for messages in provider.received.values()]
+    assert len(provider.bodies) == 2  # the denied call never reached a provider
+    sent = [json.loads(body)["messages"][0]["content"] for body in provider.bodies]
     assert "how do I renew a passport?" in sent
     masked = next(text for text in sent if text.startswith("주민등록번호"))
     assert "900101-1234568" not in masked and masked.startswith("주민등록번호 900101-1")
@@ -299,3 +275,17 @@ async def test_a_proxy_configured_by_file_meters_guards_and_denies(
     assert (refused.provider_name, refused.decision) == ("deepseek", pb.DECISION_DENY)
     assert refused.usage == pb.Usage(requests=1)
     assert "banned_provider" in refused.decision_rule_ids
+
+
+def test_a_proxy_configuration_missing_a_setting_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="needs CIVICMETER_INGEST_URL, CIVICMETER_PSEUDONYM_KEY"):
+        CivicmeterLogger.from_environment({})
+    with pytest.raises(ValueError, match="CIVICMETER_PSEUDONYM_KEY must be hexadecimal"):
+        CivicmeterLogger.from_environment(
+            {"CIVICMETER_INGEST_URL": "http://ingest", "CIVICMETER_PSEUDONYM_KEY": "not hex"}
+        )
+    with pytest.raises(ValueError, match="needs policy_file and organization_id"):
+        CivicmeterGuardrail(policy_file=str(POLICIES))
+    monkeypatch.delenv("CIVICMETER_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(ValueError, match="variable CIVICMETER_PSEUDONYM_KEY is not set"):
+        CivicmeterGuardrail(policy_file=str(POLICIES), organization_id="seoul")
