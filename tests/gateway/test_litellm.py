@@ -289,3 +289,9 @@ def test_a_proxy_configuration_missing_a_setting_names_it(monkeypatch: pytest.Mo
     monkeypatch.delenv("CIVICMETER_PSEUDONYM_KEY", raising=False)
     with pytest.raises(ValueError, match="variable CIVICMETER_PSEUDONYM_KEY is not set"):
         CivicmeterGuardrail(policy_file=str(POLICIES), organization_id="seoul")
+
+
+def test_the_readme_shows_the_proxy_configuration_the_test_loads() -> None:
+    readme = (REPO / "README.md").read_text()
+    shown = re.search(r"```yaml\n(# A LiteLLM proxy metered.*?)```", readme, re.S)
+    assert shown is not None and shown[1] == PROXY_CONFIG.read_text()
