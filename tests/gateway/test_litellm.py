@@ -219,7 +219,14 @@ async def litellm_proxy(
                 timeout=30,
             ) as client,
         ):
-            yield client
+            try:
+                yield client
+            finally:
+                # The logger the config named, loaded by the proxy: closed at its end.
+                loggers = [c for c in litellm.callbacks if isinstance(c, CivicmeterLogger)]
+                for logger in loggers:
+                    await logger.close()
+                assert len(loggers) == 1, litellm.callbacks
 
 
 async def chat(proxy: httpx.AsyncClient, call_id: str, model: str, prompt: str) -> httpx.Response:

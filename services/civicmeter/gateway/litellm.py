@@ -143,6 +143,13 @@ class CivicmeterLogger(CustomLogger):
             default_department=environ.get("CIVICMETER_DEFAULT_DEPARTMENT", ""),
         )
 
+    async def close(self) -> None:
+        """Send what is buffered and close the emitter's connections (at the proxy's end)."""
+        try:
+            await self._emitter.flush()
+        finally:
+            await self._emitter.close()
+
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
     ) -> None:
