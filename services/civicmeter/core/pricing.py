@@ -58,9 +58,10 @@ currency without an FX rate when a version or contract that uses it takes effect
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Context, Decimal, Inexact, InvalidOperation
@@ -75,6 +76,7 @@ from civicmeter.core.fx import (
     load_fx,
     parse_fx,
     seoul_date,
+    seoul_midnight,
 )
 from civicmeter.core.money import KRW, quantize_cost
 from civicmeter.core.quantities import QUANTITIES
@@ -188,6 +190,68 @@ class _Tariff:
 
 
 _UNRESOLVED: Final = _Tariff("", "", {}, Decimal(1), None)
+# Micro-won are exact below this: every Decimal on the way (a 60-digit context, then a cost
+# quantized in the default 28-digit one) holds the figure without rounding.
+_EXACT_MICRO_BELOW: Final = 10**26
+_MICRO_PER_WON: Final = 10**6  # COST_QUANTUM is 10^-6 won
+
+
+@dataclass(frozen=True)
+class GroupRate:
+    """What one (organisation, provider, service, model) costs over a span in which neither
+    the price version, the contract nor an FX rate changes: a batch's events of one tariff
+    are rated with whole numbers, exactly as PriceCatalog.rate rates them one by one.
+
+    Quantities come as a tuple in QUANTITIES order. Per field, `prices` holds the price of one
+    unit in whole units of 10^-digits of the tariff's currency (None: the field has no price).
+    """
+
+    prices: tuple[int | None, ...]
+    contract_fields: tuple[int, ...]  # fields whose non-zero price the contract sets
+    version: str
+    with_contract: str
+    multiplier: int  # weighted sum x multiplier / divisor, rounded half-even = micro-won
+    divisor: int
+    exact_below: int  # non-zero sums from here on go to PriceCatalog.rate; 0: no FX rate
+    # The weighted sum of a tuple of quantities, or -1 when one without a price is not zero:
+    # arithmetic written out for this tariff's prices, several times quicker than a loop.
+    weigh: Callable[[tuple[int, ...]], int] = dataclasses.field(compare=False, repr=False)
+
+    def micro_won(self, quantities: tuple[int, ...]) -> int | None:
+        """The cost in micro-won, rounded as quantize_cost rounds; None when the event must be
+        rated by PriceCatalog.rate (a quantity without a price, no FX rate, too large)."""
+        weighted = self.weigh(quantities)
+        if weighted >= self.exact_below or weighted < 0:
+            return 0 if weighted == 0 else None
+        scaled = weighted * self.multiplier
+        if self.divisor == 1:
+            return scaled
+        quotient, remainder = divmod(scaled, self.divisor)
+        twice = 2 * remainder
+        if twice > self.divisor or (twice == self.divisor and quotient & 1):
+            quotient += 1
+        return quotient
+
+    def price_version(self, quantities: tuple[int, ...]) -> str:
+        """The version a rating names: with the contract when one of its prices counted."""
+        if any(quantities[i] for i in self.contract_fields):
+            return self.with_contract
+        return self.version
+
+
+def _weigher(prices: tuple[int | None, ...]) -> Callable[[tuple[int, ...]], int]:
+    """q -> the sum of q[i] x prices[i], or -1 when a q[i] without a price is not zero."""
+    unpriced = " or ".join(f"q[{i}]" for i, price in enumerate(prices) if price is None)
+    weighted = " + ".join(f"q[{i}] * {price}" for i, price in enumerate(prices) if price) or "0"
+    source = f"-1 if {unpriced} else {weighted}" if unpriced else weighted
+    # Only whole numbers and indices go into the expression.
+    weigh: Callable[[tuple[int, ...]], int] = eval(f"lambda q: {source}", {"__builtins__": {}})
+    return weigh
+
+
+def micro_won_text(micro: int) -> str:
+    """A cost in micro-won as str(quantize_cost(cost)) writes it, e.g. 6.320000."""
+    return f"{micro // _MICRO_PER_WON}.{micro % _MICRO_PER_WON:06d}"
 
 
 class PriceCatalog:
@@ -212,6 +276,16 @@ class PriceCatalog:
         self.fx = fx or FxTable()
         self.files = files  # the catalog file and its FX file, as read
         self._tariffs: dict[tuple[int, str], dict[Key, _Tariff | None]] = {}
+        # Every instant at which a version, a contract or an FX rate changes: between two of
+        # them a tariff and its conversion to KRW stay the same (see group_rate).
+        changes = {*self._starts, *(s for starts, _ in self._contracts.values() for s in starts)}
+        changes.update(
+            c.effective_until.timestamp() for c in self.contracts if c.effective_until is not None
+        )
+        for currency in self.fx.currencies:
+            changes.update(seoul_midnight(day) for day, _ in self.fx.rates(currency))
+        self._changes = sorted(changes)
+        self._groups: dict[tuple[int, str, str, str, str], GroupRate | None] = {}
 
     @property
     def versions(self) -> list[PriceVersion]:
@@ -283,6 +357,74 @@ class PriceCatalog:
                 f"the cost of {_what(event)} is too large to compute exactly"
             ) from None
         return Rating(quantize_cost(cost), tariff.with_contract if by_contract else tariff.version)
+
+    def span_of(self, epoch_seconds: float) -> int:
+        """The span of time an instant falls in; group rates are fixed within a span."""
+        return bisect.bisect_right(self._changes, epoch_seconds)
+
+    def group_rate(
+        self,
+        span: int,
+        organization: str,
+        provider: str,
+        service: str,
+        model: str,
+        seconds: int,
+    ) -> GroupRate | None:
+        """The rate of one tariff over `span` (which `seconds` falls in), resolved once and
+        kept; None: rate each event with PriceCatalog.rate (no price, several currencies)."""
+        if organization not in self._contracts:
+            organization = ""  # without contracts, organisations share the version's prices
+        key = (span, organization, provider, service, model)
+        try:
+            return self._groups[key]
+        except KeyError:
+            pass
+        group = self._group_rate(organization, provider, service, model, seconds)
+        if len(self._groups) >= _MAX_TARIFFS:
+            self._groups.clear()
+        self._groups[key] = group
+        return group
+
+    def _group_rate(
+        self,
+        organization: str,
+        provider: str,
+        service: str,
+        model: str,
+        seconds: int,
+    ) -> GroupRate | None:
+        tariff = self._tariff(organization, provider, service, model, seconds)
+        if tariff is None or tariff.currency is None:
+            return None
+        lines = [tariff.lines.get(name) for name in QUANTITIES]
+        prices = tuple(line[0] if line else None for line in lines)
+        # cost = weighted x 10^-digits x rate; the rate is a whole number R x 10^-r.
+        digits = -int(tariff.scale.as_tuple().exponent)
+        rate = self.fx.rate(tariff.currency, seconds)
+        multiplier, divisor, exact_below = 1, 1, 0
+        if rate is not None:
+            sign, rate_digits, exponent = rate.as_tuple()
+            assert isinstance(exponent, int) and not sign  # FX rates are finite and positive
+            whole = int("".join(map(str, rate_digits)))
+            shift = digits - exponent - 6  # as a power of ten: cost in micro-won = x R 10^-shift
+            if shift > 0:
+                multiplier, divisor = whole, 10**shift
+            else:
+                multiplier = whole * 10**-shift
+            exact_below = _EXACT_MICRO_BELOW * divisor // multiplier
+        return GroupRate(
+            prices=prices,
+            contract_fields=tuple(
+                i for i, line in enumerate(lines) if line and line[0] and line[2]
+            ),
+            version=tariff.version,
+            with_contract=tariff.with_contract,
+            multiplier=multiplier,
+            divisor=divisor,
+            exact_below=exact_below,
+            weigh=_weigher(prices),
+        )
 
     def seat_fee(
         self, provider: str, service: str, plan: str, organization_id: str, at: datetime

@@ -13,9 +13,12 @@ never has this form, so none reaches Kafka, ClickHouse, alert keys or partition 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter, itemgetter, methodcaller
 
+from civicmeter.core.quantities import QUANTITIES
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
@@ -68,6 +71,8 @@ QUANTITY_LIMITS = {
     "requests": 100_000,
     "seat_months": 10_000,
 }
+# The same ceilings in the order of QUANTITIES, as EventColumns.quantities holds them.
+LIMITS_IN_ORDER: tuple[int, ...] = tuple(QUANTITY_LIMITS[name] for name in QUANTITIES)
 MAX_PII_FINDINGS = 100_000
 # Kinds of personal information in one event: the map is the only field without a natural
 # bound, and an event must stay far below a Kafka record (the SDK's detector knows a handful).
@@ -219,3 +224,156 @@ def _validate_usage(usage: pb.Usage) -> None:
             raise ValidationError(
                 f"usage.{descriptor.name}", f"{value} exceeds the per-event limit {limit}"
             )
+
+
+# --- whole batches --------------------------------------------------------------------------
+
+# The string and enum fields an event's validity depends on that repeat from event to event:
+# who (gateway, organisation, department, user, account kind), what (provider, service,
+# model, operation), why and the decision. Index of each in an identity tuple:
+IDENTITY_FIELDS = (
+    "gateway_id",
+    "organization_id",
+    "department_id",
+    "user_id",
+    "account_kind",
+    "provider_name",
+    "service_id",
+    "request_model",
+    "operation_name",
+    "purpose",
+    "decision",
+)
+Identity = tuple[str, str, str, str, int, str, str, str, str, str, int]
+_identity_of = attrgetter(*IDENTITY_FIELDS)
+_quantities_of = attrgetter(*QUANTITIES)
+_event_id_of = attrgetter("event_id")
+_event_time_of = attrgetter("event_time")
+_usage_of = attrgetter("usage")
+_seconds_of = attrgetter("seconds")
+_nanos_of = attrgetter("nanos")
+_rule_ids_of = attrgetter("decision_rule_ids")
+_has_time = methodcaller("HasField", "event_time")
+_has_risk = methodcaller("HasField", "risk")
+_has_reported_cost = methodcaller("HasField", "reported_cost")
+# Many event ids at once: each on its own line, every line a valid identifier.
+_ID_LINES = re.compile(rf"(?:{_ID.pattern}\n)*")
+# Each quantity's limit and the getter of its column, the lowest limit first.
+_BY_LIMIT = [
+    (LIMITS_IN_ORDER[i], itemgetter(i))
+    for i in sorted(range(len(QUANTITIES)), key=LIMITS_IN_ORDER.__getitem__)
+]
+# Identities found valid; cleared when large (users x services is bounded in practice).
+_valid_identities: set[Identity] = set()
+_VALID_IDENTITIES_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """The fields of a batch's events its readers need, one list per field, read once."""
+
+    identities: list[Identity]
+    seconds: list[int]  # event_time.seconds
+    quantities: list[tuple[int, ...]]  # the Usage fields, in QUANTITIES order
+
+
+def validate_batch(
+    events: Sequence[pb.UsageEvent], earliest: float, latest: float, window: TimeWindow
+) -> tuple[EventColumns, dict[int, ValidationError]]:
+    """validate_event_at over many events: the error of each invalid event, by index.
+
+    Each rule is checked for the whole batch at once (a column's minimum and maximum, one
+    pattern over all event ids, repeated identities looked up among those already found
+    valid); only an event some rule may refuse goes through validate_event_at, so that its
+    error is exactly the one-by-one error.
+    """
+    identities: list[Identity] = list(map(_identity_of, events))
+    times = list(map(_event_time_of, events))
+    seconds: list[int] = list(map(_seconds_of, times))
+    quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
+    columns = EventColumns(identities, seconds, quantities)
+    if not identities:
+        return columns, {}
+    suspects: set[int] = set()
+    ids = list(map(_event_id_of, events))
+    if not _ID_LINES.fullmatch("\n".join(ids) + "\n"):
+        suspects.update(i for i, value in enumerate(ids) if not _ID.fullmatch(value))
+    # An event without a time reads as second 0, which the window refuses when it starts later.
+    if earliest <= 0 and not all(map(_has_time, events)):
+        suspects.update(i for i, event in enumerate(events) if not event.HasField("event_time"))
+    if min(seconds) < earliest or max(seconds) > latest:
+        suspects.update(i for i, s in enumerate(seconds) if not earliest <= s <= latest)
+    nanos = list(map(_nanos_of, times))
+    if min(nanos) < 0 or max(nanos) > _MAX_NANOS:
+        suspects.update(i for i, n in enumerate(nanos) if not 0 <= n <= _MAX_NANOS)
+    if not _valid_identities.issuperset(identities):
+        invalid = {identity for identity in set(identities) if not _remember(identity)}
+        if invalid:
+            suspects.update(i for i, identity in enumerate(identities) if identity in invalid)
+    if not _quantities_valid(quantities):
+        suspects.update(i for i, q in enumerate(quantities) if not _quantities_valid([q]))
+    # Risk signals, rule ids and a reported cost are rare: checked where present.
+    suspects.update(_rare_field_suspects(events))
+    errors: dict[int, ValidationError] = {}
+    for i in sorted(suspects):
+        try:
+            validate_event_at(events[i], earliest, latest, window)
+        except ValidationError as exc:
+            errors[i] = exc
+    return columns, errors
+
+
+def _remember(identity: Identity) -> bool:
+    """Whether an identity is valid; a valid one is remembered."""
+    gateway, organization, department, user, kind, provider, service, model = identity[:8]
+    operation, purpose, decision = identity[8:]
+    valid = bool(
+        _ID.fullmatch(gateway)
+        and _ID.fullmatch(organization)
+        and _ID.fullmatch(department)
+        and PSEUDONYMOUS_USER_ID.fullmatch(user)
+        and kind in _ACCOUNT_KINDS
+        and _NAME.fullmatch(provider)
+        and _NAME.fullmatch(service)
+        and (not model or _MODEL.fullmatch(model))
+        and operation in OPERATIONS
+        and (not purpose or _NAME.fullmatch(purpose))
+        and decision in _DECISIONS
+    )
+    if valid:
+        if len(_valid_identities) >= _VALID_IDENTITIES_LIMIT:
+            _valid_identities.clear()
+        _valid_identities.add(identity)
+    return valid
+
+
+def _quantities_valid(quantities: list[tuple[int, ...]]) -> bool:
+    """Every quantity within 0 and its limit, and at least one positive, in every event."""
+    if not all(map(any, quantities)) or min(map(min, quantities)) < 0:
+        return False
+    largest = max(map(max, quantities))
+    for limit, column in _BY_LIMIT:  # only the columns whose limit the largest value passes
+        if largest <= limit:
+            return True
+        if max(map(column, quantities)) > limit:
+            return False
+    return True
+
+
+def _rare_field_suspects(events: Sequence[pb.UsageEvent]) -> set[int]:
+    """Events whose risk signals, decision rule ids or reported cost some rule may refuse."""
+    suspects: set[int] = set()
+    if any(map(_has_risk, events)):
+        for i, has in enumerate(map(_has_risk, events)):
+            if has:
+                try:
+                    _validate_risk(events[i].risk)
+                except ValidationError:
+                    suspects.add(i)
+    if any(map(_rule_ids_of, events)):
+        for i, rules in enumerate(map(_rule_ids_of, events)):
+            if len(rules) > MAX_RULE_IDS or not all(map(_NAME.fullmatch, rules)):
+                suspects.add(i)
+    if any(map(_has_reported_cost, events)):  # checked in full where there is one
+        suspects.update(i for i, has in enumerate(map(_has_reported_cost, events)) if has)
+    return suspects

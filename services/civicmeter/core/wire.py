@@ -35,3 +35,25 @@ _SHORT = tuple(bytes((n,)) for n in range(128))
 def length_delimited(key: bytes, payload: bytes) -> bytes:
     size = len(payload)
     return key + (_SHORT[size] if size < 128 else varint(size)) + payload
+
+
+def length_delimited_fields(buffer: bytes) -> list[bytes]:
+    """Each field of a message made of length-delimited fields with one-byte keys (a batch
+    record's events), as encoded: key, length and payload."""
+    fields = []
+    position, end = 0, len(buffer)
+    while position < end:
+        start = position
+        size, shift, position = 0, 0, position + 1
+        while True:  # the length, a varint
+            byte = buffer[position]
+            position += 1
+            size |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        position += size
+        if position > end:
+            raise ValueError("a field runs past the end of the message")
+        fields.append(buffer[start:position])
+    return fields

@@ -18,18 +18,30 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.alert.v1 import alert_pb2
 from civicmeter.core.kafka import event_key
-from civicmeter.core.pricing import PriceCatalog, Rating, UnpricedError
-from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
-from civicmeter.core.wire import length_delimited, tag, varint_field
+from civicmeter.core.pricing import GroupRate, PriceCatalog, UnpricedError, micro_won_text
+from civicmeter.core.validation import (
+    EventColumns,
+    Identity,
+    TimeWindow,
+    ValidationError,
+    validate_batch,
+)
+from civicmeter.core.wire import length_delimited, length_delimited_fields, tag, varint_field
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import SourceMark
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
-# Keys of RatedUsageEvent's fields, all length-delimited.
-_EVENT, _COST, _PRICE_VERSION, _RATED_TIME = (tag(number) for number in (1, 2, 3, 4))
+# Keys of RatedUsageEvent's fields, all length-delimited. Its event (field 1) is encoded as
+# a UsageEventBatch's event (field 1 too): a batch record's field is the rated event's start.
+_COST, _PRICE_VERSION, _RATED_TIME = (tag(number) for number in (2, 3, 4))
+assert pb.RatedUsageEvent.EVENT_FIELD_NUMBER == pb.UsageEventBatch.EVENTS_FIELD_NUMBER
 _LATE = varint_field(5, 1)  # RatedUsageEvent.late = true
-_DENIED = Rating(Decimal(0), "denied")  # a denied request: nothing was sent, no price rated it
+_ZERO = Decimal(0)
+# A denied request never left: stored at cost 0, rated by no price.
+_DENIED_COST, _DENIED_VERSION = str(_ZERO), "denied"
+_CACHE_LIMIT = 100_000  # identities and costs remembered across batches
+_UNRESOLVED = object()
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,15 @@ class BatchResult:
     events: int = 0  # events decoded from the records
 
 
+@dataclass(frozen=True)
+class _Who:
+    """What an identity gives every event that carries it."""
+
+    key: bytes  # the partition key
+    tariff: tuple[str, str, str, str]  # (organisation, provider, service, model)
+    denied: bool
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -63,72 +84,74 @@ class BatchProcessor:
         self.time_window = time_window
         self.detection = detection
         self.allowed_lateness = allowed_lateness
+        self._who: dict[Identity, _Who] = {}
+        self._costs: dict[int, Decimal] = {}  # micro-won -> the cost as a Decimal
 
     def process(self, records: Sequence[RawRecord], now: datetime | None = None) -> BatchResult:
         now = now or datetime.now(UTC)
         result = BatchResult()
         rated_time = Timestamp()
         rated_time.FromDatetime(now)
-        rated_time_field = length_delimited(_RATED_TIME, rated_time.SerializeToString())
-        version_fields: dict[str, bytes] = {}
+        batch = _Batch(
+            self,
+            result,
+            now,
+            length_delimited(_RATED_TIME, rated_time.SerializeToString()),
+            # Events whose minute ended before this are late: minute start < late_before.
+            now.timestamp() - self.allowed_lateness.total_seconds() - 60,
+        )
         earliest = now.timestamp() - self.time_window.max_age.total_seconds()
         latest = now.timestamp() + self.time_window.max_future.total_seconds()
-        # Events whose minute ended before this are late: minute start < late_before.
-        late_before = now.timestamp() - self.allowed_lateness.total_seconds() - 60
-        rate = self.catalog.rate
-        accepted: list[tuple[pb.UsageEvent, Decimal]] = []
         sources: list[SourceMark] = []  # where each record's events start in `accepted`
         for record in records:
             try:
                 if record.value is None:
                     raise DecodeError("the record has no value")
-                events = pb.UsageEventBatch.FromString(record.value).events
+                decoded = pb.UsageEventBatch.FromString(record.value)
             except DecodeError as exc:
                 self._dead(
                     result, record, record.value or b"", None, "undecodable",
                     f"not a UsageEventBatch: {exc}", now,
                 )  # fmt: skip
                 continue
+            events = decoded.events
             result.events += len(events)
-            sources.append((len(accepted), record.partition, record.offset))
-            for event in events:
-                # No byte the schema does not define goes on (prompt text could hide there).
-                event.DiscardUnknownFields()
-                raw = event.SerializeToString()
-                key = event_key(event.organization_id, event.user_id)
-                try:
-                    validate_event_at(event, earliest, latest, self.time_window)
-                    # A denied request never left: stored at cost 0, rated by no price.
-                    rating = _DENIED if event.decision == pb.DECISION_DENY else rate(event)
-                except ValidationError as exc:
-                    self._dead(result, record, raw, key, "invalid_field", str(exc), now)
-                    continue
-                except UnpricedError as exc:
-                    self._dead(result, record, raw, key, "unpriced", str(exc), now)
-                    # Still a request that happened: DeepSeek is unpriced because it is banned,
-                    # and the detectors must see it.
-                    accepted.append((event, Decimal(0)))
-                    continue
-                version_field = version_fields.get(rating.price_version)
-                if version_field is None:
-                    version_field = length_delimited(_PRICE_VERSION, rating.price_version.encode())
-                    version_fields[rating.price_version] = version_field
-                # A RatedUsageEvent written field by field around the event's encoding.
-                parts = [
-                    length_delimited(_EVENT, raw),
-                    length_delimited(_COST, str(rating.cost_krw).encode()),
-                    version_field,
-                    rated_time_field,
-                ]
-                seconds = event.event_time.seconds
-                if seconds - seconds % 60 < late_before:
-                    parts.append(_LATE)
-                result.rated.append((key, b"".join(parts)))
-                accepted.append((event, rating.cost_krw))
+            if not events:
+                continue
+            # No byte the schema does not define goes on (prompt text could hide there). The
+            # batch is encoded again once, and each event's field in it is reused as is.
+            decoded.DiscardUnknownFields()
+            fields = length_delimited_fields(decoded.SerializeToString())
+            columns, errors = validate_batch(events, earliest, latest, self.time_window)
+            sources.append((len(batch.accepted), record.partition, record.offset))
+            batch.rate(record, events, fields, columns, errors)
         if self.detection is not None:
-            found = self.detection.process(accepted, sources)
+            found = self.detection.process(batch.accepted, sources)
             result.alerts = [to_record(alert) for alert in found]
         return result
+
+    def who(self, identity: Identity) -> _Who:
+        who = self._who.get(identity)
+        if who is None:
+            _, organization, _, user, _, provider, service, model, _, _, decision = identity
+            who = _Who(
+                event_key(organization, user),
+                (organization, provider, service, model),
+                decision == pb.DECISION_DENY,
+            )
+            if len(self._who) >= _CACHE_LIMIT:
+                self._who.clear()
+            self._who[identity] = who
+        return who
+
+    def cost(self, micro: int) -> Decimal:
+        cost = self._costs.get(micro)
+        if cost is None:
+            cost = Decimal(micro_won_text(micro))
+            if len(self._costs) >= _CACHE_LIMIT:
+                self._costs.clear()
+            self._costs[micro] = cost
+        return cost
 
     def _dead(
         self,
@@ -151,3 +174,128 @@ class BatchProcessor:
         letter.dead_letter_time.FromDatetime(now)
         result.dead.append((key, letter.SerializeToString()))
         result.reasons[code] = result.reasons.get(code, 0) + 1
+
+
+class _Batch:
+    """One micro-batch's rating: the rates its identities resolved, the rated events' tails."""
+
+    def __init__(
+        self,
+        processor: BatchProcessor,
+        result: BatchResult,
+        now: datetime,
+        rated_time_field: bytes,
+        late_before: float,
+    ) -> None:
+        self.processor = processor
+        self.catalog = processor.catalog
+        self.result = result
+        self.now = now
+        self.rated_time_field = rated_time_field
+        self.late_before = late_before
+        self.accepted: list[tuple[pb.UsageEvent, Decimal]] = []
+        # Per span of unchanged prices: identity -> (partition key, group rate, denied). The
+        # group rates come from the catalog, which resolves each tariff once per span.
+        self.spans: dict[int, dict[Identity, tuple[bytes, GroupRate | None, bool]]] = {}
+        # (micro-won, price version) -> the rated event's fields after the event
+        self.tails: dict[tuple[int, str], bytes] = {}
+
+    def rates(self, span: int) -> dict[Identity, tuple[bytes, GroupRate | None, bool]]:
+        rates = self.spans.get(span)
+        if rates is None:
+            rates = self.spans[span] = {}
+        return rates
+
+    def resolve(
+        self, rates: dict[Identity, tuple[bytes, GroupRate | None, bool]], identity: Identity,
+        span: int, seconds: int,
+    ) -> tuple[bytes, GroupRate | None, bool]:  # fmt: skip
+        who = self.processor.who(identity)
+        group = None
+        if not who.denied:
+            group = self.catalog.group_rate(span, *who.tariff, seconds)
+        rates[identity] = entry = (who.key, group, who.denied)
+        return entry
+
+    def rate(
+        self,
+        record: RawRecord,
+        events: Sequence[pb.UsageEvent],
+        fields: list[bytes],
+        columns: EventColumns,
+        errors: dict[int, ValidationError],
+    ) -> None:
+        processor, catalog = self.processor, self.catalog
+        rated, accepted, tails, costs = (
+            self.result.rated,
+            self.accepted,
+            self.tails,
+            processor._costs,
+        )
+        seconds = columns.seconds
+        first, last = min(seconds), max(seconds)
+        # A batch's events are close in time: usually one span of unchanged prices for all.
+        span = catalog.span_of(first)
+        one_span = span == catalog.span_of(last)
+        rates = self.rates(span)
+        late_before = self.late_before
+        none_late = first - first % 60 >= late_before
+        for i, (event, encoded, identity, quantities, second) in enumerate(
+            zip(events, fields, columns.identities, columns.quantities, seconds, strict=True)
+        ):
+            if errors and i in errors:
+                key = event_key(identity[1], identity[3])
+                self.dead(record, event.SerializeToString(), key, "invalid_field", str(errors[i]))
+                continue
+            if one_span:
+                entry = rates.get(identity) or self.resolve(rates, identity, span, second)
+            else:
+                event_span = catalog.span_of(second)
+                entry = self.rates(event_span).get(identity) or self.resolve(
+                    self.rates(event_span), identity, event_span, second
+                )
+            key, group, denied = entry
+            micro = None if group is None else group.micro_won(quantities)
+            if micro is not None:
+                assert group is not None
+                version = group.version
+                if group.contract_fields:
+                    version = group.price_version(quantities)
+                tail = tails.get((micro, version))
+                if tail is None:
+                    tail = tails[(micro, version)] = self.tail(micro_won_text(micro), version)
+                cost = costs.get(micro)
+                if cost is None:
+                    cost = processor.cost(micro)
+            elif denied:
+                tail = self.tail(_DENIED_COST, _DENIED_VERSION)
+                cost = _ZERO
+            else:
+                # Rated alone: the exact Decimal path gives its cost or its error.
+                try:
+                    rating = catalog.rate(event)
+                except UnpricedError as exc:
+                    self.dead(record, event.SerializeToString(), key, "unpriced", str(exc))
+                    # Still a request that happened: DeepSeek is unpriced because it is
+                    # banned, and the detectors must see it.
+                    accepted.append((event, _ZERO))
+                    continue
+                cost = rating.cost_krw
+                tail = self.tail(str(cost), rating.price_version)
+            if none_late or second - second % 60 >= late_before:
+                rated.append((key, encoded + tail))
+            else:
+                rated.append((key, encoded + tail + _LATE))
+            accepted.append((event, cost))
+
+    def tail(self, cost: str, version: str) -> bytes:
+        return (
+            length_delimited(_COST, cost.encode())
+            + length_delimited(_PRICE_VERSION, version.encode())
+            + self.rated_time_field
+        )
+
+    def dead(
+        self, record: RawRecord, raw: bytes, key: bytes | None, code: str, reason: str
+    ) -> None:
+        self.processor._dead(self.result, record, raw, key, code, reason, self.now)

@@ -1,0 +1,75 @@
+"""CPU per event of the processor's pipeline in process, without Kafka: BatchProcessor.process
+over realistic usage.raw records (the load generator's mix of the 17 governments), timed with
+process time so that other work on a shared machine does not count.
+
+    python -m loadtests.processor_cpu [--events 200000] [--detection] [--repeat 3]
+
+Prints the best of the repeats: CPU µs per event and the events/s that CPU time allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from civicmeter.core.catalog_source import CatalogSource
+from civicmeter.core.event_batch import frame
+from civicmeter.core.policy_source import PolicySource
+from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.pipeline import BatchProcessor, RawRecord
+from loadtests.loadgen import FACTS, stamp, templates, working_hours_offset_ns
+from loadtests.scenario import governments_of, load_facts
+from loadtests.stack import DEFAULT_POLICIES, DEFAULT_PRICES
+
+EVENTS_PER_RECORD = 170  # a 1,000-event request batch over usage.raw's 6 partitions
+RECORDS_PER_BATCH = 64  # the processor's default micro-batch (CIVICMETER_PROCESSOR_BATCH_SIZE)
+
+
+def realistic_records(count: int, seed: int = 99) -> list[RawRecord]:
+    """`count` events of the load generator's mix as usage.raw batch records."""
+    pool = templates(governments_of(load_facts(FACTS)), 4096, seed=seed)
+    now = time.time_ns() - working_hours_offset_ns()
+    records: list[RawRecord] = []
+    for start in range(0, count, EVENTS_PER_RECORD):
+        value = b"".join(
+            frame(stamp(pool[i % len(pool)], f"cpu-{i}", now))
+            for i in range(start, min(start + EVENTS_PER_RECORD, count))
+        )
+        records.append(RawRecord(value, 0, len(records)))
+    return records
+
+
+def cpu_per_event(processor: BatchProcessor, records: Sequence[RawRecord], now: datetime) -> float:
+    """Process time (µs) per event of processing `records` in micro-batches."""
+    events = 0
+    started = time.process_time()
+    for i in range(0, len(records), RECORDS_PER_BATCH):
+        result = processor.process(records[i : i + RECORDS_PER_BATCH], now)
+        events += result.events
+    return (time.process_time() - started) / events * 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--detection", action="store_true", help="with the detectors on")
+    args = parser.parse_args(argv)
+    records = realistic_records(args.events)
+    catalog = CatalogSource(DEFAULT_PRICES).catalog
+    best = float("inf")
+    for _ in range(args.repeat):
+        detection = None
+        if args.detection:
+            detection = DetectionEngine(PolicySource(DEFAULT_POLICIES).current())
+        processor = BatchProcessor(catalog, "usage.raw", detection=detection)
+        best = min(best, cpu_per_event(processor, records, datetime.now(UTC)))
+    what = "with detection" if args.detection else "validate+price+encode"
+    print(f"{args.events} events, {what}: {best:.2f} µs CPU/event = {1e6 / best:,.0f} events/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
