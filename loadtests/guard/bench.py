@@ -1,18 +1,22 @@
 """Decision latency: the gateway's local Guard, and Decide over gRPC at a fixed rate.
 
-    python -m loadtests.guard.bench [--calls 5000] [--rate 1000] [--seconds 10] [--no-write]
+    python -m loadtests.guard.bench [--calls 20000] [--rates 1000] [--seconds 30]
+                                    [--floor-seconds 10] [--no-write]
 
 Local: `Guard.check` (PII and document detectors, the compiled policy of config/policies.yaml
 for Seoul, the masking for REDACT) on prompts of about 4 KB made of the PII benchmark's corpus,
-a third of them with a registration number (so REDACT and its masking are measured too), in
-this one process and thread; each call timed alone. Target p99 <= 1 ms.
+a third of them with a registration number, in this one process and thread; each call timed
+alone, wall clock and thread CPU time. Target p99 <= 1 ms.
 
-Remote: the query service (`python -m civicmeter query`: API keys, audit log, per-key rate
-limit on) in its own process, on an empty embedded ClickHouse; a grpc.aio client in this
-process sends `Decide` open-loop at --rate calls a second (each call starts on its schedule,
-whatever the ones before it are doing) for --seconds, with findings counts as a gateway sends
-them; each call timed from its start to its answer. Target p99 <= 5 ms at 1,000 calls/s.
-The client shares the machine's cores with the server, as it would with a gateway beside it.
+Remote: the decision service in its own process (`python -m civicmeter decision`: API keys,
+roles, audit log and per-key rate limit on) on an empty embedded ClickHouse of its own; the
+load generator is a separate process (`--client`, a grpc.aio client) sending `Decide` open-loop
+at each of --rates calls a second (each call starts on its schedule, whatever the ones before
+it are doing) for --seconds, with findings counts as a gateway sends them; each call timed
+from its start to its answer. It reads the server's CPU time (/proc) and its own around the
+run: CPU per call on both sides, since they share the machine's cores. Then, for scale, the
+transport floor: a fixed answer and no API on grpc.aio and on the thread-pool server.
+Target p99 <= 5 ms at 1,000 calls/s.
 
 Writes loadtests/guard/RESULTS.md (unless --no-write); exit status 1 when a target is missed.
 """
@@ -21,27 +25,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import json
 import os
 import platform
 import random
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from civicmeter.core.auth import hash_token
 from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.gateway import Guard, RequestFacts
-from loadtests.api_bench import start_server
+from loadtests.measure import sample_process
 from loadtests.pii.bench import _cpu_model
 from loadtests.pii.corpus import generate
-from loadtests.stack import REPO
+from loadtests.stack import REPO, LocalStack, free_port
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PROMPT_BYTES = 4096
@@ -75,8 +86,9 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def local(calls: int) -> tuple[list[float], list[float], dict[str, int]]:
-    """Wall-clock and CPU (thread) milliseconds of each call, and the outcomes."""
+def local(calls: int) -> tuple[list[float], list[float], dict[str, int], int]:
+    """Wall-clock and CPU (thread) milliseconds of each call, the outcomes, and how many
+    garbage collections ran during the calls."""
     guard = Guard.from_policy_file(REPO / "config" / "policies.yaml", "seoul")
     texts = prompts(min(calls, 600))
     facts = RequestFacts(
@@ -88,6 +100,7 @@ def local(calls: int) -> tuple[list[float], list[float], dict[str, int]]:
     times: list[float] = []
     cpu: list[float] = []
     outcomes: dict[str, int] = {}
+    collections = sum(generation["collections"] for generation in gc.get_stats())
     for n in range(calls):
         text = texts[n % len(texts)]
         began, began_cpu = time.perf_counter_ns(), time.thread_time_ns()
@@ -95,7 +108,8 @@ def local(calls: int) -> tuple[list[float], list[float], dict[str, int]]:
         cpu.append((time.thread_time_ns() - began_cpu) / 1e6)
         times.append((time.perf_counter_ns() - began) / 1e6)
         outcomes[verdict.outcome] = outcomes.get(verdict.outcome, 0) + 1
-    return times, cpu, outcomes
+    collections = sum(generation["collections"] for generation in gc.get_stats()) - collections
+    return times, cpu, outcomes, collections
 
 
 def decide_requests() -> list[bytes]:
@@ -110,15 +124,19 @@ def decide_requests() -> list[bytes]:
     return [v.SerializeToString() for v in variants]
 
 
-async def remote(target: str, rate: float, seconds: float) -> tuple[list[float], int, float]:
-    """Latencies (ms) of calls started every 1/rate s; the errors; the achieved rate."""
+def client_main(target: str, rate: float, seconds: float, server_pid: int) -> None:
+    """The load generator, run as a process of its own (`--client`): JSON on stdout."""
+    asyncio.run(_client(target, rate, seconds, server_pid))
+
+
+async def _client(target: str, rate: float, seconds: float, server_pid: int) -> None:
     bodies = decide_requests()
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     times: list[float] = []
     errors = 0
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(METHOD)
-        for body in bodies * 50:  # warm-up: connection, budget state, caches
+        for body in bodies * 100:  # warm-up: connection, budget state, caches
             await call(body, metadata=metadata, timeout=10)
 
         async def one(body: bytes) -> None:
@@ -133,6 +151,8 @@ async def remote(target: str, rate: float, seconds: float) -> tuple[list[float],
 
         total = int(rate * seconds)
         tasks: list[asyncio.Task[None]] = []
+        server_began = sample_process(server_pid).cpu_seconds
+        own_began = _own_cpu()
         start = time.perf_counter()
         for n in range(total):
             delay = start + n / rate - time.perf_counter()
@@ -141,7 +161,120 @@ async def remote(target: str, rate: float, seconds: float) -> tuple[list[float],
             tasks.append(asyncio.create_task(one(bodies[n % len(bodies)])))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    return times, errors, total / elapsed
+        server_cpu = sample_process(server_pid).cpu_seconds - server_began
+        own_cpu = _own_cpu() - own_began
+    print(json.dumps({"times": times, "errors": errors, "achieved": total / elapsed,
+                      "seconds": elapsed, "calls": total, "server_cpu": server_cpu,
+                      "client_cpu": own_cpu, "load": os.getloadavg()}))  # fmt: skip
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class RemoteRun:
+    server: str  # what answered
+    rate: float
+    times: list[float]
+    errors: int
+    achieved: float
+    seconds: float
+    server_ms_per_call: float
+    client_ms_per_call: float
+    load_after: float
+
+
+def remote(target: str, server_pid: int, server: str, rate: float, seconds: float) -> RemoteRun:
+    """One open-loop run of the client process against the server."""
+    out = subprocess.run(
+        [sys.executable, "-m", "loadtests.guard.bench", "--client", target,
+         "--server-pid", str(server_pid), "--rates", str(rate), "--seconds", str(seconds)],
+        cwd=REPO, check=True, capture_output=True, text=True, timeout=seconds + 120,
+    ).stdout  # fmt: skip
+    found = json.loads(out.strip().splitlines()[-1])
+    calls = max(1, found["calls"])
+    return RemoteRun(server, rate, found["times"], found["errors"], found["achieved"],
+                     found["seconds"],
+                     found["server_cpu"] / calls * 1000, found["client_cpu"] / calls * 1000,
+                     found["load"][0])  # fmt: skip
+
+
+def start_decision_server(workdir: Path, keys: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`civicmeter decision` in its own process, on an empty embedded ClickHouse of its own."""
+    port = free_port()
+    env = {**os.environ, "CLICKHOUSE_PATH": str(workdir / "chdb-decision"),
+           "CIVICMETER_DECISION_GRPC_PORT": str(port), "CIVICMETER_API_KEYS_FILE": str(keys),
+           "CIVICMETER_QUERY_RATE_PER_KEY": "1000000",
+           "CIVICMETER_LOG_LEVEL": "WARNING"}  # fmt: skip
+    server = subprocess.Popen([sys.executable, "-m", "civicmeter", "decision"], env=env, cwd=REPO)
+    return server, _serving(server, f"127.0.0.1:{port}")
+
+
+def start_floor_server(kind: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A fixed DecideResponse, no API at all, over grpc.aio or the thread-pool server."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "loadtests.guard.bench", "--floor", kind, "--port", str(port)],
+        cwd=REPO,
+    )
+    return server, _serving(server, f"127.0.0.1:{port}")
+
+
+def _serving(server: subprocess.Popen[bytes], target: str) -> str:
+    deadline = time.monotonic() + 60
+    while not LocalStack._grpc_serving(target):
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.terminate()
+            raise RuntimeError(f"the server at {target} did not start")
+        time.sleep(0.2)
+    return target
+
+
+def serve_floor(kind: str, port: int) -> None:
+    answer = pb.DecideResponse(outcome=pb.OUTCOME_ALLOW, policy_version="v1",
+                               organization_id="seoul").SerializeToString()  # fmt: skip
+    service, method = METHOD[1:].split("/")
+    health_only = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health",
+        {"Check": grpc.unary_unary_rpc_method_handler(lambda request, context: _SERVING)},
+    )
+    if kind == "sync":
+
+        def prepared(request: bytes, context: grpc.ServicerContext) -> bytes:
+            return answer
+
+        server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(
+                service, {method: grpc.unary_unary_rpc_method_handler(prepared)}), health_only]
+        )  # fmt: skip
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        server.wait_for_termination()
+        return
+
+    async def prepared_aio(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return answer
+
+    async def run() -> None:
+        aio = grpc.aio.server()
+        aio.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(
+                service, {method: grpc.unary_unary_rpc_method_handler(prepared_aio)}),
+             health_only]
+        )  # fmt: skip
+        aio.add_insecure_port(f"127.0.0.1:{port}")
+        await aio.start()
+        await aio.wait_for_termination()
+
+    asyncio.run(run())
+
+
+_SERVING = health_pb2.HealthCheckResponse(
+    status=health_pb2.HealthCheckResponse.SERVING
+).SerializeToString()
 
 
 def _kept_notes() -> str:
@@ -162,14 +295,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", type=int, default=5000)
-    parser.add_argument("--rates", default="250,1000", help="calls/s, comma-separated")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--calls", type=int, default=20000, help="local Guard.check calls")
+    parser.add_argument("--rates", default="1000", help="Decide calls/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30.0, help="per Decide run")
+    parser.add_argument(
+        "--floor-seconds", type=float, default=10.0, help="per floor server run; 0: none"
+    )
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--client", metavar="TARGET", help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", choices=("aio", "sync"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",")]
+    if args.client:
+        client_main(args.client, rates[0], args.seconds, args.server_pid)
+        return 0
+    if args.floor:
+        serve_floor(args.floor, args.port)
+        return 0
     began = datetime.now(UTC)
     load = os.getloadavg()
-    local_times, local_cpu, outcomes = local(args.calls)
+    local_times, local_cpu, outcomes, collections = local(args.calls)
+    runs: list[RemoteRun] = []
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
         keys = workdir / "api-keys.yaml"
@@ -177,26 +325,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             "keys:\n  - id: bench-gateway\n    role: gateway\n    organization_ids: [seoul]\n"
             f"    sha256: {hash_token(TOKEN)}\n"
         )
-        server, target = start_server(workdir, keys, "0")
-        runs: list[tuple[float, list[float], int, float]] = []
-        try:
-            for rate in (float(r) for r in args.rates.split(",")):
-                runs.append((rate, *asyncio.run(remote(target, rate, args.seconds))))
-        finally:
-            server.terminate()
-            server.wait(30)
-    local_p99 = percentile(local_times, 0.99)
-    local_cpu_p99 = percentile(local_cpu, 0.99)
-    remote_p99 = (
-        max(
-            percentile(times, 0.99) if times else float("inf")
-            for rate, times, _, _ in runs
-            if rate >= 1000
-        )
-        if any(rate >= 1000 for rate, *_ in runs)
-        else float("inf")
+        servers: list[tuple[str, float, Any]] = [
+            (DECISION_SERVER, args.seconds, lambda: start_decision_server(workdir, keys))
+        ]
+        if args.floor_seconds > 0:
+            servers += [
+                (FLOORS[kind], args.floor_seconds, lambda kind=kind: start_floor_server(kind))
+                for kind in ("aio", "sync")
+            ]
+        for label, seconds, start in servers:
+            server, target = start()
+            try:
+                for rate in rates:
+                    runs.append(remote(target, server.pid, label, rate, seconds))
+                    print(_row(runs[-1]), flush=True)
+            finally:
+                server.terminate()
+                server.wait(30)
+    load_after = os.getloadavg()
+    local_p99, local_cpu_p99 = percentile(local_times, 0.99), percentile(local_cpu, 0.99)
+    decided = [run for run in runs if run.server == DECISION_SERVER]
+    remote_ok = all(
+        run.times
+        and percentile(run.times, 0.99) <= REMOTE_TARGET_MS
+        and run.errors == 0
+        and run.achieved >= 0.98 * run.rate
+        for run in decided
     )
-    errors = sum(run[2] for run in runs)
     lines = [
         "# Guard and Decide: decision latency",
         "",
@@ -206,50 +361,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python -m loadtests.guard.bench " + " ".join(argv or sys.argv[1:]),
         "```",
         "",
-        f"Python {platform.python_version()} on {_cpu_model()}, {os.cpu_count()} CPUs, load "
-        f"average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} when the run started (the "
-        "machine is shared with other work).",
+        f"Python {platform.python_version()}, grpcio {grpc.__version__}, on {_cpu_model()}, "
+        f"{os.cpu_count()} CPUs shared with other work: load average (1 / 5 / 15 min) "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} when the run started, "
+        f"{load_after[0]:.1f} / {load_after[1]:.1f} / {load_after[2]:.1f} when it ended. "
+        "Wall-clock tails on a shared machine include the time a thread waits for a core; "
+        "the CPU-time figures are what the code itself costs.",
         "",
         "## Local: `Guard.check` on a 4 KB prompt",
         "",
-        f"{args.calls} calls, one thread; outcomes: "
+        f"{args.calls} calls, one thread, each timed alone; outcomes: "
         + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
-        + " (REDACT includes masking the prompt).",
+        + f" (REDACT includes masking the prompt); {collections} garbage collections (young "
+        "generations) ran during the calls.",
         "",
-        "| clock | p50 ms | p90 ms | p99 ms | max ms | target p99 |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| wall | {statistics.median(local_times):.3f} | {percentile(local_times, 0.9):.3f} | "
-        f"{local_p99:.3f} | {max(local_times):.3f} | {LOCAL_TARGET_MS:.1f} ms |",
-        f"| CPU (thread) | {statistics.median(local_cpu):.3f} | "
-        f"{percentile(local_cpu, 0.9):.3f} | {local_cpu_p99:.3f} | {max(local_cpu):.3f} | "
-        f"{LOCAL_TARGET_MS:.1f} ms |",
-        "",
-        "The wall-clock tail is the time the thread waited for a core (the machine's load "
-        "average is far above its core count), the CPU-time one what the guard itself costs.",
+        "| clock | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | target p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {clock} | {statistics.median(values):.3f} | {percentile(values, 0.9):.3f} | "
+            f"{percentile(values, 0.99):.3f} | {percentile(values, 0.999):.3f} | "
+            f"{max(values):.3f} | {LOCAL_TARGET_MS:.1f} ms |"
+            for clock, values in (("wall", local_times), ("CPU (thread)", local_cpu))
+        ),
         "",
         "## Remote: `Decide` over gRPC",
         "",
-        f"{args.seconds:.0f} s per rate, open loop: each call starts on its schedule; the "
-        "query service in its own process with API keys, the audit log and the per-key rate "
-        "limit on; the Python grpc.aio client in this process.",
+        "Open loop: each call starts on its schedule (1/rate apart), whatever the ones before "
+        "it are doing, and is timed from its start to its answer. The load generator is a "
+        "process of its own (a Python grpc.aio client on one connection, pre-serialised "
+        "requests with findings counts as a gateway sends them) on the same two cores as the "
+        "server, so its CPU is shown too. Server CPU per call is the server process's CPU "
+        "time (all its threads, /proc) over the run divided by the calls.",
         "",
-        "| target calls/s | achieved calls/s | errors | p50 ms | p90 ms | p99 ms | max ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-        *(
-            f"| {rate:.0f} | {achieved:.0f} | {failed} | {_ms(times, 0.5)} | "
-            f"{_ms(times, 0.9)} | {_ms(times, 0.99)} | {_ms(times, 1.0)} |"
-            for rate, times, failed, achieved in runs
-        ),
+        f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process: API "
+        "keys, role check, per-key rate limit, argument checks, an audit row per call (queued, "
+        "written in batches by a background task), the policy from config/policies.yaml and "
+        "the budget state (empty embedded ClickHouse of its own) refreshed every 2 s.",
+        f"- **{FLOORS['aio']}** / **{FLOORS['sync']}**: the transport alone, a fixed "
+        "DecideResponse with no API work, on grpc.aio and on the thread-pool server "
+        "(grpc.server, 4 workers): the floor either server model puts under any API.",
         "",
-        f"Target: p99 <= {REMOTE_TARGET_MS:.0f} ms at 1,000 calls/s.",
+        "| server | offered calls/s | achieved calls/s | seconds | errors | p50 ms | p90 ms | "
+        "p99 ms | max ms | server CPU ms/call | server cores busy | client CPU ms/call | "
+        "load avg after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(_row(run) for run in runs),
+        "",
+        f"Targets: `Decide` p99 <= {REMOTE_TARGET_MS:.0f} ms at 1,000 calls/s "
+        f"({'met' if remote_ok and decided else 'missed'} in this run); the guard's local p99 "
+        f"<= {LOCAL_TARGET_MS:.0f} ms for a 4 KB prompt (wall {local_p99:.3f} ms, CPU "
+        f"{local_cpu_p99:.3f} ms in this run).",
         "",
     ]
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
         RESULTS.write_text(report + _kept_notes(), encoding="utf-8")
-    ok = local_cpu_p99 <= LOCAL_TARGET_MS and remote_p99 <= REMOTE_TARGET_MS and errors == 0
+    ok = remote_ok and local_p99 <= LOCAL_TARGET_MS and local_cpu_p99 <= LOCAL_TARGET_MS
     return 0 if ok else 1
+
+
+DECISION_SERVER = "civicmeter decision"
+FLOORS = {"aio": "floor, grpc.aio", "sync": "floor, thread pool"}
+
+
+def _row(run: RemoteRun) -> str:
+    busy = run.server_ms_per_call * run.achieved / 1000
+    return (
+        f"| {run.server} | {run.rate:.0f} | {run.achieved:.0f} | "
+        f"{run.seconds:.0f} | {run.errors} | {_ms(run.times, 0.5)} | "
+        f"{_ms(run.times, 0.9)} | {_ms(run.times, 0.99)} | {_ms(run.times, 1.0)} | "
+        f"{run.server_ms_per_call:.3f} | {busy:.2f} | {run.client_ms_per_call:.3f} | "
+        f"{run.load_after:.1f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The `civicmeter` command: one sub-command per service.
 
-civicmeter ingest | processor | sink | query | notifier | billing | migrate
+civicmeter ingest | processor | sink | query | decision | notifier | billing | migrate
 civicmeter rerate | reconcile   billing commands over the stored ledger
 civicmeter prices check FILE..  check price catalogs and their FX tables (exit 1 on an error)
 civicmeter export focus --from 2025-01 --to 2025-02 [--organization X] --format csv|parquet
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from civicmeter.core.runtime import ServiceMain, configure_logging, run_until_signalled
 
-SERVABLE = ("ingest", "sink", "query", "notifier", "billing")
+SERVABLE = ("ingest", "sink", "query", "decision", "notifier", "billing")
 
 
 def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
@@ -50,6 +50,13 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         query_settings = QuerySettings.from_env(env)
         query_storage = open_storage(query_settings.clickhouse)
         return lambda stop: query.serve(query_settings, query_storage, stop)
+    if name == "decision":
+        from civicmeter.core.storage import open_storage
+        from civicmeter.query import decision_server
+
+        decision_settings = decision_server.settings_from_env(env)
+        decision_storage = open_storage(decision_settings.clickhouse)
+        return lambda stop: decision_server.serve(decision_settings, decision_storage, stop)
     if name == "notifier":
         from civicmeter.core.config import NotifierSettings
         from civicmeter.core.policy import load_policies

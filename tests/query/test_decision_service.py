@@ -1,4 +1,6 @@
-"""DecisionService over the real query server: gateway keys, decisions, the policy stream."""
+"""DecisionService over the real servers: gateway keys, decisions, the policy stream. Each test
+runs against the query service and against the decision service's own process
+(query.decision_server), which must answer alike."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.gateway import Guard
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.query.access import AuditLog
+from civicmeter.query.decision_server import build_decision_server
 from civicmeter.query.server import build_server
 from civicmeter.sink.event_writer import write_events
 from civicmeter.usage.v1 import usage_event_pb2 as usage_pb
@@ -51,7 +54,11 @@ POLICY = {
 
 @contextlib.asynccontextmanager
 async def serving(
-    clickhouse: Client, tmp_path: Path, port: int | None = None
+    clickhouse: Client,
+    tmp_path: Path,
+    port: int | None = None,
+    kind: str = "query",
+    audit: AuditLog | None = None,
 ) -> AsyncIterator[grpc.aio.Channel]:
     keys = tmp_path / "keys.yaml"
     keys.write_text(yaml.safe_dump({"keys": [
@@ -71,16 +78,19 @@ async def serving(
         policy_file=policies,
         rate_per_key=0,
     )
-    server = build_server(settings, Storage(clickhouse), AuditLog(Storage(clickhouse)))
+    build = build_decision_server if kind == "decision" else build_server
+    server = build(settings, Storage(clickhouse), audit or AuditLog(Storage(clickhouse)))
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
         yield channel
     await server.stop(0)
 
 
-@pytest.fixture
-async def channel(clickhouse: Client, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
-    async with serving(clickhouse, tmp_path) as running:
+@pytest.fixture(params=["query", "decision"])
+async def channel(
+    clickhouse: Client, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[grpc.aio.Channel]:
+    async with serving(clickhouse, tmp_path, kind=request.param) as running:
         yield running
 
 

@@ -15,6 +15,12 @@ overshoot: at most (request rate × that delay × cost per request).
 
 The organisation is the gateway key's (core.auth): a key bound to one organisation decides
 for it; a key bound to several names one of them in `organization_id`.
+
+Every call is audited (query.access: one row a call, queued in memory and written in batches
+off the call path). When that queue is full (storage failing for about 100 s at 1,000
+calls/s) `Decide` answers UNAVAILABLE rather than decide without its audit record; the
+refused call is itself counted and logged as dropped, and a gateway's Guard keeps deciding
+locally with the policy it last received.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from civicmeter.core.policy import PolicySet
 from civicmeter.core.storage import Storage
 from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
-from civicmeter.query.access import current_principal
+from civicmeter.query.access import AuditLog, current_principal
 
 log = logging.getLogger("civicmeter.query.decision")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -69,8 +75,10 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
         policies: Callable[[], PolicySet],
         refresh_seconds: float = REFRESH_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit: AuditLog | None = None,
     ) -> None:
         self._storage = storage
+        self._audit = audit
         self._policies = policies
         self._refresh_seconds = refresh_seconds
         self._clock = clock
@@ -79,6 +87,11 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
     async def Decide(  # noqa: N802 (gRPC method name)
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
     ) -> pb.DecideResponse:
+        if self._audit is not None and not self._audit.has_room():
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the audit log cannot take the decision's record now; retry with backoff",
+            )
         organization = await _organization(context, request.organization_id)
         if request.account_kind not in ACCOUNT_KINDS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "account_kind: unknown value")

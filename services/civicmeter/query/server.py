@@ -217,7 +217,7 @@ def build_server(
     budgets = BudgetService(storage, policies.current, tokens=tokens)
     budget_grpc.add_BudgetServiceServicer_to_server(budgets, grpc_server.server)
     decision_grpc.add_DecisionServiceServicer_to_server(
-        DecisionService(storage, policies.current), grpc_server.server
+        DecisionService(storage, policies.current, audit=audit), grpc_server.server
     )
     seat_grpc.add_SeatServiceServicer_to_server(
         SeatService(storage, tokens=tokens), grpc_server.server

@@ -1,0 +1,111 @@
+"""The decision service's own process: its settings, its audit of every call, and what it does
+when the audit log cannot take a record. (Decisions themselves: test_decision_service.py,
+which runs every test against this server and the query service.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.auth import Principal
+from civicmeter.core.config import ConfigError
+from civicmeter.core.storage import Storage
+from civicmeter.decision.v1 import decision_service_pb2 as pb
+from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.query.access import AuditEntry, AuditLog
+from civicmeter.query.decision_server import DEFAULT_PORT, settings_from_env
+from tests.query.test_decision_service import FINANCE, GATEWAY, auth, request, serving
+
+DECIDE = "/civicmeter.decision.v1.DecisionService/Decide"
+T = TypeVar("T")
+
+
+def test_settings_are_the_query_services_on_the_decision_port() -> None:
+    env = {"CIVICMETER_QUERY_GRPC_PORT": "50052", "CIVICMETER_QUERY_RATE_PER_KEY": "5"}
+    settings = settings_from_env(env)
+    assert (settings.grpc_port, settings.rate_per_key) == (DEFAULT_PORT, 5.0)
+    chosen = settings_from_env({**env, "CIVICMETER_DECISION_GRPC_PORT": "6000",
+                                "CIVICMETER_DECISION_HOST": "0.0.0.0"})  # fmt: skip
+    assert (chosen.host, chosen.grpc_port) == ("0.0.0.0", 6000)
+    with pytest.raises(ConfigError, match="CIVICMETER_DECISION_GRPC_PORT"):
+        settings_from_env({"CIVICMETER_DECISION_GRPC_PORT": "decide"})
+
+
+async def test_every_decide_call_is_audited_with_its_status(
+    clickhouse: Client, tmp_path: Path
+) -> None:
+    audit = AuditLog(Storage(clickhouse))
+    async with serving(clickhouse, tmp_path, kind="decision", audit=audit) as channel:
+        stub = decision_grpc.DecisionServiceStub(channel)
+        await stub.Decide(request(provider="deepseek"), metadata=auth(GATEWAY))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Decide(request(), metadata=auth(FINANCE))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Decide(request(organization_id="busan"), metadata=auth(GATEWAY))
+    await audit.flush()
+    rows = clickhouse.query(
+        "SELECT key_id, method, organization_id, status FROM audit_log"
+    ).result_rows
+    assert sorted(tuple(r) for r in rows) == [
+        ("finance", DECIDE, "", "PERMISSION_DENIED"),
+        ("gw-seoul", DECIDE, "", "OK"),
+        ("gw-seoul", DECIDE, "busan", "PERMISSION_DENIED"),
+    ]
+
+
+async def test_a_full_audit_queue_refuses_decisions_and_counts_the_lost_records(
+    clickhouse: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    audit = AuditLog(Storage(clickhouse), max_pending=3)
+    async with serving(clickhouse, tmp_path, kind="decision", audit=audit) as channel:
+        stub = decision_grpc.DecisionServiceStub(channel)
+        for _ in range(3):  # fills the queue: three records wait for the writer
+            answer = await stub.Decide(request(), metadata=auth(GATEWAY))
+            assert answer.outcome == pb.OUTCOME_ALLOW
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Decide(request(), metadata=auth(GATEWAY))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "audit" in (refused.value.details() or "")
+        assert audit.dropped == 1  # the refused call's own record: counted, not silent
+        await audit.flush()  # the writer catches up: decisions are answered again
+        assert caplog.text.count("1 records dropped") == 1
+        again = await stub.Decide(request(), metadata=auth(GATEWAY))
+        assert again.outcome == pb.OUTCOME_ALLOW
+    assert clickhouse.query("SELECT count() FROM audit_log").result_rows == [(3,)]
+
+
+class _Flaky(Storage):
+    down = True
+
+    async def run(self, fn: Callable[[Client], T]) -> T:
+        if self.down:
+            raise OSError("storage down")
+        return await super().run(fn)
+
+
+def _entry(n: int) -> AuditEntry:
+    principal = Principal("k", "seoul", "gateway")
+    stamp = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000) + n
+    return AuditEntry(stamp, principal, DECIDE, "seoul", "OK", 0, "ipv4:127.0.0.1")
+
+
+async def test_records_kept_through_a_storage_failure_stay_within_the_bound(
+    clickhouse: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = _Flaky(clickhouse)
+    audit = AuditLog(storage, max_pending=4)
+    assert [audit.record(_entry(n)) for n in range(5)] == [True, True, True, True, False]
+    with pytest.raises(OSError):
+        await audit.flush()
+    assert audit.dropped == 1 and not audit.has_room()
+    assert "1 records dropped" in caplog.text
+    storage.down = False  # storage back: the four kept records are written
+    await audit.flush()
+    assert audit.has_room()
+    assert clickhouse.query("SELECT count() FROM audit_log").result_rows == [(4,)]
