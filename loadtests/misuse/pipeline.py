@@ -32,6 +32,8 @@ from civicmeter.core.pricing import load_catalog
 from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.gateway import UsageEmitter
 from civicmeter.processor.detection import Alert
+from civicmeter.processor.detector_state import DetectionTopics
+from loadtests import measure
 from loadtests.misuse.scenario import MisuseScenario, build_misuse_scenario
 from loadtests.misuse.scoring import Mismatch, Score, score
 from loadtests.scenario import governments_of, load_facts
@@ -74,6 +76,7 @@ WAYS = {
 }
 KILLED = "processor-2"
 TOPICS = ("raw", "rated", "dlq", "alerts")
+DRAIN_SECONDS = 600
 
 
 @dataclass
@@ -149,6 +152,27 @@ async def _read(
         received.setdefault(message.alert.dedup_key, (time.monotonic(), message.alert))
 
 
+async def drained(stack: LocalStack) -> None:
+    """Wait until the processors have consumed usage.raw and their activity topic, and the
+    sink usage.alerts: every alert is then stored (a slow stretch never ends a run early)."""
+    env = stack.env()
+    raw = env.get("CIVICMETER_TOPIC_RAW", "usage.raw")
+    processors = env.get("CIVICMETER_PROCESSOR_GROUP_ID", "civicmeter-processor")
+    consumed = [
+        (processors, raw),
+        (processors, DetectionTopics.of(processors, raw).activity),
+        (env.get("CIVICMETER_SINK_GROUP_ID", "civicmeter-sink"),
+         env.get("CIVICMETER_TOPIC_ALERTS", "usage.alerts")),
+    ]  # fmt: skip
+    deadline = time.monotonic() + DRAIN_SECONDS
+    for group, topic in consumed:
+        while await measure.consumer_lag(stack.kafka_bootstrap, group, topic):
+            stack.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{group} did not consume {topic} in time")
+            await asyncio.sleep(0.5)
+
+
 async def run_through(
     stack: LocalStack,
     scenario: MisuseScenario,
@@ -164,6 +188,7 @@ async def run_through(
     started = time.monotonic()
     await send_all(stack, scenario, sent_at, rate, kill_at)
     sending = time.monotonic() - started
+    await drained(stack)
     quiet_since, count = time.monotonic(), -1
     while time.monotonic() - quiet_since < settle_seconds:  # until no new alert for a while
         if len(received) != count:

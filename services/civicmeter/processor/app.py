@@ -133,8 +133,16 @@ def build_app(
         try:
             # take_events (not take) keeps each record's partition, offset and headers.
             batches = cast("faust.Stream[bytes]", stream).take_events
-            async for events in batches(settings.batch_size, within=settings.batch_within_seconds):
+            async for taken in batches(settings.batch_size, within=settings.batch_within_seconds):
                 started = time.perf_counter()
+                events = (
+                    taken
+                    if users is None
+                    else [e for e in taken if users.owns(e.message.partition)]
+                )
+                if not events:
+                    yield None
+                    continue
                 records = [
                     RawRecord(e.message.value, e.message.partition, e.message.offset)
                     for e in events
@@ -213,9 +221,10 @@ def build_app(
             await producer.start()
             try:
                 batches = cast("faust.Stream[bytes]", stream).take_events
-                async for events in batches(
+                async for taken in batches(
                     settings.batch_size, within=settings.batch_within_seconds
                 ):
+                    events = [e for e in taken if organizations.owns(e.message.partition)]
                     await organizations.ensure_loaded(e.message.partition for e in events)
                     updates: list[activity_pb2.UserDayActivity] = []
                     partition_of: dict[str, int] = {}

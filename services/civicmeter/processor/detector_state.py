@@ -93,12 +93,20 @@ class StateStore:
         self.topic = topic
         self.engine = engine
         self._loaded: set[int] = set()  # partitions whose state is in the engine
+        self._owned: set[int] | None = None  # the source partitions assigned; None: unknown
         self.restored = 0  # records read back
 
     def keep_only(self, partitions: Iterable[int]) -> None:
         """After a rebalance: a partition not kept may be processed elsewhere meanwhile, so
         its state is read again if it comes back."""
-        self._loaded &= set(partitions)
+        self._owned = set(partitions)
+        self._loaded &= self._owned
+
+    def owns(self, partition: int) -> bool:
+        """Whether the source partition is assigned here. Records a rebalance took away but
+        that were already fetched must be left to the new owner: processed here too, their
+        state would be written by two processes at once."""
+        return self._owned is None or partition in self._owned
 
     async def ensure_loaded(self, partitions: Iterable[int]) -> None:
         missing = sorted(set(partitions) - self._loaded)
