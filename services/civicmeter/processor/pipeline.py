@@ -41,7 +41,6 @@ _ZERO = Decimal(0)
 # A denied request never left: stored at cost 0, rated by no price.
 _DENIED_COST, _DENIED_VERSION = str(_ZERO), "denied"
 _CACHE_LIMIT = 100_000  # identities and costs remembered across batches
-_UNRESOLVED = object()
 
 
 @dataclass(frozen=True)
