@@ -9,8 +9,9 @@ timed but not traced (probes would bury the traces worth reading).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,15 +119,8 @@ class CallDurationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _unary(self, behavior: Any, method: str) -> Any:
         async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
-            failed = False
-            try:
+            with self._timing(method, context):
                 return await behavior(request, context)
-            except BaseException:
-                failed = True
-                raise
-            finally:
-                self._record(method, context, failed, time.perf_counter() - started)
 
         return timed
 
@@ -134,18 +128,23 @@ class CallDurationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def timed(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            failed = False
-            try:
+            with self._timing(method, context):
                 async for response in behavior(request, context):
                     yield response
-            except BaseException:
-                failed = True
-                raise
-            finally:
-                self._record(method, context, failed, time.perf_counter() - started)
 
         return timed
+
+    @contextlib.contextmanager
+    def _timing(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+        started = time.perf_counter()
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            self._record(method, context, failed, time.perf_counter() - started)
 
     def _record(
         self,
