@@ -137,6 +137,20 @@ def test_a_failed_call_is_metered_as_one_request() -> None:
     assert (event.department_id, event.service_id) == ("transport", "anthropic-api")
 
 
+def test_the_configured_organisation_wins_over_the_callers_metadata() -> None:
+    payload: dict[str, Any] = {
+        "id": "call-2", "call_type": "completion", "custom_llm_provider": "openai",
+        "model": "gpt-4o", "end_user": "lee", "prompt_tokens": 10, "completion_tokens": 5,
+        "metadata": {"civicmeter_organization_id": "busan", "civicmeter_department_id": "welfare"},
+    }  # fmt: skip
+    configured = CivicmeterLogger(
+        UsageEmitter("http://unused"), hmac_key=HMAC_KEY, organization_id="seoul"
+    )
+    assert configured.event(payload, {}).organization_id == "seoul"
+    unconfigured = CivicmeterLogger(UsageEmitter("http://unused"), hmac_key=HMAC_KEY)
+    assert unconfigured.event(payload, {}).organization_id == "busan"
+
+
 def test_cached_and_reasoning_tokens_are_taken_out_of_the_totals() -> None:
     logger = CivicmeterLogger(
         UsageEmitter("http://unused"), hmac_key=HMAC_KEY, organization_id="seoul"

@@ -14,10 +14,11 @@ parameters. An SDK user appends a logger to `litellm.callbacks`:
 standard logging payload: the call id is the event id (LiteLLM logs a call once; a retried
 event is counted once), provider, model and operation from the call, tokens from the
 provider's usage split as civicmeter bills them (cached input and reasoning output taken out
-of the prompt and completion totals, as for OTLP spans), organisation, department and user
-from the call's metadata (`civicmeter_organization_id`, `civicmeter_department_id`, else the
-key's team alias) and end user, pseudonymised with `pseudonymise_user` under the
-organisation's key: the user's name never leaves the gateway. A failed call that consumed no
+of the prompt and completion totals, as for OTLP spans), the organisation from the logger's
+configuration (else the call's `civicmeter_organization_id`: a proxy's callers write the
+metadata), department from the call's metadata (`civicmeter_department_id`, else the key's
+team alias) and the end user, pseudonymised with `pseudonymise_user` under the organisation's
+key: the user's name never leaves the gateway. A failed call that consumed no
 tokens is metered as one request.
 
 `CivicmeterGuardrail` runs `civicmeter.gateway.Guard` on the prompt before the call (LiteLLM
@@ -177,7 +178,8 @@ class CivicmeterLogger(CustomLogger):
     def event(self, payload: Mapping[str, Any], kwargs: Mapping[str, Any]) -> pb.UsageEvent:
         """The usage event of one call's standard logging payload."""
         metadata = _call_metadata(payload, kwargs)
-        organization = str(metadata.get(ORGANIZATION_KEY) or self._organization)
+        # The configured organisation wins: a proxy's callers write the request's metadata.
+        organization = str(self._organization or metadata.get(ORGANIZATION_KEY) or "")
         department = str(
             metadata.get(DEPARTMENT_KEY)
             or metadata.get("user_api_key_team_alias")
