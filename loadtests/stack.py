@@ -53,6 +53,9 @@ class LocalStack:
     ingest_http_port: int = field(default_factory=free_port)
     ingest_grpc_port: int = field(default_factory=free_port)
     query_grpc_port: int = field(default_factory=free_port)
+    # The decision service's own port (in the storage process: the embedded ClickHouse is one
+    # process's; against a ClickHouse server it runs as `civicmeter decision` on its own).
+    decision_grpc_port: int = field(default_factory=free_port)
     services: tuple[str, ...] = ("ingest", "processor", "storage")
     # Processor processes in one consumer group: Kafka spreads the partitions over them.
     processors: int = 1
@@ -72,6 +75,10 @@ class LocalStack:
     @property
     def query_target(self) -> str:
         return f"127.0.0.1:{self.query_grpc_port}"
+
+    @property
+    def decision_target(self) -> str:
+        return f"127.0.0.1:{self.decision_grpc_port}"
 
     @property
     def ingest_grpc_target(self) -> str:
@@ -103,6 +110,7 @@ class LocalStack:
             "CIVICMETER_INGEST_HTTP_PORT": str(self.ingest_http_port),
             "CIVICMETER_INGEST_GRPC_PORT": str(self.ingest_grpc_port),
             "CIVICMETER_QUERY_GRPC_PORT": str(self.query_grpc_port),
+            "CIVICMETER_DECISION_GRPC_PORT": str(self.decision_grpc_port),
             "PYTHONUNBUFFERED": "1",
         }
         if self.gateway_keys:
@@ -123,7 +131,7 @@ class LocalStack:
         commands = {
             "ingest": ["ingest"],
             "processor": ["processor"],
-            "storage": ["serve", "sink", "query", "notifier", "billing"],
+            "storage": ["serve", "sink", "query", "decision", "notifier", "billing"],
         }
         for name in self.services:
             if name == "processor":
@@ -146,6 +154,7 @@ class LocalStack:
             self._wait(lambda: self._http_ok(f"{self.ingest_url}/healthz"), "ingest", deadline)
         if "storage" in self.services:
             self._wait(lambda: self._grpc_serving(self.query_target), "query", deadline)
+            self._wait(lambda: self._grpc_serving(self.decision_target), "decision", deadline)
         return self
 
     def _write_gateway_keys(self) -> None:

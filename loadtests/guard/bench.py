@@ -206,7 +206,7 @@ def start_decision_server(workdir: Path, keys: Path) -> tuple[subprocess.Popen[b
     port = free_port()
     env = {**os.environ, "CLICKHOUSE_PATH": str(workdir / "chdb-decision"),
            "CIVICMETER_DECISION_GRPC_PORT": str(port), "CIVICMETER_API_KEYS_FILE": str(keys),
-           "CIVICMETER_QUERY_RATE_PER_KEY": "1000000",
+           "CIVICMETER_DECISION_RATE_PER_KEY": "1000000",
            "CIVICMETER_LOG_LEVEL": "WARNING"}  # fmt: skip
     server = subprocess.Popen([sys.executable, "-m", "civicmeter", "decision"], env=env, cwd=REPO)
     return server, _serving(server, f"127.0.0.1:{port}")

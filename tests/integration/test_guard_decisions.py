@@ -168,7 +168,7 @@ async def eventually(
 
 async def test_the_guard_prevents_and_every_decision_is_metered(stack: LocalStack) -> None:
     guard = Guard("seoul")
-    watching = asyncio.create_task(guard.watch(stack.query_target, stack.gateway_token))
+    watching = asyncio.create_task(guard.watch(stack.decision_target, stack.gateway_token))
     try:
         await eventually(lambda: _value(guard.policy_version), lambda v: v == "guard-it-1", 60)
         assert guard.policy_version == "guard-it-1", "no policy from the decision service"

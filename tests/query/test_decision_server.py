@@ -19,7 +19,7 @@ from civicmeter.core.storage import Storage
 from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.query.access import AuditEntry, AuditLog
-from civicmeter.query.decision_server import DEFAULT_PORT, settings_from_env
+from civicmeter.query.decision_server import DEFAULT_PORT, DEFAULT_RATE_PER_KEY, settings_from_env
 from tests.query.test_decision_service import FINANCE, GATEWAY, auth, request, serving
 
 DECIDE = "/civicmeter.decision.v1.DecisionService/Decide"
@@ -27,14 +27,19 @@ T = TypeVar("T")
 
 
 def test_settings_are_the_query_services_on_the_decision_port() -> None:
-    env = {"CIVICMETER_QUERY_GRPC_PORT": "50052", "CIVICMETER_QUERY_RATE_PER_KEY": "5"}
+    env = {"CIVICMETER_QUERY_GRPC_PORT": "50052", "CIVICMETER_QUERY_RATE_PER_KEY": "5",
+           "CIVICMETER_API_KEYS_FILE": "/keys.yaml"}  # fmt: skip
     settings = settings_from_env(env)
-    assert (settings.grpc_port, settings.rate_per_key) == (DEFAULT_PORT, 5.0)
+    assert (settings.grpc_port, settings.rate_per_key) == (DEFAULT_PORT, DEFAULT_RATE_PER_KEY)
+    assert settings.api_keys_file == Path("/keys.yaml")
     chosen = settings_from_env({**env, "CIVICMETER_DECISION_GRPC_PORT": "6000",
-                                "CIVICMETER_DECISION_HOST": "0.0.0.0"})  # fmt: skip
-    assert (chosen.host, chosen.grpc_port) == ("0.0.0.0", 6000)
+                                "CIVICMETER_DECISION_HOST": "0.0.0.0",
+                                "CIVICMETER_DECISION_RATE_PER_KEY": "0"})  # fmt: skip
+    assert (chosen.host, chosen.grpc_port, chosen.rate_per_key) == ("0.0.0.0", 6000, 0.0)
     with pytest.raises(ConfigError, match="CIVICMETER_DECISION_GRPC_PORT"):
         settings_from_env({"CIVICMETER_DECISION_GRPC_PORT": "decide"})
+    with pytest.raises(ConfigError, match="CIVICMETER_DECISION_RATE_PER_KEY"):
+        settings_from_env({"CIVICMETER_DECISION_RATE_PER_KEY": "-1"})
 
 
 async def test_every_decide_call_is_audited_with_its_status(

@@ -3,10 +3,11 @@ decision` beside other services), on its own port (CIVICMETER_DECISION_GRPC_PORT
 
 A gateway's `Decide` waits on this process alone, so the query service's ClickHouse work
 (breakdowns, exports, its cache refreshes) never delays a decision. Everything else is the
-query service's: the same API keys, roles, per-key rate limit, audit log, TLS settings and
-policy file (QuerySettings from the environment), the same DecisionService, health checking
-and reflection. The query service still serves DecisionService on its own port too, for
-gateways configured before this process existed.
+query service's: the same API keys, roles, audit log, TLS settings and policy file
+(QuerySettings from the environment), the same DecisionService, health checking and
+reflection; only the per-key rate limit is its own (CIVICMETER_DECISION_RATE_PER_KEY). The
+query service still serves DecisionService on its own port too, for gateways configured
+before this process existed.
 
 The call path holds no I/O: the policy in memory (reloaded when its file changes), the budget
 state refreshed in the background (core.budgets, at most 2 s old), the audit row appended to a
@@ -45,12 +46,14 @@ from civicmeter.query.server import server_credentials
 
 log = logging.getLogger("civicmeter.decision")
 DEFAULT_PORT = 50053
+DEFAULT_RATE_PER_KEY = 5000.0  # calls/s of one gateway key (bursts of twice that)
 SWITCH_INTERVAL_SECONDS = 0.0005
 MAX_MESSAGE_BYTES = 64 * 1024  # a DecideRequest is metadata and counts, never a prompt
 
 
 def settings_from_env(env: Mapping[str, str]) -> QuerySettings:
-    """The query service's settings, on the decision service's host and port."""
+    """The query service's settings, on the decision service's host and port, with its own
+    per-key rate limit (CIVICMETER_DECISION_RATE_PER_KEY): a gateway asks once per request."""
     settings = QuerySettings.from_env(env)
     raw = env.get("CIVICMETER_DECISION_GRPC_PORT", str(DEFAULT_PORT))
     try:
@@ -59,8 +62,17 @@ def settings_from_env(env: Mapping[str, str]) -> QuerySettings:
         raise ConfigError(f"CIVICMETER_DECISION_GRPC_PORT: {raw!r} is not a port") from None
     if not 0 <= port <= 65535:
         raise ConfigError(f"CIVICMETER_DECISION_GRPC_PORT: {port} is not a port")
+    raw_rate = env.get("CIVICMETER_DECISION_RATE_PER_KEY", str(DEFAULT_RATE_PER_KEY))
+    try:
+        rate = float(raw_rate)
+    except ValueError:
+        rate = -1.0
+    if not rate >= 0:
+        raise ConfigError(
+            f"CIVICMETER_DECISION_RATE_PER_KEY: {raw_rate!r} is not a rate (calls/s, 0: off)"
+        )
     host = env.get("CIVICMETER_DECISION_HOST", settings.host)
-    return dataclasses.replace(settings, host=host, grpc_port=port)
+    return dataclasses.replace(settings, host=host, grpc_port=port, rate_per_key=rate)
 
 
 def build_decision_server(
