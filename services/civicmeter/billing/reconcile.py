@@ -17,7 +17,9 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.seoul import SEOUL
 
-# (table, how its window column compares with the period's bounds)
+# (table, how its window column compares with the period's bounds). usage_rollup_1d and
+# usage_rollup_1mo are views summing usage_rollup_1h by Seoul day and month: checked all the same,
+# as readers see them.
 ROLLUPS: tuple[tuple[str, str], ...] = (
     ("usage_cost_1m", "utc"),
     ("usage_rollup_1h", "utc"),

@@ -3,7 +3,7 @@
 The planner picks the coarsest table that answers the question exactly:
 
 - usage_rollup_1mo_departments / usage_rollup_1mo: Asia/Seoul months (the first without users);
-- usage_rollup_1d: Asia/Seoul days;
+- usage_rollup_1d: Asia/Seoul days (it and usage_rollup_1mo are views summing the hours);
 - usage_rollup_1h: UTC hours, exact in any time zone whose offset is a whole number of hours;
 - otherwise the ledger itself (usage_events FINAL plus the re-rating deltas in cost_corrections),
   so a range that no rollup covers exactly is still answered exactly, never approximately.

@@ -80,14 +80,14 @@ def write_rated_records(client: Client, records: Sequence[bytes], events: int) -
         return WriteResult(0, 0)
     if write_journal.has_unfinished():
         write_journal.replay_pending(client)  # an earlier write of this process was cut off
-    token = stage(client, records, events)
+    token = stage(client, records)
     stored = write_journal.copy_block(client, token)
     return WriteResult(stored, events - stored)
 
 
-def stage(client: Client, records: Sequence[bytes], events: int) -> int:
-    """Stage the records' events whole under a new write token, journaled; return the token."""
-    token = write_journal.new_token()
+def stage(client: Client, records: Sequence[bytes]) -> int:
+    """Stage the records' events whole under a new write token; return the token."""
+    token = write_journal.begin_block()
     insert_from_protobuf(
         client,
         f"{write_journal.STAGED_TABLE} (write_token, {', '.join(COLUMNS)})",
@@ -96,7 +96,6 @@ def stage(client: Client, records: Sequence[bytes], events: int) -> int:
         pb.RatedUsageEvent.DESCRIPTOR,
         _envelope(records),
     )
-    write_journal.journal_staged(client, token, events)
     return token
 
 

@@ -5,20 +5,23 @@ table's part and each view's part separately. A writer killed between those comm
 the events stored and the rollups short; on a retry the events would be found stored and
 skipped, so the rollups would stay short for good. So a block of rated events is:
 
-1. staged whole in usage_staged under a fresh 64-bit write token (one atomic insert), then
-   journaled as staged;
+1. staged whole in usage_staged under a fresh 64-bit write token (one insert). The staged rows
+   are the block's journal entry: a token in usage_staged is a block to copy;
 2. copied into usage_events with the token as the insert's deduplication token, and
    `deduplicate_blocks_in_dependent_materialized_views`, so every table the copy reaches (the
    ledger and each rollup) records the token with the part it commits. The copy leaves out the
    events stored before by *other* blocks (the idempotency on event_id) and repeats within the
    block, so a block copied again is the same block;
-3. journaled as done.
+3. marked done in usage_write_journal. Done marks only spare the replay work, so they are
+   written together, a few seconds' blocks in one insert (`flush_done`), rather than one
+   insert per block: every insert is a part to write and merge, in the journal as elsewhere.
 
-A block journaled as staged and never done (the writer died, or the copy failed) is copied again
-with the same token: ClickHouse drops it from every table that already committed it and inserts
-it where it is missing. A block staged but never journaled was never copied: its events are
-still uncommitted in Kafka and come again. `replay_pending` completes the blocks left pending;
-writers call it at start, when they take over partitions, and after a failed write.
+A staged block without a done mark (the writer died, the copy failed, or its mark was not
+flushed yet) is copied again with the same token: ClickHouse drops it from every table that
+already committed it and inserts it where it is missing. Even a block cut off while staging is
+safe to copy: its events are still uncommitted in Kafka, come again, and are then left out as
+stored by another block. `replay_pending` completes the blocks left pending; writers call it at
+start, when they take over partitions, and after a failed write.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from civicmeter.core.quantities import QUANTITIES
 log = logging.getLogger("civicmeter.write_journal")
 STAGED_TABLE = "usage_staged"
 JOURNAL_TABLE = "usage_write_journal"
-_STAGED, _DONE = 0, 1
+_DONE = 1  # the journal's state of a copied block (0, staged, is no longer written)
 # Finished staging and journal partitions (15 minutes each) are dropped once this old.
 RETENTION = timedelta(minutes=30)
+_PARTITION = timedelta(minutes=15)  # both tables' partitions: toStartOfFifteenMinutes
 # The columns a block carries from staging into usage_events.
 EVENT_COLUMNS = (
     "organization_id", "department_id", "user_id", "event_id", "event_time", "gateway_id",
@@ -48,6 +52,14 @@ EVENT_COLUMNS = (
 _KEY = "(organization_id, toDate(event_time), event_id)"  # usage_events' primary key
 # Tokens of blocks this process staged and has not seen copied.
 _unfinished: set[int] = set()
+# Blocks this process copied whose done marks are not written yet: (token, events stored).
+_copied: list[tuple[int, int]] = []
+# Pending blocks: staged tokens without a done mark.
+_PENDING = (
+    f"SELECT write_token, count(), min(staged_time) AS staged FROM {STAGED_TABLE} "
+    "{where} GROUP BY write_token HAVING write_token NOT IN "
+    f"(SELECT write_token FROM {JOURNAL_TABLE} WHERE state = {_DONE:d})"
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +68,13 @@ class Replayed:
     events: int
 
 
-def new_token() -> int:
-    return secrets.randbits(63) | 1  # never 0: the token of rows written before journaling
+def begin_block() -> int:
+    """A fresh write token for a block about to be staged. Until the block is copied, this
+    process's next write first completes whatever was staged (even a staging insert that
+    failed part way leaves nothing it cannot complete)."""
+    token = secrets.randbits(63) | 1  # never 0: the token of rows written before journaling
+    _unfinished.add(token)
+    return token
 
 
 def dedup_settings(token: int) -> dict[str, object]:
@@ -69,15 +86,9 @@ def dedup_settings(token: int) -> dict[str, object]:
     }
 
 
-def journal_staged(client: Client, token: int, events: int) -> None:
-    """Record that the block `token` is staged whole (after its staging insert returned)."""
-    _unfinished.add(token)
-    _journal(client, token, _STAGED, events)
-
-
 def copy_block(client: Client, token: int) -> int:
-    """Copy the staged block into usage_events (idempotently), journal it done, and return how
-    many of its events it stored."""
+    """Copy the staged block into usage_events (idempotently), queue its done mark, and return
+    how many of its events it stored."""
     columns = ", ".join(EVENT_COLUMNS)
     client.command(
         f"INSERT INTO usage_events ({columns}, write_token) "
@@ -93,22 +104,32 @@ def copy_block(client: Client, token: int) -> int:
         f"SELECT count() FROM usage_events WHERE write_token = {token:d} AND {_KEY} IN "
         f"(SELECT {_KEY} FROM {STAGED_TABLE} WHERE write_token = {token:d})"
     ).result_rows[0][0]
-    _journal(client, token, _DONE, int(stored))
+    _copied.append((token, int(stored)))
     _unfinished.discard(token)
     return int(stored)
 
 
+def flush_done(client: Client) -> int:
+    """Write the done marks of the blocks copied since the last flush, in one insert; return
+    how many."""
+    if not _copied:
+        return 0
+    marks = [[token, _DONE, stored] for token, stored in _copied]
+    client.insert(JOURNAL_TABLE, marks, column_names=("write_token", "state", "events"))
+    del _copied[: len(marks)]
+    return len(marks)
+
+
 def replay_pending(client: Client) -> Replayed:
-    """Copy again every block journaled as staged and never done; return what was replayed."""
-    rows = client.query(
-        f"SELECT write_token, max(events) FROM {JOURNAL_TABLE} GROUP BY write_token "
-        f"HAVING max(state) = {_STAGED} ORDER BY min(written_time)"
-    ).result_rows
+    """Copy again every staged block without a done mark; return what was replayed."""
+    flush_done(client)
+    rows = client.query(_PENDING.format(where="") + " ORDER BY staged").result_rows
     events = 0
-    for token, staged in rows:
-        log.warning("completing a block of %d events left pending (token %016x)", staged, token)
+    for token, count, _ in rows:
+        log.warning("completing a block of %d events left pending (token %016x)", count, token)
         copy_block(client, int(token))
-        events += int(staged)
+        events += int(count)
+    flush_done(client)
     _unfinished.clear()
     return Replayed(len(rows), events)
 
@@ -119,29 +140,28 @@ def has_unfinished() -> bool:
 
 
 def prune(client: Client, now: datetime | None = None) -> int:
-    """Drop staging and journal partitions older than RETENTION, unless a block is pending."""
-    if client.query(
-        f"SELECT count() FROM (SELECT write_token FROM {JOURNAL_TABLE} GROUP BY write_token "
-        f"HAVING max(state) = {_STAGED})"
-    ).result_rows[0][0]:
-        return 0  # a block awaits its copy: keep everything it may need
+    """Drop staging partitions older than RETENTION and the done marks of their blocks, unless
+    one of those blocks is pending."""
+    flush_done(client)
     cutoff = (now or datetime.now(UTC)) - RETENTION
-    dropped = 0
-    for table, column in ((STAGED_TABLE, "staged_time"), (JOURNAL_TABLE, "written_time")):
-        old = client.query(
-            f"SELECT _partition_id FROM {table} GROUP BY _partition_id "
-            f"HAVING max({column}) < %(cutoff)s",
-            parameters={"cutoff": cutoff},
-        ).result_rows
-        for (partition_id,) in old:
+    old = _old_partitions(client, STAGED_TABLE, "staged_time", cutoff)
+    pending = _PENDING.format(where="WHERE _partition_id IN %(old)s")
+    if old and client.query(f"SELECT count() FROM ({pending})", {"old": old}).result_rows[0][0]:
+        return 0  # a block awaits its copy: keep everything it may need
+    # A done mark is written after its block is staged, so a mark older than the cutoff less
+    # one staging partition belongs to a block of a partition dropped now or before: a block
+    # whose staged rows remain never loses its mark (it would look pending).
+    marks = _old_partitions(client, JOURNAL_TABLE, "written_time", cutoff - _PARTITION)
+    for table, partitions in ((STAGED_TABLE, old), (JOURNAL_TABLE, marks)):
+        for partition_id in partitions:
             client.command(f"ALTER TABLE {table} DROP PARTITION ID '{partition_id}'")
-        dropped += len(old)
-    return dropped
+    return len(old) + len(marks)
 
 
-def _journal(client: Client, token: int, state: int, events: int) -> None:
-    client.insert(
-        JOURNAL_TABLE,
-        [[token, state, events]],
-        column_names=("write_token", "state", "events"),
-    )
+def _old_partitions(client: Client, table: str, column: str, cutoff: datetime) -> list[str]:
+    rows = client.query(
+        f"SELECT _partition_id FROM {table} GROUP BY _partition_id "
+        f"HAVING max({column}) < %(cutoff)s",
+        parameters={"cutoff": cutoff},
+    ).result_rows
+    return [str(partition_id) for (partition_id,) in rows]
