@@ -134,15 +134,17 @@ class SinkMetrics:
         )
 
     def stored(
-        self, events: int, seconds: float, accept_times_ms: Iterable[int], stored: float
+        self, events: int, seconds: float, accept_times_ms: Iterable[int | None], stored: float
     ) -> None:
-        """A block of `events` written in `seconds`; its records' accept times (epoch
-        milliseconds, from ACCEPT_TIME_HEADER), stored at `stored` (epoch seconds)."""
+        """A block of `events` written in `seconds` (retries included); its records' accept
+        times (epoch milliseconds, from ACCEPT_TIME_HEADER; None for a record without one),
+        stored at `stored` (epoch seconds). One freshness observation per record."""
         if events:
             self._write.record(seconds)
             self._size.record(events)
         for accepted in accept_times_ms:
-            self._latency.record(max(stored - accepted / 1000, 0.0))
+            if accepted is not None:
+                self._latency.record(max(stored - accepted / 1000, 0.0))
 
 
 def accept_time_header(accept_times: Iterable[float | None]) -> list[tuple[str, bytes]]:
