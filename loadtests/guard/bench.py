@@ -112,6 +112,28 @@ def local(calls: int) -> tuple[list[float], list[float], dict[str, int], int]:
     return times, cpu, outcomes, collections
 
 
+def replay_outliers(cpu: Sequence[float], calls: int, times: int = 10) -> tuple[float, float]:
+    """The prompts of the slowest 1% of calls (CPU), each checked `times` times again: the
+    median and the largest of their fastest CPU times. When these are close to the overall
+    median, the outliers were the machine's (preemption, shared caches), not the prompt's
+    (a regular expression backtracking on it would be slow every time)."""
+    guard = Guard.from_policy_file(REPO / "config" / "policies.yaml", "seoul")
+    texts = prompts(min(calls, 600))
+    facts = RequestFacts(department="welfare", user_id="u_bench", provider="openai",
+                         service="chatgpt", account_kind="organizational")  # fmt: skip
+    slowest = sorted(range(len(cpu)), key=cpu.__getitem__)[-max(1, len(cpu) // 100) :]
+    best: list[float] = []
+    for n in slowest:
+        text = texts[n % len(texts)]
+        runs = []
+        for _ in range(times):
+            began = time.thread_time_ns()
+            guard.check(text, facts)
+            runs.append((time.thread_time_ns() - began) / 1e6)
+        best.append(min(runs))
+    return statistics.median(best), max(best)
+
+
 def decide_requests() -> list[bytes]:
     base: dict[str, Any] = {"department_id": "welfare", "user_id": "u_bench", "provider": "openai",
             "service": "chatgpt", "account_kind": pb.ACCOUNT_KIND_ORGANIZATIONAL}  # fmt: skip
@@ -317,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = datetime.now(UTC)
     load = os.getloadavg()
     local_times, local_cpu, outcomes, collections = local(args.calls)
+    replayed_median, replayed_max = replay_outliers(local_cpu, args.calls)
     runs: list[RemoteRun] = []
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
@@ -382,6 +405,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{percentile(values, 0.99):.3f} | {percentile(values, 0.999):.3f} | "
             f"{max(values):.3f} | {LOCAL_TARGET_MS:.1f} ms |"
             for clock, values in (("wall", local_times), ("CPU (thread)", local_cpu))
+        ),
+        "",
+        f"The outliers: the prompts of the slowest 1% of calls (CPU), checked 10 times again "
+        f"each, take {replayed_median:.3f} ms (median of their fastest runs; at most "
+        f"{replayed_max:.3f} ms) against a p90 of {percentile(local_cpu, 0.9):.3f} ms for all: "
+        + (
+            "no slower than the usual prompt, so a slow call was the machine's (preemption, "
+            "caches shared with other work), not its prompt's (a backtracking pattern is slow "
+            "every time)."
+            if replayed_max <= percentile(local_cpu, 0.9) * 1.5
+            else "some prompts are slow every time: the detectors' cost depends on them."
         ),
         "",
         "## Remote: `Decide` over gRPC",

@@ -1,7 +1,7 @@
 """The gateway's policy guard: decide on a request before it leaves, locally.
 
     guard = Guard("seoul")
-    asyncio.create_task(guard.watch("civicmeter-query:50051", gateway_key))  # policy + budgets
+    asyncio.create_task(guard.watch("civicmeter-decision:50053", gateway_key))  # policy, budgets
     verdict = guard.check(prompt, RequestFacts(department="welfare", user_id=user,
                                                provider="openai", service="chatgpt"))
     if verdict.outcome == "DENY":
