@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import add
+from typing import cast
 
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -196,8 +198,9 @@ class _Batch:
         # Per span of unchanged prices: identity -> (partition key, group rate, denied). The
         # group rates come from the catalog, which resolves each tariff once per span.
         self.spans: dict[int, dict[Identity, tuple[bytes, GroupRate | None, bool]]] = {}
-        # (micro-won, price version) -> the rated event's fields after the event
+        # (micro-won, price version) -> the rated event's fields after the event; and of late ones
         self.tails: dict[tuple[int, str], bytes] = {}
+        self.late_tails: dict[tuple[int, str], bytes] = {}
 
     def rates(self, span: int) -> dict[Identity, tuple[bytes, GroupRate | None, bool]]:
         rates = self.spans.get(span)
@@ -239,6 +242,11 @@ class _Batch:
         rates = self.rates(span)
         late_before = self.late_before
         none_late = first - first % 60 >= late_before
+        # Late or not, the same for all: the minutes of the first and of the last event tell.
+        all_late = last - last % 60 < late_before
+        uniform = not errors and one_span and (none_late or all_late)
+        if uniform and self.rate_all(rates, span, events, fields, columns, all_late):
+            return
         for i, (event, encoded, identity, quantities, second) in enumerate(
             zip(events, fields, columns.identities, columns.quantities, seconds, strict=True)
         ):
@@ -287,11 +295,61 @@ class _Batch:
                 rated.append((key, encoded + tail + _LATE))
             accepted.append((event, cost))
 
-    def tail(self, cost: str, version: str) -> bytes:
+    def rate_all(
+        self,
+        rates: dict[Identity, tuple[bytes, GroupRate | None, bool]],
+        span: int,
+        events: Sequence[pb.UsageEvent],
+        fields: list[bytes],
+        columns: EventColumns,
+        late: bool,
+    ) -> bool:
+        """The common record, all valid, all late or none, rated by group, with the fewest
+        Python operations per event; False (and nothing done): rate it event by event."""
+        identities = columns.identities
+        found = list(map(rates.get, identities))
+        entries = (
+            [
+                entry or self.resolve(rates, identity, span, second)
+                for entry, identity, second in zip(found, identities, columns.seconds, strict=True)
+            ]
+            if None in found
+            else cast("list[tuple[bytes, GroupRate | None, bool]]", found)
+        )
+        tails, costs = self.late_tails if late else self.tails, self.processor._costs
+        record_tails: list[bytes] = []
+        record_costs: list[Decimal] = []
+        for (_, group, denied), quantities in zip(entries, columns.quantities, strict=True):
+            if group is None:
+                if not denied:
+                    return False
+                record_tails.append(self.tail(_DENIED_COST, _DENIED_VERSION, late))
+                record_costs.append(_ZERO)
+                continue
+            micro = group.micro_won(quantities)
+            if micro is None:
+                return False
+            version = group.price_version(quantities) if group.contract_fields else group.version
+            tail = tails.get((micro, version))
+            if tail is None:
+                tail = tails[(micro, version)] = self.tail(micro_won_text(micro), version, late)
+            cost = costs.get(micro)
+            if cost is None:
+                cost = self.processor.cost(micro)
+            record_tails.append(tail)
+            record_costs.append(cost)
+        keys = [key for key, _, _ in entries]
+        self.result.rated.extend(zip(keys, map(add, fields, record_tails), strict=True))
+        self.accepted.extend(zip(events, record_costs, strict=True))
+        return True
+
+    def tail(self, cost: str, version: str, late: bool = False) -> bytes:
+        """A rated event's fields after its event: cost, price version, rated time, late."""
         return (
             length_delimited(_COST, cost.encode())
             + length_delimited(_PRICE_VERSION, version.encode())
             + self.rated_time_field
+            + (_LATE if late else b"")
         )
 
     def dead(
