@@ -4,6 +4,8 @@ which runs every test against this server and the query service.)"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+import yaml
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.auth import Principal
@@ -20,7 +23,7 @@ from civicmeter.decision.v1 import decision_service_pb2 as pb
 from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.query.access import AuditEntry, AuditLog
 from civicmeter.query.decision_server import DEFAULT_PORT, DEFAULT_RATE_PER_KEY, settings_from_env
-from tests.query.test_decision_service import FINANCE, GATEWAY, auth, request, serving
+from tests.query.test_decision_service import FINANCE, GATEWAY, POLICY, auth, request, serving
 
 DECIDE = "/civicmeter.decision.v1.DecisionService/Decide"
 T = TypeVar("T")
@@ -114,3 +117,21 @@ async def test_records_kept_through_a_storage_failure_stay_within_the_bound(
     await audit.flush()
     assert audit.has_room()
     assert clickhouse.query("SELECT count() FROM audit_log").result_rows == [(4,)]
+
+
+async def test_a_policy_file_edit_decides_within_seconds(
+    clickhouse: Client, tmp_path: Path
+) -> None:
+    async with serving(clickhouse, tmp_path, kind="decision") as channel:
+        stub = decision_grpc.DecisionServiceStub(channel)
+        first = await stub.Decide(request(), metadata=auth(GATEWAY))
+        assert first.policy_version == "d-1"
+        edited = {**POLICY, "version": "d-2"}
+        (tmp_path / "policies.yaml").write_text(yaml.safe_dump(edited))
+        deadline = time.monotonic() + 10
+        answer = first
+        while answer.policy_version != "d-2" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            answer = await stub.Decide(request(), metadata=auth(GATEWAY))
+        assert answer.policy_version == "d-2"
+        assert time.monotonic() < deadline

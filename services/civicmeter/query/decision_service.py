@@ -48,6 +48,7 @@ from civicmeter.query.access import AuditLog, current_principal
 log = logging.getLogger("civicmeter.query.decision")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 REFRESH_SECONDS = 2.0
+POLICY_CHECK_SECONDS = 1.0  # a policy file edit decides within this long
 OUTCOMES: dict[str, pb.Outcome.ValueType] = {
     "ALLOW": pb.OUTCOME_ALLOW,
     "ALLOW_WITH_WARNING": pb.OUTCOME_ALLOW_WITH_WARNING,
@@ -83,6 +84,8 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._budgets: dict[str, _Budget] = {}
+        self._policy_set = policies()
+        self._policy_checked = time.monotonic()
 
     async def Decide(  # noqa: N802 (gRPC method name)
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
@@ -107,7 +110,7 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
             if request.HasField("request_time")
             else self._clock()
         )
-        policies = self._policies()
+        policies = self._in_force()
         facts = RequestFacts(
             department=request.department_id,
             user_id=request.user_id,
@@ -152,6 +155,15 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
                 message.budget_state.CopyFrom(budget_message(state))
             yield message
             await asyncio.sleep(self._refresh_seconds)
+
+    def _in_force(self) -> PolicySet:
+        """The policy in force for a decision, its file looked at once a second at most (a
+        look is a system call, too dear for every decision)."""
+        now = time.monotonic()
+        if now - self._policy_checked >= POLICY_CHECK_SECONDS:
+            self._policy_set = self._policies()
+            self._policy_checked = now
+        return self._policy_set
 
     async def budget(self, organization: str) -> BudgetState | None:
         """The organisation's budget state, read at most refresh_seconds ago (the first read
