@@ -250,8 +250,7 @@ _quantities_of = attrgetter(*QUANTITIES)
 _event_id_of = attrgetter("event_id")
 _event_time_of = attrgetter("event_time")
 _usage_of = attrgetter("usage")
-_seconds_of = attrgetter("seconds")
-_nanos_of = attrgetter("nanos")
+_time_of = attrgetter("seconds", "nanos")
 _rule_ids_of = attrgetter("decision_rule_ids")
 _has_time = methodcaller("HasField", "event_time")
 _has_risk = methodcaller("HasField", "risk")
@@ -288,12 +287,12 @@ def validate_batch(
     error is exactly the one-by-one error.
     """
     identities: list[Identity] = list(map(_identity_of, events))
-    times = list(map(_event_time_of, events))
-    seconds: list[int] = list(map(_seconds_of, times))
     quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
-    columns = EventColumns(identities, seconds, quantities)
     if not identities:
-        return columns, {}
+        return EventColumns(identities, [], quantities), {}
+    seconds_column, nanos = zip(*map(_time_of, map(_event_time_of, events)), strict=True)
+    seconds: list[int] = list(seconds_column)
+    columns = EventColumns(identities, seconds, quantities)
     suspects: set[int] = set()
     ids = list(map(_event_id_of, events))
     if not _ID_LINES.fullmatch("\n".join(ids) + "\n"):
@@ -303,7 +302,6 @@ def validate_batch(
         suspects.update(i for i, event in enumerate(events) if not event.HasField("event_time"))
     if min(seconds) < earliest or max(seconds) > latest:
         suspects.update(i for i, s in enumerate(seconds) if not earliest <= s <= latest)
-    nanos = list(map(_nanos_of, times))
     if min(nanos) < 0 or max(nanos) > _MAX_NANOS:
         suspects.update(i for i, n in enumerate(nanos) if not 0 <= n <= _MAX_NANOS)
     if not _valid_identities.issuperset(identities):
