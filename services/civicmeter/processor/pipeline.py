@@ -115,7 +115,7 @@ class BatchProcessor:
                     f"not a UsageEventBatch: {exc}", now,
                 )  # fmt: skip
                 continue
-            events = decoded.events
+            events = list(decoded.events)  # each event's message made once, used by every pass
             result.events += len(events)
             if not events:
                 continue
