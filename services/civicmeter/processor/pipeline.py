@@ -4,6 +4,12 @@ A usage.raw record is a UsageEventBatch (many events of one partition, in order)
 is handled on its own: whatever cannot be accepted becomes a DeadLetter carrying that event's
 bytes and the reason, so nothing is lost silently; a bad event never stops the batch, and an
 undecodable record is dead-lettered whole.
+
+The per-event work is kept to a few Python operations: a record is decoded once and encoded
+again once (without the fields the schema does not define), and each event's field of that
+encoding opens its rated event as it is; validation checks each rule over the whole record
+(validate_batch); events are rated per tariff and span of unchanged prices in whole micro-won
+(GroupRate), and PriceCatalog.rate, the Decimal path, rates only what a group cannot.
 """
 
 from __future__ import annotations
