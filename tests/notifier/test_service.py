@@ -144,3 +144,42 @@ async def test_a_restarted_notifier_neither_repeats_nor_skips(
     write_alerts(clickhouse, [alert("b", "e2")], time.time_ns() // 10**6)
     await run_until(2)
     assert [m["attachments"][0]["fields"][-1]["value"] for m in receiver.messages] == ["a", "b"]
+
+
+async def test_alerts_routed_to_no_webhook_are_recorded_once_with_few_cursor_writes(
+    clickhouse: Client,
+) -> None:
+    # A route whose webhook URL is not configured: no alert leaves the process.
+    policies = parse_policies(
+        {"version": "t", "defaults": {"alerts": {"webhooks": {"high": [{"env": "UNSET_HOOK"}]}}}}
+    )
+    settings = NotifierSettings(ClickHouseSettings(), poll_seconds=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(settings, Storage(clickhouse), policies, MemoryTelemetry().telemetry, {}, stop)
+    )
+    await asyncio.sleep(0.3)  # the first start delivers only what opens from then on
+    keys = [f"k{n:02d}" for n in range(40)]
+    write_alerts(
+        clickhouse, [alert(k, f"e{k}", n) for n, k in enumerate(keys)], time.time_ns() // 10**6
+    )
+
+    def recorded() -> list[str]:
+        rows = clickhouse.query("SELECT dedup_key FROM alert_deliveries ORDER BY dedup_key")
+        return [str(row[0]) for row in rows.result_rows]
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(recorded()) < len(keys):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+    assert recorded() == keys  # each once, as no_route
+    statuses = clickhouse.query("SELECT DISTINCT status FROM alert_deliveries").result_rows
+    assert statuses == [("no_route",)]
+    cursor = clickhouse.query("SELECT dedup_key FROM notifier_cursor FINAL").result_rows
+    assert cursor == [(keys[-1],)]
+    # The cursor is written at the first start and once per batch read, not once per alert.
+    saves = clickhouse.query("SELECT count() FROM notifier_cursor").result_rows[0][0]
+    assert saves <= 3

@@ -50,21 +50,29 @@ def save_cursor(client: Client, *, cursor: tuple[int, str]) -> None:
 def record_delivery(
     client: Client, alert: StoredAlert, target: str, status: str, attempts: int, reason: str
 ) -> None:
+    record_deliveries(client, [delivery_row(alert, target, status, attempts, reason)])
+
+
+def delivery_row(
+    alert: StoredAlert, target: str, status: str, attempts: int, reason: str
+) -> list[object]:
     a = alert.alert
+    return [a.organization_id, a.dedup_key, target, int(a.severity), status, attempts, reason,
+            time.time_ns() // 10**6]  # fmt: skip
+
+
+def save_progress(client: Client, *, rows: list[list[object]], cursor: tuple[int, str]) -> None:
+    """Record the deliveries held back, then move the cursor past their alerts."""
+    record_deliveries(client, rows)
+    save_cursor(client, cursor=cursor)
+
+
+def record_deliveries(client: Client, rows: list[list[object]]) -> None:
+    if not rows:
+        return
     client.insert(
         "alert_deliveries",
-        [
-            [
-                a.organization_id,
-                a.dedup_key,
-                target,
-                int(a.severity),
-                status,
-                attempts,
-                reason,
-                time.time_ns() // 10**6,
-            ]
-        ],
+        rows,
         column_names=(
             "organization_id",
             "dedup_key",
@@ -102,8 +110,11 @@ async def deliver(
     stored: StoredAlert,
     retry: RetryPolicy,
     delivery_metrics: DeliveryMetrics,
+    unrouted: list[list[object]],
 ) -> int:
-    """Send one alert to every route of its severity; return how many deliveries failed.
+    """Send one alert to every route of its severity; return how many webhooks it was posted
+    to. The records of routes without a webhook URL are added to `unrouted`, for the caller to
+    write with the cursor.
 
     Each route counts one delivery by its outcome; an alert its policy routes nowhere counts
     one no_route."""
@@ -113,30 +124,21 @@ async def deliver(
     targets = routing.targets(severity) if severity else ()
     if not targets:
         delivery_metrics.count("no_route")
-    failed = 0
+    posted = 0
     for index, target in enumerate(targets):
         name = target.env or f"route-{index}"
         url = target.resolve(environ)
         if url is None:
             delivery_metrics.count("no_route")
-            await storage.run(
-                partial(
-                    record_delivery,
-                    alert=stored,
-                    target=name,
-                    status="no_route",
-                    attempts=0,
-                    reason="the webhook URL is not configured",
-                )
-            )
-            failed += 1
+            reason = "the webhook URL is not configured"
+            unrouted.append(delivery_row(stored, name, "no_route", 0, reason))
             continue
+        posted += 1
         result = await post_with_retries(
             session, url, slack_message(alert), policy=retry, duration=delivery_metrics.duration
         )
         delivery_metrics.count(result.outcome)
         status = "delivered" if result.delivered else "failed"
-        failed += 0 if result.delivered else 1
         await storage.run(
             partial(
                 record_delivery,
@@ -155,7 +157,7 @@ async def deliver(
                 result.attempts,
                 result.reason,
             )
-    return failed
+    return posted
 
 
 async def serve(
@@ -181,12 +183,24 @@ async def serve(
             batch = await storage.run(
                 partial(alerts_after, flt=AlertFilter(None), after=cursor, limit=100)
             )
+            # An alert posted to a webhook moves the saved cursor at once, so a restart never
+            # posts it again. One that reached no webhook has no effect outside: its records and
+            # the cursor's move wait for the next save, two inserts per batch rather than two
+            # per alert (alerts can open by the hundred a second).
+            unrouted: list[list[object]] = []
+            saved = cursor
             for stored in batch:
                 if stop.is_set():
                     break  # the cursor stands at the last alert delivered
-                await deliver(session, storage, policies, environ, stored, retry, delivery_metrics)
+                posted = await deliver(
+                    session, storage, policies, environ, stored, retry, delivery_metrics, unrouted
+                )
                 cursor = (stored.opened_ms, stored.alert.dedup_key)
-                await storage.run(partial(save_cursor, cursor=cursor))
+                if posted:
+                    await storage.run(partial(save_progress, rows=unrouted, cursor=cursor))
+                    unrouted, saved = [], cursor
+            if cursor != saved:
+                await storage.run(partial(save_progress, rows=unrouted, cursor=cursor))
             if not batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=settings.poll_seconds)
