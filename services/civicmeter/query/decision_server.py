@@ -48,7 +48,7 @@ log = logging.getLogger("civicmeter.decision")
 DEFAULT_PORT = 50053
 DEFAULT_RATE_PER_KEY = 5000.0  # calls/s of one gateway key (bursts of twice that)
 SWITCH_INTERVAL_SECONDS = 0.0005
-MAX_MESSAGE_BYTES = 64 * 1024  # a DecideRequest is metadata and counts, never a prompt
+MAX_REQUEST_BYTES = 64 * 1024  # a request is metadata and counts, never a prompt
 
 
 def settings_from_env(env: Mapping[str, str]) -> QuerySettings:
@@ -89,12 +89,7 @@ def build_decision_server(
         else None
     )
     access = AccessInterceptor(keys, audit, limiter)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
     policies = PolicySource(settings.policy_file)
     service = DecisionService(storage, policies.current, audit=audit)
     handlers = _MethodHandlers()
