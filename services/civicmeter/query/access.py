@@ -210,14 +210,12 @@ def _certificate_name(context: grpc.aio.ServicerContext) -> str:
 
 
 def _bearer(details: grpc.HandlerCallDetails) -> str:
-    for key, value in details.invocation_metadata or ():
-        if key == "authorization" and isinstance(value, str):
-            return bearer_token(value)
-    return ""
+    return _bearer_in(details.invocation_metadata)
 
 
-def _bearer_of(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
+def _bearer_in(metadata: Any) -> str:
+    """The bearer token of call metadata, or ""."""
+    for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
             return bearer_token(value)
     return ""
@@ -328,12 +326,17 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         allowed = METHOD_ROLES.get(method, ADMIN_ONLY)
         keys = self._keys
         deserializer = _tolerant(handler.request_deserializer)
+
+        def caller(context: grpc.aio.ServicerContext) -> Principal | None:
+            if keys is None:
+                return OPEN_ACCESS
+            return keys.authenticate(_bearer_in(context.invocation_metadata()))
+
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                principal = OPEN_ACCESS if keys is None else keys.authenticate(_bearer_of(context))
-                async with _Admission(self, principal, allowed, method, context, request):
+                async with _Admission(self, caller(context), allowed, method, context, request):
                     return await inner(request, context)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -345,8 +348,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                principal = OPEN_ACCESS if keys is None else keys.authenticate(_bearer_of(context))
-                async with _Admission(self, principal, allowed, method, context, request):
+                async with _Admission(self, caller(context), allowed, method, context, request):
                     async for response in inner_stream(request, context):
                         yield response
 
