@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import time
@@ -224,7 +225,7 @@ def run_way(
     env = {
         "CIVICMETER_POLICY_FILE": str(policy_file),
         "CIVICMETER_MAX_EVENT_AGE_DAYS": "3650",
-        "CIVICMETER_LOG_LEVEL": "WARNING",
+        "CIVICMETER_LOG_LEVEL": os.environ.get("MISUSE_LOG_LEVEL", "WARNING"),
     }
     with contextlib.ExitStack() as resources:
         if kafka_bootstrap is None:

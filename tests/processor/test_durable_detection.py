@@ -175,3 +175,17 @@ def test_organisation_detectors_take_absolute_totals_once(policies: PolicySet) -
     assert replay.replayed == 1
     (state,) = (r for r in replay.take_state() if r.kind == "u")
     assert state.values["activity"][2] == 1  # the day's requests: still the newer total
+
+
+def test_a_redelivered_event_is_recognised_after_a_restart(policies: PolicySet) -> None:
+    engine = user_engine(policies)
+    morning = day_of("u1", 0, 10)
+    engine.process(morning, [(0, 0, 0)])
+    engine.take_activity()
+
+    again = restored(policies, engine.take_state())
+    # The gateway sent the last request again: a new record, the same event id.
+    again.process([morning[-1], *day_of("u1", 0, 12)[10:]], [(0, 0, 1)])
+    (update,) = again.take_activity()
+    assert update.requests == 12
+    assert again.repeats == 1

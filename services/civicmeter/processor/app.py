@@ -27,7 +27,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import faust
@@ -135,11 +135,7 @@ def build_app(
             batches = cast("faust.Stream[bytes]", stream).take_events
             async for taken in batches(settings.batch_size, within=settings.batch_within_seconds):
                 started = time.perf_counter()
-                events = (
-                    taken
-                    if users is None
-                    else [e for e in taken if users.owns(e.message.partition)]
-                )
+                events = taken if users is None else _assigned(app, taken, users, topics.raw)
                 if not events:
                     yield None
                     continue
@@ -224,7 +220,7 @@ def build_app(
                 async for taken in batches(
                     settings.batch_size, within=settings.batch_within_seconds
                 ):
-                    events = [e for e in taken if organizations.owns(e.message.partition)]
+                    events = _assigned(app, taken, organizations, names.activity)
                     await organizations.ensure_loaded(e.message.partition for e in events)
                     updates: list[activity_pb2.UserDayActivity] = []
                     partition_of: dict[str, int] = {}
@@ -257,6 +253,7 @@ def build_app(
             # A partition no longer ours may be processed elsewhere: its state is read back
             # from its topic if it returns.
             assigned: set[Any] = args[0]
+            log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
             users.keep_only(tp.partition for tp in assigned if tp.topic == topics.raw)
             organizations.keep_only(tp.partition for tp in assigned if tp.topic == names.activity)
 
@@ -281,6 +278,15 @@ def build_app(
                     PolicyReloader(organization, policies)
                 )
     return app
+
+
+def _assigned(app: faust.App, events: Sequence[Any], store: StateStore, topic: str) -> list[Any]:
+    """The events of partitions assigned here now. Records a rebalance took away, fetched
+    before it, are left to the new owner: processed here too, their state would be written by
+    two processes at once (commits of revoked partitions are discarded anyway)."""
+    assignment = app.consumer.assignment()
+    store.keep_only(tp.partition for tp in assignment if tp.topic == topic)
+    return [e for e in events if e.message.tp in assignment]
 
 
 def _by_organization(updates: list[activity_pb2.UserDayActivity]) -> list[tuple[bytes, bytes]]:

@@ -93,20 +93,13 @@ class StateStore:
         self.topic = topic
         self.engine = engine
         self._loaded: set[int] = set()  # partitions whose state is in the engine
-        self._owned: set[int] | None = None  # the source partitions assigned; None: unknown
         self.restored = 0  # records read back
 
     def keep_only(self, partitions: Iterable[int]) -> None:
-        """After a rebalance: a partition not kept may be processed elsewhere meanwhile, so
-        its state is read again if it comes back."""
-        self._owned = set(partitions)
-        self._loaded &= self._owned
-
-    def owns(self, partition: int) -> bool:
-        """Whether the source partition is assigned here. Records a rebalance took away but
-        that were already fetched must be left to the new owner: processed here too, their
-        state would be written by two processes at once."""
-        return self._owned is None or partition in self._owned
+        """The source partitions assigned now (after a rebalance, and before each batch): a
+        partition not kept may be processed elsewhere meanwhile, so its state is read again
+        if it comes back."""
+        self._loaded &= set(partitions)
 
     async def ensure_loaded(self, partitions: Iterable[int]) -> None:
         missing = sorted(set(partitions) - self._loaded)
@@ -141,6 +134,9 @@ class StateStore:
             client_id="civicmeter-processor-restore",
             group_id=None,
             enable_auto_commit=False,
+            # Not "latest": an assigned partition's position must never be reset to its end
+            # while the seek to its beginning is under way.
+            auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 * 1_048_576,
         )
         await consumer.start()

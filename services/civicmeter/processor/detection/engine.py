@@ -8,6 +8,7 @@ and a dedup key raised recently is not raised again.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -49,6 +50,9 @@ USER_DETECTORS = tuple(name for name in DETECTOR_NAMES if name not in ORGANIZATI
 # Where a record's events start in a batch: (index of its first event, partition, offset).
 SourceMark = tuple[int, int, int]
 ZERO = Decimal(0)
+# Per user, the ids of the latest events kept with the user's state: a gateway's redelivery of
+# one of them is still recognised after a restart (retries come within minutes).
+RECENT_IDS = 32
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,10 @@ def _summary_context(
     )
 
 
+def _list_or_none(values: deque[str] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
 def _set_time(stamp: Timestamp, seconds: float) -> None:
     stamp.seconds, stamp.nanos = divmod(round(seconds * 1e9), 1_000_000_000)
 
@@ -220,6 +228,7 @@ class DetectionEngine:
         self.replayed = 0  # events or updates of a replay, already applied, skipped
         # Per user, the usage.raw (partition, offset) of the last record applied.
         self._positions: LruMap[tuple[str, str], tuple[int, int]] = LruMap(self.limits.users)
+        self._recent_ids: LruMap[tuple[str, str], deque[str]] = LruMap(self.limits.users)
         # Users (with the usage.raw partition, where known) and departments changed since the
         # last take_state.
         self._touched_users: dict[tuple[str, str], int | None] = {}
@@ -251,7 +260,7 @@ class DetectionEngine:
         alerts: list[Alert] = []
         seen, raised = self._seen, self._raised
         version = self._policies.version
-        positions, pending = self._positions, self._pending
+        positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
         applied: dict[tuple[str, str], tuple[int, int]] = {}
         marks = iter(sources)
         upcoming = next(marks, None)
@@ -271,6 +280,12 @@ class DetectionEngine:
             if not seen.add(event.event_id):
                 self.repeats += 1
                 continue
+            if position is not None:
+                ids = recent_ids.get(user)
+                if ids is None:
+                    ids = deque(maxlen=RECENT_IDS)
+                    recent_ids.put(user, ids)
+                ids.append(event.event_id)
             org = self._organization(organization_id)
             policy = org.policy
             stamp = event.event_time
@@ -401,6 +416,7 @@ class DetectionEngine:
                 ("activity", self._activity.export(key)),
                 ("burst", self._bursts.export(key)),
                 ("denials", self._denials.export(key)),
+                ("ids", _list_or_none(self._recent_ids.peek(key))),
             ):
                 if part is not None:
                     values[name] = part
@@ -439,6 +455,11 @@ class DetectionEngine:
             self._bursts.restore(key, values["burst"])
         if "denials" in values:
             self._denials.restore(key, values["denials"])
+        if "ids" in values:
+            ids: deque[str] = deque(values["ids"], maxlen=RECENT_IDS)
+            self._recent_ids.put(key, ids)
+            for event_id in ids:
+                self._seen.add(event_id)
 
     def seed_user_days(
         self,
