@@ -1,0 +1,42 @@
+"""The guard benchmark's machinery, on a small scale: its prompts, and one open-loop run of
+its client process against a floor server, with the CPU read on both sides."""
+
+from __future__ import annotations
+
+from loadtests.guard.bench import (
+    PROMPT_BYTES,
+    RRN,
+    percentile,
+    prompts,
+    remote,
+    start_floor_server,
+)
+
+
+def test_prompts_are_about_4_kb_and_every_third_holds_a_registration_number() -> None:
+    texts = prompts(9)
+    assert len(texts) == 9
+    for n, text in enumerate(texts):
+        assert PROMPT_BYTES - 200 <= len(text.encode()) <= PROMPT_BYTES
+        assert (f"{RRN[:6]}-{RRN[6:]}" in text) == (n % 3 == 0)
+
+
+def test_percentile_is_a_value_of_the_sample() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == 51.0
+    assert percentile(values, 0.99) == 100.0
+    assert percentile([3.0], 0.99) == 3.0
+
+
+def test_an_open_loop_run_times_every_call_and_reads_both_sides_cpu() -> None:
+    server, target = start_floor_server("aio")
+    try:
+        run = remote(target, server.pid, "floor", rate=200, seconds=1.0)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert run.errors == 0
+    assert len(run.times) == 200
+    assert all(t > 0 for t in run.times)
+    assert 100 <= run.achieved <= 260  # calls started on a 200/s schedule
+    assert run.server_ms_per_call > 0 and run.client_ms_per_call > 0
