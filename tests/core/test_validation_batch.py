@@ -87,6 +87,7 @@ BAD = {
     "rule ids": with_rules(*(f"rule-{i}" for i in range(33))),
     "currency": with_reported_cost("won", 5),
     "reported units": with_reported_cost("KRW", -1),
+    "empty reported cost": with_reported_cost("", 0),
 }
 
 
@@ -104,6 +105,13 @@ def test_every_error_of_a_batch_of_bad_events_is_the_one_by_one_error() -> None:
     expected = one_by_one(events)
     assert {i: str(e) for i, e in errors.items()} == expected
     assert len(expected) == 2 * len(BAD)
+
+
+def test_the_batch_encoding_finds_the_same_errors() -> None:
+    """Given the batch's encoding, rare fields are looked for in it: the errors stay the same."""
+    batch = pb.UsageEventBatch(events=[*BAD.values(), event(), *BAD.values()])
+    _, errors = validate_batch(batch.events, EARLIEST, LATEST, WINDOW, batch.SerializeToString())
+    assert {i: str(e) for i, e in errors.items()} == one_by_one(batch.events)
 
 
 def test_rare_fields_that_pass_their_rules_are_valid() -> None:

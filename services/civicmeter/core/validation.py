@@ -13,12 +13,13 @@ never has this form, so none reaches Kafka, ClickHouse, alert keys or partition 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter, methodcaller
 
 from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.rare_fields import events_with_rare_fields
 from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
@@ -251,10 +252,7 @@ _event_id_of = attrgetter("event_id")
 _event_time_of = attrgetter("event_time")
 _usage_of = attrgetter("usage")
 _time_of = attrgetter("seconds", "nanos")
-_rule_ids_of = attrgetter("decision_rule_ids")
 _has_time = methodcaller("HasField", "event_time")
-_has_risk = methodcaller("HasField", "risk")
-_has_reported_cost = methodcaller("HasField", "reported_cost")
 # Many event ids at once: each on its own line, every line a valid identifier.
 _ID_LINES = re.compile(rf"(?:{_ID.pattern}\n)*")
 # Each quantity's limit and the getter of its column, the lowest limit first.
@@ -277,9 +275,16 @@ class EventColumns:
 
 
 def validate_batch(
-    events: Sequence[pb.UsageEvent], earliest: float, latest: float, window: TimeWindow
+    events: Sequence[pb.UsageEvent],
+    earliest: float,
+    latest: float,
+    window: TimeWindow,
+    encoded: bytes | None = None,
 ) -> tuple[EventColumns, dict[int, ValidationError]]:
     """validate_event_at over many events: the error of each invalid event, by index.
+
+    `encoded`, the events as a UsageEventBatch's encoding, when at hand, lets the fields most
+    events leave out be found for the whole batch at once (core/rare_fields.py).
 
     Each rule is checked for the whole batch at once (a column's minimum and maximum, one
     pattern over all event ids, repeated identities looked up among those already found
@@ -311,7 +316,7 @@ def validate_batch(
     if not _quantities_valid(quantities):
         suspects.update(i for i, q in enumerate(quantities) if not _quantities_valid([q]))
     # Risk signals, rule ids and a reported cost are rare: checked where present.
-    suspects.update(_rare_field_suspects(events))
+    suspects.update(_rare_field_suspects(events, encoded))
     errors: dict[int, ValidationError] = {}
     for i in sorted(suspects):
         try:
@@ -358,20 +363,22 @@ def _quantities_valid(quantities: list[tuple[int, ...]]) -> bool:
     return True
 
 
-def _rare_field_suspects(events: Sequence[pb.UsageEvent]) -> set[int]:
+def _rare_field_suspects(events: Sequence[pb.UsageEvent], encoded: bytes | None) -> set[int]:
     """Events whose risk signals, decision rule ids or reported cost some rule may refuse."""
     suspects: set[int] = set()
-    if any(map(_has_risk, events)):
-        for i, has in enumerate(map(_has_risk, events)):
-            if has:
-                try:
-                    _validate_risk(events[i].risk)
-                except ValidationError:
-                    suspects.add(i)
-    if any(map(_rule_ids_of, events)):
-        for i, rules in enumerate(map(_rule_ids_of, events)):
-            if len(rules) > MAX_RULE_IDS or not all(map(_NAME.fullmatch, rules)):
+    candidates: Iterable[int] = (
+        range(len(events)) if encoded is None else events_with_rare_fields(encoded)
+    )
+    for i in candidates:
+        event = events[i]
+        if event.HasField("risk"):
+            try:
+                _validate_risk(event.risk)
+            except ValidationError:
                 suspects.add(i)
-    if any(map(_has_reported_cost, events)):  # checked in full where there is one
-        suspects.update(i for i, has in enumerate(map(_has_reported_cost, events)) if has)
+        rules = event.decision_rule_ids
+        if len(rules) > MAX_RULE_IDS or not all(map(_NAME.fullmatch, rules)):
+            suspects.add(i)
+        if event.HasField("reported_cost"):  # checked in full where there is one
+            suspects.add(i)
     return suspects

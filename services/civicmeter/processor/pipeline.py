@@ -128,8 +128,9 @@ class BatchProcessor:
             # No byte the schema does not define goes on (prompt text could hide there). The
             # batch is encoded again once, and each event's field in it is reused as is.
             decoded.DiscardUnknownFields()
-            fields = length_delimited_fields(decoded.SerializeToString())
-            columns, errors = validate_batch(events, earliest, latest, self.time_window)
+            encoded = decoded.SerializeToString()
+            fields = length_delimited_fields(encoded)
+            columns, errors = validate_batch(events, earliest, latest, self.time_window, encoded)
             sources.append((len(batch.accepted), record.partition, record.offset))
             batch.rate(record, events, fields, columns, errors)
         if self.detection is not None:
