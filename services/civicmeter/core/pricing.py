@@ -49,6 +49,13 @@ contract when one of its prices was used: "2025-02" or "2025-02+contract:seoul-2
 every cost can be re-derived from the stored quantities. A published version is never edited:
 a new price is a new version.
 
+A batch is rated per tariff: `group_rate` resolves the prices of one (organisation, provider,
+service, model) once for a span of time in which no version, contract or FX rate changes, as
+whole numbers, and `GroupRate.micro_won` costs each event of the group with integer arithmetic,
+to the micro-won and rounded as `rate` rounds (tests/core/test_pricing_groups.py holds the two
+equal). Whatever a group cannot cost (a quantity without a price, several currencies, sums too
+large for exact integers) goes to `rate`, which gives its cost or its UnpricedError.
+
 Loading checks everything and names the file, the line and the path of the first problem:
 unknown keys, keys given twice, duplicate prices, unknown units, negative or unquoted prices,
 versions out of order, unknown `based_on`, overlapping contracts of one organisation, and a
@@ -78,7 +85,7 @@ from civicmeter.core.fx import (
     seoul_date,
     seoul_midnight,
 )
-from civicmeter.core.money import KRW, quantize_cost
+from civicmeter.core.money import COST_QUANTUM, KRW, quantize_cost
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.yaml_source import At, SourceError, SourceFile, load_yaml
 from civicmeter.usage.v1 import usage_event_pb2 as pb
@@ -193,7 +200,8 @@ _UNRESOLVED: Final = _Tariff("", "", {}, Decimal(1), None)
 # Micro-won are exact below this: every Decimal on the way (a 60-digit context, then a cost
 # quantized in the default 28-digit one) holds the figure without rounding.
 _EXACT_MICRO_BELOW: Final = 10**26
-_MICRO_PER_WON: Final = 10**6  # COST_QUANTUM is 10^-6 won
+_COST_PLACES: Final = -int(COST_QUANTUM.as_tuple().exponent)  # 6: costs are micro-won
+_MICRO_PER_WON: Final = 10**_COST_PLACES
 
 
 @dataclass(frozen=True)
@@ -251,7 +259,7 @@ def _weigher(prices: tuple[int | None, ...]) -> Callable[[tuple[int, ...]], int]
 
 def micro_won_text(micro: int) -> str:
     """A cost in micro-won as str(quantize_cost(cost)) writes it, e.g. 6.320000."""
-    return f"{micro // _MICRO_PER_WON}.{micro % _MICRO_PER_WON:06d}"
+    return f"{micro // _MICRO_PER_WON}.{micro % _MICRO_PER_WON:0{_COST_PLACES}d}"
 
 
 class PriceCatalog:
@@ -407,7 +415,8 @@ class PriceCatalog:
             sign, rate_digits, exponent = rate.as_tuple()
             assert isinstance(exponent, int) and not sign  # FX rates are finite and positive
             whole = int("".join(map(str, rate_digits)))
-            shift = digits - exponent - 6  # as a power of ten: cost in micro-won = x R 10^-shift
+            # As a power of ten: the cost in micro-won = weighted x R x 10^-shift.
+            shift = digits - exponent - _COST_PLACES
             if shift > 0:
                 multiplier, divisor = whole, 10**shift
             else:
