@@ -64,6 +64,7 @@ def with_reported_cost(currency: str, units: int) -> pb.UsageEvent:
 BAD = {
     "event_id": event(event_id="has space"),
     "empty event_id": event(event_id=""),
+    "event_id with a line break": event(event_id="evt\n1"),
     "no event_time": no_time(),
     "future": event(event_time=NOW + timedelta(hours=1)),
     "too old": event(event_time=NOW - timedelta(days=500)),

@@ -126,7 +126,7 @@ ids = st.one_of(
     st.integers(min_value=0, max_value=10**6).map(lambda n: f"evt-{n}"),
     st.sampled_from(["a.b:c/d-e_", "x" * 128]),
 )
-bad_ids = st.sampled_from(["", "has space", "x" * 129, "é"])
+bad_ids = st.sampled_from(["", "has space", "x" * 129, "é", "evt\n1"])
 users = st.sampled_from([user_id("kim"), user_id("lee"), user_id("park")])
 bad_users = st.sampled_from(["kim@seoul.go.kr", "u_" + "A" * 32, ""])
 tariffs = st.sampled_from(

@@ -283,13 +283,12 @@ def validate_batch(
 ) -> tuple[EventColumns, dict[int, ValidationError]]:
     """validate_event_at over many events: the error of each invalid event, by index.
 
-    `encoded`, the events as a UsageEventBatch's encoding, when at hand, lets the fields most
-    events leave out be found for the whole batch at once (core/rare_fields.py).
-
     Each rule is checked for the whole batch at once (a column's minimum and maximum, one
     pattern over all event ids, repeated identities looked up among those already found
     valid); only an event some rule may refuse goes through validate_event_at, so that its
-    error is exactly the one-by-one error.
+    error is exactly the one-by-one error. `encoded`, the events as a UsageEventBatch's
+    encoding, when at hand, lets the fields most events leave out be found for the whole
+    batch at once (core/rare_fields.py).
     """
     identities: list[Identity] = list(map(_identity_of, events))
     quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
@@ -300,7 +299,9 @@ def validate_batch(
     columns = EventColumns(identities, seconds, quantities)
     suspects: set[int] = set()
     ids = list(map(_event_id_of, events))
-    if not _ID_LINES.fullmatch("\n".join(ids) + "\n"):
+    lines = "\n".join(ids) + "\n"
+    # One line per id: an id with a line break of its own must not pass as two valid ones.
+    if lines.count("\n") != len(ids) or not _ID_LINES.fullmatch(lines):
         suspects.update(i for i, value in enumerate(ids) if not _ID.fullmatch(value))
     # An event without a time reads as second 0, which the window refuses when it starts later.
     if earliest <= 0 and not all(map(_has_time, events)):
