@@ -68,6 +68,7 @@ class ProcessorWatch(threading.Thread):
         self.workdir = workdir
         self.samples: list[tuple[float, float, int]] = []  # (monotonic, cpu seconds, lag)
         self.profile: list[tuple[str, float]] = []
+        self.profiler: threading.Thread | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -80,21 +81,23 @@ class ProcessorWatch(threading.Thread):
             time.sleep(0.05)
         if pid is None:
             return
-        if self.profile_seconds:
-            threading.Thread(target=self._profile, args=(pid,), daemon=True).start()
         raw = bench.ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
+        profiling = not self.profile_seconds
         while not self.stop.is_set():
             lag = asyncio.run(measure.consumer_lag(self.bootstrap, bench.ALONE_GROUP, raw))
             cpu = _cpu_seconds(pid)
             if cpu is None:
                 return
             self.samples.append((time.monotonic(), cpu, lag))
+            if not profiling and lag < self.samples[0][2]:  # draining: past start-up and join
+                profiling = True
+                self.profiler = threading.Thread(target=self._profile, args=(pid,), daemon=True)
+                self.profiler.start()
             if lag == 0:
                 return
             time.sleep(0.1)
 
     def _profile(self, pid: int) -> None:
-        time.sleep(3)  # past start-up and the group join
         self.profile = measure.profile(pid, self.profile_seconds, self.workdir / "processor.spy")
 
 
@@ -111,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate = bench.processor_alone(kafka, workdir, args.events)
             watch.stop.set()
             watch.join(timeout=30)
+            if watch.profiler is not None:
+                watch.profiler.join(timeout=args.profile_seconds + 60)
     # CPU over the span the events were processed: from the first sample with progress on.
     progressed = [s for s in watch.samples if s[2] < watch.samples[0][2]] or watch.samples
     start = max((s for s in watch.samples if s[0] <= progressed[0][0]), key=lambda s: s[0])
