@@ -249,10 +249,12 @@ class GroupRate:
 
 def _weigher(prices: tuple[int | None, ...]) -> Callable[[tuple[int, ...]], int]:
     """q -> the sum of q[i] x prices[i], or -1 when a q[i] without a price is not zero."""
+    if any(price is not None and type(price) is not int for price in prices):
+        raise TypeError("tariff prices must be whole numbers")  # what makes the source safe
     unpriced = " or ".join(f"q[{i}]" for i, price in enumerate(prices) if price is None)
     weighted = " + ".join(f"q[{i}] * {price}" for i, price in enumerate(prices) if price) or "0"
     source = f"-1 if {unpriced} else {weighted}" if unpriced else weighted
-    # Only whole numbers and indices go into the expression.
+    # Only whole numbers (checked above) and indices go into the expression.
     weigh: Callable[[tuple[int, ...]], int] = eval(f"lambda q: {source}", {"__builtins__": {}})
     return weigh
 
