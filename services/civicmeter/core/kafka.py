@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import ssl
 from collections.abc import Iterable, Sequence
@@ -138,7 +139,14 @@ async def send_to_partitions(
 def _partition_of(key: bytes | None, partitions: Sequence[int]) -> int:
     if key is None:
         return partitions[next(_round_robin) % len(partitions)]
-    return partitions[int(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+    return partitions[_key_hash(key) % len(partitions)]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _key_hash(key: bytes) -> int:
+    """aiokafka's murmur2 is pure Python (microseconds a key) and a user's key recurs in
+    every batch: hashed once while it stays among the recent keys."""
+    return int(murmur2(key) & 0x7FFFFFFF)
 
 
 async def _send_to_partitions(
