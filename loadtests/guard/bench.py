@@ -155,19 +155,18 @@ async def _client(target: str, rate: float, seconds: float, server_pid: int) -> 
     bodies = decide_requests()
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     times: list[float] = []
-    errors = 0
+    errors: dict[str, int] = {}
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(METHOD)
         for body in bodies * 100:  # warm-up: connection, budget state, caches
             await call(body, metadata=metadata, timeout=10)
 
         async def one(body: bytes) -> None:
-            nonlocal errors
             began = time.perf_counter()
             try:
                 await call(body, metadata=metadata, timeout=5)
-            except grpc.aio.AioRpcError:
-                errors += 1
+            except grpc.aio.AioRpcError as error:
+                errors[error.code().name] = errors.get(error.code().name, 0) + 1
                 return
             times.append((time.perf_counter() - began) * 1000)
 
@@ -200,7 +199,7 @@ class RemoteRun:
     server: str  # what answered
     rate: float
     times: list[float]
-    errors: int
+    errors: dict[str, int]  # by status code
     achieved: float
     seconds: float
     server_ms_per_call: float
@@ -371,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     remote_ok = all(
         run.times
         and percentile(run.times, 0.99) <= REMOTE_TARGET_MS
-        and run.errors == 0
+        and not run.errors
         and run.achieved >= 0.98 * run.rate
         for run in decided
     )
@@ -459,11 +458,15 @@ DECISION_SERVER = "civicmeter decision"
 FLOORS = {"aio": "floor, grpc.aio", "sync": "floor, thread pool"}
 
 
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{count} {code}" for code, count in sorted(errors.items())) or "0"
+
+
 def _row(run: RemoteRun) -> str:
     busy = run.server_ms_per_call * run.achieved / 1000
     return (
         f"| {run.server} | {run.rate:.0f} | {run.achieved:.0f} | "
-        f"{run.seconds:.0f} | {run.errors} | {_ms(run.times, 0.5)} | "
+        f"{run.seconds:.0f} | {_errors(run.errors)} | {_ms(run.times, 0.5)} | "
         f"{_ms(run.times, 0.9)} | {_ms(run.times, 0.99)} | {_ms(run.times, 1.0)} | "
         f"{run.server_ms_per_call:.3f} | {busy:.2f} | {run.client_ms_per_call:.3f} | "
         f"{run.load_after:.1f} |"

@@ -35,7 +35,7 @@ def test_an_open_loop_run_times_every_call_and_reads_both_sides_cpu() -> None:
     finally:
         server.terminate()
         server.wait(30)
-    assert run.errors == 0
+    assert run.errors == {}
     assert len(run.times) == 200
     assert all(t > 0 for t in run.times)
     assert 100 <= run.achieved <= 260  # calls started on a 200/s schedule
