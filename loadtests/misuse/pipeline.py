@@ -8,6 +8,9 @@ from a triggering event's acceptance by ingest to its alert arriving on WatchAle
 
     python -m loadtests.misuse.pipeline [--scale 0.2] [--weeks 6] [--per-type 15]
                                         [--ways one,three,kill] [--kill-at 0.6]
+
+The services log at WARNING; MISUSE_LOG_LEVEL=INFO shows the processors' assignments and
+state restores (logs/ under each way's work directory).
 """
 
 from __future__ import annotations
