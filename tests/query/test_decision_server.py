@@ -15,6 +15,8 @@ import grpc
 import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from civicmeter.core.auth import Principal
 from civicmeter.core.config import ConfigError
@@ -24,6 +26,7 @@ from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.query.access import AuditEntry, AuditLog
 from civicmeter.query.decision_server import DEFAULT_PORT, DEFAULT_RATE_PER_KEY, settings_from_env
 from tests.query.test_decision_service import FINANCE, GATEWAY, POLICY, auth, request, serving
+from tests.telemetry.memory import metric_points
 
 DECIDE = "/civicmeter.decision.v1.DecisionService/Decide"
 T = TypeVar("T")
@@ -65,6 +68,22 @@ async def test_every_decide_call_is_audited_with_its_status(
         ("gw-seoul", DECIDE, "", "OK"),
         ("gw-seoul", DECIDE, "busan", "PERMISSION_DENIED"),
     ]
+
+
+async def test_every_call_is_timed_with_its_status(clickhouse: Client, tmp_path: Path) -> None:
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    async with serving(clickhouse, tmp_path, kind="decision", meter=meter) as channel:
+        stub = decision_grpc.DecisionServiceStub(channel)
+        for _ in range(3):
+            await stub.Decide(request(), metadata=auth(GATEWAY))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Decide(request(), metadata=auth(FINANCE))
+    timed = {
+        (p.attributes["rpc.method"], p.attributes["rpc.grpc.status_code"]): p.count
+        for p in metric_points(reader, "rpc.server.call.duration")
+    }
+    assert timed == {(DECIDE, "OK"): 3, (DECIDE, "PERMISSION_DENIED"): 1}
 
 
 async def test_a_full_audit_queue_refuses_decisions_and_counts_the_lost_records(

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import metrics
 
 from civicmeter.core.auth import hash_token
 from civicmeter.core.compiled_policy import budget_from_message, load_compiled
@@ -59,6 +60,7 @@ async def serving(
     port: int | None = None,
     kind: str = "query",
     audit: AuditLog | None = None,
+    meter: metrics.Meter | None = None,
 ) -> AsyncIterator[grpc.aio.Channel]:
     keys = tmp_path / "keys.yaml"
     keys.write_text(yaml.safe_dump({"keys": [
@@ -78,8 +80,11 @@ async def serving(
         policy_file=policies,
         rate_per_key=0,
     )
-    build = build_decision_server if kind == "decision" else build_server
-    server = build(settings, Storage(clickhouse), audit or AuditLog(Storage(clickhouse)))
+    audit = audit or AuditLog(Storage(clickhouse))
+    if kind == "decision":
+        server = build_decision_server(settings, Storage(clickhouse), audit, meter)
+    else:
+        server = build_server(settings, Storage(clickhouse), audit)
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
         yield channel

@@ -96,7 +96,11 @@ class CallDurationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = str(handler_call_details.method)
+        return self.timed(str(handler_call_details.method), handler)
+
+    def timed(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler` with its calls timed: what the interception does per call, done once by a
+        server that wraps its handlers at start-up instead (query.decision_server)."""
         if handler.response_streaming:
             behavior = handler.unary_stream or handler.stream_stream
             wrapped: Any = self._streaming(behavior, method)

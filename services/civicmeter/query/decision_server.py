@@ -33,10 +33,11 @@ from collections.abc import Mapping
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import metrics
 
 from civicmeter.core.auth import load_api_keys
 from civicmeter.core.config import ConfigError, QuerySettings
-from civicmeter.core.grpc_server import GrpcServer
+from civicmeter.core.grpc_server import CallDurationInterceptor, GrpcServer
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.storage import Storage, migrate
 from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
@@ -76,12 +77,15 @@ def settings_from_env(env: Mapping[str, str]) -> QuerySettings:
 
 
 def build_decision_server(
-    settings: QuerySettings, storage: Storage, audit: AuditLog | None = None
+    settings: QuerySettings,
+    storage: Storage,
+    audit: AuditLog | None = None,
+    meter: metrics.Meter | None = None,
 ) -> GrpcServer:
     """A grpc.aio server with DecisionService, health and reflection, and no interceptor: each
     method is wrapped once with the query API's access checks and audit (AccessInterceptor.
-    guard). Decide is therefore not traced (1,000 spans a second would cost more than the
-    decision); each call's status and duration are in the audit log."""
+    guard) and timed (rpc.server.call.duration). Decide is therefore not traced (1,000 spans
+    a second would cost more than the decision); each call's status is in the audit log."""
     keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else None
     limiter = (
         RateLimiter(settings.rate_per_key, 2 * settings.rate_per_key)
@@ -94,9 +98,11 @@ def build_decision_server(
     service = DecisionService(storage, policies.current, audit=audit)
     handlers = _MethodHandlers()
     decision_grpc.add_DecisionServiceServicer_to_server(service, handlers)
+    timing = CallDurationInterceptor(meter or metrics.get_meter("civicmeter.grpc"))
     guarded = {
-        name: access.guard(f"/{SERVICE_NAME}/{name}", handler)
+        name: timing.timed(method, access.guard(method, handler))
         for name, handler in handlers.methods.items()
+        for method in (f"/{SERVICE_NAME}/{name}",)
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, guarded),))
     server.add_registered_method_handlers(SERVICE_NAME, guarded)
