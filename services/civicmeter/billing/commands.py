@@ -12,6 +12,7 @@ Months are Asia/Seoul calendar months (YYYY-MM); --from is inclusive, --to exclu
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +46,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Run the command; the exit status (reconcile: 1 when anything differs)."""
+    """Run the command; the exit status (reconcile: 1 when anything differs, 2 bad arguments)."""
+    if args.end <= args.start:
+        print(
+            f"civicmeter {args.command}: --to ({args.end:%Y-%m}) must be a later month than "
+            f"--from ({args.start:%Y-%m}); --to is exclusive",
+            file=sys.stderr,
+        )
+        return 2
     client = connect(ClickHouseSettings.from_env(env))
     migrate(client)
     if args.command == "rerate":
