@@ -423,6 +423,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         )
 
 
+_DEADLINE_TRANSIT_SECONDS = 0.5
+
+
 def _status_name(context: grpc.aio.ServicerContext) -> str:
     code = context.code()
     return "OK" if code is None else str(getattr(code, "name", code))
@@ -436,8 +439,10 @@ def _outcome(
     if error is None or isinstance(error, grpc.aio.AbortError):
         return _status_name(context), None
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        # The client's deadline runs out before the server's by the request's transit time,
+        # and its cancellation can arrive first: one that close to the deadline is the deadline.
         remaining = context.time_remaining()
-        expired = remaining is not None and remaining <= 0
+        expired = remaining is not None and remaining <= _DEADLINE_TRANSIT_SECONDS
         return ("DEADLINE_EXCEEDED" if expired else "CANCELLED"), None
     if isinstance(error, ArgumentError):
         return "INVALID_ARGUMENT", str(error)
