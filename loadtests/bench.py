@@ -549,7 +549,7 @@ def write_results(
         f"| kafka-producer-perf-test (250 B, acks=all, lz4) | {producer_ceiling:,.0f} records/s |",
         f"| kafka-consumer-perf-test | {parts.kafka_consumer:,.0f} records/s |",
         f"| aiokafka consumer (getmany, no decoding) | {aiokafka_rate:,.0f} records/s |",
-        f"| ClickHouse insert into usage_events (+5 rollup views), 50k-row batches | "
+        f"| ClickHouse insert into usage_events (+ its rollup views), 50k-row batches | "
         f"{insert_ceiling:,.0f} rows/s |",
         f"| **processor alone** (faust, detectors on, {args.processors} process(es), preloaded "
         f"usage.raw) | **{processor_rate:,.0f} events/s "
