@@ -13,10 +13,11 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml tools/localkafka/pom.xml
+$(STAMP): pyproject.toml sdk/api/pyproject.toml sdk/client/pyproject.toml sdk/gateway/pyproject.toml \
+		tools/localkafka/pom.xml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e sdk/api -e sdk/client -e sdk/gateway -e '.[dev]'
 	$(BIN)/python -m tools.localkafka fetch
 	touch $(STAMP)
 
@@ -33,11 +34,11 @@ unit: $(STAMP) chart-tools api-tools focus-validator chromium ## Run the test su
 check: lint typecheck proto-check proto-lint chart-check ## Lint, types, stubs, buf, the Helm chart
 
 lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check services tests loadtests tools deploy
-	$(BIN)/ruff format --check services tests loadtests tools deploy
+	$(BIN)/ruff check services sdk tests loadtests tools deploy
+	$(BIN)/ruff format --check services sdk tests loadtests tools deploy
 
 typecheck: $(STAMP) ## mypy --strict over the project's own code
-	$(BIN)/mypy services tests loadtests tools deploy
+	$(BIN)/mypy services sdk tests loadtests tools deploy
 
 proto: $(STAMP) ## Regenerate the Python stubs from proto/
 	PATH=$(BIN):$$PATH bash scripts/gen_proto.sh

@@ -52,13 +52,13 @@ from zoneinfo import ZoneInfo
 import grpc
 from google.protobuf import json_format
 
+from civicmeter.api.money import to_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.grpc_server import new_server
-from civicmeter.core.money import to_money
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.storage import connect, migrate
-from civicmeter.query.v1 import query_service_pb2 as query_pb
 from civicmeter.sink.event_writer import COLUMNS
 from loadtests import measure
 from loadtests.scenario import DEPARTMENTS, governments_of, load_facts

@@ -27,11 +27,11 @@ from pathlib import Path
 import grpc
 from aiokafka import AIOKafkaProducer
 
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import KafkaSettings, TopicSettings
 from civicmeter.core.kafka import ensure_topics, send_event_batches
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests import measure
 from loadtests.loadgen import FACTS, run_load, stamp, templates, working_hours_offset_ns
 from loadtests.scenario import governments_of, load_facts

@@ -51,16 +51,16 @@ from zoneinfo import ZoneInfo
 import grpc
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.auth import hash_token, new_token
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.money import from_money
 from civicmeter.core.pricing import PriceCatalog, UnpricedError, load_catalog
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.storage import connect, migrate
 from civicmeter.query.cost import CostQuery, cost_breakdown
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests import measure
 from loadtests.scenario import (
     API_MODELS,

@@ -51,13 +51,13 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from civicmeter.api.seoul import SEOUL
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.reconcile import ROLLUPS
 from civicmeter.core.config import ProcessorSettings, SinkSettings, TopicSettings
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.seoul import SEOUL
 from civicmeter.core.wire import length_delimited
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.loadgen import _EVENTS, FACTS, stamp, templates
 from loadtests.scenario import governments_of, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack, free_port

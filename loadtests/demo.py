@@ -25,16 +25,16 @@ from pathlib import Path
 
 import grpc
 
-from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.seat_ledger import charge_event
 from civicmeter.client import CivicmeterClient
 from civicmeter.client.report import gather, render
-from civicmeter.core.money import from_money
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.gateway.emitter import UsageEmitter
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.scenario import Scenario, build_scenario, expected_totals, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack
 from tools.localkafka import KAFKA_VERSION, LocalKafka

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import grpc
 
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.client.focus_export import SUPPORTED
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ClickHouseSettings
@@ -35,9 +37,7 @@ from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.core.storage import Storage, connect, migrate
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.server import QueryService
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.scenario import Scenario, build_scenario, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO
 

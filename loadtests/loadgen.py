@@ -27,9 +27,9 @@ import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
 from holidays import country_holidays
 
-from civicmeter.core.seoul import SEOUL
+from civicmeter.api.seoul import SEOUL
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.wire import length_delimited, tag
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.scenario import (
     API_MODELS,
     DEPARTMENTS,

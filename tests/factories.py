@@ -6,9 +6,9 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import PriceCatalog, parse_catalog
 from civicmeter.gateway.identity import pseudonymise_user
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 _ids = itertools.count()

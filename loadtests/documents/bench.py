@@ -186,7 +186,7 @@ def report(
         "",
         "The corpus holds only shapes the rules name, so these figures cannot show what the"
         " rules leave out. By design (see the docstring of"
-        " `services/civicmeter/gateway/documents.py`), these are not counted:",
+        " `sdk/gateway/civicmeter/gateway/documents.py`), these are not counted:",
         "",
         "- a marking inside a line of other text, outside brackets, a label or a declaration"
         " (`청사 보안점검 결과 보고 - 대외비`), and a marking after a lone bullet (`○ 대외비`,"

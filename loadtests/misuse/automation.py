@@ -35,11 +35,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from civicmeter.core.policy import OrganizationPolicy, load_policies
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.organization import OrganizationPolicy, load_policies
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.detectors.automation_burst import AutomationBurstDetector
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.misuse.scenario import POLICIES
 
 RESULTS = Path(__file__).with_name("AUTOMATION_RESULTS.md")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from civicmeter.core.policy import DETECTOR_NAMES
 from civicmeter.core.pricing import load_catalog
+from civicmeter.policy.organization import DETECTOR_NAMES
 from civicmeter.processor.detection import Alert, DetectionEngine
 from loadtests.misuse.scenario import DEFAULT_SEED, REPO, MisuseScenario, build_misuse_scenario
 from loadtests.misuse.scoring import Mismatch, Score, score

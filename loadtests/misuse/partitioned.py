@@ -21,8 +21,10 @@ from decimal import Decimal
 
 from aiokafka.partitioner import murmur2
 
+from civicmeter.api.usage.v1 import activity_pb2
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.kafka import event_key
-from civicmeter.core.policy import PolicySet
+from civicmeter.policy.organization import PolicySet
 from civicmeter.processor.detection import Alert, DetectionEngine
 from civicmeter.processor.detection.engine import (
     ORGANIZATION_DETECTORS,
@@ -30,8 +32,6 @@ from civicmeter.processor.detection.engine import (
     SourceMark,
 )
 from civicmeter.processor.detection.state import parse
-from civicmeter.usage.v1 import activity_pb2
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 Delivery = tuple[pb.UsageEvent, Decimal]
 

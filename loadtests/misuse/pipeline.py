@@ -31,9 +31,9 @@ from pathlib import Path
 import grpc
 import yaml
 
-from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.severity import SEVERITY_NAMES
 from civicmeter.core.pricing import load_catalog
-from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.gateway import UsageEmitter
 from civicmeter.processor.detection import Alert
 from civicmeter.processor.detector_state import DetectionTopics

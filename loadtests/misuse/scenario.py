@@ -58,10 +58,10 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from civicmeter.core.policy import PolicySet, Schedule, parse_policies
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
+from civicmeter.policy.organization import PolicySet, Schedule, parse_policies
 from civicmeter.processor.detection.alert import dedup_key
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.scenario import DEPARTMENTS, SERVICES, Government, seat_usage, user_id
 
 REPO = Path(__file__).resolve().parents[2]

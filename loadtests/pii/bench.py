@@ -211,7 +211,7 @@ def report(
         *_accuracy_table(scores),
         "",
         "What the misses and false positives are, by design of the rules (see the docstring of"
-        " `services/civicmeter/gateway/pii.py`):",
+        " `sdk/gateway/civicmeter/gateway/pii.py`):",
         "",
         "- `kr_passport`: the 2021 form (M123A4567) with no passport word anywhere in the text"
         " is not counted (it is also the shape of product codes).",

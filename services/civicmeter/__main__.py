@@ -59,9 +59,9 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         return lambda stop: decision_server.serve(decision_settings, decision_storage, stop)
     if name == "notifier":
         from civicmeter.core.config import NotifierSettings
-        from civicmeter.core.policy import load_policies
         from civicmeter.core.storage import open_storage
         from civicmeter.notifier import service as notifier
+        from civicmeter.policy.organization import load_policies
 
         notifier_settings = NotifierSettings.from_env(env)
         policies = load_policies(notifier_settings.policy_file)
@@ -185,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from civicmeter.billing.seat_file import SeatFileError
     from civicmeter.core.auth import ApiKeyError
     from civicmeter.core.config import ConfigError
-    from civicmeter.core.policy import PolicyError
     from civicmeter.core.pricing import CatalogError
+    from civicmeter.policy.organization import PolicyError
 
     try:
         if args.command == "processor":

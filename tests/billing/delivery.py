@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.publisher import Publisher
 from civicmeter.core.config import KafkaSettings, TopicSettings
 from civicmeter.core.kafka import client_options, ensure_topics, make_producer
 from civicmeter.core.storage import Storage
 from civicmeter.sink.service import decode, write_batch
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 PARTITIONS = 3
 

@@ -9,12 +9,12 @@ from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.reconcile import reconcile
 from civicmeter.billing.rerate import rerate
 from civicmeter.core.pricing import parse_catalog
 from civicmeter.query.usage import UsageQuery, usage
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import CATALOG_DOC, NOW, catalog, event, seoul_months_around
 from tests.sink.test_event_writer import rated
 

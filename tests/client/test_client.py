@@ -13,17 +13,17 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 import civicmeter.client
-from civicmeter.alert.v1 import alert_pb2, alert_service_pb2_grpc
+from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2_grpc
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.client import CivicmeterClient, CostLine
 from civicmeter.core.auth import hash_token, parse_api_keys
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.server import QueryService
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.sink.alert_writer import write_alerts
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.core.test_alert_store import alert
 from tests.factories import NOW, event
 from tests.sink.test_event_writer import rated

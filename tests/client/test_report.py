@@ -28,7 +28,9 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.__main__ import main
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.seoul import SEOUL
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.seat_ledger import charge_event
 from civicmeter.client import CivicmeterClient
 from civicmeter.client.report import gather, krw, render
@@ -37,13 +39,11 @@ from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.core.seat_store import Seat, sync_seats
-from civicmeter.core.seoul import SEOUL
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AuditLog
 from civicmeter.query.server import build_server
 from civicmeter.sink.alert_writer import write_alerts
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event, user_id
 from tests.query.live_server import free_port
 

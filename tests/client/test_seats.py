@@ -14,6 +14,7 @@ from clickhouse_connect.driver.client import Client
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 
+from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.client import CivicmeterClient, Seat, SeatSummaryLine
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
@@ -21,7 +22,6 @@ from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService
-from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.sink.event_writer import write_events
 from tests.billing.delivery import delivered
 from tests.factories import CATALOG_DOC, NOW, event

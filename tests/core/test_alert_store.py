@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.core.alert_store import (
     AlertFilter,
     alerts_after,

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.budgets import (
     ORGANIZATION,
     Budget,
@@ -23,9 +24,8 @@ from civicmeter.core.budgets import (
     status,
     statuses,
 )
-from civicmeter.core.policy import BudgetThreshold, PolicySet, parse_policies
+from civicmeter.policy.organization import BudgetThreshold, PolicySet, parse_policies
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
 
 KST = ZoneInfo("Asia/Seoul")

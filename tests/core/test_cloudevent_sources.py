@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from civicmeter.core.event_json import DecodeError, cloudevent_field, gateway_id_from_source
+from civicmeter.api.event_json import DecodeError, cloudevent_field, gateway_id_from_source
 
 
 @pytest.mark.parametrize(

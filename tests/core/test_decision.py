@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from civicmeter.core.decision import BudgetState, RequestFacts, Spent, decide
-from civicmeter.core.policy import OrganizationPolicy, parse_policies
+from civicmeter.policy.decision import BudgetState, RequestFacts, Spent, decide
+from civicmeter.policy.organization import OrganizationPolicy, parse_policies
 
 KST = ZoneInfo("Asia/Seoul")
 WORKDAY = datetime(2026, 12, 2, 10, 30, tzinfo=KST)  # a Wednesday morning

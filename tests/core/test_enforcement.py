@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from civicmeter.core.enforcement import MARKING_CLASSES
-from civicmeter.core.policy import PolicyError, load_policies
 from civicmeter.gateway.documents import DOCUMENT_MARKINGS
+from civicmeter.policy.enforcement import MARKING_CLASSES
+from civicmeter.policy.organization import PolicyError, load_policies
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,8 +3,8 @@ from typing import Any
 
 import pytest
 
-from civicmeter.core.event_json import DecodeError, decode_batch, encode_batch
-from civicmeter.usage.v1 import usage_event_pb2 as pb
+from civicmeter.api.event_json import DecodeError, decode_batch, encode_batch
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
 
 

@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from civicmeter.core.http_retry import (
+from civicmeter.gateway.http_retry import (
     RetryableAnswer,
     RetryPolicy,
     http_retrying,

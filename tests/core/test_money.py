@@ -3,7 +3,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from civicmeter.core.money import from_money, quantize_cost, to_money
+from civicmeter.api.money import from_money, quantize_cost, to_money
 
 
 @given(

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from civicmeter.core.policy import (
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.organization import (
     ALWAYS_BANNED_PROVIDERS,
     BUDGET_ALERT_TYPES,
     DETECTOR_NAMES,
@@ -18,7 +19,6 @@ from civicmeter.core.policy import (
     load_policies,
     parse_policies,
 )
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "policies.yaml"

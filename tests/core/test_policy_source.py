@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from civicmeter.core.policy import PolicyError
 from civicmeter.core.policy_source import PolicySource
+from civicmeter.policy.organization import PolicyError
 
 
 def test_a_changed_file_is_reloaded_and_a_bad_one_logged_once(

@@ -9,8 +9,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from civicmeter.api.money import quantize_cost
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.fx import FxTable
-from civicmeter.core.money import quantize_cost
 from civicmeter.core.pricing import (
     CatalogError,
     PriceCatalog,
@@ -18,7 +19,6 @@ from civicmeter.core.pricing import (
     load_catalog,
     parse_catalog,
 )
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import CATALOG_DOC, NOW, PRICES_YAML, catalog, event
 
 REPO = Path(__file__).resolve().parents[2]

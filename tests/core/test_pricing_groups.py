@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from civicmeter.core.money import quantize_cost
+from civicmeter.api.money import quantize_cost
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import (
     QUOTED_UNITS,
     CatalogError,
@@ -22,7 +23,6 @@ from civicmeter.core.pricing import (
 )
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.validation import LIMITS_IN_ORDER
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import catalog, event
 
 START = datetime(2025, 1, 1, tzinfo=UTC)

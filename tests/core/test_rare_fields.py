@@ -1,6 +1,6 @@
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.event_batch import encode_event_batch
 from civicmeter.core.rare_fields import events_with_rare_fields
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
 
 

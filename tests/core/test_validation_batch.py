@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.validation import (
     TimeWindow,
@@ -13,7 +14,6 @@ from civicmeter.core.validation import (
     validate_batch,
     validate_event_at,
 )
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import NOW, event
 
 WINDOW = TimeWindow()

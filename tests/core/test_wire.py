@@ -1,8 +1,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.wire import length_delimited, tag, varint, varint_field
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 
 # Non-default values: proto3 writes no field for an empty string or a zero.

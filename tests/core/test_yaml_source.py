@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from civicmeter.core.yaml_source import (
+from civicmeter.policy.yaml_source import (
     At,
     LocatedList,
     LocatedMap,

@@ -1194,7 +1194,8 @@ HISTOGRAMS = CONTRACT_METRICS - {"civicmeter_kafka_consumer_lag"}
 
 def _service_counters() -> set[str]:
     names = set()
-    for source in (REPO / "services" / "civicmeter").rglob("*.py"):
+    sources = [*(REPO / "services").rglob("*.py"), *(REPO / "sdk").rglob("*.py")]
+    for source in sources:
         for name in re.findall(r'create_counter\(\s*"([a-z0-9_.]+)"', source.read_text()):
             names.add(name.replace(".", "_") + "_total")
     return names

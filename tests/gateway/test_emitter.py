@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from civicmeter.core.event_json import decode_batch
+from civicmeter.api.event_json import decode_batch
+from civicmeter.api.ingest.v1 import ingest_service_pb2
 from civicmeter.gateway import IngestRejectedError, UsageEmitter
-from civicmeter.ingest.v1 import ingest_service_pb2
 from tests.factories import event
 from tests.scripted_http import ScriptedServer, retry_after, retry_after_date, scripted_server
 

@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from civicmeter.core.compiled_policy import budget_message, compile_policy
-from civicmeter.core.decision import BudgetState, Spent
-from civicmeter.core.policy import load_policies
-from civicmeter.decision.v1 import decision_service_pb2 as pb
+from civicmeter.api.decision.v1 import decision_service_pb2 as pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as usage_pb
 from civicmeter.gateway import Guard, RequestFacts
-from civicmeter.usage.v1 import usage_event_pb2 as usage_pb
+from civicmeter.policy.compiled import budget_message, compile_policy
+from civicmeter.policy.decision import BudgetState, Spent
+from civicmeter.policy.organization import load_policies
 from tests.gateway.test_pii import RRN, hyphenated
 
 REPO = Path(__file__).resolve().parents[2]

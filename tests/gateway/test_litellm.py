@@ -33,8 +33,8 @@ with warnings.catch_warnings():
 
     from civicmeter.gateway.litellm import CivicmeterGuardrail, CivicmeterLogger
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.gateway import Guard, UsageEmitter, pseudonymise_user
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.ingest.test_auth import KEYS, SEOUL_TOKEN, Ingest, running_ingest
 from tests.ingest.test_cloudevents import published
 from tests.scripted_http import scripted_server

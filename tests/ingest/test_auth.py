@@ -24,15 +24,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
+from civicmeter.api.event_json import encode_batch
+from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
+from civicmeter.api.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.auth import hash_token, new_token
 from civicmeter.core.config import IngestSettings, KafkaSettings, TlsFiles, TopicSettings
-from civicmeter.core.event_json import encode_batch
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
 from civicmeter.ingest.service import serve
-from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
-from civicmeter.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import free_port
 from tests.factories import event
 from tests.query.test_tls import Pki, openssl, pki  # noqa: F401 (the test CA, a fixture)

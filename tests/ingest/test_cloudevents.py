@@ -20,9 +20,9 @@ from cloudevents.core.v1.event import CloudEvent
 from cloudevents.v1 import conversion as ce_v1_conversion
 from cloudevents.v1 import http as ce_v1
 
-from civicmeter.core.event_json import EVENT_TYPE
+from civicmeter.api.event_json import EVENT_TYPE
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.gateway import UsageEmitter
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import user_id
 from tests.ingest.test_auth import MULTI_TOKEN, SEOUL_TOKEN, Ingest
 

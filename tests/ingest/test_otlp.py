@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from civicmeter.usage.v1 import usage_event_pb2 as pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from tests.factories import user_id
 from tests.ingest.test_auth import MULTI_TOKEN, SEOUL_TOKEN, Ingest
 from tests.ingest.test_cloudevents import published

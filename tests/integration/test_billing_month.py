@@ -21,11 +21,11 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 
-from civicmeter.core.money import from_money
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.gateway.emitter import UsageEmitter
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import REPO, LocalStack
 from tests.factories import user_id
 from tests.integration.test_pipeline import eventually

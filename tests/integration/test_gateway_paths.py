@@ -21,13 +21,13 @@ from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from civicmeter.core.event_json import EVENT_TYPE
-from civicmeter.core.money import from_money
+from civicmeter.api.event_json import EVENT_TYPE
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import load_catalog
 from civicmeter.gateway import UsageEmitter, pseudonymise_user
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import DEFAULT_PRICES, LocalStack
 from tests.factories import user_id
 from tests.integration.test_otlp_pipeline import GPT4O, USD

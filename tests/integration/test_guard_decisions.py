@@ -24,14 +24,14 @@ import pytest
 import yaml
 from aiohttp import web
 
-from civicmeter.alert.v1 import alert_service_pb2 as alert_pb
-from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
+from civicmeter.api.alert.v1 import alert_service_pb2 as alert_pb
+from civicmeter.api.alert.v1 import alert_service_pb2_grpc as alert_grpc
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.auth import hash_token, new_token
-from civicmeter.core.money import from_money
 from civicmeter.gateway import Guard, RequestFacts, UsageEmitter, Verdict
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import LocalStack
 from tests.factories import user_id
 from tests.gateway.test_pii import RRN, hyphenated

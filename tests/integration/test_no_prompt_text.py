@@ -16,13 +16,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.storage import connect
 from civicmeter.core.wire import length_delimited, tag, varint
 from civicmeter.gateway import UsageEmitter, detect_pii, pseudonymise_user
-from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import LocalStack
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]

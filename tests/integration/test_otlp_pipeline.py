@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from civicmeter.core.money import from_money
-from civicmeter.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from loadtests.stack import LocalStack
 from tests.factories import user_id
 from tests.integration.test_pipeline import breakdown, eventually

@@ -19,14 +19,14 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from civicmeter.api.event_json import encode_batch
+from civicmeter.api.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.event_json import encode_batch
-from civicmeter.core.money import from_money
 from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
-from civicmeter.ingest.v1 import ingest_service_pb2, ingest_service_pb2_grpc
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.stack import LocalStack
 from tests.factories import user_id
 from tests.integration.conftest import read_log

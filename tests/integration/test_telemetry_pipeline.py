@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from civicmeter.core.event_json import encode_batch
+from civicmeter.api.event_json import encode_batch
 from loadtests.stack import LocalStack, free_port
 from tests.factories import event
 from tests.integration.conftest import read_log

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from civicmeter.core.policy import load_policies
+from civicmeter.policy.organization import load_policies
 from loadtests.misuse import automation
 from loadtests.misuse.scenario import POLICIES
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from civicmeter.api.money import to_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.money import to_money
 from civicmeter.core.pricing import load_catalog
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.storage import connect
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.billing_bench import (
     DIMENSIONS,
     PAGE_SIZE,

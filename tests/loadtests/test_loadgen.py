@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from civicmeter.api.seoul import SEOUL
 from civicmeter.core.auth import hash_token
-from civicmeter.core.seoul import SEOUL
 from loadtests.loadgen import run_load, working_hours_offset_ns
 from tests.ingest.test_auth import MULTI_TOKEN, running_ingest
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from civicmeter.api.seoul import SEOUL
 from civicmeter.billing.seat_file import load_seats
 from civicmeter.billing.seat_ledger import months_charged
 from civicmeter.core.pricing import PriceCatalog, load_catalog
-from civicmeter.core.seoul import SEOUL
 from loadtests.scenario import Scenario, build_scenario, expected_totals, load_facts
 
 REPO = Path(__file__).resolve().parents[2]

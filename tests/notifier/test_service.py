@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.core.config import ClickHouseSettings, NotifierSettings
-from civicmeter.core.policy import parse_policies
 from civicmeter.core.storage import Storage
 from civicmeter.notifier.service import serve
+from civicmeter.policy.organization import parse_policies
 from civicmeter.sink.alert_writer import write_alerts
 from tests.core.test_alert_store import alert
 from tests.telemetry.memory import MemoryTelemetry

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from civicmeter.core.http_retry import RetryPolicy
+from civicmeter.gateway.http_retry import RetryPolicy
 from civicmeter.notifier.webhook import post_with_retries
 from tests.scripted_http import ScriptedServer, retry_after, retry_after_date, scripted_server
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from civicmeter.core.policy import parse_policies
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.organization import parse_policies
 from civicmeter.processor.detection import DetectionEngine
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.processor.test_detection import POLICY, kst, types, use
 
 START = kst("2024-09-20T10:00")

@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 import civicmeter.processor.detection
-from civicmeter.core.policy import DETECTOR_NAMES, PolicySet, parse_policies
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.organization import DETECTOR_NAMES, PolicySet, parse_policies
 from civicmeter.processor.detection import (
     Alert,
     DetectionEngine,
     EngineLimits,
 )
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 KST = ZoneInfo("Asia/Seoul")
 USER = "u_3f9a1c2e4b5d6f708192a3b4c5d6e7f8"

@@ -9,7 +9,7 @@ import pytest
 
 from civicmeter.core.config import KafkaSettings, TopicSettings
 from civicmeter.core.kafka import make_producer
-from civicmeter.core.policy import PolicySet, parse_policies
+from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import USER_DETECTORS
 from civicmeter.processor.detector_state import (

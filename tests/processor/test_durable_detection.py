@@ -10,12 +10,12 @@ from decimal import Decimal
 
 import pytest
 
-from civicmeter.core.policy import PolicySet, parse_policies
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import load_catalog
+from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.processor.detection import Alert, DetectionEngine
 from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS
 from civicmeter.processor.detection.state import StateRecord, parse
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from loadtests.misuse.bench import FACTS, TARGET
 from loadtests.misuse.partitioned import run_partitioned
 from loadtests.misuse.scenario import REPO, MisuseScenario, build_misuse_scenario

@@ -2,9 +2,9 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.event_batch import encode_event_batch
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import NOW, catalog, event, user_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def test_rated_events_keep_no_bytes_the_schema_does_not_define() -> None:
 
 
 def test_a_banned_provider_is_dead_lettered_as_unpriced_and_still_alerted() -> None:
-    from civicmeter.core.policy import load_policies
+    from civicmeter.policy.organization import load_policies
     from civicmeter.processor.detection import DetectionEngine
 
     engine = DetectionEngine(load_policies(REPO / "config" / "policies.yaml"))
@@ -105,7 +105,7 @@ def test_a_banned_provider_is_dead_lettered_as_unpriced_and_still_alerted() -> N
 
 
 def test_repeats_go_out_as_occurrences_of_one_alert_when_not_folded() -> None:
-    from civicmeter.core.policy import load_policies
+    from civicmeter.policy.organization import load_policies
     from civicmeter.processor.detection import DetectionEngine
 
     policies = load_policies(REPO / "config" / "policies.yaml")

@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.event_batch import encode_event_batch
 from civicmeter.core.kafka import event_key
 from civicmeter.core.pricing import PriceCatalog, Rating, UnpricedError, parse_catalog
@@ -27,7 +28,6 @@ from civicmeter.core.validation import TimeWindow, ValidationError, validate_eve
 from civicmeter.core.wire import length_delimited, tag, varint_field
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import NOW, PRICES_YAML, catalog, user_id
 
 import yaml  # isort: skip

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from civicmeter.core.policy import PolicySet, parse_policies
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.processor.detection import DetectionEngine
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.processor.test_detection import POLICY, kst, types, use
 
 START = kst("2024-10-08 10:00")

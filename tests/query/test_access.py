@@ -16,26 +16,26 @@ import grpc
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.alert.v1 import alert_service_pb2, alert_service_pb2_grpc
-from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
-from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.alert.v1 import alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.budget.v1 import budget_service_pb2 as budget_pb
+from civicmeter.api.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.decision.v1 import decision_service_pb2 as decision_pb
+from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
+from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.core.auth import hash_token, parse_api_keys
-from civicmeter.core.money import from_money
-from civicmeter.core.policy import parse_policies
 from civicmeter.core.seat_store import Seat, sync_seats
 from civicmeter.core.storage import Storage
-from civicmeter.decision.v1 import decision_service_pb2 as decision_pb
-from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.policy.organization import parse_policies
 from civicmeter.query.access import METHOD_ROLES, AccessInterceptor, AuditLog
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.decision_service import DecisionService
 from civicmeter.query.seat_service import SeatService
 from civicmeter.query.server import QueryService
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
-from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.sink.alert_writer import write_alerts
 from civicmeter.sink.event_writer import write_events
 from tests.core.test_alert_store import alert

@@ -13,9 +13,9 @@ import pytest
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from google.protobuf.message import Message
 
-from civicmeter.alert.v1 import alert_service_pb2
+from civicmeter.api.alert.v1 import alert_service_pb2
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.query.access import UNAUTHENTICATED_RATE
-from civicmeter.query.v1 import query_service_pb2 as query_pb
 from tests.query.live_server import (
     ADMIN,
     ALERTS,

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.auth import OPEN_ACCESS
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor

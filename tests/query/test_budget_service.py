@@ -15,13 +15,13 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from civicmeter.alert.v1 import alert_pb2
-from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
-from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.budget.v1 import budget_service_pb2 as budget_pb
+from civicmeter.api.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.money import from_money
 from civicmeter.core.auth import hash_token, parse_api_keys
-from civicmeter.core.money import from_money
-from civicmeter.core.policy import parse_policies
 from civicmeter.core.storage import Storage
+from civicmeter.policy.organization import parse_policies
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.budget_service import BudgetService
 from civicmeter.sink.event_writer import write_events

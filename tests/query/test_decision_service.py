@@ -19,21 +19,21 @@ from clickhouse_connect.driver.client import Client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import metrics
 
+from civicmeter.api.decision.v1 import decision_service_pb2 as pb
+from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as usage_pb
 from civicmeter.core.auth import hash_token
-from civicmeter.core.compiled_policy import budget_from_message, load_compiled
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
-from civicmeter.core.decision import RequestFacts, decide
 from civicmeter.core.event_batch import encode_event_batch
 from civicmeter.core.storage import Storage
-from civicmeter.decision.v1 import decision_service_pb2 as pb
-from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.gateway import Guard
+from civicmeter.policy.compiled import budget_from_message, load_compiled
+from civicmeter.policy.decision import RequestFacts, decide
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.query.access import AuditLog
 from civicmeter.query.decision_server import build_decision_server
 from civicmeter.query.server import build_server
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as usage_pb
 from tests.factories import catalog, event
 from tests.query.live_server import free_port
 

@@ -22,11 +22,11 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from civicmeter.alert.v1 import alert_pb2, alert_service_pb2
-from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
+from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2
+from civicmeter.api.budget.v1 import budget_service_pb2 as budget_pb
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.query import page_token
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
 from tests.factories import NOW
 from tests.query.live_server import (
     ADMIN,

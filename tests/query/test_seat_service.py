@@ -17,18 +17,18 @@ from google.type import date_pb2
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 
+from civicmeter.api.money import from_money
+from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
+from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.core.auth import hash_token, parse_api_keys
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
-from civicmeter.core.money import from_money
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService
-from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
-from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.billing.delivery import delivered
 from tests.factories import CATALOG_DOC, NOW, event
 from tests.sink.test_event_writer import rated

@@ -14,9 +14,9 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.query.usage import DIMENSIONS, UsageQuery, UsageQueryError, check, plan, usage
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
 
 SEOUL = ZoneInfo("Asia/Seoul")

@@ -11,14 +11,14 @@ import grpc
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.money import from_money
+from civicmeter.api.money import from_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.server import QueryService
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.sink.event_writer import write_events
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 from tests.factories import event
 
 SEOUL = ZoneInfo("Asia/Seoul")

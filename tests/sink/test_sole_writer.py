@@ -15,7 +15,9 @@ from pathlib import Path
 
 import civicmeter
 
-PACKAGE = Path(civicmeter.__file__).resolve().parent
+# civicmeter is a namespace package: the server (services/) and the light distributions (sdk/).
+PORTIONS = [Path(p).resolve() for p in civicmeter.__path__]
+PACKAGE = next(p for p in PORTIONS if (p / "sink").is_dir())
 SINK = PACKAGE / "sink"
 # The ledger, and the staging and journal tables its crash-safe write goes through.
 LEDGER_TABLES = {"usage_events", "usage_staged", "usage_write_journal"}
@@ -32,8 +34,16 @@ _WRITES = [
 def modules() -> list[Path]:
     """The hand-written modules of every package (generated protobuf code left out)."""
     return sorted(
-        p for p in PACKAGE.rglob("*.py") if not p.name.endswith(("_pb2.py", "_pb2_grpc.py"))
+        p
+        for portion in PORTIONS
+        for p in portion.rglob("*.py")
+        if not p.name.endswith(("_pb2.py", "_pb2_grpc.py"))
     )
+
+
+def _name(path: Path) -> str:
+    portion = next(p for p in PORTIONS if p in path.parents)
+    return str(path.relative_to(portion))
 
 
 def written_tables(path: Path) -> set[str]:
@@ -78,7 +88,7 @@ def test_no_module_outside_the_sink_writes_usage_events_or_the_alert_tables() ->
     outside = [p for p in modules() if SINK not in p.parents]
     assert any(p.parent.name == "billing" for p in outside)  # the services are scanned
     offenders = {
-        str(p.relative_to(PACKAGE)): sorted(written_tables(p) & SOLE_WRITER_TABLES) for p in outside
+        _name(p): sorted(written_tables(p) & SOLE_WRITER_TABLES) for p in outside
     }
     assert {name: tables for name, tables in offenders.items() if tables} == {}
 
@@ -86,7 +96,7 @@ def test_no_module_outside_the_sink_writes_usage_events_or_the_alert_tables() ->
 def test_no_module_outside_the_sink_imports_it() -> None:
     """The command line that starts each service (__main__) aside."""
     offenders = {
-        str(p.relative_to(PACKAGE)): sorted(
+        _name(p): sorted(
             n for n in imported(p) if n == "civicmeter.sink" or n.startswith("civicmeter.sink.")
         )
         for p in modules()

@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from opentelemetry.trace import SpanKind
 
-from civicmeter.core.event_json import encode_batch
-from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
-from civicmeter.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
+from civicmeter.api.event_json import encode_batch
+from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
+from civicmeter.api.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from tests.ingest.test_auth import JSON, Ingest, now_event, running_ingest
 from tests.telemetry.memory import Recorded
 

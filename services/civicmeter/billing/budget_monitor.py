@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.severity import SEVERITY_VALUES, Severity
 from civicmeter.billing.publisher import Publisher
 from civicmeter.core.alert_store import opened_keys
 from civicmeter.core.budgets import (
@@ -48,11 +49,10 @@ from civicmeter.core.budgets import (
     statuses,
 )
 from civicmeter.core.config import BillingSettings
-from civicmeter.core.policy import PolicySet, Severity
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
+from civicmeter.policy.organization import PolicySet
 
 log = logging.getLogger("civicmeter.billing.budgets")
 SETTLING = timedelta(days=1)  # how long after its end a period's thresholds are checked again

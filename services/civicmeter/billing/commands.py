@@ -19,8 +19,8 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.api.seoul import SEOUL
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.seoul import SEOUL
 from civicmeter.core.storage import connect, migrate
 
 COMMANDS = ("rerate", "reconcile")

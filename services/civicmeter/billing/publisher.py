@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import TopicSettings
 from civicmeter.core.kafka import event_key, send_batched, send_event_batches
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 
 class Publisher:

@@ -34,10 +34,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.seat_store import SUBSCRIPTION, Seat, charge_event_id
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
-from civicmeter.core.yaml_source import At, SourceError, SourceFile, parse_yaml
-from civicmeter.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.yaml_source import At, SourceError, SourceFile, parse_yaml
 
 REQUIRED = ("seat_id", "organization", "department", "user", "provider", "service", "plan",
             "start")  # fmt: skip

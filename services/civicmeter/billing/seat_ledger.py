@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from civicmeter.api.seoul import SEOUL, next_month
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.publisher import Publisher
 from civicmeter.billing.seat_file import SeatFileError, load_seats
 from civicmeter.core.catalog_source import CatalogSource
@@ -48,10 +50,8 @@ from civicmeter.core.seat_store import (
     record_charges,
     sync_seats,
 )
-from civicmeter.core.seoul import SEOUL, next_month
 from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.billing.seats")
 GATEWAY_ID = "civicmeter-seat-ledger"

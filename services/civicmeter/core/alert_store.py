@@ -15,7 +15,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
 
 LOOKUP_CHUNK = 2_000  # alerts per lookup of opened keys
 _OPEN_STATES = (alert_pb2.ALERT_STATE_UNSPECIFIED, alert_pb2.ALERT_STATE_OPEN)

@@ -39,10 +39,11 @@ from typing import Literal
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.money import quantize_cost
-from civicmeter.core.policy import BudgetThreshold, OrganizationPolicy, PolicySet, Severity
-from civicmeter.core.seoul import SEOUL, next_month
+from civicmeter.api.money import quantize_cost
+from civicmeter.api.seoul import SEOUL, next_month
+from civicmeter.api.severity import Severity
 from civicmeter.core.storage import deadline_settings
+from civicmeter.policy.organization import BudgetThreshold, OrganizationPolicy, PolicySet
 
 ORGANIZATION = ""  # the department id of an organisation's own budget (events always name one)
 PeriodKind = Literal["month", "year"]

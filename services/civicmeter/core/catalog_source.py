@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from civicmeter.core.pricing import CatalogError, PriceCatalog, load_catalog
-from civicmeter.core.yaml_source import SourceFile
+from civicmeter.policy.yaml_source import SourceFile
 
 log = logging.getLogger("civicmeter.pricing")
 

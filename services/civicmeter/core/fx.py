@@ -20,8 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from civicmeter.core.money import KRW
-from civicmeter.core.yaml_source import At, SourceError, SourceFile, load_yaml
+from civicmeter.api.money import KRW
+from civicmeter.policy.yaml_source import At, SourceError, SourceFile, load_yaml
 
 SEOUL = timezone(timedelta(hours=9), "Asia/Seoul")  # no daylight saving time since 1988
 CURRENCY_CODE = re.compile(r"[A-Z]{3}")

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 
-from civicmeter.usage.v1 import usage_event_pb2 as pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 
 # Request-scale durations (the semantic conventions' advice for HTTP and RPC).
 DURATION_BUCKETS = (

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from civicmeter.core.policy import PolicyError, PolicySet, load_policies
 from civicmeter.core.reloading import ReloadingFile
+from civicmeter.policy.organization import PolicyError, PolicySet, load_policies
 
 log = logging.getLogger("civicmeter.policy")
 

@@ -75,6 +75,8 @@ from decimal import Context, Decimal, Inexact, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from civicmeter.api.money import COST_QUANTUM, KRW, quantize_cost
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.fx import (
     CURRENCY_CODE,
     SEOUL,
@@ -85,10 +87,8 @@ from civicmeter.core.fx import (
     seoul_date,
     seoul_midnight,
 )
-from civicmeter.core.money import COST_QUANTUM, KRW, quantize_cost
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.yaml_source import At, SourceError, SourceFile, load_yaml
-from civicmeter.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.yaml_source import At, SourceError, SourceFile, load_yaml
 
 # Units a price may be quoted in: (the Usage field it applies to, field units per quoted unit).
 QUOTED_UNITS: dict[str, tuple[str, int]] = {

@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 from google.protobuf.message import Message
 
-from civicmeter.usage.v1 import usage_event_pb2 as pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 
 RARE_FIELDS = ("risk", "reported_cost", "decision_rule_ids")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from civicmeter.core.yaml_source import SourceFile
+from civicmeter.policy.yaml_source import SourceFile
 
 T = TypeVar("T")
 

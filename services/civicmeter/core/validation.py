@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter, methodcaller
 
+from civicmeter.api.limits import MAX_PII_KINDS, MAX_RULE_IDS
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.rare_fields import events_with_rare_fields
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _DECISIONS = frozenset(pb.Decision.values())
-MAX_RULE_IDS = 32  # the policy rules one decision names
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 PSEUDONYMOUS_USER_ID = re.compile(r"u_[0-9a-f]{32}")
@@ -75,9 +75,6 @@ QUANTITY_LIMITS = {
 # The same ceilings in the order of QUANTITIES, as EventColumns.quantities holds them.
 LIMITS_IN_ORDER: tuple[int, ...] = tuple(QUANTITY_LIMITS[name] for name in QUANTITIES)
 MAX_PII_FINDINGS = 100_000
-# Kinds of personal information in one event: the map is the only field without a natural
-# bound, and an event must stay far below a Kafka record (the SDK's detector knows a handful).
-MAX_PII_KINDS = 64
 
 
 class ValidationError(ValueError):

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
-from civicmeter.core.event_json import DecodeError
-from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
+from civicmeter.api.event_json import DecodeError
+from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
 
 # A valid event is at most ~7 KB: bounded identifiers and at most 64 kinds of findings.
 MAX_EVENT_BYTES = 64 * 1024

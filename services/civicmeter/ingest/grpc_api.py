@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp_pb
 
+from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.ingest.auth import GatewayAccess, GrpcAuthentication, admit_grpc_call
 from civicmeter.ingest.decoding import UndecodableRequestError, parse_publish_request
@@ -22,7 +23,6 @@ from civicmeter.ingest.publisher import (
     Publisher,
     PublishUnavailableError,
 )
-from civicmeter.ingest.v1 import ingest_service_pb2 as ingest_pb
 
 SERVICE_NAME = ingest_pb.DESCRIPTOR.services_by_name["IngestService"].full_name
 OTLP_SERVICE_NAME = otlp_pb.DESCRIPTOR.services_by_name["TraceService"].full_name

@@ -20,7 +20,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 
-from civicmeter.core.event_json import (
+from civicmeter.api.event_json import (
     PROTOBUF_DATA_TYPES,
     DecodeError,
     cloudevent_field,

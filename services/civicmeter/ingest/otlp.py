@@ -52,10 +52,10 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.auth import Principal
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event
 from civicmeter.ingest.publisher import BatchRejectedError, Publisher
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 GEN_AI_OPERATION = "gen_ai.operation.name"
 # Operations whose spans aggregate or carry no model call of their own: never billed.

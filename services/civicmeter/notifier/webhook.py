@@ -10,14 +10,14 @@ import aiohttp
 from opentelemetry import metrics
 from yarl import URL
 
-from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core.http_retry import (
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.severity import SEVERITY_NAMES
+from civicmeter.gateway.http_retry import (
     RetryableAnswer,
     RetryPolicy,
     http_retrying,
     raise_if_retryable,
 )
-from civicmeter.core.severity import SEVERITY_NAMES
 
 _COLOURS = {"low": "#439FE0", "medium": "warning", "high": "danger", "critical": "#7B0000"}
 

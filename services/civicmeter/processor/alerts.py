@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from civicmeter.alert.v1 import alert_pb2
-from civicmeter.core.severity import SEVERITY_VALUES
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.severity import SEVERITY_VALUES
 from civicmeter.processor.detection.alert import Alert
 
 

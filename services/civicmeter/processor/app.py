@@ -33,6 +33,8 @@ from typing import Any, cast
 import faust
 from opentelemetry import trace
 
+from civicmeter.api.severity import SEVERITY_NAMES
+from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.kafka import make_producer, send_batched, send_event_batches
@@ -44,7 +46,6 @@ from civicmeter.core.metrics import (
     process_duration,
 )
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.severity import SEVERITY_NAMES
 from civicmeter.core.telemetry import (
     KafkaClient,
     Telemetry,
@@ -56,7 +57,6 @@ from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detector_state import DetectionTopics, StateStore
 from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
-from civicmeter.usage.v1 import activity_pb2
 
 log = logging.getLogger("civicmeter.processor")
 

@@ -24,7 +24,8 @@ from typing import cast
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.kafka import event_key
 from civicmeter.core.pricing import GroupRate, PriceCatalog, UnpricedError, micro_won_text
 from civicmeter.core.validation import (
@@ -38,7 +39,6 @@ from civicmeter.core.wire import length_delimited, length_delimited_fields, tag,
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import SourceMark
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 # Keys of RatedUsageEvent's fields, all length-delimited. Its event (field 1) is encoded as
 # a UsageEventBatch's event (field 1 too): a batch record's field is the rated event's start.

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from civicmeter.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
+from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.alert_store import (
     AlertFilter,
     alerts_after,

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from google.type import date_pb2, decimal_pb2
 
-from civicmeter.budget.v1 import budget_service_pb2 as budget_pb
-from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.budget.v1 import budget_service_pb2 as budget_pb
+from civicmeter.api.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.money import to_money
+from civicmeter.api.severity import SEVERITY_VALUES
 from civicmeter.core.budgets import (
     PERIOD_KINDS,
     BudgetStatus,
@@ -19,10 +21,8 @@ from civicmeter.core.budgets import (
     lookback_days,
     statuses,
 )
-from civicmeter.core.money import to_money
-from civicmeter.core.policy import PolicySet
-from civicmeter.core.severity import SEVERITY_VALUES
 from civicmeter.core.storage import Storage
+from civicmeter.policy.organization import PolicySet
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
 from civicmeter.query.arguments import time_field

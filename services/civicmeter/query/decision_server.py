@@ -35,12 +35,12 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
+from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.core.auth import load_api_keys
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import CallDurationInterceptor, GrpcServer
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.storage import Storage, migrate
-from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter
 from civicmeter.query.decision_service import SERVICE_NAME, DecisionService
 from civicmeter.query.server import server_credentials

@@ -34,15 +34,15 @@ from datetime import UTC, datetime
 
 import grpc
 
+from civicmeter.api.decision.v1 import decision_service_pb2 as pb
+from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.api.money import from_money
 from civicmeter.core.auth import ALL_ORGANIZATIONS
 from civicmeter.core.budgets import ORGANIZATION, Ledger, Period, load_ledger
-from civicmeter.core.compiled_policy import budget_message, compile_policy
-from civicmeter.core.decision import BudgetState, RequestFacts, Spent, decide
-from civicmeter.core.money import from_money
-from civicmeter.core.policy import PolicySet
 from civicmeter.core.storage import Storage
-from civicmeter.decision.v1 import decision_service_pb2 as pb
-from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.policy.compiled import budget_message, compile_policy
+from civicmeter.policy.decision import BudgetState, RequestFacts, Spent, decide
+from civicmeter.policy.organization import PolicySet
 from civicmeter.query.access import AuditLog, current_principal
 
 log = logging.getLogger("civicmeter.query.decision")

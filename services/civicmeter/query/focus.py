@@ -31,13 +31,13 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from civicmeter.core.money import KRW, quantize_cost, to_money
+from civicmeter.api.money import KRW, quantize_cost, to_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.seoul import SEOUL
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import ANY_MODEL, CONTRACT_MARK, Price, PriceCatalog, PriceTable
 from civicmeter.core.seat_store import SUBSCRIPTION
-from civicmeter.core.seoul import SEOUL
 from civicmeter.query.focus_charges import CorrectionCharge, UsageCharge
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 SERVICE_CATEGORY = "AI and Machine Learning"
 SERVICE_SUBCATEGORY = "Generative AI"

@@ -21,9 +21,9 @@ from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.money import quantize_cost
+from civicmeter.api.money import quantize_cost
+from civicmeter.api.seoul import next_month
 from civicmeter.core.seat_store import SUBSCRIPTION, Seat, live_seats, month_fees
-from civicmeter.core.seoul import next_month
 from civicmeter.core.storage import deadline_settings
 
 DEFAULT_IDLE_DAYS = 30

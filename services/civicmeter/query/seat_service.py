@@ -8,8 +8,10 @@ from datetime import date, datetime
 import grpc
 from google.type import date_pb2
 
-from civicmeter.core.money import to_money
-from civicmeter.core.seoul import SEOUL
+from civicmeter.api.money import to_money
+from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
+from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
+from civicmeter.api.seoul import SEOUL
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
@@ -24,8 +26,6 @@ from civicmeter.query.seat_report import (
     list_seats,
     seat_summary,
 )
-from civicmeter.seat.v1 import seat_service_pb2 as seat_pb
-from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 
 SERVICE_NAME = seat_pb.DESCRIPTOR.services_by_name["SeatService"].full_name
 DEFAULT_PAGE_SIZE = 100

@@ -8,16 +8,19 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from civicmeter.alert.v1 import alert_service_pb2_grpc as alert_grpc
-from civicmeter.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.alert.v1 import alert_service_pb2_grpc as alert_grpc
+from civicmeter.api.budget.v1 import budget_service_pb2_grpc as budget_grpc
+from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
+from civicmeter.api.money import to_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
+from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.core.auth import load_api_keys
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
-from civicmeter.core.money import to_money
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.storage import Storage, migrate
-from civicmeter.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.query import page_token
 from civicmeter.query.access import (
     AccessInterceptor,
@@ -40,9 +43,6 @@ from civicmeter.query.decision_service import DecisionService
 from civicmeter.query.seat_service import SERVICE_NAME as SEAT_SERVICE_NAME
 from civicmeter.query.seat_service import SeatService
 from civicmeter.query.usage_api import UsageApi
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.seat.v1 import seat_service_pb2_grpc as seat_grpc
 
 log = logging.getLogger("civicmeter.query")
 SERVICE_NAME = query_pb.DESCRIPTOR.services_by_name["QueryService"].full_name

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.api.seoul import SEOUL
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.seoul import SEOUL
 from civicmeter.core.storage import deadline_settings
 from civicmeter.query.arguments import ArgumentError, echo
 

@@ -18,8 +18,10 @@ from typing import NoReturn
 import grpc
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.api.money import to_money
+from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.catalog_source import CatalogSource
-from civicmeter.core.money import to_money
 from civicmeter.core.seat_store import SUBSCRIPTION
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
@@ -38,8 +40,6 @@ from civicmeter.query.usage import (
     rerating_adjustments,
     usage,
 )
-from civicmeter.query.v1 import query_service_pb2 as query_pb
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

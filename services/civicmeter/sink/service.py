@@ -21,7 +21,8 @@ from clickhouse_connect.driver.client import Client
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
-from civicmeter.alert.v1 import alert_pb2
+from civicmeter.api.alert.v1 import alert_pb2
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import SinkSettings, TopicSettings
 from civicmeter.core.consumer_lag import ConsumerLag
 from civicmeter.core.kafka import make_consumer, make_producer
@@ -36,7 +37,6 @@ from civicmeter.core.telemetry import KafkaClient, Telemetry, consumer_span, lin
 from civicmeter.sink import write_journal
 from civicmeter.sink.alert_writer import AlertWriteResult, write_alerts
 from civicmeter.sink.event_writer import WriteResult, replay_pending, write_rated_records
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 log = logging.getLogger("civicmeter.sink")
 MAX_BACKOFF_SECONDS = 30.0

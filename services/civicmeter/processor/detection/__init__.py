@@ -22,7 +22,7 @@ Budgets are watched by the billing service over the stored ledger, which sees th
 charges and re-rating the stream does not.
 """
 
-from civicmeter.core.policy import DETECTOR_NAMES
+from civicmeter.policy.organization import DETECTOR_NAMES
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.engine import DetectionEngine, EngineLimits
 

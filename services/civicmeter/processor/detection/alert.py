@@ -26,14 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from civicmeter.core.policy import Severity
+from civicmeter.api.severity import Severity
 
 KEY_SEPARATOR = "|"
 
 
 @dataclass(frozen=True)
 class Alert:
-    alert_type: str  # one of civicmeter.core.policy.DETECTOR_NAMES
+    alert_type: str  # one of civicmeter.policy.organization.DETECTOR_NAMES
     severity: Severity
     organization_id: str
     department_id: str

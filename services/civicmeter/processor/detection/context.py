@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from civicmeter.core.policy import OrganizationPolicy, Severity
+from civicmeter.api.severity import Severity
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.organization import OrganizationPolicy
 from civicmeter.processor.detection.alert import Alert, dedup_key, minute_label, short_user
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 if TYPE_CHECKING:
     from civicmeter.processor.detection.activity import UserActivity

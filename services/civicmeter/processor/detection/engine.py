@@ -17,7 +17,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from civicmeter.core.policy import DETECTOR_NAMES, OrganizationPolicy, PolicySet
+from civicmeter.api.usage.v1 import activity_pb2
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.organization import DETECTOR_NAMES, OrganizationPolicy, PolicySet
 from civicmeter.processor.detection.activity import ActivityTracker, DayTotals
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap, RecentSet
@@ -39,8 +41,6 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
 from civicmeter.processor.detection.state import DEPARTMENT, USER, StateRecord
-from civicmeter.usage.v1 import activity_pb2
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 # The detectors that need all of an organisation's events: where users' events are spread over
 # processors, they run on day totals (DetectionEngine.apply_activity) gathered by organisation.

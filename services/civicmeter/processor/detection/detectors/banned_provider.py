@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from civicmeter.core.policy import ALWAYS_BANNED_PROVIDERS
+from civicmeter.policy.organization import ALWAYS_BANNED_PROVIDERS
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.detectors.base import NO_ALERTS

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.detectors.base import NO_ALERTS
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 
 class PersonalAccountDetector:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap
 from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.detectors.base import NO_ALERTS
-from civicmeter.usage.v1 import usage_event_pb2 as pb
 
 
 @dataclass(slots=True)
