@@ -11,12 +11,10 @@ Typical use::
         kafka.create_topics(["usage-events"], partitions=4)
         producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
 
-Topics: ``LocalKafka.create_topics`` speaks the Kafka wire protocol directly
-(CreateTopics v4 + Metadata v4 over a plain socket), so it is fast (no extra
-JVM) and needs no client library; it returns once every partition has a leader.
-Auto-creation is on as well (``num.partitions`` defaults to 4).
-
-This module is stdlib only.
+Everything said to the running broker (readiness, topic creation) goes through
+aiokafka's admin client (see :mod:`tools.localkafka.admin`); ``LocalKafka.create_topics``
+returns once every partition has a leader.  Auto-creation is on as well
+(``num.partitions`` defaults to 4).
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,6 +37,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
+
+from . import admin
 
 __all__ = [
     "KAFKA_VERSION",
@@ -272,166 +271,6 @@ def perf_tool_cmd(name: str, *args: str, heap: str = "256m") -> list[str]:
         main_class,
         *args,
     ]
-
-
-# ------------------------------------------------------------------ wire protocol
-
-_API_METADATA: Final[int] = 3
-_API_API_VERSIONS: Final[int] = 18
-_API_CREATE_TOPICS: Final[int] = 19
-_ERR_TOPIC_ALREADY_EXISTS: Final[int] = 36
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def _take(self, fmt: str) -> int:
-        (value,) = struct.unpack_from(fmt, self._data, self._pos)
-        self._pos += struct.calcsize(fmt)
-        return int(value)
-
-    def int8(self) -> int:
-        return self._take(">b")
-
-    def int16(self) -> int:
-        return self._take(">h")
-
-    def int32(self) -> int:
-        return self._take(">i")
-
-    def string(self) -> str | None:
-        length = self.int16()
-        if length < 0:
-            return None
-        raw = self._data[self._pos : self._pos + length]
-        self._pos += length
-        return raw.decode("utf-8")
-
-    def skip_int32_array(self) -> None:
-        count = self.int32()
-        self._pos += 4 * max(count, 0)
-
-
-def _str(value: str | None) -> bytes:
-    if value is None:
-        return struct.pack(">h", -1)
-    raw = value.encode("utf-8")
-    return struct.pack(">h", len(raw)) + raw
-
-
-class _Connection:
-    """A blocking, one-request-at-a-time Kafka connection (non-flexible versions only)."""
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self._sock = socket.create_connection((host, port), timeout=timeout)
-        self._correlation = 0
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _recv_exact(self, size: int) -> bytes:
-        chunks: list[bytes] = []
-        remaining = size
-        while remaining:
-            chunk = self._sock.recv(remaining)
-            if not chunk:
-                raise ConnectionError("broker closed the connection")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
-
-    def request(self, api_key: int, version: int, body: bytes) -> _Reader:
-        self._correlation += 1
-        header = struct.pack(">hhi", api_key, version, self._correlation) + _str("localkafka")
-        payload = header + body
-        self._sock.sendall(struct.pack(">i", len(payload)) + payload)
-        (size,) = struct.unpack(">i", self._recv_exact(4))
-        reader = _Reader(self._recv_exact(size))
-        if reader.int32() != self._correlation:
-            raise ConnectionError("correlation id mismatch")
-        return reader
-
-    def api_versions(self) -> dict[int, tuple[int, int]]:
-        reader = self.request(_API_API_VERSIONS, 0, b"")
-        error = reader.int16()
-        if error != 0:
-            raise ConnectionError(f"ApiVersions failed with error code {error}")
-        versions: dict[int, tuple[int, int]] = {}
-        for _ in range(reader.int32()):
-            key, low, high = reader.int16(), reader.int16(), reader.int16()
-            versions[key] = (low, high)
-        return versions
-
-    def metadata(self, topics: list[str] | None) -> tuple[int, dict[str, list[int]]]:
-        """Metadata v4: (number of brokers, {topic: [leader per partition]}); -1 = no leader.
-
-        A topic that errored (e.g. unknown) is reported with an empty list.
-        """
-        if topics is None:
-            body = struct.pack(">i", -1)
-        else:
-            body = struct.pack(">i", len(topics)) + b"".join(_str(t) for t in topics)
-        reader = self.request(_API_METADATA, 4, body + struct.pack(">b", 0))
-        reader.int32()  # throttle_time_ms
-        brokers = reader.int32()
-        for _ in range(brokers):
-            reader.int32()
-            reader.string()
-            reader.int32()
-            reader.string()
-        reader.string()  # cluster_id
-        reader.int32()  # controller_id
-        result: dict[str, list[int]] = {}
-        for _ in range(reader.int32()):
-            topic_error = reader.int16()
-            name = reader.string() or ""
-            reader.int8()  # is_internal
-            leaders: list[int] = []
-            for _ in range(reader.int32()):
-                reader.int16()  # partition error
-                reader.int32()  # partition index
-                leaders.append(reader.int32())
-                reader.skip_int32_array()  # replicas
-                reader.skip_int32_array()  # isr
-            result[name] = [] if topic_error != 0 else leaders
-        return brokers, result
-
-    def create_topics(
-        self,
-        names: list[str],
-        partitions: int,
-        replication_factor: int,
-        config: Mapping[str, str],
-        timeout_ms: int,
-    ) -> dict[str, tuple[int, str | None]]:
-        """CreateTopics v4: {topic: (error_code, error_message)}."""
-        configs = struct.pack(">i", len(config)) + b"".join(
-            _str(k) + _str(v) for k, v in config.items()
-        )
-        topics = b"".join(
-            _str(name)
-            + struct.pack(">ih", partitions, replication_factor)
-            + struct.pack(">i", 0)  # no manual assignments
-            + configs
-            for name in names
-        )
-        body = struct.pack(">i", len(names)) + topics + struct.pack(">ib", timeout_ms, 0)
-        reader = self.request(_API_CREATE_TOPICS, 4, body)
-        reader.int32()  # throttle_time_ms
-        result: dict[str, tuple[int, str | None]] = {}
-        for _ in range(reader.int32()):
-            name = reader.string() or ""
-            error = reader.int16()
-            result[name] = (error, reader.string())
-        return result
 
 
 # ------------------------------------------------------------------------ broker
@@ -790,12 +629,9 @@ class LocalKafka:
                     f"(last error: {last_error})\n{self.log_tail()}"
                 )
             try:
-                with _Connection("127.0.0.1", self.port, min(2.0, remaining)) as conn:
-                    conn.api_versions()
-                    brokers, _ = conn.metadata([])
-                    if brokers > 0:
-                        return
-                    last_error = "metadata lists no broker yet"
+                if admin.broker_count(self.bootstrap_servers, min(2.0, remaining)) > 0:
+                    return
+                last_error = "metadata lists no broker yet"
             except OSError as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -817,31 +653,12 @@ class LocalKafka:
         An existing topic is fine when ``exist_ok`` (its partition count is not
         changed).  Raises ``RuntimeError`` for any other per-topic error.
         """
-        wanted = list(dict.fromkeys(names))
-        if not wanted:
-            return
-        count = self._num_partitions if partitions is None else partitions
-        deadline = time.monotonic() + timeout
-        with _Connection("127.0.0.1", self.port, timeout) as conn:
-            results = conn.create_topics(
-                wanted, count, replication_factor, dict(config or {}), int(timeout * 1000)
-            )
-            failures = [
-                f"{name}: error {code} {message or ''}".strip()
-                for name, (code, message) in results.items()
-                if code != 0 and not (exist_ok and code == _ERR_TOPIC_ALREADY_EXISTS)
-            ]
-            if failures:
-                raise RuntimeError("creating topics failed: " + "; ".join(failures))
-            while True:
-                _, topics = conn.metadata(wanted)
-                pending = [
-                    name
-                    for name in wanted
-                    if not topics.get(name) or any(leader < 0 for leader in topics[name])
-                ]
-                if not pending:
-                    return
-                if time.monotonic() >= deadline:
-                    raise RuntimeError(f"topics without leaders after {timeout}s: {pending}")
-                time.sleep(0.05)
+        admin.create_topics(
+            self.bootstrap_servers,
+            names,
+            self._num_partitions if partitions is None else partitions,
+            replication_factor=replication_factor,
+            config=config,
+            exist_ok=exist_ok,
+            timeout=timeout,
+        )
