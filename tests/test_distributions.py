@@ -7,11 +7,13 @@ built as a wheel from this repository and installed with what it declares, nothi
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +30,7 @@ SERVER_PACKAGES = [
 HEAVY = ["chdb", "clickhouse_connect", "faust", "aiokafka", "opentelemetry", "litellm"]
 
 # What each distribution's import must give, and what it must not bring along.
-CASES = {
+CASES: dict[str, dict[str, Any]] = {
     "civicmeter-client": {
         "imports": ["civicmeter.client", "civicmeter.client.report", "civicmeter.api.money"],
         "public": "civicmeter.client",
@@ -95,7 +97,7 @@ def test_a_light_distribution_installs_alone_and_imports_without_the_server(
     )  # fmt: skip
     found = json.loads(probe.stdout)
     # The same public names as in this repository's own environment.
-    public = __import__(case["public"], fromlist=["__all__"])
+    public = importlib.import_module(CASES[distribution]["public"])
     assert found["public"] == sorted(public.__all__)
     assert found["missing"] == []
     assert found["found"] == [], f"{distribution} brings along {found['found']}"
