@@ -21,10 +21,9 @@ from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign, current_principal
 from civicmeter.query.arguments import echo
+from civicmeter.query.paging import page_size, position
 
 SERVICE_NAME = alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 MAX_REPLAY_SECONDS = 86_400
 WATCH_POLL_SECONDS = 0.5
 _WATCH = "watch"  # the fingerprint of watch cursors: they fit any filter
@@ -52,21 +51,16 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
     async def ListAlerts(  # noqa: N802 (gRPC method name)
         self, request: alert_service_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext
     ) -> alert_service_pb2.ListAlertsResponse:
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"page_size: must be between 0 and {MAX_PAGE_SIZE}",
-            )
+        size = await page_size(context, request.page_size)
         flt = await _filter(request.filter, context)
         fingerprint = page_token.fingerprint(flt, request.state)
         before: tuple[int, str] | None = None
-        if request.page_token:
-            try:
-                ms, key = self._tokens.decode(request.page_token, fingerprint, (int, str))
-            except page_token.PageTokenError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {exc}")
+        last_seen = await position(
+            context, self._tokens, request.page_token, fingerprint, (int, str)
+        )
+        if last_seen is not None:
+            ms, key = last_seen
             before = (int(ms), str(key))
-        size = request.page_size or DEFAULT_PAGE_SIZE
         page = await self._storage.run(
             lambda c: list_alerts(c, flt, int(request.state), size + 1, before)
         )
@@ -109,11 +103,11 @@ class AlertService(alert_service_pb2_grpc.AlertServiceServicer):
         self, request: alert_service_pb2.WatchAlertsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[alert_service_pb2.WatchAlertsResponse]:
         flt = await _filter(request.filter, context)
-        if request.cursor:
-            try:
-                ms, key = self._tokens.decode(request.cursor, _WATCH, (int, str))
-            except page_token.PageTokenError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cursor: {exc}")
+        resumed = await position(
+            context, self._tokens, request.cursor, _WATCH, (int, str), "cursor"
+        )
+        if resumed is not None:
+            ms, key = resumed
             after = (int(ms), str(key))
         else:
             if not 0 <= request.replay_seconds <= MAX_REPLAY_SECONDS:

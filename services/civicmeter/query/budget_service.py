@@ -27,10 +27,9 @@ from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
 from civicmeter.query.arguments import time_field
 from civicmeter.query.deadline import read_within_deadline
+from civicmeter.query.paging import page_size, position
 
 SERVICE_NAME = budget_pb.DESCRIPTOR.services_by_name["BudgetService"].full_name
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 # A caller's clock may run a little ahead of ours; further ahead, as_of_time is refused.
 CLOCK_SKEW = timedelta(minutes=5)
 _KINDS: dict[int, tuple[PeriodKind, ...]] = {
@@ -65,8 +64,7 @@ class BudgetService(budget_grpc.BudgetServiceServicer):
         if kinds is None:
             await context.abort(invalid, f"period: {request.period} is not a BudgetPeriod")
             raise AssertionError("unreachable")
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            await context.abort(invalid, f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        limit = await page_size(context, request.page_size)
         now = self._clock()
         given = request.HasField("as_of_time")
         as_of = time_field("as_of_time", request.as_of_time) if given else now
@@ -76,13 +74,11 @@ class BudgetService(budget_grpc.BudgetServiceServicer):
         requested = request.as_of_time.ToMilliseconds() if given else 0
         fingerprint = page_token.fingerprint(organization, requested, request.period)
         after: tuple[str, int, str] | None = None
-        if request.page_token:
-            try:
-                as_of_ms, org, kind, department = self._tokens.decode(
-                    request.page_token, fingerprint, (int, str, int, str)
-                )
-            except page_token.PageTokenError as exc:
-                await context.abort(invalid, f"page_token: {exc}")
+        last_seen = await position(
+            context, self._tokens, request.page_token, fingerprint, (int, str, int, str)
+        )
+        if last_seen is not None:
+            as_of_ms, org, kind, department = last_seen
             # A token this server signed: page 1's moment, which passed the checks above.
             as_of = datetime.fromtimestamp(int(as_of_ms) / 1000, UTC)
             after = (str(org), int(kind), str(department))
@@ -96,7 +92,6 @@ class BudgetService(budget_grpc.BudgetServiceServicer):
             for s in statuses(ledger, policies, organization, kinds)
             if after is None or s.budget.sort_key > after
         ]
-        limit = request.page_size or DEFAULT_PAGE_SIZE
         response = budget_pb.ListBudgetStatusesResponse(
             budget_statuses=[_message(s) for s in found[:limit]]
         )

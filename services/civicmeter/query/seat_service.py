@@ -17,6 +17,7 @@ from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
 from civicmeter.query.arguments import month_field, time_field
 from civicmeter.query.deadline import read_within_deadline
+from civicmeter.query.paging import page_size, position
 from civicmeter.query.seat_report import (
     DEFAULT_IDLE_DAYS,
     MAX_IDLE_DAYS,
@@ -28,8 +29,6 @@ from civicmeter.query.seat_report import (
 )
 
 SERVICE_NAME = seat_pb.DESCRIPTOR.services_by_name["SeatService"].full_name
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 _DIMENSIONS = {
     seat_pb.SEAT_DIMENSION_SERVICE: "service",
     seat_pb.SEAT_DIMENSION_DEPARTMENT: "department",
@@ -93,8 +92,7 @@ class SeatService(seat_grpc.SeatServiceServicer):
     async def ListSeats(  # noqa: N802 (gRPC method name)
         self, request: seat_pb.ListSeatsRequest, context: grpc.aio.ServicerContext
     ) -> seat_pb.ListSeatsResponse:
-        invalid = grpc.StatusCode.INVALID_ARGUMENT
-        await _check_sizes(context, request.page_size, request.idle_days)
+        size = await _check_sizes(context, request.page_size, request.idle_days)
         organization = await abort_if_foreign(context, request.organization_id)
         idle_days = request.idle_days or DEFAULT_IDLE_DAYS
         # Without as_of_time the day is today's: the first page fixes it for the pages after.
@@ -106,13 +104,11 @@ class SeatService(seat_grpc.SeatServiceServicer):
         )
         as_of = given.astimezone(SEOUL).date() if given else self._today()
         after = None
-        if request.page_token:
-            try:
-                ordinal, org, seat_id = self._tokens.decode(
-                    request.page_token, fingerprint, (int, str, str)
-                )
-            except page_token.PageTokenError as exc:
-                await context.abort(invalid, f"page_token: {exc}")
+        last_seen = await position(
+            context, self._tokens, request.page_token, fingerprint, (int, str, str)
+        )
+        if last_seen is not None:
+            ordinal, org, seat_id = last_seen
             # A token this server signed: page 1's day, a real date.
             as_of, after = date.fromordinal(int(ordinal)), (str(org), str(seat_id))
         query = SeatListQuery(
@@ -121,7 +117,7 @@ class SeatService(seat_grpc.SeatServiceServicer):
             idle_days=idle_days,
             only_idle=request.only_idle,
             after=after,
-            limit=request.page_size or DEFAULT_PAGE_SIZE,
+            limit=size,
         )
         page = await read_within_deadline(
             self._storage, context, lambda c, s: list_seats(c, query, s)
@@ -138,7 +134,7 @@ class SeatService(seat_grpc.SeatServiceServicer):
         self, request: seat_pb.GetSeatSummaryRequest, context: grpc.aio.ServicerContext
     ) -> seat_pb.GetSeatSummaryResponse:
         invalid = grpc.StatusCode.INVALID_ARGUMENT
-        await _check_sizes(context, request.page_size, request.idle_days)
+        size = await _check_sizes(context, request.page_size, request.idle_days)
         dimension = _DIMENSIONS.get(request.group_by)
         if dimension is None:
             await context.abort(
@@ -150,13 +146,8 @@ class SeatService(seat_grpc.SeatServiceServicer):
         organization = await abort_if_foreign(context, request.organization_id)
         idle_days = request.idle_days or DEFAULT_IDLE_DAYS
         fingerprint = page_token.fingerprint(organization, month, dimension, idle_days)
-        after = None
-        if request.page_token:
-            try:
-                [key] = self._tokens.decode(request.page_token, fingerprint, (str,))
-            except page_token.PageTokenError as exc:
-                await context.abort(invalid, f"page_token: {exc}")
-            after = str(key)
+        last_seen = await position(context, self._tokens, request.page_token, fingerprint, (str,))
+        after = None if last_seen is None else str(last_seen[0])
         today = self._today()
         summary = await read_within_deadline(
             self._storage,
@@ -164,7 +155,6 @@ class SeatService(seat_grpc.SeatServiceServicer):
             lambda c, s: seat_summary(c, organization, month, str(dimension), idle_days, today, s),
         )
         lines = [line for line in summary.lines if after is None or line.key > after]
-        size = request.page_size or DEFAULT_PAGE_SIZE
         response = seat_pb.GetSeatSummaryResponse(
             lines=[_line(line) for line in lines[:size]], total=_line(summary.total)
         )
@@ -173,9 +163,11 @@ class SeatService(seat_grpc.SeatServiceServicer):
         return response
 
 
-async def _check_sizes(context: grpc.aio.ServicerContext, page_size: int, idle_days: int) -> None:
-    invalid = grpc.StatusCode.INVALID_ARGUMENT
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        await context.abort(invalid, f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+async def _check_sizes(context: grpc.aio.ServicerContext, requested: int, idle_days: int) -> int:
+    """The page size, once page_size and then idle_days are checked."""
+    size = await page_size(context, requested)
     if not 0 <= idle_days <= MAX_IDLE_DAYS:
-        await context.abort(invalid, f"idle_days: must be between 0 and {MAX_IDLE_DAYS}")
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"idle_days: must be between 0 and {MAX_IDLE_DAYS}"
+        )
+    return size
