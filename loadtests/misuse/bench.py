@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from civicmeter.core.pricing import load_catalog
-from civicmeter.policy.organization import DETECTOR_NAMES
+from civicmeter.policy.detectors import DETECTOR_NAMES
 from civicmeter.processor.detection import Alert, DetectionEngine
 from loadtests.misuse.scenario import DEFAULT_SEED, REPO, MisuseScenario, build_misuse_scenario
 from loadtests.misuse.scoring import Mismatch, Score, score

@@ -60,7 +60,8 @@ import yaml
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
-from civicmeter.policy.organization import PolicySet, Schedule, parse_policies
+from civicmeter.policy.organization import PolicySet, parse_policies
+from civicmeter.policy.working_time import Schedule
 from civicmeter.processor.detection.alert import dedup_key
 from loadtests.scenario import DEPARTMENTS, SERVICES, Government, seat_usage, user_id
 

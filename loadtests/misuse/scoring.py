@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from civicmeter.policy.organization import DETECTOR_NAMES
+from civicmeter.policy.detectors import DETECTOR_NAMES
 from civicmeter.processor.detection import Alert
 from loadtests.misuse.scenario import Label
 

@@ -264,7 +264,7 @@ async def test_the_policy_file_is_reloaded_and_a_bad_one_keeps_the_last_good(
     with caplog.at_level(logging.ERROR, logger="civicmeter.policy"):
         result = await job.round()
     assert [s.budget.amount for s in result.statuses] == [700000]  # the last good version
-    assert f"{path}: organizations.seoul.budgets.monthly_krw: must be" in caplog.text
+    assert f"{path}:2: organizations.seoul.budgets.monthly_krw: must be" in caplog.text
 
 
 async def test_the_job_runs_until_stopped_and_survives_a_failed_round(

@@ -24,7 +24,8 @@ from civicmeter.core.budgets import (
     status,
     statuses,
 )
-from civicmeter.policy.organization import BudgetThreshold, PolicySet, parse_policies
+from civicmeter.policy.budgets import BudgetThreshold
+from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.sink.event_writer import write_events
 from tests.factories import event
 

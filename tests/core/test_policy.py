@@ -9,11 +9,10 @@ import pytest
 import yaml
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.budgets import BudgetAmounts
+from civicmeter.policy.detectors import BUDGET_ALERT_TYPES, DETECTOR_NAMES
 from civicmeter.policy.organization import (
     ALWAYS_BANNED_PROVIDERS,
-    BUDGET_ALERT_TYPES,
-    DETECTOR_NAMES,
-    BudgetAmounts,
     PolicyError,
     PolicySet,
     load_policies,
@@ -304,7 +303,7 @@ def test_a_file_is_read_and_errors_start_with_its_path(tmp_path: Path) -> None:
     path.write_text('version: "1"\ndefaults:\n  working_hours: {start: 09:00, end: 18:00}\n')
     with pytest.raises(PolicyError) as info:
         load_policies(path)
-    assert str(info.value).startswith(f"{path}: defaults.working_hours.end: must be a quoted")
+    assert str(info.value).startswith(f"{path}:3: defaults.working_hours.end: must be a quoted")
     with pytest.raises(PolicyError, match="cannot read the policy file"):
         load_policies(tmp_path / "missing.yaml")
 
@@ -587,4 +586,89 @@ def test_a_bad_schedule_grace_names_the_file_the_line_and_the_reason(tmp_path: P
     assert str(info.value) == (
         f"{path}:8: defaults.schedules[0].grace_minutes: must be a whole number of minutes "
         "between 0 and 720, got '90 min'"
+    )
+
+
+# --- the file's lines -------------------------------------------------------------------------
+
+LINED = """\
+version: "t"
+defaults:
+  working_hours:
+    start: "09:00"
+    end: "18:00"
+  detectors:
+    volume_spike: {factor: 5}
+  budgets:
+    monthly_krw: "5000000"
+    thresholds: {50: low, 80: medium}
+  alerts:
+    webhooks:
+      high: ["https://hooks.example.com/a"]
+organizations:
+  jeju:
+    budgets:
+      departments: {welfare: "800000"}
+"""
+WELFARE = '{welfare: "800000"}\n'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "where", "reason"),
+    [
+        ('end: "18:00"', "end: 1800", 5, "defaults.working_hours.end", 'a quoted "HH:MM"'),
+        ("factor: 5", "factor: 0.5", 7, "defaults.detectors.volume_spike.factor",
+         "must be between 1 and 1e+09, got 0.5"),
+        ("80: medium", "80: loud", 10, "defaults.budgets.thresholds.80", "'loud' is not one of"),
+        ('/a"]', '/a", 7]', 13,
+         "defaults.alerts.webhooks.high[1]", "must be a URL or {env: VARIABLE}"),
+        ('welfare: "800000"', "welfare: 0.5", 17, "organizations.jeju.budgets.departments.welfare",
+         "must be a whole number or a quoted decimal"),
+        (WELFARE, WELFARE + "    colour: blue\n", 18, "organizations.jeju",
+         "unknown keys ['colour']"),
+        (WELFARE, WELFARE + "    shape: round\n    colour: blue\n", 18, "organizations.jeju",
+         "unknown keys ['colour', 'shape']"),
+    ],
+)  # fmt: skip
+def test_errors_in_a_file_name_the_line_of_the_value(
+    tmp_path: Path, old: str, new: str, line: int, where: str, reason: str
+) -> None:
+    path = tmp_path / "policies.yaml"
+    path.write_text(LINED.replace(old, new), encoding="utf-8")
+    with pytest.raises(PolicyError) as info:
+        load_policies(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: {where}: "), message
+    assert reason in message
+
+
+def test_a_file_without_the_mistake_loads(tmp_path: Path) -> None:
+    # The file the tests above break is itself valid.
+    path = tmp_path / "policies.yaml"
+    path.write_text(LINED, encoding="utf-8")
+    jeju = load_policies(path).for_organization("jeju")
+    assert jeju.budget.departments["welfare"] == BudgetAmounts(Decimal("800000"))
+    assert jeju.detectors.volume_spike.factor == 5.0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "where", "first"),
+    [
+        ('    end: "18:00"\n', '    end: "18:00"\n    start: "08:00"\n', 6,
+         "defaults.working_hours.start", 4),
+        ("monthly_krw: \"5000000\"\n", "monthly_krw: \"5000000\"\n    monthly_krw: \"1\"\n", 10,
+         "defaults.budgets.monthly_krw", 9),
+        ("{factor: 5}", "{factor: 5, factor: 50}", 7, "defaults.detectors.volume_spike.factor", 7),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_refused_with_both_lines(
+    tmp_path: Path, old: str, new: str, line: int, where: str, first: int
+) -> None:
+    # PyYAML alone would keep the last value silently: the later start, the smaller budget.
+    path = tmp_path / "policies.yaml"
+    path.write_text(LINED.replace(old, new), encoding="utf-8")
+    with pytest.raises(PolicyError) as info:
+        load_policies(path)
+    assert str(info.value) == (
+        f"{path}:{line}: {where}: the key is given twice (first on line {first})"
     )

@@ -20,7 +20,7 @@ def test_a_changed_file_is_reloaded_and_a_bad_one_logged_once(
     with caplog.at_level(logging.ERROR, logger="civicmeter.policy"):
         assert [source.current().version for _ in range(3)] == ["2", "2", "2"]
     [record] = caplog.records  # once, not every round
-    assert f"{path}: defaults.budgets.monthly_krw: must be a positive amount" in record.message
+    assert f"{path}:2: defaults.budgets.monthly_krw: must be a positive amount" in record.message
     assert source.last_error is not None
     path.unlink()
     assert source.current().version == "2"  # a file gone missing keeps the last good too

@@ -11,7 +11,8 @@ import yaml
 
 import civicmeter.processor.detection
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.policy.organization import DETECTOR_NAMES, PolicySet, parse_policies
+from civicmeter.policy.detectors import DETECTOR_NAMES
+from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.processor.detection import (
     Alert,
     DetectionEngine,

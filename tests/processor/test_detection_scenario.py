@@ -2,7 +2,7 @@
 
 import pytest
 
-from civicmeter.policy.organization import DETECTOR_NAMES
+from civicmeter.policy.detectors import DETECTOR_NAMES
 from loadtests.misuse.bench import TARGET, Run, run
 
 

@@ -9,7 +9,7 @@
     forward(verdict.prompt)            # for REDACT: personal information masked in place
 
 `check` runs the personal-information and document-marking detectors on the prompt, then the
-organisation's compiled policy (core.decision, the same function the decision service runs)
+organisation's compiled policy (policy.decision, the same function the decision service runs)
 over their counts, the request's metadata and the last budget state. The prompt never leaves
 the gateway: only counts and the decision go into the usage event (`verdict.annotate`).
 
@@ -64,7 +64,7 @@ __all__ = ["Guard", "RequestFacts", "Verdict"]
 
 log = logging.getLogger("civicmeter.gateway.guard")
 WhenStale = Literal["decide", "deny"]
-# Without any policy: the built-in defaults of core.policy and core.enforcement (registration
+# Without any policy: the built-in defaults of the policy package (registration
 # numbers masked, classified and confidential documents blocked, DeepSeek denied).
 _BUILT_IN = parse_policies({"version": "built-in", "defaults": {}}, "<built-in policy>").defaults
 _MAX_BACKOFF_SECONDS = 30.0

@@ -3,8 +3,8 @@ its budget state, as the messages of civicmeter.decision.v1 carry them.
 
 The policy travels as a self-contained policy document (YAML) holding only that organisation's
 block with the defaults merged in, so a gateway never sees another organisation's policy, and
-the SDK compiles it with the same parser the services use (core.policy): both sides decide
-alike (core.decision).
+the SDK compiles it with the parser the services use (policy.organization): both sides decide
+alike (policy.decision).
 """
 
 from __future__ import annotations

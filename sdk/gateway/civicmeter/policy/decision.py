@@ -3,7 +3,7 @@
     decide(policy, request, pii={"kr_rrn": 1}, markings={}, budget=state, now=now)
     -> Decision(outcome="REDACT", rules=(RuleHit("pii.kr_rrn", "redact", ...),), ...)
 
-Each rule of the organisation's policy (core.policy, its `enforcement` block) that applies
+Each rule of the organisation's policy (organization.py, its `enforcement` block) that applies
 gives a hit with an action; the outcome is the strongest action:
 
 - DENY: a banned provider (always: DeepSeek is banned for every government), an unsanctioned

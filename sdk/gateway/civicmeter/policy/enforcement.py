@@ -1,5 +1,5 @@
 """What the gateway guard does about a request, per organisation: the `enforcement` block of
-the policy file (see core.policy), read with the line of every value.
+the policy file (see organization.py), read with the line of every value.
 
     enforcement:
       unsanctioned_service: deny          # deny | warn: a service the organisation has not

@@ -95,19 +95,28 @@ class At:
     path: str = ""
     line: int | None = None
 
-    def key(self, mapping: Any, name: str) -> At:
-        """The place of `mapping[name]` (or of the mapping itself, if the key is missing)."""
+    def key(self, mapping: Any, name: Any) -> At:
+        """The place of `mapping[name]` (or of the mapping itself, if the key is missing).
+
+        Keys need not be strings (YAML reads dates and numbers as such); the path shows them
+        as written."""
         line = self.line
         if isinstance(mapping, LocatedMap):
             line = mapping.value_lines.get(name, mapping.line)
         return At(self.source, self.error, f"{self.path}.{name}" if self.path else name, line)
 
-    def label(self, mapping: Any, name: str) -> At:
+    def label(self, mapping: Any, name: Any) -> At:
         """The place of the key `name` itself (for keys that are names, like currency codes)."""
         line = self.line
         if isinstance(mapping, LocatedMap):
             line = mapping.key_lines.get(name, mapping.line)
         return At(self.source, self.error, f"{self.path}.{name}" if self.path else name, line)
+
+    def on_line_of(self, mapping: Any, name: Any) -> At:
+        """This place, on the line of the key `name` (a complaint about the mapping's keys)."""
+        if isinstance(mapping, LocatedMap) and name in mapping.key_lines:
+            return At(self.source, self.error, self.path, mapping.key_lines[name])
+        return self
 
     def item(self, sequence: Any, index: int) -> At:
         line = self.line

@@ -1,4 +1,4 @@
-"""Detection of risky and non-work AI use, per the organisation's policy (core.policy).
+"""Detection of risky and non-work AI use, per the organisation's policy (civicmeter.policy).
 
     engine = DetectionEngine(load_policies("config/policies.yaml"))
     for alert in engine.process([(event, cost_krw), ...]):   # validated events, rated cost
@@ -22,7 +22,7 @@ Budgets are watched by the billing service over the stored ledger, which sees th
 charges and re-rating the stream does not.
 """
 
-from civicmeter.policy.organization import DETECTOR_NAMES
+from civicmeter.policy.detectors import DETECTOR_NAMES
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.engine import DetectionEngine, EngineLimits
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from civicmeter.policy.organization import VolumeSpikeSettings
+from civicmeter.policy.detectors import VolumeSpikeSettings
 from civicmeter.processor.detection.bounded import LruMap
 from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.robust import (

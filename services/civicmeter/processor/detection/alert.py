@@ -33,7 +33,7 @@ KEY_SEPARATOR = "|"
 
 @dataclass(frozen=True)
 class Alert:
-    alert_type: str  # one of civicmeter.policy.organization.DETECTOR_NAMES
+    alert_type: str  # one of civicmeter.policy.detectors.DETECTOR_NAMES
     severity: Severity
     organization_id: str
     department_id: str

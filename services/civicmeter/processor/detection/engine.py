@@ -19,7 +19,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.policy.organization import DETECTOR_NAMES, OrganizationPolicy, PolicySet
+from civicmeter.policy.detectors import DETECTOR_NAMES
+from civicmeter.policy.organization import OrganizationPolicy, PolicySet
 from civicmeter.processor.detection.activity import ActivityTracker, DayTotals
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap, RecentSet

@@ -1,7 +1,7 @@
 """Use outside the person's working time: after hours, on a day off or a public holiday.
 
 Working time is the organisation's office hours with their grace, or any schedule of the
-person's department or of the person (remote work, overtime, shifts); see core.policy.
+person's department or of the person (remote work, overtime, shifts); see policy.working_time.
 """
 
 from __future__ import annotations
