@@ -60,7 +60,8 @@ from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.pricing import PriceCatalog, UnpricedError, load_catalog
 from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.storage import connect, migrate
-from civicmeter.query.cost import CostQuery, cost_breakdown
+from civicmeter.query import usage as planner
+from civicmeter.query.usage import UsageQuery
 from loadtests import measure
 from loadtests.scenario import (
     API_MODELS,
@@ -750,18 +751,19 @@ class InProcess:
 def in_process(
     path: Path, organization: str, question: Question, calls: int, warmup: int, max_seconds: float
 ) -> InProcess:
-    """cost_breakdown as the service calls it, on the same data (runs in a child process)."""
+    """The breakdown's usage query as the service runs it, on the same data (in a child
+    process)."""
     client = connect(ClickHouseSettings(path=str(path)))
     timer = _StatementTimer(client)
-    query = CostQuery(question.start, question.end, question.dimension, organization, None,
-                      PAGE_SIZE)  # fmt: skip
+    query = UsageQuery(question.start, question.end, (question.dimension,),
+                       organization_id=organization, limit=PAGE_SIZE)  # fmt: skip
     durations: list[float] = []
     engine: list[float] = []
     deadline = time.monotonic() + max_seconds
     for n in range(warmup + calls):
         timer.statements.clear()
         started = time.perf_counter()
-        cost_breakdown(cast(Client, timer), query)
+        planner.usage(cast(Client, timer), query, quantities=False)
         if n >= warmup:
             durations.append(time.perf_counter() - started)
             engine.append(sum(s.engine_seconds for s in timer.statements))
@@ -791,8 +793,8 @@ def _machine() -> str:
 
 
 def _query_code() -> str:
-    """Which query planner ran: the last commit of cost.py and usage.py, and local edits."""
-    files = ["services/civicmeter/query/cost.py", "services/civicmeter/query/usage.py"]
+    """Which query planner ran: the last commit of usage_api.py and usage.py, and local edits."""
+    files = ["services/civicmeter/query/usage_api.py", "services/civicmeter/query/usage.py"]
     git = ["git", "-C", str(REPO)]
     last = subprocess.run([*git, "log", "-1", "--format=%h %s", "--", *files],
                           capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
@@ -903,7 +905,7 @@ def render(
         "",
         "## Where the time goes",
         "",
-        "The same `cost_breakdown` the service calls, in one process on the same data just "
+        "The same usage query GetCostBreakdown runs, in one process on the same data just "
         "before the service is started for the question (no gRPC, no asyncio, no "
         "authentication or audit); ClickHouse's time is the engine's own elapsed time of its "
         "statements (a total and a grouped page); the rest of in-process is clickhouse-connect "

@@ -36,7 +36,7 @@ from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.core.storage import Storage, connect, migrate
 from civicmeter.query.access import AccessInterceptor
-from civicmeter.query.server import QueryService
+from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.event_writer import write_events
 from loadtests.scenario import Scenario, build_scenario, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO

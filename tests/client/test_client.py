@@ -21,7 +21,7 @@ from civicmeter.core.auth import hash_token, parse_api_keys
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService
-from civicmeter.query.server import QueryService
+from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.alert_writer import write_alerts
 from civicmeter.sink.event_writer import write_events
 from tests.core.test_alert_store import alert

@@ -35,7 +35,7 @@ from civicmeter.query.alert_service import AlertService
 from civicmeter.query.budget_service import BudgetService
 from civicmeter.query.decision_service import DecisionService
 from civicmeter.query.seat_service import SeatService
-from civicmeter.query.server import QueryService
+from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.alert_writer import write_alerts
 from civicmeter.sink.event_writer import write_events
 from tests.core.test_alert_store import alert

@@ -21,7 +21,7 @@ from civicmeter.core.auth import hash_token, parse_api_keys
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor, AuditLog
 from civicmeter.query.cache import AnswerCache
-from civicmeter.query.server import QueryService
+from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.event_writer import write_events
 from tests.factories import event
 from tests.query.test_limits import request

@@ -1,3 +1,6 @@
+"""Cost breakdowns (GetCostBreakdown): the usage query grouped by one dimension, without time
+buckets or quantities, so it reads the same rollups and is exact for any range."""
+
 from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -5,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.query.cost import CostQuery, cost_breakdown
+from civicmeter.query.usage import UsagePage, UsageQuery, usage
 from civicmeter.sink.event_writer import write_events
 from tests.factories import NOW, event
 from tests.sink.test_event_writer import rated
@@ -46,17 +49,23 @@ def query(
     org: str | None = None,
     after: str | None = None,
     limit: int = 100,
-) -> CostQuery:
-    return CostQuery(start, end, dimension, org, after, limit)
+) -> UsageQuery:
+    position = None if after is None else (0, after)
+    return UsageQuery(start, end, (dimension,), organization_id=org, after=position, limit=limit)
+
+
+def cost_breakdown(client: Client, query: UsageQuery) -> UsagePage:
+    """As GetCostBreakdown reads it."""
+    return usage(client, query, quantities=False)
 
 
 def test_breakdown_by_organisation(stored: Client) -> None:
     page = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3)))
-    assert [(r.key, r.cost, r.events) for r in page.rows] == [
+    assert [(r.keys[0], r.cost, r.events) for r in page.rows] == [
         ("busan", Decimal("6.32"), 1),
         ("seoul", Decimal("12.64"), 2),
     ]
-    assert page.total == Decimal("18.96")
+    assert page.totals.cost == Decimal("18.96")
     assert not page.has_more
 
 
@@ -74,25 +83,25 @@ def test_every_source_gives_the_exact_answer(
 ) -> None:
     page = cost_breakdown(stored, query(start, end))
     assert sum(r.events for r in page.rows) == events
-    assert page.total == Decimal("6.32") * events
+    assert page.totals.cost == Decimal("6.32") * events
 
 
 def test_an_organisation_filter_and_department_grouping(stored: Client) -> None:
     page = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), "department", "seoul"))
-    assert [r.key for r in page.rows] == ["transport", "welfare"]
-    assert page.total == Decimal("12.64")
+    assert [r.keys[0] for r in page.rows] == ["transport", "welfare"]
+    assert page.totals.cost == Decimal("12.64")
 
 
 def test_keyset_pages_cover_the_result_once(stored: Client) -> None:
     first = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), limit=1))
-    assert [r.key for r in first.rows] == ["busan"] and first.has_more
+    assert [r.keys[0] for r in first.rows] == ["busan"] and first.has_more
     second = cost_breakdown(stored, query(HOUR, HOUR + timedelta(hours=3), after="busan", limit=1))
-    assert [r.key for r in second.rows] == ["seoul"] and not second.has_more
-    assert second.total == first.total
+    assert [r.keys[0] for r in second.rows] == ["seoul"] and not second.has_more
+    assert second.totals.cost == first.totals.cost
 
 
 def test_times_are_utc_whatever_the_caller_zone(stored: Client) -> None:
     seoul = HOUR.astimezone(timezone(timedelta(hours=9)))
-    assert cost_breakdown(stored, query(seoul, seoul + timedelta(hours=3))).total == Decimal(
+    assert cost_breakdown(stored, query(seoul, seoul + timedelta(hours=3))).totals.cost == Decimal(
         "18.96"
     )

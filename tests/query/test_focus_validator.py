@@ -43,7 +43,7 @@ from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.focus import usage_lines
 from civicmeter.query.focus_charges import UsageCharge
-from civicmeter.query.server import QueryService
+from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.event_writer import write_events
 from tests.factories import event
 

@@ -17,7 +17,7 @@ from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.storage import Storage
 from civicmeter.query.access import AccessInterceptor
-from civicmeter.query.server import QueryService
+from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.event_writer import write_events
 from tests.factories import event
 

@@ -1,8 +1,9 @@
-"""QueryUsage, GetCostSummary and ExportUsage: the usage query (query/usage.py) on the wire.
+"""civicmeter.query.v1.QueryService: the usage query (query/usage.py) on the wire.
 
-Requests become UsageQuery values (INVALID_ARGUMENT names the offending field), the tenant
-predicate comes from the caller's credentials, and every ClickHouse query is bounded by the
-call's remaining deadline.
+QueryUsage, GetCostSummary, ExportUsage and GetCostBreakdown (a usage query grouped by one
+dimension, without time buckets) all become UsageQuery values (INVALID_ARGUMENT names the
+offending field), the tenant predicate comes from the caller's credentials, and every
+ClickHouse query is bounded by the call's remaining deadline.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.money import to_money
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
+from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.seat_store import SUBSCRIPTION
 from civicmeter.core.storage import Storage
 from civicmeter.query import page_token
-from civicmeter.query.access import abort_if_foreign
+from civicmeter.query.access import TenantError, abort_if_foreign, tenant_scope
 from civicmeter.query.arguments import time_range
+from civicmeter.query.cache import AnswerCache
 from civicmeter.query.deadline import read_within_deadline
 from civicmeter.query.focus import correction_lines, usage_lines
 from civicmeter.query.focus_charges import correction_charges, usage_charges
+from civicmeter.query.paging import MAX_PAGE_SIZE, page_size, position
 from civicmeter.query.time_zones import TimeZones
 from civicmeter.query.usage import (
     DIMENSIONS,
@@ -41,8 +45,7 @@ from civicmeter.query.usage import (
     usage,
 )
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+SERVICE_NAME = query_pb.DESCRIPTOR.services_by_name["QueryService"].full_name
 MAX_PERIODS = 1000
 EXPORT_CHUNK = 1000
 _DIMENSION_NAMES = {
@@ -56,6 +59,14 @@ _DIMENSION_NAMES = {
     query_pb.DIMENSION_PURPOSE: "purpose",
     query_pb.DIMENSION_DECISION: "decision",
 }
+_COST_DIMENSIONS = {
+    query_pb.COST_DIMENSION_ORGANIZATION: "organization",
+    query_pb.COST_DIMENSION_DEPARTMENT: "department",
+    query_pb.COST_DIMENSION_USER: "user",
+    query_pb.COST_DIMENSION_SERVICE: "service",
+}
+# Bound on a background refresh of a cached breakdown, which no caller's deadline bounds.
+REFRESH_SECONDS = 30.0
 _GRANULARITIES = {
     query_pb.GRANULARITY_UNSPECIFIED: None,
     query_pb.GRANULARITY_HOUR: "hour",
@@ -66,26 +77,30 @@ _PERIOD_SECONDS = {"hour": 3600, "day": 86_400, "month": 28 * 86_400}
 assert set(_DIMENSION_NAMES.values()) == set(DIMENSIONS)
 
 
-class UsageApi:
+class QueryService(query_grpc.QueryServiceServicer):
     def __init__(
         self,
         storage: Storage,
-        tokens: page_token.PageTokens,
+        cache_seconds: float = 0.0,  # how long a cost breakdown is reused
+        tokens: page_token.PageTokens | None = None,
         prices: CatalogSource | None = None,  # unit prices of the FOCUS export
     ) -> None:
         self._storage = storage
         self._prices = prices
-        self._tokens = tokens
+        self._tokens = tokens or page_token.process_tokens()
         self._zones = TimeZones(storage)
+        # Whole answers, keyed by the caller's tenant scope and the request as sent.
+        self._cache: AnswerCache[tuple[str | None, bytes], query_pb.GetCostBreakdownResponse] = (
+            AnswerCache(cache_seconds)
+        )
 
     async def _zone(self, requested: str) -> str:
         return await self._zones.check("time_zone", requested or "Asia/Seoul")
 
-    async def query_usage(
+    async def QueryUsage(  # noqa: N802 (gRPC method name)
         self, request: query_pb.QueryUsageRequest, context: grpc.aio.ServicerContext
     ) -> query_pb.QueryUsageResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            await _invalid(context, f"page_size: must be between 0 and {MAX_PAGE_SIZE}")
+        size = await page_size(context, request.page_size)
         start, end = _range(request)
         organization = await abort_if_foreign(context, request.organization_id)
         group_by: list[str] = []
@@ -109,20 +124,17 @@ class UsageApi:
             granularity=granularity,
             time_zone=await self._zone(request.time_zone),
             organization_id=organization,
-            limit=request.page_size or DEFAULT_PAGE_SIZE,
+            limit=size,
         )
         await _checked(context, query)
         fingerprint = page_token.fingerprint(
             "usage", start, end, query.group_by, query.filters, granularity, query.time_zone,
             organization,
         )  # fmt: skip
-        if request.page_token:
-            shape = (int, *(str for _ in query.group_by))
-            try:
-                position = self._tokens.decode(request.page_token, fingerprint, shape)
-            except page_token.PageTokenError as exc:
-                await _invalid(context, f"page_token: {exc}")
-            query = replace(query, after=tuple(position))
+        shape = (int, *(str for _ in query.group_by))
+        last_seen = await position(context, self._tokens, request.page_token, fingerprint, shape)
+        if last_seen is not None:
+            query = replace(query, after=tuple(last_seen))
         page = await read_within_deadline(self._storage, context, lambda c, s: usage(c, query, s))
         response = query_pb.QueryUsageResponse(
             totals=query_pb.UsageTotals(
@@ -150,7 +162,7 @@ class UsageApi:
             )
         return response
 
-    async def cost_summary(
+    async def GetCostSummary(  # noqa: N802 (gRPC method name)
         self, request: query_pb.GetCostSummaryRequest, context: grpc.aio.ServicerContext
     ) -> query_pb.GetCostSummaryResponse:
         start, end = _range(request)
@@ -203,7 +215,7 @@ class UsageApi:
             periods=[periods[b] for b in sorted(periods)], total=_period(total, None)
         )
 
-    async def export_usage(
+    async def ExportUsage(  # noqa: N802 (gRPC method name)
         self, request: query_pb.ExportUsageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[query_pb.ExportUsageResponse]:
         start, end = _range(request)
@@ -244,6 +256,64 @@ class UsageApi:
                 return
             query = replace(query, after=corrections[-1].sort_key())
 
+    async def GetCostBreakdown(  # noqa: N802 (gRPC method name)
+        self, request: query_pb.GetCostBreakdownRequest, context: grpc.aio.ServicerContext
+    ) -> query_pb.GetCostBreakdownResponse:
+        # A question asked again is answered before any parsing. The key holds the caller's
+        # tenant scope, so one organisation's answer never reaches another; a request only
+        # gets into the cache once it passed every check below.
+        try:
+            key = (tenant_scope(request.organization_id), request.SerializeToString())
+        except TenantError:
+            pass  # refused below, after the argument checks, as any foreign request is
+        else:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+        start, end = _range(request)
+        dimension = _COST_DIMENSIONS.get(request.group_by)
+        if dimension is None:
+            await _invalid(
+                context, "group_by: must be a CostDimension other than COST_DIMENSION_UNSPECIFIED"
+            )
+        size = await page_size(context, request.page_size)
+        organization = await abort_if_foreign(context, request.organization_id)
+        fingerprint = page_token.fingerprint(start, end, dimension, organization)
+        last_seen = await position(context, self._tokens, request.page_token, fingerprint, (str,))
+        query = UsageQuery(
+            start=start,
+            end=end,
+            group_by=(str(dimension),),
+            organization_id=organization,
+            after=None if last_seen is None else (0, str(last_seen[0])),  # no time bucket
+            limit=size,
+        )
+        return await self._cache.get_or_compute(
+            (organization, request.SerializeToString()),
+            lambda: self._breakdown(query, fingerprint, context),
+            lambda: self._breakdown(query, fingerprint, None),
+        )
+
+    async def _breakdown(
+        self, query: UsageQuery, fingerprint: str, context: grpc.aio.ServicerContext | None
+    ) -> query_pb.GetCostBreakdownResponse:
+        """The breakdown within the call's deadline (DEADLINE_EXCEEDED past it), or, for a
+        background refresh (no context), within REFRESH_SECONDS."""
+
+        def read(client: Client, seconds: float | None) -> UsagePage:
+            return usage(client, query, seconds, quantities=False)  # cost and events suffice
+
+        if context is None:
+            page = await self._storage.run(lambda c: read(c, REFRESH_SECONDS))
+        else:
+            page = await read_within_deadline(self._storage, context, read)
+        response = query_pb.GetCostBreakdownResponse(total_cost=to_money(page.totals.cost))
+        for row in page.rows:
+            response.lines.add(key=row.keys[0], cost=to_money(row.cost), event_count=row.events)
+        if page.has_more:
+            response.next_page_token = self._tokens.encode([page.rows[-1].keys[0]], fingerprint)
+        return response
+
 
 def _zero_period() -> dict[str, Decimal | int]:
     return {"subscription": Decimal(0), "usage": Decimal(0), "late": Decimal(0),
@@ -269,7 +339,8 @@ def _period(slot: dict[str, Decimal | int], start: datetime | None) -> query_pb.
 def _range(
     request: query_pb.QueryUsageRequest
     | query_pb.GetCostSummaryRequest
-    | query_pb.ExportUsageRequest,
+    | query_pb.ExportUsageRequest
+    | query_pb.GetCostBreakdownRequest,
 ) -> tuple[datetime, datetime]:
     """The request's [start_time, end_time); ArgumentError (INVALID_ARGUMENT) names the field."""
     return time_range(
