@@ -58,7 +58,8 @@ from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.grpc_server import new_server
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.storage import connect, migrate
+from civicmeter.core.store.connection import connect
+from civicmeter.core.store.migrations import migrate
 from civicmeter.sink.event_writer import COLUMNS
 from loadtests import measure
 from loadtests.scenario import DEPARTMENTS, governments_of, load_facts

@@ -59,7 +59,8 @@ from civicmeter.core.auth import hash_token, new_token
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.pricing import PriceCatalog, UnpricedError, load_catalog
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.storage import connect, migrate
+from civicmeter.core.store.connection import connect
+from civicmeter.core.store.migrations import migrate
 from civicmeter.query import usage as planner
 from civicmeter.query.usage import UsageQuery
 from loadtests import measure

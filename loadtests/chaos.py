@@ -749,7 +749,7 @@ def _stored_totals(env: Mapping[str, str]) -> dict[str, Any]:
 
 def count_stored(env: Mapping[str, str]) -> dict[str, Any]:
     from civicmeter.core.config import ClickHouseSettings
-    from civicmeter.core.storage import connect
+    from civicmeter.core.store.connection import connect
 
     client = connect(ClickHouseSettings.from_env(env))
     sums = ", ".join(f"sum({q})" for q in QUANTITIES)

@@ -34,7 +34,8 @@ from civicmeter.client.focus_export import SUPPORTED
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.pricing import PriceCatalog, load_catalog
-from civicmeter.core.storage import Storage, connect, migrate
+from civicmeter.core.store.connection import Storage, connect
+from civicmeter.core.store.migrations import migrate
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.event_writer import write_events

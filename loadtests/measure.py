@@ -22,7 +22,8 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.storage import connect, migrate
+from civicmeter.core.store.connection import connect
+from civicmeter.core.store.migrations import migrate
 from civicmeter.sink.event_writer import COLUMNS
 from tools.localkafka import perf_tool_cmd
 

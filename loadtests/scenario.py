@@ -30,7 +30,7 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.seat_file import COLUMNS as SEAT_COLUMNS
 from civicmeter.billing.seat_ledger import charge_event, months_charged
 from civicmeter.core.pricing import PriceCatalog
-from civicmeter.core.seat_store import Seat
+from civicmeter.core.store.seats import Seat
 from civicmeter.gateway.identity import pseudonymise_user
 
 KST = timezone(timedelta(hours=9), "KST")

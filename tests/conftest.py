@@ -11,7 +11,8 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.storage import connect, migrate
+from civicmeter.core.store.connection import connect
+from civicmeter.core.store.migrations import migrate
 
 _databases = itertools.count()
 

@@ -36,7 +36,7 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         return lambda stop: ingest.serve(ingest_settings, telemetry, stop)
     if name == "sink":
         from civicmeter.core.config import SinkSettings
-        from civicmeter.core.storage import open_storage
+        from civicmeter.core.store.connection import open_storage
         from civicmeter.sink import service as sink
 
         sink_settings = SinkSettings.from_env(env)
@@ -44,14 +44,14 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         return lambda stop: sink.serve(sink_settings, sink_storage, telemetry, stop)
     if name == "query":
         from civicmeter.core.config import QuerySettings
-        from civicmeter.core.storage import open_storage
+        from civicmeter.core.store.connection import open_storage
         from civicmeter.query import server as query
 
         query_settings = QuerySettings.from_env(env)
         query_storage = open_storage(query_settings.clickhouse)
         return lambda stop: query.serve(query_settings, query_storage, stop)
     if name == "decision":
-        from civicmeter.core.storage import open_storage
+        from civicmeter.core.store.connection import open_storage
         from civicmeter.query import decision_server
 
         decision_settings = decision_server.settings_from_env(env)
@@ -59,7 +59,7 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         return lambda stop: decision_server.serve(decision_settings, decision_storage, stop)
     if name == "notifier":
         from civicmeter.core.config import NotifierSettings
-        from civicmeter.core.storage import open_storage
+        from civicmeter.core.store.connection import open_storage
         from civicmeter.notifier import service as notifier
         from civicmeter.policy.organization import load_policies
 
@@ -72,7 +72,7 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
     if name == "billing":
         from civicmeter.billing import service as billing
         from civicmeter.core.config import BillingSettings
-        from civicmeter.core.storage import open_storage
+        from civicmeter.core.store.connection import open_storage
 
         billing_settings = BillingSettings.from_env(env)
         billing_storage = open_storage(billing_settings.clickhouse)
@@ -88,7 +88,8 @@ def _run_processor(env: Mapping[str, str], log_level: str) -> None:
 
 def _migrate(env: Mapping[str, str]) -> None:
     from civicmeter.core.config import ClickHouseSettings
-    from civicmeter.core.storage import connect, migrate
+    from civicmeter.core.store.connection import connect
+    from civicmeter.core.store.migrations import migrate
 
     applied = migrate(connect(ClickHouseSettings.from_env(env)))
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")

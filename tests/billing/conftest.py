@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from tests.billing.delivery import Delivery, delivered
 
 

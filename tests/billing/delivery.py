@@ -17,7 +17,7 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.publisher import Publisher
 from civicmeter.core.config import KafkaSettings, TopicSettings
 from civicmeter.core.kafka import client_options, ensure_topics, make_producer
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.sink.service import decode, write_batch
 
 PARTITIONS = 3

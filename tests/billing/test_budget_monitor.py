@@ -21,9 +21,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.billing.budget_monitor import BudgetMonitor, RoundResult
 from civicmeter.billing.service import jobs
-from civicmeter.core.alert_store import AlertFilter, list_alerts
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
 from civicmeter.core.policy_source import PolicySource
+from civicmeter.core.store.alerts import AlertFilter, list_alerts
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.sink.event_writer import write_events

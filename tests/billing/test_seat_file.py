@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from civicmeter.billing.seat_file import MAX_SEAT_ID, SeatFileError, load_seats, parse_seats
-from civicmeter.core.seat_store import Seat
+from civicmeter.core.store.seats import Seat
 
 HEADER = "seat_id,organization,department,user,provider,service,plan,start,end"
 ALICE = "u_0123456789abcdef0123456789abcdef"

@@ -28,7 +28,7 @@ from civicmeter.billing.seat_ledger import (
 )
 from civicmeter.billing.service import jobs
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
-from civicmeter.core.seat_store import Seat, live_seats, month_fees
+from civicmeter.core.store.seats import Seat, live_seats, month_fees
 from civicmeter.core.telemetry import Telemetry
 from tests.billing.delivery import Delivery
 

@@ -18,7 +18,7 @@ from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.client import CivicmeterClient, CostLine
 from civicmeter.core.auth import hash_token, parse_api_keys
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService
 from civicmeter.query.usage_api import QueryService

@@ -38,8 +38,8 @@ from civicmeter.client.report.svg import PALETTE
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.pricing import PriceCatalog, load_catalog
-from civicmeter.core.seat_store import Seat, sync_seats
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.seats import Seat, sync_seats
 from civicmeter.query.access import AuditLog
 from civicmeter.query.server import build_server
 from civicmeter.sink.alert_writer import write_alerts

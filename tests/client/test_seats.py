@@ -18,7 +18,7 @@ from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.client import CivicmeterClient, Seat, SeatSummaryLine
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService

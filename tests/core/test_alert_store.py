@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.alert.v1 import alert_pb2
-from civicmeter.core.alert_store import (
+from civicmeter.core.store.alerts import (
     AlertFilter,
     alerts_after,
     get_alert,

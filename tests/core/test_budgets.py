@@ -19,11 +19,11 @@ from civicmeter.core.budgets import (
     Period,
     PeriodKind,
     budgets_of,
-    load_ledger,
     lookback_days,
     status,
     statuses,
 )
+from civicmeter.core.store.budgets import load_ledger
 from civicmeter.policy.budgets import BudgetThreshold
 from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.sink.event_writer import write_events

@@ -20,7 +20,7 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.pricing import load_catalog
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.storage import connect
+from civicmeter.core.store.connection import connect
 from loadtests.billing_bench import (
     DIMENSIONS,
     PAGE_SIZE,

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.core.config import ClickHouseSettings, NotifierSettings
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.notifier.service import serve
 from civicmeter.policy.organization import parse_policies
 from civicmeter.sink.alert_writer import write_alerts

@@ -27,8 +27,8 @@ from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.core.auth import hash_token, parse_api_keys
-from civicmeter.core.seat_store import Seat, sync_seats
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.seats import Seat, sync_seats
 from civicmeter.policy.organization import parse_policies
 from civicmeter.query.access import METHOD_ROLES, AccessInterceptor, AuditLog
 from civicmeter.query.alert_service import AlertService

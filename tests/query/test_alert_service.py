@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
 from civicmeter.core.auth import OPEN_ACCESS
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService
 from civicmeter.sink.alert_writer import write_alerts

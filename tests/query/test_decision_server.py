@@ -22,7 +22,7 @@ from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.core.auth import Principal
 from civicmeter.core.config import ConfigError
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AuditEntry, AuditLog
 from civicmeter.query.decision_server import DEFAULT_PORT, DEFAULT_RATE_PER_KEY, settings_from_env
 from tests.query.test_decision_service import FINANCE, GATEWAY, POLICY, auth, request, serving

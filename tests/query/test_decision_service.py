@@ -25,7 +25,7 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as usage_pb
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.gateway import Guard
 from civicmeter.policy.compiled import budget_from_message, load_compiled
 from civicmeter.policy.decision import RequestFacts, decide

@@ -39,7 +39,7 @@ from civicmeter.client import CivicmeterClient
 from civicmeter.client.focus_export import SUPPORTED, month_range, write_focus
 from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.pricing import PriceCatalog, load_catalog, parse_catalog
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.focus import usage_lines
 from civicmeter.query.focus_charges import UsageCharge

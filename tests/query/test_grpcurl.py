@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.server import build_server
 from civicmeter.sink.event_writer import write_events
 from loadtests.stack import free_port

@@ -24,7 +24,7 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.core.auth import hash_token, parse_api_keys
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.client import CivicmeterClient
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, ConfigError, QuerySettings
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.server import build_server, server_credentials
 from civicmeter.sink.event_writer import write_events
 from loadtests.stack import free_port

@@ -74,7 +74,8 @@ def stored(chdb_path: object) -> Client:  # one database for the module: the dat
     import os
 
     from civicmeter.core.config import ClickHouseSettings
-    from civicmeter.core.storage import connect, migrate
+    from civicmeter.core.store.connection import connect
+    from civicmeter.core.store.migrations import migrate
 
     client = connect(ClickHouseSettings(path=str(chdb_path), database=f"usage_{os.getpid()}"))
     migrate(client)

@@ -15,7 +15,7 @@ from civicmeter.api.money import from_money
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.usage_api import QueryService
 from civicmeter.sink.event_writer import write_events

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.storage_timing import operation_name, time_operations
+from civicmeter.core.store.timing import operation_name, time_operations
 from tests.telemetry.memory import MemoryTelemetry
 
 pytestmark = pytest.mark.clickhouse

@@ -37,20 +37,20 @@ from decimal import Decimal
 from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.api.severity import SEVERITY_VALUES, Severity
 from civicmeter.billing.publisher import Publisher
-from civicmeter.core.alert_store import opened_keys
 from civicmeter.core.budgets import (
     ORGANIZATION,
     BudgetStatus,
     Ledger,
     ThresholdStatus,
-    load_ledger,
     lookback_days,
     status,
     statuses,
 )
 from civicmeter.core.config import BillingSettings
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.alerts import opened_keys
+from civicmeter.core.store.budgets import load_ledger
+from civicmeter.core.store.connection import Storage
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.policy.organization import PolicySet
 

@@ -21,7 +21,8 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.seoul import SEOUL
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.storage import connect, migrate
+from civicmeter.core.store.connection import connect
+from civicmeter.core.store.migrations import migrate
 
 COMMANDS = ("rerate", "reconcile")
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.seat_store import SUBSCRIPTION, Seat, charge_event_id
+from civicmeter.core.store.seats import SUBSCRIPTION, Seat, charge_event_id
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
 from civicmeter.policy.yaml_source import At, SourceError, SourceFile, parse_yaml
 

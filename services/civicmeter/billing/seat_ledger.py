@@ -41,7 +41,8 @@ from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import BillingSettings
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
 from civicmeter.core.reloading import ReloadingFile
-from civicmeter.core.seat_store import (
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.seats import (
     SUBSCRIPTION,
     Seat,
     SeatCharge,
@@ -50,7 +51,6 @@ from civicmeter.core.seat_store import (
     record_charges,
     sync_seats,
 )
-from civicmeter.core.storage import Storage
 from civicmeter.core.telemetry import Telemetry
 
 log = logging.getLogger("civicmeter.billing.seats")

@@ -18,7 +18,8 @@ from civicmeter.billing.publisher import Publisher
 from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.core.config import BillingSettings
 from civicmeter.core.kafka import ensure_topics, make_producer
-from civicmeter.core.storage import Storage, migrate
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.migrations import migrate
 from civicmeter.core.telemetry import Telemetry
 
 log = logging.getLogger("civicmeter.billing")

@@ -30,20 +30,17 @@ the exhaustion date is where that path first reaches the budget. Money stays Dec
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, Decimal
 from typing import Literal
 
-from clickhouse_connect.driver.client import Client
-
 from civicmeter.api.money import quantize_cost
 from civicmeter.api.seoul import SEOUL, next_month
 from civicmeter.api.severity import Severity
-from civicmeter.core.storage import deadline_settings
-from civicmeter.policy.organization import BudgetThreshold, OrganizationPolicy, PolicySet
+from civicmeter.policy.budgets import BudgetThreshold
+from civicmeter.policy.organization import OrganizationPolicy, PolicySet
 
 ORGANIZATION = ""  # the department id of an organisation's own budget (events always name one)
 PeriodKind = Literal["month", "year"]
@@ -51,9 +48,6 @@ PERIOD_KINDS: tuple[PeriodKind, ...] = ("month", "year")
 _HUNDRED = Decimal(100)
 _DAY_SECONDS = 86_400
 _ZERO = Decimal(0)
-# A rollup row is a seat charge when it counts seat-months or belongs to a subscription
-# (re-rating deltas of a seat charge carry its operation, not its seat-months).
-_SEAT = "operation_name = 'subscription' OR seat_months > 0"
 
 
 # --- periods and budgets ----------------------------------------------------------------------
@@ -89,11 +83,11 @@ class Period:
 
     @property
     def start_time(self) -> datetime:
-        return _seoul_midnight(self.start)
+        return seoul_midnight(self.start)
 
     @property
     def end_time(self) -> datetime:
-        return _seoul_midnight(self.end)
+        return seoul_midnight(self.end)
 
 
 @dataclass(frozen=True)
@@ -218,95 +212,6 @@ def lookback_days(policies: PolicySet) -> int:
     return max(policy.budget.lookback_days for policy in policies_)
 
 
-def load_ledger(
-    client: Client,
-    as_of: datetime,
-    organization_id: str | None = None,
-    lookback_days: int = 7,
-    max_seconds: float | None = None,
-) -> Ledger:
-    """The spend around `as_of` that budget statuses need: the months since the start of the
-    previous year, the days of this month and of the run-rate's window, and as_of's day by the
-    hour. `max_seconds` bounds each ClickHouse query (a caller's remaining deadline)."""
-    through = _hour_ceiling(as_of)
-    local = as_of.astimezone(SEOUL)
-    day = local.date()
-    month_start = day.replace(day=1)
-    days_from = min(month_start, (day - timedelta(days=lookback_days)).replace(day=1))
-    params: dict[str, object] = {
-        "months_from": date(day.year - 1, 1, 1),
-        "month": month_start,
-        "days_from": days_from,
-        "day": day,
-        "day_start_ms": _millis(_seoul_midnight(day)),
-        "through_ms": _millis(through),
-    }
-    where_org = ""
-    if organization_id is not None:
-        where_org = " AND organization_id = %(org)s"
-        params["org"] = organization_id
-    settings = deadline_settings(max_seconds)
-    sums = f"sum(cost_krw), sumIf(cost_krw, {_SEAT})"
-
-    def rows(table: str, where: str, by_window: bool) -> list[Sequence[object]]:
-        window = ", window_start" if by_window else ""
-        return list(
-            client.query(
-                f"SELECT organization_id, department_id{window}, {sums} FROM {table} "
-                f"WHERE {where}{where_org} GROUP BY organization_id, department_id{window}",
-                parameters=params,
-                settings=settings,
-            ).result_rows
-        )
-
-    months = _by_scope(
-        rows(
-            "usage_rollup_1mo_departments",
-            "window_start >= %(months_from)s AND window_start < %(month)s",
-            by_window=True,
-        )
-    )
-    days = _by_scope(
-        rows(
-            "usage_rollup_1d",
-            "window_start >= %(days_from)s AND window_start < %(day)s",
-            by_window=True,
-        )
-    )
-    today = _by_scope(
-        rows(
-            "usage_rollup_1h",
-            "window_start >= fromUnixTimestamp64Milli(%(day_start_ms)s, 'UTC') "
-            "AND window_start < fromUnixTimestamp64Milli(%(through_ms)s, 'UTC')",
-            by_window=False,
-        )
-    )
-    return Ledger(
-        as_of=as_of,
-        through=through,
-        month_start=month_start,
-        day=day,
-        days_from=days_from,
-        months=months,
-        days=days,
-        today={(org, dept): spend for (org, dept, *_), spend in today.items()},
-    )
-
-
-def _by_scope(rows: list[Sequence[object]]) -> dict[tuple[str, str, date], Spend]:
-    """Rows of (organisation, department, [window,] total, seats), each kept under its
-    department and added up under ORGANIZATION."""
-    found: dict[tuple[str, str, date], Spend] = defaultdict(Spend)
-    for row in rows:
-        org, department, *window, total, seats = row
-        spend = Spend(Decimal(str(total)), Decimal(str(seats)))
-        when = window[0] if window else date.min
-        assert isinstance(when, date)
-        for scope in (str(department), ORGANIZATION):
-            found[(str(org), scope, when)] += spend
-    return dict(found)
-
-
 # --- status --------------------------------------------------------------------------------------
 
 
@@ -412,7 +317,7 @@ def _forecast(
     recurring = to_come
     month = month_end
     while True:
-        boundary = min(_seoul_midnight(month), period.end_time)
+        boundary = min(seoul_midnight(month), period.end_time)
         days = Decimal(max(0, int((boundary - moment).total_seconds()))) / _DAY_SECONDS
         if (
             exhaustion is None
@@ -447,19 +352,9 @@ def _forecast(
 # --- time ----------------------------------------------------------------------------------------
 
 
-def _seoul_midnight(day: date) -> datetime:
+def seoul_midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=SEOUL).astimezone(UTC)
 
 
 def _seoul_day(moment: datetime) -> date:
     return moment.astimezone(SEOUL).date()
-
-
-def _hour_ceiling(moment: datetime) -> datetime:
-    utc = moment.astimezone(UTC)
-    floor = utc.replace(minute=0, second=0, microsecond=0)
-    return floor if floor == utc else floor + timedelta(hours=1)
-
-
-def _millis(moment: datetime) -> int:
-    return round(moment.timestamp() * 1000)

@@ -18,10 +18,11 @@ from clickhouse_connect.driver.client import Client
 from opentelemetry import metrics
 
 from civicmeter.api.severity import SEVERITY_NAMES
-from civicmeter.core.alert_store import AlertFilter, StoredAlert, alerts_after
 from civicmeter.core.config import NotifierSettings
 from civicmeter.core.metrics import http_client_duration
-from civicmeter.core.storage import Storage, migrate
+from civicmeter.core.store.alerts import AlertFilter, StoredAlert, alerts_after
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.migrations import migrate
 from civicmeter.core.telemetry import Telemetry
 from civicmeter.gateway.http_retry import RetryPolicy
 from civicmeter.notifier.webhook import post_with_retries, slack_message

@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError, Message
 
 from civicmeter.core.auth import OPEN_ACCESS, ApiKeys, Principal, bearer_token
 from civicmeter.core.rate_limit import RateLimiter as RateLimiter  # re-exported for the server
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.arguments import ArgumentError, check_request, echo
 
 log = logging.getLogger("civicmeter.query.access")

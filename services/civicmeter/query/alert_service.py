@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 import grpc
 
 from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
-from civicmeter.core.alert_store import (
+from civicmeter.core.store.alerts import (
     AlertFilter,
     alerts_after,
     get_alert,
     list_alerts,
     record_state,
 )
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign, current_principal
 from civicmeter.query.arguments import echo

@@ -17,11 +17,11 @@ from civicmeter.core.budgets import (
     PERIOD_KINDS,
     BudgetStatus,
     PeriodKind,
-    load_ledger,
     lookback_days,
     statuses,
 )
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.budgets import load_ledger
+from civicmeter.core.store.connection import Storage
 from civicmeter.policy.organization import PolicySet
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign

@@ -9,7 +9,7 @@ import grpc
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 
 T = TypeVar("T")
 

@@ -40,7 +40,8 @@ from civicmeter.core.auth import load_api_keys
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import CallDurationInterceptor, GrpcServer
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.storage import Storage, migrate
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.migrations import migrate
 from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter
 from civicmeter.query.decision_service import SERVICE_NAME, DecisionService
 from civicmeter.query.server import server_credentials

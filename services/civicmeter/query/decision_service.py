@@ -38,8 +38,9 @@ from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.api.money import from_money
 from civicmeter.core.auth import ALL_ORGANIZATIONS
-from civicmeter.core.budgets import ORGANIZATION, Ledger, Period, load_ledger
-from civicmeter.core.storage import Storage
+from civicmeter.core.budgets import ORGANIZATION, Ledger, Period
+from civicmeter.core.store.budgets import load_ledger
+from civicmeter.core.store.connection import Storage
 from civicmeter.policy.compiled import budget_message, compile_policy
 from civicmeter.policy.decision import BudgetState, RequestFacts, Spent, decide
 from civicmeter.policy.organization import PolicySet

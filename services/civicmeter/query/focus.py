@@ -36,7 +36,7 @@ from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.api.seoul import SEOUL
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import ANY_MODEL, CONTRACT_MARK, Price, PriceCatalog, PriceTable
-from civicmeter.core.seat_store import SUBSCRIPTION
+from civicmeter.core.store.seats import SUBSCRIPTION
 from civicmeter.query.focus_charges import CorrectionCharge, UsageCharge
 
 SERVICE_CATEGORY = "AI and Machine Learning"

@@ -23,7 +23,7 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.storage import deadline_settings
+from civicmeter.core.store.connection import deadline_settings
 from civicmeter.query.usage import DIMENSIONS, UsageQuery
 
 # The end of the event's billing month (a month in the export's time zone) as a DateTime.

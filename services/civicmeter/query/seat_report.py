@@ -23,8 +23,8 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.money import quantize_cost
 from civicmeter.api.seoul import next_month
-from civicmeter.core.seat_store import SUBSCRIPTION, Seat, live_seats, month_fees
-from civicmeter.core.storage import deadline_settings
+from civicmeter.core.store.connection import deadline_settings
+from civicmeter.core.store.seats import SUBSCRIPTION, Seat, live_seats, month_fees
 
 DEFAULT_IDLE_DAYS = 30
 MAX_IDLE_DAYS = 366

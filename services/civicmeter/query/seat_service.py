@@ -12,7 +12,7 @@ from civicmeter.api.money import to_money
 from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.api.seoul import SEOUL
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query import page_token
 from civicmeter.query.access import abort_if_foreign
 from civicmeter.query.arguments import month_field, time_field

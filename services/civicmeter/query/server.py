@@ -18,7 +18,8 @@ from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.storage import Storage, migrate
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.migrations import migrate
 from civicmeter.query import page_token
 from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter
 from civicmeter.query.alert_service import SERVICE_NAME as ALERT_SERVICE_NAME

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.storage import Storage
+from civicmeter.core.store.connection import Storage
 from civicmeter.query.arguments import STRING_CHARS, ArgumentError
 
 MAX_CHARS = STRING_CHARS["time_zone"]

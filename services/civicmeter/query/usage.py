@@ -25,7 +25,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.seoul import SEOUL
 from civicmeter.core.quantities import QUANTITIES
-from civicmeter.core.storage import deadline_settings
+from civicmeter.core.store.connection import deadline_settings
 from civicmeter.query.arguments import ArgumentError, echo
 
 DIMENSIONS: dict[str, str] = {

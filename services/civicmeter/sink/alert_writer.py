@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.alert.v1 import alert_pb2
-from civicmeter.core.alert_store import opened_keys
+from civicmeter.core.store.alerts import opened_keys
 from civicmeter.sink.event_writer import epoch_millis
 
 _COMMON = (

@@ -32,7 +32,8 @@ from civicmeter.core.metrics import (
     consumed_attributes,
     process_duration,
 )
-from civicmeter.core.storage import Storage, migrate
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.migrations import migrate
 from civicmeter.core.telemetry import KafkaClient, Telemetry, consumer_span, links_from_headers
 from civicmeter.sink import write_journal
 from civicmeter.sink.alert_writer import AlertWriteResult, write_alerts

@@ -2,7 +2,7 @@
 
 `interface="chdb"` runs the real ClickHouse engine in-process on a data directory (one process
 may open a path at a time, so in embedded mode the storage services share a process and a
-client); "http"/"https" talk to a server. Schema comes from the numbered SQL migrations.
+client); "http"/"https" talk to a server. Schema comes from the migrations (store.migrations).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,11 +20,10 @@ from clickhouse_connect.driver.client import Client
 from google.protobuf.descriptor import Descriptor
 
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.protobuf_schema import standalone_schema
-from civicmeter.core.storage_timing import time_operations
+from civicmeter.core.store.protobuf_schema import standalone_schema
+from civicmeter.core.store.timing import time_operations
 
 T = TypeVar("T")
-_MIGRATIONS_TABLE = "schema_migrations"
 _embedded: dict[str, Storage] = {}
 _embedded_lock = threading.Lock()
 
@@ -140,40 +138,3 @@ def _ident(name: str) -> str:
     if not name.replace("_", "").isalnum():
         raise ValueError(f"CLICKHOUSE_DATABASE {name!r} must be alphanumeric")
     return name
-
-
-def migration_scripts() -> list[tuple[str, str]]:
-    """(name, sql) of every migration shipped with the package, in order."""
-    folder = resources.files("civicmeter.core") / "migrations"
-    scripts = sorted(
-        (item.name, item.read_text(encoding="utf-8"))
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    )
-    return scripts
-
-
-def migrate(client: Client) -> list[str]:
-    """Apply the migrations not yet recorded; return the names applied now."""
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS {_MIGRATIONS_TABLE} "
-        "(name String, applied_time DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY name"
-    )
-    done = {
-        row[0] for row in client.query(f"SELECT name FROM {_MIGRATIONS_TABLE} FINAL").result_rows
-    }
-    applied: list[str] = []
-    for name, sql in migration_scripts():
-        if name in done:
-            continue
-        for statement in _statements(sql):
-            client.command(statement)
-        client.insert(_MIGRATIONS_TABLE, [[name]], column_names=["name"])
-        applied.append(name)
-    return applied
-
-
-def _statements(sql: str) -> list[str]:
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
