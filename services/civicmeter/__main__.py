@@ -81,9 +81,12 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
 
 
 def _run_processor(env: Mapping[str, str], log_level: str) -> None:
+    from civicmeter.core.config import ProcessorSettings
+    from civicmeter.core.telemetry import setup_telemetry
     from civicmeter.processor.worker import run
 
-    run(env, log_level)
+    settings = ProcessorSettings.from_env(env)
+    run(settings, setup_telemetry("processor", env), log_level)
 
 
 def _migrate(env: Mapping[str, str]) -> None:

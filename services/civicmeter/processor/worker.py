@@ -1,9 +1,9 @@
-"""Runs the processor as a faust worker, with the catalog loaded and checked first."""
+"""Runs the processor as a faust worker, from the settings and telemetry its entry point built,
+with the catalog and policy loaded and checked first."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 import faust
 
@@ -12,15 +12,14 @@ from civicmeter.core.config import ProcessorSettings
 from civicmeter.core.consumer_lag import LAG_REFRESH_SECONDS, ConsumerLag
 from civicmeter.core.kafka import ensure_topics
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.telemetry import setup_telemetry
+from civicmeter.core.telemetry import Telemetry
 from civicmeter.processor.app import build_app
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS
 from civicmeter.processor.detector_state import DetectionTopics, ensure_detection_topics
 
 
-def run(env: Mapping[str, str], log_level: str) -> None:
-    settings = ProcessorSettings.from_env(env)
+def run(settings: ProcessorSettings, telemetry: Telemetry, log_level: str) -> None:
     # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
     prices = CatalogSource(settings.prices_file)
     policies = PolicySource(settings.policy_file)
@@ -33,7 +32,6 @@ def run(env: Mapping[str, str], log_level: str) -> None:
     organization = DetectionEngine(
         policies.current(), detectors=ORGANIZATION_DETECTORS, fold_repeats=False
     )
-    telemetry = setup_telemetry("processor", env)
     if settings.kafka.create_topics:
         asyncio.run(ensure_topics(settings.kafka))
         names = DetectionTopics.of(settings.group_id, settings.kafka.topics.raw)
