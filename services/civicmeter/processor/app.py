@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
@@ -36,8 +35,8 @@ from opentelemetry import trace
 from civicmeter.api.severity import SEVERITY_NAMES
 from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.core.catalog_source import CatalogSource
-from civicmeter.core.config import ProcessorSettings
-from civicmeter.core.kafka import make_producer, send_batched, send_event_batches
+from civicmeter.core.config import KafkaSettings, ProcessorSettings
+from civicmeter.core.kafka import client_options, make_producer, send_batched, send_event_batches
 from civicmeter.core.metrics import (
     ProcessorLatency,
     accept_time_header,
@@ -61,16 +60,16 @@ from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
 log = logging.getLogger("civicmeter.processor")
 
 
-def _credentials(settings: ProcessorSettings) -> Any:
-    kafka = settings.kafka
-    context = None
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=kafka.ssl_cafile)
-    if kafka.security_protocol.startswith("SASL"):
+def broker_credentials(kafka: KafkaSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """faust's form of the security options every aiokafka client of ours uses
+    (core.kafka.client_options): faust builds its consumers and producers itself."""
+    options = client_options(kafka)
+    context = options.get("ssl_context")
+    if "sasl_mechanism" in options:
         return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password,
-            mechanism=kafka.sasl_mechanism or "SCRAM-SHA-512",
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            mechanism=options["sasl_mechanism"],
             ssl_context=context,
         )
     if context is not None:
@@ -95,7 +94,7 @@ def build_app(
     app = faust.App(
         settings.group_id,  # faust's app id is its Kafka consumer group
         broker=brokers,
-        broker_credentials=_credentials(settings),
+        broker_credentials=broker_credentials(kafka),
         datadir=str(settings.data_dir),
         web_enabled=False,
         key_serializer="raw",
