@@ -31,9 +31,11 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
     if name == "ingest":
         from civicmeter.core.config import IngestSettings
         from civicmeter.ingest import service as ingest
+        from civicmeter.ingest.otlp import AttributeMapping
 
         ingest_settings = IngestSettings.from_env(env)
-        return lambda stop: ingest.serve(ingest_settings, telemetry, stop)
+        attributes = AttributeMapping.from_env(env)
+        return lambda stop: ingest.serve(ingest_settings, telemetry, stop, attributes)
     if name == "sink":
         from civicmeter.core.config import SinkSettings
         from civicmeter.core.store.connection import open_storage

@@ -2,11 +2,14 @@
 
 Variable names follow the clients' own options (KAFKA_BOOTSTRAP_SERVERS, CLICKHOUSE_HOST, ...);
 telemetry is configured by the standard OTEL_* variables, read by the OpenTelemetry SDK.
-Nothing here reads the environment at import time: callers pass a mapping in.
+Nothing here reads the environment at import time: callers pass a mapping in. A malformed
+value is a ConfigError naming the variable and the form it must take; every number has the
+bounds its use needs, so a negative port or a NaN interval fails at start-up, not later.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,14 +22,73 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+MAX_PORT = 65_535
+# Bound on durations given in days or seconds: far beyond any sensible value, and well inside
+# what timedelta holds (a larger value would overflow it rather than be refused).
+MAX_DAYS = 36_500
+MAX_SECONDS = MAX_DAYS * 86_400
+
+
+def env_int(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    """The integer variable `name` (`default` when unset or empty), within [minimum, maximum]."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        value = None
+    if (
+        value is None
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        if minimum is not None and maximum is not None:
+            form = f"an integer from {minimum} to {maximum}"
+        elif minimum is not None:
+            form = f"an integer of at least {minimum}"
+        else:
+            form = "an integer" if maximum is None else f"an integer of at most {maximum}"
+        raise ConfigError(f"{name} must be {form}, got {raw!r}")
+    return value
+
+
+def env_port(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """A TCP port (0, where allowed, lets the system choose a free one)."""
+    return env_int(env, name, default, minimum, MAX_PORT)
+
+
+def env_float(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    minimum: float | None = None,
+    above_minimum: bool = False,  # the minimum itself is refused (a period of 0 s)
+) -> float:
+    """The finite number variable `name` (`default` when unset or empty), at least `minimum`
+    (or greater than it)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if minimum is None:
+        bad = not math.isfinite(value)
+        form = "a number"
+    else:
+        bad = not math.isfinite(value) or value < minimum or (above_minimum and value == minimum)
+        form = f"a number {'greater than' if above_minimum else 'of at least'} {minimum:g}"
+    if bad:
+        raise ConfigError(f"{name} must be {form}, got {raw!r}")
+    return value
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
@@ -50,16 +112,6 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     return text.removesuffix("\n").removesuffix("\r")
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -75,10 +127,16 @@ def time_window_from_env(env: Mapping[str, str]) -> TimeWindow:
     """How old or how far ahead an event's time may be (history replays raise the age)."""
     default = TimeWindow()
     return TimeWindow(
-        max_age=timedelta(days=_int(env, "CIVICMETER_MAX_EVENT_AGE_DAYS", default.max_age.days)),
+        max_age=timedelta(
+            days=env_int(env, "CIVICMETER_MAX_EVENT_AGE_DAYS", default.max_age.days, 1, MAX_DAYS)
+        ),
         max_future=timedelta(
-            seconds=_int(
-                env, "CIVICMETER_MAX_EVENT_FUTURE_SECONDS", int(default.max_future.total_seconds())
+            seconds=env_int(
+                env,
+                "CIVICMETER_MAX_EVENT_FUTURE_SECONDS",
+                int(default.max_future.total_seconds()),
+                0,
+                MAX_SECONDS,
             )
         ),
     )
@@ -125,9 +183,9 @@ class TopicSettings:
             rated=env.get("CIVICMETER_TOPIC_RATED", cls.rated),
             dlq=env.get("CIVICMETER_TOPIC_DLQ", cls.dlq),
             alerts=env.get("CIVICMETER_TOPIC_ALERTS", cls.alerts),
-            partitions=_int(env, "CIVICMETER_TOPIC_PARTITIONS", cls.partitions),
-            replication_factor=_int(
-                env, "CIVICMETER_TOPIC_REPLICATION_FACTOR", cls.replication_factor
+            partitions=env_int(env, "CIVICMETER_TOPIC_PARTITIONS", cls.partitions, 1),
+            replication_factor=env_int(
+                env, "CIVICMETER_TOPIC_REPLICATION_FACTOR", cls.replication_factor, 1
             ),
         )
 
@@ -167,7 +225,9 @@ class KafkaSettings:
             create_topics=_bool(env, "CIVICMETER_CREATE_TOPICS", cls.create_topics),
             topics=TopicSettings.from_env(env),
             group_instance_id=env.get("KAFKA_GROUP_INSTANCE_ID") or None,
-            session_timeout_ms=_int(env, "KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms),
+            session_timeout_ms=env_int(
+                env, "KAFKA_SESSION_TIMEOUT_MS", cls.session_timeout_ms, 1, MAX_SECONDS
+            ),
         )
 
 
@@ -195,7 +255,7 @@ class ClickHouseSettings:
             interface=interface,
             path=env.get("CLICKHOUSE_PATH", cls.path),
             host=env.get("CLICKHOUSE_HOST", cls.host),
-            port=_int(env, "CLICKHOUSE_PORT", 8443 if interface == "https" else cls.port),
+            port=env_port(env, "CLICKHOUSE_PORT", 8443 if interface == "https" else cls.port, 1),
             username=env.get("CLICKHOUSE_USERNAME", cls.username),
             password=_secret(env, "CLICKHOUSE_PASSWORD") or cls.password,
             database=env.get("CLICKHOUSE_DATABASE", cls.database),
@@ -229,20 +289,26 @@ class IngestSettings:
         return cls(
             kafka=KafkaSettings.from_env(env),
             http_host=env.get("CIVICMETER_INGEST_HOST", cls.http_host),
-            http_port=_int(env, "CIVICMETER_INGEST_HTTP_PORT", cls.http_port),
-            grpc_port=_int(env, "CIVICMETER_INGEST_GRPC_PORT", cls.grpc_port),
-            max_batch_events=_int(env, "CIVICMETER_INGEST_MAX_BATCH_EVENTS", cls.max_batch_events),
-            max_body_bytes=_int(env, "CIVICMETER_INGEST_MAX_BODY_BYTES", cls.max_body_bytes),
-            linger_ms=_int(env, "KAFKA_LINGER_MS", cls.linger_ms),
+            http_port=env_port(env, "CIVICMETER_INGEST_HTTP_PORT", cls.http_port),
+            grpc_port=env_port(env, "CIVICMETER_INGEST_GRPC_PORT", cls.grpc_port),
+            max_batch_events=env_int(
+                env, "CIVICMETER_INGEST_MAX_BATCH_EVENTS", cls.max_batch_events, 1
+            ),
+            max_body_bytes=env_int(env, "CIVICMETER_INGEST_MAX_BODY_BYTES", cls.max_body_bytes, 1),
+            linger_ms=env_int(env, "KAFKA_LINGER_MS", cls.linger_ms, 0, MAX_SECONDS),
             compression=env.get("KAFKA_COMPRESSION_TYPE", cls.compression),
             time_window=time_window_from_env(env),
             keys_file=_path(env, "CIVICMETER_INGEST_KEYS_FILE"),
             tls=TlsFiles.from_env(env, "CIVICMETER_INGEST_TLS"),
-            refused_rate_per_peer=_float(
-                env, "CIVICMETER_INGEST_REFUSED_RATE_PER_PEER", cls.refused_rate_per_peer
+            refused_rate_per_peer=env_float(
+                env, "CIVICMETER_INGEST_REFUSED_RATE_PER_PEER", cls.refused_rate_per_peer, 0
             ),
-            publish_timeout_seconds=_float(
-                env, "CIVICMETER_INGEST_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout_seconds
+            publish_timeout_seconds=env_float(
+                env,
+                "CIVICMETER_INGEST_PUBLISH_TIMEOUT_SECONDS",
+                cls.publish_timeout_seconds,
+                0,
+                above_minimum=True,
             ),
         )
 
@@ -266,18 +332,20 @@ class ProcessorSettings:
             kafka=KafkaSettings.from_env(env),
             group_id=env.get("CIVICMETER_PROCESSOR_GROUP_ID", cls.group_id),
             prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
-            prices_reload_seconds=_float(
-                env, "CIVICMETER_PRICES_RELOAD_SECONDS", cls.prices_reload_seconds
+            prices_reload_seconds=env_float(
+                env, "CIVICMETER_PRICES_RELOAD_SECONDS", cls.prices_reload_seconds, 0
             ),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
-            batch_size=_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size),
+            batch_size=env_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size, 1),
             data_dir=Path(env.get("CIVICMETER_PROCESSOR_DATA_DIR", str(cls.data_dir))),
             time_window=time_window_from_env(env),
             allowed_lateness=timedelta(
-                seconds=_int(
+                seconds=env_int(
                     env,
                     "CIVICMETER_ALLOWED_LATENESS_SECONDS",
                     int(cls.allowed_lateness.total_seconds()),
+                    0,
+                    MAX_SECONDS,
                 )
             ),
         )
@@ -297,8 +365,12 @@ class SinkSettings:
             kafka=KafkaSettings.from_env(env),
             clickhouse=ClickHouseSettings.from_env(env),
             group_id=env.get("CIVICMETER_SINK_GROUP_ID", cls.group_id),
-            max_batch_records=_int(env, "CIVICMETER_SINK_MAX_BATCH_RECORDS", cls.max_batch_records),
-            max_batch_wait_ms=_int(env, "CIVICMETER_SINK_MAX_BATCH_WAIT_MS", cls.max_batch_wait_ms),
+            max_batch_records=env_int(
+                env, "CIVICMETER_SINK_MAX_BATCH_RECORDS", cls.max_batch_records, 1
+            ),
+            max_batch_wait_ms=env_int(
+                env, "CIVICMETER_SINK_MAX_BATCH_WAIT_MS", cls.max_batch_wait_ms, 0, MAX_SECONDS
+            ),
         )
 
 
@@ -331,14 +403,14 @@ class QuerySettings:
         return cls(
             clickhouse=ClickHouseSettings.from_env(env),
             host=env.get("CIVICMETER_QUERY_HOST", cls.host),
-            grpc_port=_int(env, "CIVICMETER_QUERY_GRPC_PORT", cls.grpc_port),
+            grpc_port=env_port(env, "CIVICMETER_QUERY_GRPC_PORT", cls.grpc_port),
             reflection=_bool(env, "CIVICMETER_QUERY_REFLECTION", cls.reflection),
             api_keys_file=_path(env, "CIVICMETER_API_KEYS_FILE"),
             tls_cert_file=_path(env, "CIVICMETER_QUERY_TLS_CERT"),
             tls_key_file=_path(env, "CIVICMETER_QUERY_TLS_KEY"),
             tls_client_ca_file=_path(env, "CIVICMETER_QUERY_TLS_CLIENT_CA"),
-            rate_per_key=_float(env, "CIVICMETER_QUERY_RATE_PER_KEY", cls.rate_per_key),
-            cache_seconds=_float(env, "CIVICMETER_QUERY_CACHE_SECONDS", cls.cache_seconds),
+            rate_per_key=env_float(env, "CIVICMETER_QUERY_RATE_PER_KEY", cls.rate_per_key, 0),
+            cache_seconds=env_float(env, "CIVICMETER_QUERY_CACHE_SECONDS", cls.cache_seconds, 0),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             page_token_keys=token_keys,
             prices_file=_path(env, "CIVICMETER_PRICES_FILE"),
@@ -359,7 +431,7 @@ class NotifierSettings:
         return cls(
             clickhouse=ClickHouseSettings.from_env(env),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
-            max_attempts=_int(env, "CIVICMETER_NOTIFIER_MAX_ATTEMPTS", cls.max_attempts),
+            max_attempts=env_int(env, "CIVICMETER_NOTIFIER_MAX_ATTEMPTS", cls.max_attempts, 1),
         )
 
 
@@ -384,7 +456,11 @@ class BillingSettings:
             prices_file=Path(env.get("CIVICMETER_PRICES_FILE", str(cls.prices_file))),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             seats_file=Path(seats) if seats else None,
-            interval_seconds=float(
-                env.get("CIVICMETER_BILLING_INTERVAL_SECONDS", cls.interval_seconds)
+            interval_seconds=env_float(
+                env,
+                "CIVICMETER_BILLING_INTERVAL_SECONDS",
+                cls.interval_seconds,
+                0,
+                above_minimum=True,
             ),
         )

@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace import Link, SpanKind
 
-from civicmeter.core.config import ConfigError
+from civicmeter.core.config import ConfigError, env_port
 
 # aiokafka gives headers as a sequence of pairs; faust may give a mapping.
 KafkaHeaders = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
@@ -133,7 +133,7 @@ def _metric_readers(env: Mapping[str, str]) -> list[MetricReader]:
         from prometheus_client import start_http_server
 
         host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0")
-        port = int(env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+        port = env_port(env, "OTEL_EXPORTER_PROMETHEUS_PORT", 9464)
         start_http_server(port=port, addr=host)
         return [PrometheusMetricReader()]
     raise ConfigError(

@@ -54,6 +54,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.auth import Principal
+from civicmeter.core.config import ConfigError
 from civicmeter.core.validation import TimeWindow, ValidationError, validate_event
 from civicmeter.ingest.publisher import BatchRejectedError, Publisher
 
@@ -102,7 +103,7 @@ class AttributeMapping:
             name, _, attributes = item.partition("=")
             name = name.strip()
             if name not in _MAPPED_FIELDS or not attributes.strip():
-                raise ValueError(
+                raise ConfigError(
                     f"CIVICMETER_OTLP_ATTRIBUTES: {item.strip()!r} is not field=attribute|...;"
                     f" fields: {', '.join(sorted(_MAPPED_FIELDS))}"
                 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from aiohttp import web
 
@@ -29,15 +28,17 @@ def gateway_access(settings: IngestSettings, telemetry: Telemetry) -> GatewayAcc
     return GatewayAccess(keys, telemetry.meter, RateLimiter(rate, 2 * rate) if rate > 0 else None)
 
 
-async def serve(settings: IngestSettings, telemetry: Telemetry, stop: asyncio.Event) -> None:
+async def serve(
+    settings: IngestSettings,
+    telemetry: Telemetry,
+    stop: asyncio.Event,
+    attributes: AttributeMapping | None = None,  # OTLP span attributes to fields (otlp.py)
+) -> None:
     if settings.kafka.create_topics:
         await ensure_topics(settings.kafka)
     access = gateway_access(settings, telemetry)
     tls = server_tls(settings.tls)
-    # OTLP trace exports: the attribute mapping is read from the environment (otlp.py).
-    otlp = OtlpReceiver(
-        AttributeMapping.from_env(os.environ), telemetry.meter, settings.time_window
-    )
+    otlp = OtlpReceiver(attributes or AttributeMapping(), telemetry.meter, settings.time_window)
     publisher = Publisher(settings, telemetry)
     await publisher.start()
     runner = web.AppRunner(build_http_app(publisher, access, otlp), access_log=None)

@@ -37,7 +37,7 @@ from opentelemetry import metrics
 
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.core.auth import load_api_keys
-from civicmeter.core.config import ConfigError, QuerySettings
+from civicmeter.core.config import QuerySettings, env_float, env_port
 from civicmeter.core.grpc_server import CallDurationInterceptor, GrpcServer
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.store.connection import Storage
@@ -57,22 +57,8 @@ def settings_from_env(env: Mapping[str, str]) -> QuerySettings:
     """The query service's settings, on the decision service's host and port, with its own
     per-key rate limit (CIVICMETER_DECISION_RATE_PER_KEY): a gateway asks once per request."""
     settings = QuerySettings.from_env(env)
-    raw = env.get("CIVICMETER_DECISION_GRPC_PORT", str(DEFAULT_PORT))
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError(f"CIVICMETER_DECISION_GRPC_PORT: {raw!r} is not a port") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"CIVICMETER_DECISION_GRPC_PORT: {port} is not a port")
-    raw_rate = env.get("CIVICMETER_DECISION_RATE_PER_KEY", str(DEFAULT_RATE_PER_KEY))
-    try:
-        rate = float(raw_rate)
-    except ValueError:
-        rate = -1.0
-    if not rate >= 0:
-        raise ConfigError(
-            f"CIVICMETER_DECISION_RATE_PER_KEY: {raw_rate!r} is not a rate (calls/s, 0: off)"
-        )
+    port = env_port(env, "CIVICMETER_DECISION_GRPC_PORT", DEFAULT_PORT)
+    rate = env_float(env, "CIVICMETER_DECISION_RATE_PER_KEY", DEFAULT_RATE_PER_KEY, 0)
     host = env.get("CIVICMETER_DECISION_HOST", settings.host)
     return dataclasses.replace(settings, host=host, grpc_port=port, rate_per_key=rate)
 
