@@ -5,15 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from civicmeter.api.severity import Severity
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.policy.organization import OrganizationPolicy
 from civicmeter.processor.detection.alert import Alert, dedup_key, minute_label, short_user
-
-if TYPE_CHECKING:
-    from civicmeter.processor.detection.activity import UserActivity
+from civicmeter.processor.detection.user_activity import UserActivity
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.policy.detectors import DETECTOR_NAMES
 from civicmeter.policy.organization import OrganizationPolicy, PolicySet
-from civicmeter.processor.detection.activity import ActivityTracker, DayTotals
+from civicmeter.processor.detection.activity import ActivityTracker
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap, RecentSet
 from civicmeter.processor.detection.context import EventContext
@@ -42,6 +42,7 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
 from civicmeter.processor.detection.state import DEPARTMENT, USER, StateRecord
+from civicmeter.processor.detection.user_activity import DayTotals
 
 # The detectors that need all of an organisation's events: where users' events are spread over
 # processors, they run on day totals (DetectionEngine.apply_activity) gathered by organisation.
