@@ -56,8 +56,8 @@ from civicmeter.api.money import to_money
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.core.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.grpc_server import new_server
-from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.store.connection import connect
 from civicmeter.core.store.migrations import migrate
 from civicmeter.sink.event_writer import COLUMNS

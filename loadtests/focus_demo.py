@@ -31,9 +31,9 @@ import grpc
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.client.focus_export import SUPPORTED
-from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.pricing import PriceCatalog, load_catalog
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.store.connection import Storage, connect
 from civicmeter.core.store.migrations import migrate
 from civicmeter.query.access import AccessInterceptor

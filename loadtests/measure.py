@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from civicmeter.core.config import ClickHouseSettings
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.store.connection import connect
 from civicmeter.core.store.migrations import migrate
 from civicmeter.sink.event_writer import COLUMNS

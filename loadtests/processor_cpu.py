@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.event_batch import frame
 from civicmeter.core.policy_source import PolicySource
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from loadtests.loadgen import FACTS, stamp, templates, working_hours_offset_ns

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.pricing import CatalogError
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from tests.factories import PRICES_YAML, event
 
 

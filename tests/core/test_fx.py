@@ -7,7 +7,14 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from civicmeter.core.fx import FxError, FxTable, load_fx, parse_fx, seoul_date, seoul_midnight
+from civicmeter.core.pricing.fx import (
+    FxError,
+    FxTable,
+    load_fx,
+    parse_fx,
+    seoul_date,
+    seoul_midnight,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = FxTable(

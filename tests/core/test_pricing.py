@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from civicmeter.api.money import quantize_cost
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.fx import FxTable
 from civicmeter.core.pricing import (
     CatalogError,
     PriceCatalog,
@@ -19,6 +18,7 @@ from civicmeter.core.pricing import (
     load_catalog,
     parse_catalog,
 )
+from civicmeter.core.pricing.fx import FxTable
 from tests.factories import CATALOG_DOC, NOW, PRICES_YAML, catalog, event
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.validation import (
     TimeWindow,
     ValidationError,

@@ -18,8 +18,8 @@ from civicmeter.api.money import to_money
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.pricing import load_catalog
-from civicmeter.core.quantities import QUANTITIES
 from civicmeter.core.store.connection import connect
 from loadtests.billing_bench import (
     DIMENSIONS,

@@ -37,8 +37,8 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.rerate import CORRECTION_COLUMNS
 from civicmeter.client import CivicmeterClient
 from civicmeter.client.focus_export import SUPPORTED, month_range, write_focus
-from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.pricing import PriceCatalog, load_catalog, parse_catalog
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.focus import usage_lines

@@ -15,7 +15,7 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.seoul import SEOUL
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 
 # (table, how its window column compares with the period's bounds). usage_rollup_1d and
 # usage_rollup_1mo are views summing usage_rollup_1h by Seoul day and month: checked all the same,

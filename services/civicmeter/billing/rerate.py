@@ -20,8 +20,8 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
-from civicmeter.core.quantities import QUANTITIES
 
 BATCH = 20_000
 _DIMENSIONS = ("department_id", "user_id", "service_id", "provider_name", "request_model",

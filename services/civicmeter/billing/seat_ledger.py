@@ -37,9 +37,9 @@ from civicmeter.api.seoul import SEOUL, next_month
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.publisher import Publisher
 from civicmeter.billing.seat_file import SeatFileError, load_seats
-from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import BillingSettings
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.reloading import ReloadingFile
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.seats import (

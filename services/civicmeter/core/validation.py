@@ -20,7 +20,7 @@ from operator import attrgetter, itemgetter, methodcaller
 
 from civicmeter.api.limits import MAX_PII_KINDS, MAX_RULE_IDS
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.rare_fields import events_with_rare_fields
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")

@@ -34,7 +34,6 @@ from opentelemetry import trace
 
 from civicmeter.api.severity import SEVERITY_NAMES
 from civicmeter.api.usage.v1 import activity_pb2
-from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import KafkaSettings, ProcessorSettings
 from civicmeter.core.kafka import client_options, make_producer, send_batched, send_event_batches
 from civicmeter.core.metrics import (
@@ -45,6 +44,7 @@ from civicmeter.core.metrics import (
     process_duration,
 )
 from civicmeter.core.policy_source import PolicySource
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.telemetry import (
     KafkaClient,
     Telemetry,

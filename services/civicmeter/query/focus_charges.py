@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.store.connection import deadline_settings
 from civicmeter.query.usage import DIMENSIONS, UsageQuery
 

@@ -14,10 +14,10 @@ from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grp
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.core.auth import load_api_keys
-from civicmeter.core.catalog_source import CatalogSource
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.policy_source import PolicySource
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.migrations import migrate
 from civicmeter.query import page_token

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.seoul import SEOUL
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.store.connection import deadline_settings
 from civicmeter.query.arguments import ArgumentError, echo
 

@@ -23,7 +23,7 @@ from civicmeter.api.money import to_money
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.catalog_source import CatalogSource
+from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.seats import SUBSCRIPTION
 from civicmeter.query import page_token

@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.store.connection import insert_from_protobuf
 from civicmeter.core.wire import varint
 from civicmeter.sink import write_journal

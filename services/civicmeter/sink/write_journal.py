@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.quantities import QUANTITIES
+from civicmeter.core.events.quantities import QUANTITIES
 
 log = logging.getLogger("civicmeter.write_journal")
 STAGED_TABLE = "usage_staged"
