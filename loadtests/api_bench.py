@@ -54,7 +54,7 @@ from google.protobuf import json_format
 
 from civicmeter.api.money import to_money
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.grpc_server import new_server

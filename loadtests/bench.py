@@ -303,7 +303,7 @@ SINK_ALONE_TOPICS = {
 async def preload_rated(bootstrap: str, topic: str, count: int) -> None:
     """Write `count` rated events to `topic` as the processor would: the events of the
     realistic load rated by the processor's own pipeline, as RatedUsageEventBatch records."""
-    from civicmeter.core.event_batch import encode_event_batch
+    from civicmeter.core.events.event_batch import encode_event_batch
     from civicmeter.core.pricing.catalog_source import CatalogSource
     from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 

@@ -56,8 +56,8 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.reconcile import ROLLUPS
 from civicmeter.core.config import ProcessorSettings, SinkSettings, TopicSettings
 from civicmeter.core.events.quantities import QUANTITIES
+from civicmeter.core.events.wire import length_delimited
 from civicmeter.core.pricing import PriceCatalog, load_catalog
-from civicmeter.core.wire import length_delimited
 from loadtests.loadgen import _EVENTS, FACTS, stamp, templates
 from loadtests.scenario import governments_of, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack, free_port

@@ -29,7 +29,7 @@ from holidays import country_holidays
 
 from civicmeter.api.seoul import SEOUL
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.wire import length_delimited, tag
+from civicmeter.core.events.wire import length_delimited, tag
 from loadtests.scenario import (
     API_MODELS,
     DEPARTMENTS,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from civicmeter.core.event_batch import frame
+from civicmeter.core.events.event_batch import frame
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.processor.detection import DetectionEngine

@@ -26,7 +26,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from civicmeter.core.auth import hash_token, new_token
+from civicmeter.core.access.auth import hash_token, new_token
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PRICES = REPO / "config" / "prices.yaml"

@@ -47,7 +47,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from civicmeter.gateway import Guard, RequestFacts
 from loadtests.measure import sample_process
 from loadtests.pii.bench import _cpu_model

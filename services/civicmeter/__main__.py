@@ -25,7 +25,7 @@ SERVABLE = ("ingest", "sink", "query", "decision", "notifier", "billing")
 
 def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
     """Build one service's main from the environment (imports stay lazy: faust is heavy)."""
-    from civicmeter.core.telemetry import setup_telemetry
+    from civicmeter.core.telemetry.setup import setup_telemetry
 
     telemetry = setup_telemetry(name, env)
     if name == "ingest":
@@ -84,7 +84,7 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
 
 def _run_processor(env: Mapping[str, str], log_level: str) -> None:
     from civicmeter.core.config import ProcessorSettings
-    from civicmeter.core.telemetry import setup_telemetry
+    from civicmeter.core.telemetry.setup import setup_telemetry
     from civicmeter.processor.worker import run
 
     settings = ProcessorSettings.from_env(env)
@@ -103,7 +103,7 @@ def _migrate(env: Mapping[str, str]) -> None:
 def _api_key(key_id: str, organizations: list[str], role: str, gateway_ids: list[str]) -> None:
     import yaml
 
-    from civicmeter.core.auth import hash_token, new_token, parse_api_keys
+    from civicmeter.core.access.auth import hash_token, new_token, parse_api_keys
 
     token = new_token()
     entry: dict[str, object] = {"id": key_id, "role": role}
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     env = dict(os.environ)
     configure_logging(args.log_level)
     from civicmeter.billing.seat_file import SeatFileError
-    from civicmeter.core.auth import ApiKeyError
+    from civicmeter.core.access.auth import ApiKeyError
     from civicmeter.core.config import ConfigError
     from civicmeter.core.pricing import CatalogError
     from civicmeter.policy.organization import PolicyError

@@ -51,7 +51,7 @@ from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.store.alerts import opened_keys
 from civicmeter.core.store.budgets import load_ledger
 from civicmeter.core.store.connection import Storage
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.policy.organization import PolicySet
 
 log = logging.getLogger("civicmeter.billing.budgets")

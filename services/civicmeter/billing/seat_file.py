@@ -11,7 +11,7 @@ CSV with a header (`.csv`), or YAML with a `seats:` list (`.yaml`, `.yml`), one 
          user: u_3f2a..., provider: openai, service: chatgpt, plan: team, start: 2024-01-01}
 
 `user` is the pseudonymous user id the gateways send (never a name or an e-mail); the
-identifiers follow the usage events' rules (core/validation.py), since each seat becomes a
+identifiers follow the usage events' rules (core/events/validation.py), since each seat becomes a
 monthly charge event. `plan` is the subscription plan; the catalog prices it as the model of
 the service (model "*" matches any plan). `start` and `end` are calendar dates (YYYY-MM-DD,
 Asia/Seoul), both inclusive; an empty or absent `end` leaves the seat open.
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.validation import TimeWindow, ValidationError, validate_event_at
 from civicmeter.core.store.seats import SUBSCRIPTION, Seat, charge_event_id
-from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
 from civicmeter.policy.yaml_source import At, SourceError, SourceFile, parse_yaml
 
 REQUIRED = ("seat_id", "organization", "department", "user", "provider", "service", "plan",

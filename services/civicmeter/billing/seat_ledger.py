@@ -51,7 +51,7 @@ from civicmeter.core.store.seats import (
     record_charges,
     sync_seats,
 )
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 
 log = logging.getLogger("civicmeter.billing.seats")
 GATEWAY_ID = "civicmeter-seat-ledger"

@@ -20,7 +20,7 @@ from civicmeter.core.config import BillingSettings
 from civicmeter.core.kafka import ensure_topics, make_producer
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.migrations import migrate
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 
 log = logging.getLogger("civicmeter.billing")
 

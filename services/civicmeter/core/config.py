@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from civicmeter.core.validation import TimeWindow
+from civicmeter.core.events.validation import TimeWindow
 
 
 class ConfigError(ValueError):

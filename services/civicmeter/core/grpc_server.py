@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from civicmeter.core.metrics import rpc_server_duration
+from civicmeter.core.telemetry.metrics import rpc_server_duration
 
 _UNTRACED = (health.SERVICE_NAME, reflection.SERVICE_NAME)
 

@@ -21,7 +21,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from civicmeter.core.config import KafkaSettings
-from civicmeter.core.event_batch import frame
+from civicmeter.core.events.event_batch import frame
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -103,7 +103,7 @@ async def send_event_batches(
 
     The events that hash to one partition (murmur2 of their key, as the default partitioner
     would place them one by one) travel together in one record, in order, as the repeated
-    field 1 of a batch message (core/event_batch.py); a record holds at most
+    field 1 of a batch message (core/events/event_batch.py); a record holds at most
     `max_record_bytes`. Its key is its first event's key. So one user's events stay in order on
     one partition, and a reader pays Kafka's per-record costs once per few hundred events.
     """

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from civicmeter.core.telemetry import shutdown_telemetry
+from civicmeter.core.telemetry.setup import shutdown_telemetry
 
 ServiceMain = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 

@@ -16,7 +16,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from opentelemetry import metrics
 
-from civicmeter.core.metrics import db_operation_duration
+from civicmeter.core.telemetry.metrics import db_operation_duration
 
 # Methods taking SQL first, whose operation is the statement's first keyword.
 _STATEMENTS = ("query", "raw_query", "query_np", "query_df", "query_arrow", "query_df_arrow",

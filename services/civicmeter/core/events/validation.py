@@ -21,7 +21,7 @@ from operator import attrgetter, itemgetter, methodcaller
 from civicmeter.api.limits import MAX_PII_KINDS, MAX_RULE_IDS
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.quantities import QUANTITIES
-from civicmeter.core.rare_fields import events_with_rare_fields
+from civicmeter.core.events.rare_fields import events_with_rare_fields
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -285,7 +285,7 @@ def validate_batch(
     valid); only an event some rule may refuse goes through validate_event_at, so that its
     error is exactly the one-by-one error. `encoded`, the events as a UsageEventBatch's
     encoding, when at hand, lets the fields most events leave out be found for the whole
-    batch at once (core/rare_fields.py).
+    batch at once (core/events/rare_fields.py).
     """
     identities: list[Identity] = list(map(_identity_of, events))
     quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))

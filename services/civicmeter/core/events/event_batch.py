@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from google.protobuf.message import Message
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.wire import length_delimited, tag
+from civicmeter.core.events.wire import length_delimited, tag
 
 _EVENTS = tag(pb.UsageEventBatch.EVENTS_FIELD_NUMBER)
 assert pb.RatedUsageEventBatch.EVENTS_FIELD_NUMBER == pb.UsageEventBatch.EVENTS_FIELD_NUMBER
