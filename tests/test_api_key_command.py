@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from civicmeter.__main__ import main
-from civicmeter.core.auth import parse_api_keys
+from civicmeter.core.access.auth import parse_api_keys
 
 
 def issue(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, dict[str, Any]]:

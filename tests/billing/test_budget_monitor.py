@@ -24,7 +24,7 @@ from civicmeter.billing.service import jobs
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.store.alerts import AlertFilter, list_alerts
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.sink.event_writer import write_events
 from tests.billing.delivery import Delivery

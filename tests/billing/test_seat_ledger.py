@@ -29,7 +29,7 @@ from civicmeter.billing.seat_ledger import (
 from civicmeter.billing.service import jobs
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
 from civicmeter.core.store.seats import Seat, live_seats, month_fees
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from tests.billing.delivery import Delivery
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]

@@ -13,7 +13,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.client import BudgetForecast, BudgetThreshold, CivicmeterClient
-from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.access.auth import hash_token, parse_api_keys
 from civicmeter.core.store.connection import Storage
 from civicmeter.policy.organization import parse_policies
 from civicmeter.query.access import AccessInterceptor

@@ -17,7 +17,7 @@ from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2_grpc
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.client import CivicmeterClient, CostLine
-from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.access.auth import hash_token, parse_api_keys
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService

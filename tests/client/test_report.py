@@ -35,7 +35,7 @@ from civicmeter.billing.seat_ledger import charge_event
 from civicmeter.client import CivicmeterClient
 from civicmeter.client.report import gather, krw, render
 from civicmeter.client.report.svg import PALETTE
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.core.store.connection import Storage

@@ -19,7 +19,7 @@ from civicmeter.billing.seat_ledger import SeatLedger
 from civicmeter.client import CivicmeterClient, Seat, SeatSummaryLine
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
 from civicmeter.core.store.connection import Storage
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService
 from civicmeter.sink.event_writer import write_events

@@ -1,6 +1,6 @@
 import pytest
 
-from civicmeter.core.auth import (
+from civicmeter.core.access.auth import (
     ApiKeyError,
     Principal,
     bearer_token,

@@ -119,7 +119,7 @@ def test_a_good_number_is_read_and_an_empty_one_is_the_default(name: str) -> Non
 
 
 def test_the_prometheus_port_is_checked_where_the_exporter_starts() -> None:
-    from civicmeter.core.telemetry import setup_telemetry
+    from civicmeter.core.telemetry.setup import setup_telemetry
 
     env = {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "metrics"}
     with pytest.raises(ConfigError) as refused:

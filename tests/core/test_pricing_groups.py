@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from civicmeter.api.money import quantize_cost
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.quantities import QUANTITIES
+from civicmeter.core.events.validation import LIMITS_IN_ORDER
 from civicmeter.core.pricing import (
     QUOTED_UNITS,
     CatalogError,
@@ -22,7 +23,6 @@ from civicmeter.core.pricing import (
     micro_won_text,
     parse_catalog,
 )
-from civicmeter.core.validation import LIMITS_IN_ORDER
 from tests.factories import catalog, event
 
 START = datetime(2025, 1, 1, tzinfo=UTC)

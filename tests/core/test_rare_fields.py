@@ -1,6 +1,6 @@
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.rare_fields import events_with_rare_fields
+from civicmeter.core.events.event_batch import encode_event_batch
+from civicmeter.core.events.rare_fields import events_with_rare_fields
 from tests.factories import event
 
 

@@ -1,4 +1,4 @@
-from civicmeter.core.rate_limit import RateLimiter
+from civicmeter.core.access.rate_limit import RateLimiter
 
 
 def test_a_burst_then_the_rate_per_key() -> None:

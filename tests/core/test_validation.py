@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.validation import TimeWindow, ValidationError, validate_event
+from civicmeter.core.events.validation import TimeWindow, ValidationError, validate_event
 from tests.factories import NOW, event, user_id
 
 

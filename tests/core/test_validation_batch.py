@@ -8,7 +8,7 @@ import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.quantities import QUANTITIES
-from civicmeter.core.validation import (
+from civicmeter.core.events.validation import (
     TimeWindow,
     ValidationError,
     validate_batch,

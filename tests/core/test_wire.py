@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.wire import length_delimited, tag, varint, varint_field
+from civicmeter.core.events.wire import length_delimited, tag, varint, varint_field
 
 
 # Non-default values: proto3 writes no field for an empty string or a zero.

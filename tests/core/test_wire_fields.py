@@ -1,8 +1,8 @@
 import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.event_batch import encode_event_batch, frame
-from civicmeter.core.wire import length_delimited_fields
+from civicmeter.core.events.event_batch import encode_event_batch, frame
+from civicmeter.core.events.wire import length_delimited_fields
 from tests.factories import event
 
 

@@ -4,12 +4,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from civicmeter.core.validation import validate_event
+from civicmeter.core.events.validation import validate_event
 from civicmeter.gateway import DOCUMENT_MARKINGS, DocumentDetector, detect_document_markings
 from loadtests.documents.corpus import NEGATIVE_KINDS, generate
 from tests.factories import NOW, event
 
-# The rule for risk.pii_findings keys (civicmeter.core.validation): the document counts are
+# The rule for risk.pii_findings keys (civicmeter.core.events.validation): the document counts are
 # meant to travel the same way.
 KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 

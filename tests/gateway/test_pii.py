@@ -5,12 +5,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from civicmeter.core.validation import validate_event
+from civicmeter.core.events.validation import validate_event
 from civicmeter.gateway import PII_TYPES, PiiDetector, detect_pii, redact_pii
 from loadtests.pii.corpus import generate
 from tests.factories import NOW, event
 
-# The rule for risk.pii_findings keys (civicmeter.core.validation).
+# The rule for risk.pii_findings keys (civicmeter.core.events.validation).
 KEY = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 _RRN_WEIGHTS = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)

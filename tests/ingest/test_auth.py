@@ -28,9 +28,9 @@ from civicmeter.api.event_json import encode_batch
 from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
 from civicmeter.api.ingest.v1 import ingest_service_pb2_grpc as ingest_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.auth import hash_token, new_token
+from civicmeter.core.access.auth import hash_token, new_token
 from civicmeter.core.config import IngestSettings, KafkaSettings, TlsFiles, TopicSettings
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
 from civicmeter.ingest.service import serve
 from loadtests.stack import free_port

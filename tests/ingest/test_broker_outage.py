@@ -12,7 +12,7 @@ import pytest
 from opentelemetry import metrics, trace
 
 from civicmeter.core.config import IngestSettings, KafkaSettings, TopicSettings
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.ingest.service import serve
 from loadtests.stack import free_port
 from tests.ingest.test_auth import _listening, now_event, post, publish_grpc

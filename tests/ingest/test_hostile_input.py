@@ -24,7 +24,7 @@ from opentelemetry.sdk.metrics.export import NumberDataPoint
 from civicmeter.api.event_json import encode_batch
 from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.wire import length_delimited, tag, varint, varint_field
+from civicmeter.core.events.wire import length_delimited, tag, varint, varint_field
 from tests.factories import event
 from tests.ingest.test_auth import KEYS, SEOUL_TOKEN, Ingest, publish_grpc, running_ingest
 

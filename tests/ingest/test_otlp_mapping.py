@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics import MeterProvider
 
-from civicmeter.core.auth import Principal
+from civicmeter.core.access.auth import Principal
 from civicmeter.ingest.otlp import AttributeMapping, OtlpReceiver
 from tests.factories import user_id
 from tests.ingest.test_otlp import OPENAI, spans

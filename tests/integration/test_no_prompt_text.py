@@ -20,8 +20,8 @@ from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_
 from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.events.wire import length_delimited, tag, varint
 from civicmeter.core.store.connection import connect
-from civicmeter.core.wire import length_delimited, tag, varint
 from civicmeter.gateway import UsageEmitter, detect_pii, pseudonymise_user
 from loadtests.stack import LocalStack
 

@@ -25,7 +25,7 @@ from civicmeter.api.money import from_money
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.gateway.emitter import IngestRejectedError, UsageEmitter
 from loadtests.stack import LocalStack
 from tests.factories import user_id

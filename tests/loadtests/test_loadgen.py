@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from civicmeter.api.seoul import SEOUL
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from loadtests.loadgen import run_load, working_hours_offset_ns
 from tests.ingest.test_auth import MULTI_TOKEN, running_ingest
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from tests.factories import NOW, catalog, event, user_id
 

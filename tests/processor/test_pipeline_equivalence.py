@@ -20,12 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.core.events.quantities import QUANTITIES
+from civicmeter.core.events.validation import TimeWindow, ValidationError, validate_event_at
+from civicmeter.core.events.wire import length_delimited, tag, varint_field
 from civicmeter.core.kafka import event_key
 from civicmeter.core.pricing import PriceCatalog, Rating, UnpricedError, parse_catalog
-from civicmeter.core.validation import TimeWindow, ValidationError, validate_event_at
-from civicmeter.core.wire import length_delimited, tag, varint_field
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from tests.factories import NOW, PRICES_YAML, catalog, user_id

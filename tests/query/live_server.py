@@ -19,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 from google.protobuf.message import Message
 
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.seats import Seat, sync_seats

@@ -26,7 +26,7 @@ from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
-from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.access.auth import hash_token, parse_api_keys
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.seats import Seat, sync_seats
 from civicmeter.policy.organization import parse_policies

@@ -11,7 +11,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.alert.v1 import alert_pb2, alert_service_pb2, alert_service_pb2_grpc
-from civicmeter.core.auth import OPEN_ACCESS
+from civicmeter.core.access.auth import OPEN_ACCESS
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.alert_service import AlertService

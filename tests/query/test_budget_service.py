@@ -19,7 +19,7 @@ from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.api.budget.v1 import budget_service_pb2 as budget_pb
 from civicmeter.api.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.api.money import from_money
-from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.access.auth import hash_token, parse_api_keys
 from civicmeter.core.store.connection import Storage
 from civicmeter.policy.organization import parse_policies
 from civicmeter.query.access import AccessInterceptor

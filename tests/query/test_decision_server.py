@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
-from civicmeter.core.auth import Principal
+from civicmeter.core.access.auth import Principal
 from civicmeter.core.config import ConfigError
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AuditEntry, AuditLog

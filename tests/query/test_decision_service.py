@@ -22,9 +22,9 @@ from opentelemetry import metrics
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as usage_pb
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.core.store.connection import Storage
 from civicmeter.gateway import Guard
 from civicmeter.policy.compiled import budget_from_message, load_compiled

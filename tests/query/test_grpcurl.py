@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.server import build_server

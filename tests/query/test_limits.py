@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.query.v1 import query_service_pb2 as query_pb
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
-from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.access.auth import hash_token, parse_api_keys
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AccessInterceptor, RateLimiter
 from civicmeter.query.cache import AnswerCache

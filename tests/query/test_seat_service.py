@@ -22,10 +22,10 @@ from civicmeter.api.seat.v1 import seat_service_pb2 as seat_pb
 from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.seat_ledger import SeatLedger
-from civicmeter.core.auth import hash_token, parse_api_keys
+from civicmeter.core.access.auth import hash_token, parse_api_keys
 from civicmeter.core.config import BillingSettings, ClickHouseSettings
 from civicmeter.core.store.connection import Storage
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.seat_service import SeatService
 from civicmeter.sink.event_writer import write_events

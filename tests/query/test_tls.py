@@ -13,7 +13,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.client import CivicmeterClient
-from civicmeter.core.auth import hash_token
+from civicmeter.core.access.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, ConfigError, QuerySettings
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.server import build_server, server_credentials

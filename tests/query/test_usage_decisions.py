@@ -9,7 +9,7 @@ from decimal import Decimal
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.query.usage import UsageQuery, usage
 from civicmeter.sink.event_writer import write_events

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.reconcile import reconcile
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.sink.event_writer import write_events, write_rated_records
 from tests.factories import NOW, catalog, event, seoul_months_around

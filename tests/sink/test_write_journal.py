@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.reconcile import reconcile
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.sink import write_journal
 from civicmeter.sink.event_writer import replay_pending, stage, write_events
 from tests.factories import NOW, event, seoul_months_around

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from civicmeter.core.telemetry import instrument_http_servers
+from civicmeter.core.telemetry.setup import instrument_http_servers
 from tests.telemetry.memory import Recorded
 
 

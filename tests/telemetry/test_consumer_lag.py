@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from civicmeter.core.config import KafkaSettings
-from civicmeter.core.consumer_lag import ConsumerLag
+from civicmeter.core.telemetry.consumer_lag import ConsumerLag
 from tests.telemetry.memory import MemoryTelemetry
 
 pytestmark = pytest.mark.kafka

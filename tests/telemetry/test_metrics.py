@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from civicmeter.core.event_batch import encode_event_batch
-from civicmeter.core.metrics import (
+from civicmeter.core.events.event_batch import encode_event_batch
+from civicmeter.core.telemetry.metrics import (
     ACCEPT_TIME_HEADER,
     ProcessorLatency,
     SinkMetrics,

@@ -12,8 +12,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import REGISTRY, generate_latest
 
 from civicmeter.core.config import KafkaSettings
-from civicmeter.core.consumer_lag import ConsumerLag
-from civicmeter.core.metrics import (
+from civicmeter.core.telemetry.consumer_lag import ConsumerLag
+from civicmeter.core.telemetry.metrics import (
     ProcessorLatency,
     SinkMetrics,
     consumed_attributes,

@@ -6,7 +6,12 @@ from __future__ import annotations
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from civicmeter.core.telemetry import KafkaClient, consumer_span, links_from_headers, producing
+from civicmeter.core.telemetry.kafka_spans import (
+    KafkaClient,
+    consumer_span,
+    links_from_headers,
+    producing,
+)
 from tests.telemetry.memory import MemoryTelemetry
 
 SINK = KafkaClient("civicmeter-sink", "kafka-0.kafka:9092,kafka-1.kafka:9092", "civicmeter-sink")

@@ -30,9 +30,9 @@ from aiohttp import web
 from opentelemetry import metrics
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.auth import GATEWAY_ROLE, ApiKeys, Principal, bearer_token
+from civicmeter.core.access.auth import GATEWAY_ROLE, ApiKeys, Principal, bearer_token
+from civicmeter.core.access.rate_limit import RateLimiter
 from civicmeter.core.config import TlsFiles
-from civicmeter.core.rate_limit import RateLimiter
 
 log = logging.getLogger("civicmeter.ingest.auth")
 

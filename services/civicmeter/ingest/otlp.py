@@ -53,9 +53,9 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.auth import Principal
+from civicmeter.core.access.auth import Principal
 from civicmeter.core.config import ConfigError
-from civicmeter.core.validation import TimeWindow, ValidationError, validate_event
+from civicmeter.core.events.validation import TimeWindow, ValidationError, validate_event
 from civicmeter.ingest.publisher import BatchRejectedError, Publisher
 
 GEN_AI_OPERATION = "gen_ai.operation.name"

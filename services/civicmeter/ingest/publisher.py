@@ -18,9 +18,10 @@ from opentelemetry import trace
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import IngestSettings
+from civicmeter.core.events.validation import ValidationError, validate_event
 from civicmeter.core.kafka import event_key, make_producer, send_event_batches
-from civicmeter.core.telemetry import KafkaClient, Telemetry, inject_headers, producer_span
-from civicmeter.core.validation import ValidationError, validate_event
+from civicmeter.core.telemetry.kafka_spans import KafkaClient, inject_headers, producer_span
+from civicmeter.core.telemetry.setup import Telemetry
 
 MAX_REPORTED_ERRORS = 100
 log = logging.getLogger("civicmeter.ingest")

@@ -7,11 +7,11 @@ import logging
 
 from aiohttp import web
 
-from civicmeter.core.auth import load_api_keys
+from civicmeter.core.access.auth import load_api_keys
+from civicmeter.core.access.rate_limit import RateLimiter
 from civicmeter.core.config import IngestSettings
 from civicmeter.core.kafka import ensure_topics
-from civicmeter.core.rate_limit import RateLimiter
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.ingest.auth import GatewayAccess, server_tls
 from civicmeter.ingest.grpc_api import build_grpc_server
 from civicmeter.ingest.http_api import build_http_app

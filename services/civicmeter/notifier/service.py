@@ -19,11 +19,11 @@ from opentelemetry import metrics
 
 from civicmeter.api.severity import SEVERITY_NAMES
 from civicmeter.core.config import NotifierSettings
-from civicmeter.core.metrics import http_client_duration
 from civicmeter.core.store.alerts import AlertFilter, StoredAlert, alerts_after
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.migrations import migrate
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.metrics import http_client_duration
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.gateway.http_retry import RetryPolicy
 from civicmeter.notifier.webhook import post_with_retries, slack_message
 from civicmeter.policy.organization import PolicySet

@@ -36,22 +36,22 @@ from civicmeter.api.severity import SEVERITY_NAMES
 from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.core.config import KafkaSettings, ProcessorSettings
 from civicmeter.core.kafka import client_options, make_producer, send_batched, send_event_batches
-from civicmeter.core.metrics import (
+from civicmeter.core.policy_source import PolicySource
+from civicmeter.core.pricing.catalog_source import CatalogSource
+from civicmeter.core.telemetry.kafka_spans import (
+    KafkaClient,
+    consumer_span,
+    links_from_headers,
+    producing,
+)
+from civicmeter.core.telemetry.metrics import (
     ProcessorLatency,
     accept_time_header,
     consumed_attributes,
     first_event_time,
     process_duration,
 )
-from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.pricing.catalog_source import CatalogSource
-from civicmeter.core.telemetry import (
-    KafkaClient,
-    Telemetry,
-    consumer_span,
-    links_from_headers,
-    producing,
-)
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detector_state import DetectionTopics, StateStore

@@ -26,16 +26,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.kafka import event_key
-from civicmeter.core.pricing import GroupRate, PriceCatalog, UnpricedError, micro_won_text
-from civicmeter.core.validation import (
+from civicmeter.core.events.validation import (
     EventColumns,
     Identity,
     TimeWindow,
     ValidationError,
     validate_batch,
 )
-from civicmeter.core.wire import length_delimited, length_delimited_fields, tag, varint_field
+from civicmeter.core.events.wire import length_delimited, length_delimited_fields, tag, varint_field
+from civicmeter.core.kafka import event_key
+from civicmeter.core.pricing import GroupRate, PriceCatalog, UnpricedError, micro_won_text
 from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import SourceMark

@@ -8,11 +8,11 @@ import asyncio
 import faust
 
 from civicmeter.core.config import ProcessorSettings
-from civicmeter.core.consumer_lag import LAG_REFRESH_SECONDS, ConsumerLag
 from civicmeter.core.kafka import ensure_topics
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
-from civicmeter.core.telemetry import Telemetry
+from civicmeter.core.telemetry.consumer_lag import LAG_REFRESH_SECONDS, ConsumerLag
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.processor.app import build_app
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS

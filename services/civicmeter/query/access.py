@@ -34,8 +34,10 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from google.protobuf.message import DecodeError, Message
 
-from civicmeter.core.auth import OPEN_ACCESS, ApiKeys, Principal, bearer_token
-from civicmeter.core.rate_limit import RateLimiter as RateLimiter  # re-exported for the server
+from civicmeter.core.access.auth import OPEN_ACCESS, ApiKeys, Principal, bearer_token
+from civicmeter.core.access.rate_limit import (
+    RateLimiter as RateLimiter,  # re-exported for the server
+)
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.arguments import ArgumentError, check_request, echo
 

@@ -22,7 +22,7 @@ from google.type import date_pb2
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_RANGE = timedelta(days=3660)  # ten years
-MAX_STRING_CHARS = 256  # identifiers are at most 128 characters (core.validation)
+MAX_STRING_CHARS = 256  # identifiers are at most 128 characters (core.events.validation)
 # Longer strings some fields hold: tokens the server signed, alert dedup keys (built from ids).
 STRING_CHARS = {"page_token": 4096, "cursor": 4096, "dedup_key": 1024, "time_zone": 64}
 MAX_ITEMS = 1000  # repeated values in one request, all fields together

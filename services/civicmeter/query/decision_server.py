@@ -36,7 +36,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
-from civicmeter.core.auth import load_api_keys
+from civicmeter.core.access.auth import load_api_keys
 from civicmeter.core.config import QuerySettings, env_float, env_port
 from civicmeter.core.grpc_server import CallDurationInterceptor, GrpcServer
 from civicmeter.core.policy_source import PolicySource

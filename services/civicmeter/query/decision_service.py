@@ -13,7 +13,7 @@ the sink stored them (seconds), plus at most `refresh_seconds` (2 s by default, 
 the same pace) until the state is read again. Requests allowed in that window are the
 overshoot: at most (request rate × that delay × cost per request).
 
-The organisation is the gateway key's (core.auth): a key bound to one organisation decides
+The organisation is the gateway key's (core.access.auth): a key bound to one organisation decides
 for it; a key bound to several names one of them in `organization_id`.
 
 Every call is audited (query.access: one row a call, queued in memory and written in batches
@@ -37,7 +37,7 @@ import grpc
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.api.money import from_money
-from civicmeter.core.auth import ALL_ORGANIZATIONS
+from civicmeter.core.access.auth import ALL_ORGANIZATIONS
 from civicmeter.core.budgets import ORGANIZATION, Ledger, Period
 from civicmeter.core.store.budgets import load_ledger
 from civicmeter.core.store.connection import Storage

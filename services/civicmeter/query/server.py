@@ -13,7 +13,7 @@ from civicmeter.api.budget.v1 import budget_service_pb2_grpc as budget_grpc
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.seat.v1 import seat_service_pb2_grpc as seat_grpc
-from civicmeter.core.auth import load_api_keys
+from civicmeter.core.access.auth import load_api_keys
 from civicmeter.core.config import ConfigError, QuerySettings
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.core.policy_source import PolicySource

@@ -19,10 +19,10 @@ from clickhouse_connect.driver.client import Client
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.event_batch import encode_event_batch
+from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.core.events.quantities import QUANTITIES
+from civicmeter.core.events.wire import varint
 from civicmeter.core.store.connection import insert_from_protobuf
-from civicmeter.core.wire import varint
 from civicmeter.sink import write_journal
 from civicmeter.sink.write_journal import Replayed
 

@@ -24,17 +24,18 @@ from opentelemetry import trace
 from civicmeter.api.alert.v1 import alert_pb2
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import SinkSettings, TopicSettings
-from civicmeter.core.consumer_lag import ConsumerLag
 from civicmeter.core.kafka import make_consumer, make_producer
-from civicmeter.core.metrics import (
+from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.migrations import migrate
+from civicmeter.core.telemetry.consumer_lag import ConsumerLag
+from civicmeter.core.telemetry.kafka_spans import KafkaClient, consumer_span, links_from_headers
+from civicmeter.core.telemetry.metrics import (
     SinkMetrics,
     accept_time_ms,
     consumed_attributes,
     process_duration,
 )
-from civicmeter.core.store.connection import Storage
-from civicmeter.core.store.migrations import migrate
-from civicmeter.core.telemetry import KafkaClient, Telemetry, consumer_span, links_from_headers
+from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.sink import write_journal
 from civicmeter.sink.alert_writer import AlertWriteResult, write_alerts
 from civicmeter.sink.event_writer import WriteResult, replay_pending, write_rated_records
