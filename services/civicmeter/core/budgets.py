@@ -1,7 +1,7 @@
 """Budget status from the billing rollups: spent to date, thresholds, remaining, forecast.
 
 A budget is what an organisation, or one of its departments, may spend in an Asia/Seoul month
-or fiscal year (the calendar year, as in Korea): see `budgets` in core.policy. Spend is read
+or fiscal year (the calendar year, as in Korea): see policy.budgets. Spend is read
 from the rollups, never from usage_events; they hold every rated event, the seat charges the
 billing job books and the re-rating deltas. Spend as of a moment counts every event up to the
 end of the moment's hour (for the present moment: every event stored):
