@@ -76,19 +76,23 @@ class Ingest:
         return self.settings.kafka.topics.raw
 
     def refused_calls(self) -> dict[tuple[str, str], int]:
-        """civicmeter.ingest.refused_calls by (reason, protocol)."""
-        counts: dict[tuple[str, str], int] = {}
-        data = self.metrics.get_metrics_data()
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name == "civicmeter.ingest.refused_calls":
-                        for point in metric.data.data_points:
-                            assert isinstance(point, NumberDataPoint)
-                            attrs = point.attributes or {}
-                            key = (str(attrs["reason"]), str(attrs["protocol"]))
-                            counts[key] = int(point.value)
-        return counts
+        return refused_calls(self.metrics)
+
+
+def refused_calls(reader: InMemoryMetricReader) -> dict[tuple[str, str], int]:
+    """civicmeter.ingest.refused_calls by (reason, protocol)."""
+    counts: dict[tuple[str, str], int] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "civicmeter.ingest.refused_calls":
+                    for point in metric.data.data_points:
+                        assert isinstance(point, NumberDataPoint)
+                        attrs = point.attributes or {}
+                        key = (str(attrs["reason"]), str(attrs["protocol"]))
+                        counts[key] = int(point.value)
+    return counts
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from civicmeter.core.access.auth import Principal, hash_token, new_token, parse_api_keys
 from civicmeter.core.access.rate_limit import RateLimiter
@@ -22,6 +22,7 @@ from civicmeter.ingest.auth import (
     _grpc_peer_address,
 )
 from tests.factories import event
+from tests.ingest.test_auth import refused_calls
 
 SEOUL = new_token()  # seoul, as gateway gw-seoul-1 only
 METRO = new_token()  # seoul and busan, any gateway
@@ -44,20 +45,7 @@ class Counted:
         self.meter = MeterProvider(metric_readers=[self.reader]).get_meter("test")
 
     def refused(self) -> dict[tuple[str, str], int]:
-        """civicmeter.ingest.refused_calls by (reason, protocol)."""
-        data = self.reader.get_metrics_data()
-        counts: dict[tuple[str, str], int] = {}
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name != "civicmeter.ingest.refused_calls":
-                        continue
-                    for point in metric.data.data_points:
-                        assert isinstance(point, NumberDataPoint)
-                        attributes = point.attributes or {}
-                        key = (str(attributes["reason"]), str(attributes["protocol"]))
-                        counts[key] = int(point.value)
-        return counts
+        return refused_calls(self.reader)
 
 
 @pytest.fixture
