@@ -61,6 +61,7 @@ from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.pricing import PriceCatalog, UnpricedError, load_catalog
 from civicmeter.core.store.connection import connect
 from civicmeter.core.store.migrations import migrate
+from civicmeter.core.store.rollups import ROLLUPS as REGISTERED_ROLLUPS
 from civicmeter.query import usage as planner
 from civicmeter.query.usage import UsageQuery
 from loadtests import measure
@@ -416,8 +417,7 @@ def reference(client: Client, organization: str, question: Question) -> Expected
     return Expected(Decimal(total or 0), [(str(k), Decimal(c), int(n)) for k, c, n in rows])
 
 
-ROLLUPS = ("usage_rollup_1mo_departments", "usage_rollup_1mo", "usage_rollup_1d",
-           "usage_rollup_1h", "usage_cost_1m")  # fmt: skip
+ROLLUPS = tuple(reversed([rollup.table for rollup in REGISTERED_ROLLUPS]))  # coarsest first
 
 
 @dataclass(frozen=True)

@@ -53,19 +53,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from civicmeter.api.seoul import SEOUL
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.billing.reconcile import ROLLUPS
 from civicmeter.core.config import ProcessorSettings, SinkSettings, TopicSettings
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.events.wire import length_delimited
 from civicmeter.core.pricing import PriceCatalog, load_catalog
+from civicmeter.core.store.rollups import ROLLUPS
 from loadtests.loadgen import _EVENTS, FACTS, stamp, templates
 from loadtests.scenario import governments_of, load_facts
 from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack, free_port
 from tools.localkafka import LocalKafka
 
 RESULTS = REPO / "loadtests" / "CHAOS_RESULTS.md"
-LEVELS: tuple[str, ...] = tuple(table for table, _ in ROLLUPS)
-_COST_ONLY = {"usage_cost_1m"}  # the minute rollup keeps events and cost, not quantities
+LEVELS: tuple[str, ...] = tuple(rollup.table for rollup in ROLLUPS)
+_COST_ONLY = {rollup.table for rollup in ROLLUPS if rollup.cost_only}
 TOPICS = TopicSettings()
 PROCESSOR_GROUP = ProcessorSettings.group_id
 SINK_GROUP = SinkSettings.group_id

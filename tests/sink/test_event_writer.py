@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.reconcile import reconcile
 from civicmeter.core.events.event_batch import encode_event_batch
+from civicmeter.core.store.rollups import ROLLUPS
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.sink.event_writer import write_events, write_rated_records
 from tests.factories import NOW, catalog, event, seoul_months_around
@@ -57,9 +58,8 @@ def test_the_same_event_id_in_two_organisations_is_two_events(clickhouse: Client
     assert totals(clickhouse)[0] == 2
 
 
-_ROLLUPS = ("usage_cost_1m", "usage_rollup_1h", "usage_rollup_1d", "usage_rollup_1mo",
-            "usage_rollup_1mo_departments")  # fmt: skip
-_VIEWS = {"usage_rollup_1d", "usage_rollup_1mo"}  # Seoul days and months of the hour rollup
+_ROLLUPS = tuple(rollup.table for rollup in ROLLUPS)
+_VIEWS = {rollup.table for rollup in ROLLUPS if rollup.over_hours}  # nothing to truncate
 # Costs with six decimal places, where binary floating point drifts (0.1 + 0.2 != 0.3).
 _COSTS = st.decimals(min_value=0, max_value=10**9, places=6, allow_nan=False, allow_infinity=False)
 

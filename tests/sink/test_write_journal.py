@@ -18,13 +18,13 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.billing.reconcile import reconcile
 from civicmeter.core.events.event_batch import encode_event_batch
+from civicmeter.core.store.rollups import ROLLUPS as REGISTERED_ROLLUPS
 from civicmeter.sink import write_journal
 from civicmeter.sink.event_writer import replay_pending, stage, write_events
 from tests.factories import NOW, event, seoul_months_around
 from tests.sink.test_event_writer import rated
 
-ROLLUPS = ("usage_cost_1m", "usage_rollup_1h", "usage_rollup_1d", "usage_rollup_1mo",
-           "usage_rollup_1mo_departments")  # fmt: skip
+ROLLUPS = tuple(rollup.table for rollup in REGISTERED_ROLLUPS)
 
 
 def counts(client: Client) -> dict[str, tuple[int, Decimal]]:

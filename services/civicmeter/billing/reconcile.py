@@ -2,8 +2,10 @@
 
 For a period whose ends are Asia/Seoul month starts (so every rollup level covers it exactly),
 the ledger (usage_events FINAL plus the re-rating deltas in cost_corrections) is summed per
-organisation and compared with the sum of each rollup table over the same period: cost, events
-and every quantity. Any difference is a finding; none means the period reconciles.
+organisation and compared with the sum of each rollup of the registry (core.store.rollups) over
+the same period: cost, events and every quantity a rollup keeps. The views over the hour rollup
+(Seoul days and months) are checked all the same, as readers see them. Any difference is a
+finding; none means the period reconciles.
 """
 
 from __future__ import annotations
@@ -11,23 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.seoul import SEOUL
 from civicmeter.core.events.quantities import QUANTITIES
-
-# (table, how its window column compares with the period's bounds). usage_rollup_1d and
-# usage_rollup_1mo are views summing usage_rollup_1h by Seoul day and month: checked all the same,
-# as readers see them.
-ROLLUPS: tuple[tuple[str, str], ...] = (
-    ("usage_cost_1m", "utc"),
-    ("usage_rollup_1h", "utc"),
-    ("usage_rollup_1d", "seoul_date"),
-    ("usage_rollup_1mo", "seoul_date"),
-    ("usage_rollup_1mo_departments", "seoul_date"),
-)
-_COST_ONLY = {"usage_cost_1m"}  # the minute rollup keeps events and cost, not quantities
+from civicmeter.core.store.rollups import ROLLUPS
 
 
 @dataclass(frozen=True)
@@ -93,8 +85,6 @@ def reconcile(
     params: dict[str, object] = {
         "start_ms": round(start.timestamp() * 1000),
         "end_ms": round(end.timestamp() * 1000),
-        "start_day": start.astimezone(SEOUL).date(),
-        "end_day": end.astimezone(SEOUL).date(),
     }
     org_filter = ""
     if organization_id is not None:
@@ -123,22 +113,25 @@ def reconcile(
         result.ledger[org] = Totals(int(count), Decimal(cost) + delta, _ints(quantities))
     for org, delta in deltas.items():  # corrections of events outside usage_events: a finding
         result.ledger[org] = Totals(0, delta, _ZERO.quantities)
-    for table, window in ROLLUPS:
-        if window == "utc":
+    for rollup in ROLLUPS:
+        if rollup.dated:
+            calendar = ZoneInfo(rollup.calendar)
+            params["start_day"] = start.astimezone(calendar).date()
+            params["end_day"] = end.astimezone(calendar).date()
+            where = "window_start >= %(start_day)s AND window_start < %(end_day)s"
+        else:
             where = (
                 "window_start >= fromUnixTimestamp64Milli(%(start_ms)s, 'UTC') "
                 "AND window_start < fromUnixTimestamp64Milli(%(end_ms)s, 'UTC')"
             )
-        else:
-            where = "window_start >= %(start_day)s AND window_start < %(end_day)s"
-        columns = "" if table in _COST_ONLY else f", {sums}"
+        columns = "" if rollup.cost_only else f", {sums}"
         rows = client.query(
-            f"SELECT organization_id, sum(events), sum(cost_krw){columns} FROM {table} "
+            f"SELECT organization_id, sum(events), sum(cost_krw){columns} FROM {rollup.table} "
             f"WHERE {where}{org_filter} GROUP BY organization_id",
             parameters=params,
         ).result_rows
-        result.levels[table] = {
-            org: Totals(int(count), Decimal(cost), _ints(rest) if table not in _COST_ONLY else None)
+        result.levels[rollup.table] = {
+            org: Totals(int(count), Decimal(cost), None if rollup.cost_only else _ints(rest))
             for org, count, cost, *rest in rows
         }
     return result

@@ -3,8 +3,9 @@
 A budget is what an organisation, or one of its departments, may spend in an Asia/Seoul month
 or fiscal year (the calendar year, as in Korea): see policy.budgets. Spend is read
 from the rollups, never from usage_events; they hold every rated event, the seat charges the
-billing job books and the re-rating deltas. Spend as of a moment counts every event up to the
-end of the moment's hour (for the present moment: every event stored):
+billing job books and the re-rating deltas (core.store.budgets.load_ledger reads them). Spend as
+of a moment counts every event up to the end of the moment's hour (for the present moment:
+every event stored):
 
 - the whole months before the moment's month: usage_rollup_1mo_departments;
 - the whole days of the moment's month before its day: usage_rollup_1d (Seoul days);

@@ -24,6 +24,11 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.api.money import quantize_cost
 from civicmeter.api.seoul import next_month
 from civicmeter.core.store.connection import deadline_settings
+from civicmeter.core.store.rollups import (
+    USAGE_ROLLUP_1D,
+    USAGE_ROLLUP_1MO,
+    USAGE_ROLLUP_1MO_DEPARTMENTS,
+)
 from civicmeter.core.store.seats import SUBSCRIPTION, Seat, live_seats, month_fees
 
 DEFAULT_IDLE_DAYS = 30
@@ -117,8 +122,9 @@ def last_use(
     org = _org_filter(organization_id, params)
     rows = client.query(
         "SELECT organization_id, user_id, provider_name, service_id, max(window_start) "
-        "FROM usage_rollup_1d WHERE window_start <= %(day)s AND operation_name != %(operation)s"
-        f"{org} GROUP BY organization_id, user_id, provider_name, service_id",
+        f"FROM {USAGE_ROLLUP_1D.table} WHERE window_start <= %(day)s "
+        f"AND operation_name != %(operation)s{org} "
+        "GROUP BY organization_id, user_id, provider_name, service_id",
         parameters=params,
         settings=settings,
     ).result_rows
@@ -193,7 +199,8 @@ def seat_summary(
     org = _org_filter(organization_id, params)
     costs = client.query(
         f"SELECT {column}, sumIf(cost_krw, operation_name = %(operation)s), "
-        "sumIf(cost_krw, operation_name != %(operation)s) FROM usage_rollup_1mo_departments "
+        "sumIf(cost_krw, operation_name != %(operation)s) "
+        f"FROM {USAGE_ROLLUP_1MO_DEPARTMENTS.table} "
         f"WHERE window_start = %(month)s{org} GROUP BY {column}",
         parameters=params,
         settings=settings,
@@ -204,7 +211,7 @@ def seat_summary(
             target.usage_cost += Decimal(usage_cost)
     # Active users per group, and over all groups with each user counted once.
     used = (
-        "FROM usage_rollup_1mo WHERE window_start = %(month)s "
+        f"FROM {USAGE_ROLLUP_1MO.table} WHERE window_start = %(month)s "
         f"AND operation_name != %(operation)s{org}"
     )
     for key, count in client.query(
@@ -233,7 +240,8 @@ def use_days(
     org = _org_filter(organization_id, params)
     rows = client.query(
         "SELECT DISTINCT organization_id, user_id, provider_name, service_id, window_start "
-        "FROM usage_rollup_1d WHERE window_start >= %(first)s AND window_start <= %(last)s "
+        f"FROM {USAGE_ROLLUP_1D.table} "
+        "WHERE window_start >= %(first)s AND window_start <= %(last)s "
         f"AND operation_name != %(operation)s{org}",
         parameters=params,
         settings=settings,

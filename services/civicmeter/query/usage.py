@@ -1,16 +1,22 @@
 """Usage and cost over a time range, grouped, filtered and bucketed, read from the rollups.
 
-The planner picks the coarsest table that answers the question exactly:
+The planner picks, from the rollup registry (core.store.rollups), the coarsest rollup that
+answers the question exactly, and of two at one grain the one with fewer dimensions:
 
 - usage_rollup_1mo_departments / usage_rollup_1mo: Asia/Seoul months (the first without users);
 - usage_rollup_1d: Asia/Seoul days (it and usage_rollup_1mo are views summing the hours);
 - usage_rollup_1h: UTC hours, exact in any time zone whose offset is a whole number of hours;
+- usage_cost_1m: UTC minutes, for events and cost only;
 - otherwise the ledger itself (usage_events FINAL plus the re-rating deltas in cost_corrections),
   so a range that no rollup covers exactly is still answered exactly, never approximately.
 
-A Seoul table serves a zone only while the zone keeps Seoul's offset over the whole range (so
-Asia/Tokyo does too). Rows come in a stable order (time bucket, then the group-by values), and
-pages continue after the last row's key, so paging returns exactly the unpaged result.
+A rollup answers when it keeps every dimension asked for, its windows are no coarser than the
+buckets asked for, and the range's ends are window starts: a rollup of a calendar's days or
+months serves a zone only while the zone keeps the calendar's offset over the whole range (so
+Asia/Tokyo's ranges read the Seoul tables), and one of UTC minutes or hours only while the
+zone's offset is whole minutes or hours. Rows come in a stable order (time bucket, then the
+group-by values), and pages continue after the last row's key, so paging returns exactly the
+unpaged result.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clickhouse_connect.driver.client import Client
 
-from civicmeter.api.seoul import SEOUL
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.store.connection import deadline_settings
+from civicmeter.core.store.rollups import COST_MEASURES, GRAINS, MEASURES, ROLLUPS, Grain, Rollup
 from civicmeter.query.arguments import ArgumentError, echo
 
 DIMENSIONS: dict[str, str] = {
@@ -39,14 +45,11 @@ DIMENSIONS: dict[str, str] = {
     "purpose": "purpose",
     "decision": "decision",  # the gateway guard's: allow, allow_with_warning, redact, deny
 }
-# Dimensions only the ledger holds (the rollups are not split by them).
-_LEDGER_DIMENSIONS = frozenset({"decision"})
-GRANULARITIES = ("hour", "day", "month")
-_MEASURES = ("events", *QUANTITIES, "cost_krw", "late_events", "late_cost_krw")
-_COST_MEASURES = ("events", "cost_krw")
+GRANULARITIES: tuple[Grain, ...] = ("hour", "day", "month")
 _TOTALS = ("events", "cost_krw", "late_events", "late_cost_krw")
-# The minute rollup keeps events and cost by organisation, department, user and service.
-_MINUTE_DIMENSIONS = frozenset({"organization", "department", "user", "service"})
+# The planner's order: the coarsest rollup first, and at one grain the smallest.
+_PREFERRED = sorted(ROLLUPS, key=lambda r: (-GRAINS.index(r.grain), len(r.dimensions)))
+_UTC_WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
 
 class UsageQueryError(ArgumentError):
@@ -100,7 +103,10 @@ class UsagePage:
 @dataclass(frozen=True)
 class _Source:
     table: str
-    kind: str  # "seoul_date", "utc_hour", "utc_minute" or "ledger"
+    rollup: Rollup | None  # None: the ledger
+
+
+_LEDGER = _Source("ledger", None)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -135,39 +141,36 @@ def plan(query: UsageQuery, quantities: bool = True) -> _Source:
     """The coarsest table that answers `query` exactly (cost and events only: `quantities`
     false lets a minute-aligned range read the minute rollup rather than the ledger)."""
     tz = zone(query.time_zone)
-    needed = set(query.group_by) | {name for name, _ in query.filters}
+    needed = {DIMENSIONS[name] for name in (*query.group_by, *(n for n, _ in query.filters))}
     offsets = _offsets(tz, query.start, query.end)
-    seoul_like = offsets == {9 * 3600}
-    if needed & _LEDGER_DIMENSIONS:
-        return _Source("ledger", "ledger")
-    if (
-        seoul_like
-        and query.granularity in (None, "month")
-        and _month_start(query.start, tz)
-        and (_month_start(query.end, tz))
-    ):
-        table = "usage_rollup_1mo" if "user" in needed else "usage_rollup_1mo_departments"
-        return _Source(table, "seoul_date")
-    if (
-        seoul_like
-        and query.granularity != "hour"
-        and _day_start(query.start, tz)
-        and (_day_start(query.end, tz))
-    ):
-        return _Source("usage_rollup_1d", "seoul_date")
-    whole_hours = all(offset % 3600 == 0 for offset in offsets)
-    if whole_hours and _hour_start(query.start) and _hour_start(query.end):
-        return _Source("usage_rollup_1h", "utc_hour")
-    whole_minutes = all(offset % 60 == 0 for offset in offsets)
-    if (
-        not quantities
-        and needed <= _MINUTE_DIMENSIONS
-        and whole_minutes
-        and query.start.timestamp() % 60 == 0
-        and query.end.timestamp() % 60 == 0
-    ):
-        return _Source("usage_cost_1m", "utc_minute")
-    return _Source("ledger", "ledger")
+    for rollup in _PREFERRED:
+        if (
+            rollup.splits(needed)
+            and not (quantities and rollup.cost_only)
+            and (query.granularity is None or _no_finer(rollup.grain, query.granularity))
+            and _windows_align(rollup, query, tz, offsets)
+        ):
+            return _Source(rollup.table, rollup)
+    return _LEDGER
+
+
+def _no_finer(grain: Grain, granularity: str) -> bool:
+    return GRAINS.index(grain) <= GRAINS.index(granularity)
+
+
+def _windows_align(rollup: Rollup, query: UsageQuery, tz: ZoneInfo, offsets: list[int]) -> bool:
+    """Whether the range's ends are starts of the rollup's windows, and every bucket in the
+    query's zone a whole number of them."""
+    if rollup.dated:
+        calendar = ZoneInfo(rollup.calendar)
+        if offsets != _offsets(calendar, query.start, query.end):
+            return False
+        starts = _month_start if rollup.grain == "month" else _day_start
+        return starts(query.start, tz) and starts(query.end, tz)
+    seconds = _UTC_WINDOW_SECONDS[rollup.grain]
+    return all(offset % seconds == 0 for offset in offsets) and all(
+        t.timestamp() % seconds == 0 for t in (query.start, query.end)
+    )
 
 
 def usage(
@@ -192,11 +195,11 @@ def usage(
     bucket = _bucket(source, query.granularity)
     keys = [f"{DIMENSIONS[name]} AS k{i}" for i, name in enumerate(query.group_by)]
     key_names = [f"k{i}" for i in range(len(query.group_by))]
-    measures = _MEASURES if quantities else _COST_MEASURES
+    measures = MEASURES if quantities else COST_MEASURES
     sums = ", ".join(f"sum({m}) AS {m}" for m in measures)
     # Totals over every group, before the page's keyset condition and limit: window sums over
     # the grouped rows, so one query answers both.
-    total_measures = _TOTALS if quantities else _COST_MEASURES
+    total_measures = _TOTALS if quantities else COST_MEASURES
     totals = ", ".join(f"sum({m}) OVER () AS total_{m}" for m in total_measures)
     order = ["bucket", *key_names]
     after = ""
@@ -245,7 +248,7 @@ def rerating_adjustments(
     params: dict[str, object] = {"tz": query.time_zone}
     conditions = _conditions(query, params)
     conditions.append(_IN_RANGE.format(col="event_time"))
-    bucket = _bucket(_Source("cost_corrections", "ledger"), query.granularity)
+    bucket = _bucket(_LEDGER, query.granularity)
     rows = client.query(
         f"SELECT {bucket} AS bucket, sum(cost_delta_krw) FROM "
         f"(SELECT *, event_time AS window_start FROM cost_corrections "
@@ -301,12 +304,14 @@ def _conditions(query: UsageQuery, params: dict[str, object]) -> list[str]:
 
 def _from_where(source: _Source, query: UsageQuery, params: dict[str, object]) -> tuple[str, str]:
     conditions = _conditions(query, params)
-    if source.kind == "seoul_date":
-        params["start_day"] = query.start.astimezone(SEOUL).date()
-        params["end_day"] = query.end.astimezone(SEOUL).date()
+    rollup = source.rollup
+    if rollup is not None and rollup.dated:
+        calendar = ZoneInfo(rollup.calendar)
+        params["start_day"] = query.start.astimezone(calendar).date()
+        params["end_day"] = query.end.astimezone(calendar).date()
         conditions.append("window_start >= %(start_day)s AND window_start < %(end_day)s")
         return source.table, " AND ".join(conditions)
-    if source.kind in ("utc_hour", "utc_minute"):
+    if rollup is not None:
         conditions.append(_IN_RANGE.format(col="window_start"))
         return source.table, " AND ".join(conditions)
     # The ledger: stored events and the re-rating deltas, as rows shaped like a rollup's.
@@ -332,9 +337,10 @@ def _bucket(source: _Source, granularity: str | None) -> str:
     """The bucket's start as epoch seconds (0 when the range is one bucket)."""
     if granularity is None:
         return "toUInt32(0)"
-    if source.kind == "seoul_date":  # a Date in Asia/Seoul; only day and month reach here
+    rollup = source.rollup
+    if rollup is not None and rollup.dated:  # a Date in the calendar; only day and month here
         day = "window_start" if granularity == "day" else "toStartOfMonth(window_start)"
-        return f"toUnixTimestamp(toDateTime({day}, 'Asia/Seoul'))"
+        return f"toUnixTimestamp(toDateTime({day}, '{rollup.calendar}'))"
     time = "toDateTime(window_start, 'UTC')"
     if granularity == "hour":
         return f"toUnixTimestamp(toStartOfHour({time}))"
@@ -343,14 +349,14 @@ def _bucket(source: _Source, granularity: str | None) -> str:
     return f"toUnixTimestamp(toDateTime(toStartOfMonth({time}, %(tz)s), %(tz)s))"
 
 
-def _offsets(tz: ZoneInfo, start: datetime, end: datetime) -> set[int]:
+def _offsets(tz: ZoneInfo, start: datetime, end: datetime) -> list[int]:
     """The zone's UTC offsets (seconds) over [start, end], sampled at both ends and every
     15 days between: time zones change offset at most a few times a year."""
-    found: set[int] = set()
+    found: list[int] = []
     t = start
     while True:
         offset = t.astimezone(tz).utcoffset()
-        found.add(int(offset.total_seconds()) if offset is not None else 0)
+        found.append(int(offset.total_seconds()) if offset is not None else 0)
         if t >= end:
             return found
         t = min(t + timedelta(days=15), end)
@@ -364,7 +370,3 @@ def _month_start(t: datetime, tz: ZoneInfo) -> bool:
 def _day_start(t: datetime, tz: ZoneInfo) -> bool:
     local = t.astimezone(tz)
     return (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0)
-
-
-def _hour_start(t: datetime) -> bool:
-    return t.timestamp() % 3600 == 0

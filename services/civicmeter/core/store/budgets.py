@@ -18,6 +18,12 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.api.seoul import SEOUL
 from civicmeter.core.budgets import ORGANIZATION, Ledger, Spend, seoul_midnight
 from civicmeter.core.store.connection import deadline_settings
+from civicmeter.core.store.rollups import (
+    USAGE_ROLLUP_1D,
+    USAGE_ROLLUP_1H,
+    USAGE_ROLLUP_1MO_DEPARTMENTS,
+    Rollup,
+)
 
 # A rollup row is a seat charge when it counts seat-months or belongs to a subscription
 # (re-rating deltas of a seat charge carry its operation, not its seat-months).
@@ -54,11 +60,11 @@ def load_ledger(
     settings = deadline_settings(max_seconds)
     sums = f"sum(cost_krw), sumIf(cost_krw, {_SEAT})"
 
-    def rows(table: str, where: str, by_window: bool) -> list[Sequence[object]]:
+    def rows(rollup: Rollup, where: str, by_window: bool) -> list[Sequence[object]]:
         window = ", window_start" if by_window else ""
         return list(
             client.query(
-                f"SELECT organization_id, department_id{window}, {sums} FROM {table} "
+                f"SELECT organization_id, department_id{window}, {sums} FROM {rollup.table} "
                 f"WHERE {where}{where_org} GROUP BY organization_id, department_id{window}",
                 parameters=params,
                 settings=settings,
@@ -67,21 +73,21 @@ def load_ledger(
 
     months = _by_scope(
         rows(
-            "usage_rollup_1mo_departments",
+            USAGE_ROLLUP_1MO_DEPARTMENTS,
             "window_start >= %(months_from)s AND window_start < %(month)s",
             by_window=True,
         )
     )
     days = _by_scope(
         rows(
-            "usage_rollup_1d",
+            USAGE_ROLLUP_1D,
             "window_start >= %(days_from)s AND window_start < %(day)s",
             by_window=True,
         )
     )
     today = _by_scope(
         rows(
-            "usage_rollup_1h",
+            USAGE_ROLLUP_1H,
             "window_start >= fromUnixTimestamp64Milli(%(day_start_ms)s, 'UTC') "
             "AND window_start < fromUnixTimestamp64Milli(%(through_ms)s, 'UTC')",
             by_window=False,

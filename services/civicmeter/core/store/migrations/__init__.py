@@ -1,24 +1,40 @@
 """The schema's history: numbered migrations, applied once each, in order, and recorded by name
-in schema_migrations, so an existing database runs only those it has not recorded yet."""
+in schema_migrations, so an existing database runs only those it has not recorded yet.
+
+Most are SQL files in this folder; those that made the rollups are written from the rollup
+registry (rollup_history), under the names they were first recorded by.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 
 from clickhouse_connect.driver.client import Client
 
+from civicmeter.core.store.migrations.rollup_history import ROLLUP_MIGRATIONS
+
 _MIGRATIONS_TABLE = "schema_migrations"
 
 
-def migration_scripts() -> list[tuple[str, str]]:
-    """(name, sql) of every migration shipped with the package, in order."""
-    folder = resources.files(__name__)
-    scripts = sorted(
-        (item.name, item.read_text(encoding="utf-8"))
-        for item in folder.iterdir()
+@dataclass(frozen=True)
+class Migration:
+    name: str  # what schema_migrations records, e.g. 0001_usage_events.sql
+    statements: tuple[str, ...]
+
+
+def migrations() -> list[Migration]:
+    """Every migration shipped with the package, in order."""
+    found = [
+        Migration(item.name, tuple(_statements(item.read_text(encoding="utf-8"))))
+        for item in resources.files(__name__).iterdir()
         if item.name.endswith(".sql")
-    )
-    return scripts
+    ]
+    found += [Migration(name, tuple(write())) for name, write in ROLLUP_MIGRATIONS.items()]
+    names = [migration.name for migration in found]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"two migrations share a name: {sorted(names)}")
+    return sorted(found, key=lambda migration: migration.name)
 
 
 def migrate(client: Client) -> list[str]:
@@ -32,13 +48,13 @@ def migrate(client: Client) -> list[str]:
         row[0] for row in client.query(f"SELECT name FROM {_MIGRATIONS_TABLE} FINAL").result_rows
     }
     applied: list[str] = []
-    for name, sql in migration_scripts():
-        if name in done:
+    for migration in migrations():
+        if migration.name in done:
             continue
-        for statement in _statements(sql):
+        for statement in migration.statements:
             client.command(statement)
-        client.insert(_MIGRATIONS_TABLE, [[name]], column_names=["name"])
-        applied.append(name)
+        client.insert(_MIGRATIONS_TABLE, [[migration.name]], column_names=["name"])
+        applied.append(migration.name)
     return applied
 
 
