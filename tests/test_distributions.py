@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -62,10 +63,18 @@ print(json.dumps({"public": sorted(public.__all__), "missing": missing, "found":
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheels")
+    # Built from copies: a build writes build/ and *.egg-info beside the sources.
+    sources = tmp_path_factory.mktemp("sdk")
+    for name in ("api", "client", "gateway"):
+        shutil.copytree(
+            REPO / "sdk" / name,
+            sources / name,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+        )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), *(str(REPO / "sdk" / d) for d in ("api", "client", "gateway"))],
-        check=True, cwd=REPO,
+         "--wheel-dir", str(out), *(str(sources / d) for d in ("api", "client", "gateway"))],
+        check=True, cwd=sources,
     )  # fmt: skip
     return out
 
