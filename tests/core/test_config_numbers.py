@@ -83,6 +83,8 @@ NUMBERS: dict[str, Number] = {
         BillingSettings.from_env, POSITIVE, "0.5", ("0", "-30")),
     "CIVICMETER_DECISION_GRPC_PORT": Number(decision_settings, PORT, "50063", ("65536",)),
     "CIVICMETER_DECISION_RATE_PER_KEY": Number(decision_settings, NOT_NEGATIVE, "0", ("-1",)),
+    "CIVICMETER_DECISION_MAX_WATCHERS": Number(
+        decision_settings, "an integer from 1 to 4096", "8", ("0", "4097")),
     "OTEL_EXPORTER_PROMETHEUS_PORT": Number(
         lambda env: None, PORT, "9464", ()),  # read where the exporter starts (core.telemetry)
 }  # fmt: skip

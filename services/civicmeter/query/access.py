@@ -11,10 +11,15 @@ query carries the tenant predicate server-side. Health checks and reflection sta
 The interceptor is also every call's last word on its status: a request that does not decode,
 breaks a size bound or holds an enum number its enum does not define (query/arguments.py) is
 INVALID_ARGUMENT before a servicer sees it; an ArgumentError a servicer raises is
-INVALID_ARGUMENT, a TenantError PERMISSION_DENIED, and any other exception INTERNAL with a
-generic message (the detail is logged here, never sent). Each call gets exactly one audit row,
-with the status the client saw and the organisation it asked for. Calls without a valid
-credential are rate-limited per peer address.
+INVALID_ARGUMENT, a TenantError PERMISSION_DENIED, a RefusedError its own status and message,
+and any other exception INTERNAL with a generic message (the detail is logged here, never sent).
+Each call gets exactly one audit row, with the status the client saw and the organisation it
+asked for. Calls without a valid credential are rate-limited per peer address.
+
+The same checks guard methods served by grpc.aio and, once wrapped with `guard(...,
+threaded=True)`, by the thread-pool server (grpc.server): one admission (`_Admission`) used
+as `async with` or `with`. The audit queue and the rate limiters are therefore shared by
+threads, and locked.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import contextlib
 import contextvars
 import logging
 import secrets
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -79,6 +85,16 @@ class TenantError(Exception):
     """The caller asked for an organisation its key does not cover."""
 
 
+class RefusedError(Exception):
+    """A call answered with `code` and `message` (a sentence for the client, naming the field
+    or the limit): what admission and servicers raise, whichever server runs them."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def tenant_scope(requested: str) -> str | None:
     """The organisation a query must be restricted to (None: every organisation).
 
@@ -122,6 +138,8 @@ class AuditLog:
     The queue is bounded (max_pending records): a record that finds it full is never lost
     silently, it is counted (`dropped`) and logged at the next flush. A caller that must not
     go on without its record asks `has_room()` first (the decision service refuses the call).
+    Records may come from several threads (the thread-pool server's) while the writer takes a
+    batch: the queue's changes are locked, so none lands in a batch already written.
     """
 
     def __init__(
@@ -133,17 +151,19 @@ class AuditLog:
         self._pending: list[AuditEntry] = []
         self.dropped = 0  # records refused or discarded since the start, all logged
         self._reported = 0
+        self._lock = threading.Lock()
 
     def has_room(self) -> bool:
         return len(self._pending) < self._max_pending
 
     def record(self, entry: AuditEntry) -> bool:
         """Queue the record; False (counted, logged at the next flush) when the queue is full."""
-        if len(self._pending) >= self._max_pending:
-            self.dropped += 1
-            return False
-        self._pending.append(entry)
-        return True
+        with self._lock:
+            if len(self._pending) >= self._max_pending:
+                self.dropped += 1
+                return False
+            self._pending.append(entry)
+            return True
 
     def _report_dropped(self) -> None:
         if self.dropped > self._reported:
@@ -158,9 +178,10 @@ class AuditLog:
 
     async def flush(self) -> None:
         self._report_dropped()
-        if not self._pending:
-            return
-        batch, self._pending = self._pending, []
+        with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
         rows = [
             [
                 e.call_ms,
@@ -184,11 +205,13 @@ class AuditLog:
         except BaseException:
             # Kept for the next flush, up to the bound: a storage outage neither loses the
             # records of a moment nor grows memory without end.
-            self._pending[:0] = batch
-            excess = len(self._pending) - self._max_pending
+            with self._lock:
+                self._pending[:0] = batch
+                excess = len(self._pending) - self._max_pending
+                if excess > 0:
+                    del self._pending[:excess]
+                    self.dropped += excess
             if excess > 0:
-                del self._pending[:excess]
-                self.dropped += excess
                 self._report_dropped()
             raise
 
@@ -279,6 +302,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._unauthenticated = unauthenticated_limiter or RateLimiter(
             UNAUTHENTICATED_RATE, 2 * UNAUTHENTICATED_RATE
         )
+        # The buckets are read and written by every call; under the thread-pool server, by
+        # several threads at once (uncontended under grpc.aio).
+        self._limits_lock = threading.Lock()
         if keys is None:
             log.warning("no API keys configured: the query API is open to every caller")
 
@@ -320,92 +346,125 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    def guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def guard(
+        self, method: str, handler: grpc.RpcMethodHandler, *, threaded: bool = False
+    ) -> grpc.RpcMethodHandler:
         """`handler` behind the same checks, status mapping and audit as intercepted calls get,
         wrapped once rather than on every call: for a server whose hot path should not pay
         for an interceptor (an extra coroutine and a new handler per call), such as the
-        decision service's own process (query.decision_server). Unary and server-streaming."""
+        decision service's own process (query.decision_server). Unary and server-streaming;
+        `threaded`: `handler`'s behaviours are plain functions and generators, served by the
+        thread-pool server (grpc.server), rather than coroutines served by grpc.aio."""
         allowed = METHOD_ROLES.get(method, ADMIN_ONLY)
         keys = self._keys
         deserializer = _tolerant(handler.request_deserializer)
 
-        def caller(context: grpc.aio.ServicerContext) -> Principal | None:
-            if keys is None:
-                return OPEN_ACCESS
-            return keys.authenticate(_bearer_in(context.invocation_metadata()))
+        def admission(context: Any, request: Any) -> _Admission:
+            caller = (
+                OPEN_ACCESS
+                if keys is None
+                else keys.authenticate(_bearer_in(context.invocation_metadata()))
+            )
+            return _Admission(self, caller, allowed, method, context, request)
 
+        behavior: Any
         if handler.unary_unary is not None:
             inner = handler.unary_unary
+            if threaded:
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                async with _Admission(self, caller(context), allowed, method, context, request):
-                    return await inner(request, context)
+                def unary_in_thread(request: Any, context: grpc.ServicerContext) -> Any:
+                    with admission(context, request):
+                        return inner(request, context)
 
+                behavior = unary_in_thread
+            else:
+
+                async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                    async with admission(context, request):
+                        return await inner(request, context)
+
+                behavior = unary
             return grpc.unary_unary_rpc_method_handler(
-                unary,
+                behavior,
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
+            if threaded:
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async with _Admission(self, caller(context), allowed, method, context, request):
-                    async for response in inner_stream(request, context):
-                        yield response
+                def stream_in_thread(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                    with admission(context, request):
+                        yield from inner_stream(request, context)
 
+                behavior = stream_in_thread
+            else:
+
+                async def stream(
+                    request: Any, context: grpc.aio.ServicerContext
+                ) -> AsyncIterator[Any]:
+                    async with admission(context, request):
+                        async for response in inner_stream(request, context):
+                            yield response
+
+                behavior = stream
             return grpc.unary_stream_rpc_method_handler(
-                stream,
+                behavior,
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         raise ValueError(f"{method}: only unary and server-streaming methods can be guarded")
 
-    async def _admit(
+    def _admit(
         self,
         principal: Principal | None,
         allowed: frozenset[str],
-        context: grpc.aio.ServicerContext,
+        context: Any,
         request: Any,
     ) -> Principal:
+        """The caller, admitted; or a RefusedError saying why not."""
         if principal is None and self._keys is not None:
             principal = self._keys.for_certificate(_certificate_name(context))
         if principal is None:
-            if not self._unauthenticated.allow(_peer_address(context)):
-                await context.abort(
+            with self._limits_lock:
+                slowed = not self._unauthenticated.allow(_peer_address(context))
+            if slowed:
+                raise RefusedError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     "too many calls without a valid credential from this address; retry later",
                 )
-            await context.abort(
+            raise RefusedError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "authorization: a valid `Bearer <API key>` is required",
             )
-        assert principal is not None
         if principal.role not in allowed:
-            await context.abort(
+            raise RefusedError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {principal.role!r} may not call this method",
             )
-        if self._limiter is not None and not self._limiter.allow(principal.key_id):
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"rate limit of {self._limiter.rate:g} calls/s for key "
-                f"{principal.key_id!r} exceeded; retry with backoff",
-            )
+        if self._limiter is not None:
+            with self._limits_lock:
+                limited = not self._limiter.allow(principal.key_id)
+            if limited:
+                raise RefusedError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"rate limit of {self._limiter.rate:g} calls/s for key "
+                    f"{principal.key_id!r} exceeded; retry with backoff",
+                )
         invalid = grpc.StatusCode.INVALID_ARGUMENT
         if isinstance(request, _Undecodable):
-            await context.abort(invalid, "request: is not a valid message of this method")
+            raise RefusedError(invalid, "request: is not a valid message of this method")
         try:
             check_request(request)
         except ArgumentError as exc:
-            await context.abort(invalid, str(exc))
+            raise RefusedError(invalid, str(exc)) from None
         return principal
 
     def _note(
         self,
         principal: Principal | None,
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: Any,
         started: float,
         status: str,
         organization: str,
@@ -428,24 +487,37 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 _DEADLINE_TRANSIT_SECONDS = 0.5
 
 
-def _status_name(context: grpc.aio.ServicerContext) -> str:
+def _status_name(context: Any) -> str:
     code = context.code()
     return "OK" if code is None else str(getattr(code, "name", code))
 
 
-def _outcome(
-    error: BaseException | None, context: grpc.aio.ServicerContext, method: str
-) -> tuple[str, str | None]:
+class _ClientGoneError(Exception):
+    """A thread-pool call whose client went away (cancelled, or its deadline passed) while the
+    handler ran: that server tells the handler nothing, its context is simply no longer active."""
+
+
+def _aborted(error: BaseException, context: Any) -> bool:
+    """Whether the handler aborted the call itself: grpc.aio raises AbortError; the thread-pool
+    server's context.abort sets the status and raises a bare Exception."""
+    if isinstance(error, grpc.aio.AbortError):
+        return True
+    return type(error) is Exception and not error.args and context.code() is not None
+
+
+def _outcome(error: BaseException | None, context: Any, method: str) -> tuple[str, str | None]:
     """The status the client sees for a call that ended with `error`, and the message to abort
     with (None when the call already carries its status)."""
-    if error is None or isinstance(error, grpc.aio.AbortError):
+    if error is None or _aborted(error, context):
         return _status_name(context), None
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+    if isinstance(error, asyncio.CancelledError | GeneratorExit | _ClientGoneError):
         # The client's deadline runs out before the server's by the request's transit time,
         # and its cancellation can arrive first: one that close to the deadline is the deadline.
         remaining = context.time_remaining()
         expired = remaining is not None and remaining <= _DEADLINE_TRANSIT_SECONDS
         return ("DEADLINE_EXCEEDED" if expired else "CANCELLED"), None
+    if isinstance(error, RefusedError):
+        return error.code.name, error.message
     if isinstance(error, ArgumentError):
         return "INVALID_ARGUMENT", str(error)
     if isinstance(error, TenantError):
@@ -460,7 +532,8 @@ def _outcome(
 class _Admission:
     """One call's admission: admit it (or abort it), make its principal current, give it its
     final status, and audit it once at the end. A plain class, not a generator context
-    manager: it runs on every call."""
+    manager: it runs on every call. `async with` under grpc.aio, `with` in a thread of the
+    thread-pool server; both abort through the call's own context."""
 
     __slots__ = ("_access", "_allowed", "_context", "_current", "_method", "_principal",
                  "_request", "_scoped", "_started")  # fmt: skip
@@ -471,7 +544,7 @@ class _Admission:
         principal: Principal | None,
         allowed: frozenset[str],
         method: str,
-        context: grpc.aio.ServicerContext,
+        context: Any,
         request: Any,
     ) -> None:
         self._access = access
@@ -482,16 +555,9 @@ class _Admission:
         self._request = request
 
     async def __aenter__(self) -> None:
-        self._started = time.monotonic()
-        self._scoped = _scoped.set([])
-        try:
-            self._principal = await self._access._admit(
-                self._principal, self._allowed, self._context, self._request
-            )
-        except BaseException as error:
-            self._close(_outcome(error, self._context, self._method)[0])  # refused: audited too
-            raise
-        self._current = _principal.set(self._principal)
+        refused = self._open()
+        if refused is not None:
+            await self._context.abort(*refused)
 
     async def __aexit__(
         self,
@@ -499,11 +565,52 @@ class _Admission:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        refused = self._shut(error)
+        if refused is not None:
+            await self._context.abort(*refused)
+
+    def __enter__(self) -> None:
+        refused = self._open()
+        if refused is not None:
+            self._context.abort(*refused)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is None and not self._context.is_active():
+            error = _ClientGoneError()
+        refused = self._shut(error)
+        if refused is not None:
+            self._context.abort(*refused)
+
+    def _open(self) -> tuple[grpc.StatusCode, str] | None:
+        """Admit the call and make its principal current; or audit its refusal and return the
+        status and message to abort with."""
+        self._started = time.monotonic()
+        self._scoped = _scoped.set([])
+        try:
+            self._principal = self._access._admit(
+                self._principal, self._allowed, self._context, self._request
+            )
+        except BaseException as error:
+            status, message = _outcome(error, self._context, self._method)
+            self._close(status)  # refused: audited too
+            if message is None:
+                raise
+            return grpc.StatusCode[status], message
+        self._current = _principal.set(self._principal)
+        return None
+
+    def _shut(self, error: BaseException | None) -> tuple[grpc.StatusCode, str] | None:
+        """Audit the call with its final status; the status and message to abort with when
+        the call does not carry it yet."""
         _principal.reset(self._current)
         status, message = _outcome(error, self._context, self._method)
         self._close(status)
-        if message is not None:
-            await self._context.abort(grpc.StatusCode[status], message)
+        return None if message is None else (grpc.StatusCode[status], message)
 
     def _close(self, status: str) -> None:
         scopes = _scoped.get([])

@@ -4,21 +4,32 @@ decision` beside other services), on its own port (CIVICMETER_DECISION_GRPC_PORT
 A gateway's `Decide` waits on this process alone, so the query service's ClickHouse work
 (breakdowns, exports, its cache refreshes) never delays a decision. Everything else is the
 query service's: the same API keys, roles, audit log, TLS settings and policy file
-(QuerySettings from the environment), the same DecisionService, health checking and
-reflection; only the per-key rate limit is its own (CIVICMETER_DECISION_RATE_PER_KEY). The
-query service still serves DecisionService on its own port too, for gateways configured
-before this process existed.
+(QuerySettings from the environment), the same decisions (query.decision_service.Decisions),
+health checking and reflection; only the per-key rate limit is its own
+(CIVICMETER_DECISION_RATE_PER_KEY). The query service still serves DecisionService on its own
+port too (on grpc.aio), for gateways configured before this process existed.
+
+The server is gRPC's thread-pool server (grpc.server), not grpc.aio: measured side by side at
+1,000 calls/s on a shared two-core machine its bare transport had the shorter tail and cost
+less CPU per call (loadtests/guard/RESULTS.md). Its pool has DECIDE_WORKERS threads for unary
+calls (Decide, health checks) and one more for each stream it lets run: a `WatchPolicy` stream
+holds its thread for its whole life (asleep between messages), so at most `max_watchers`
+(CIVICMETER_DECISION_MAX_WATCHERS) run at once and one more is refused with
+RESOURCE_EXHAUSTED; reflection streams likewise, at most MAX_REFLECTION_STREAMS. Streams can
+therefore never take the threads Decide is answered on. Health's Watch does not hold a thread
+(the servicer answers it from callbacks).
 
 The call path holds no I/O: the policy in memory (reloaded when its file changes), the budget
-state refreshed in the background (core.budgets, at most 2 s old), the audit row appended to a
-bounded in-memory queue that a background task writes in batches (query.access.AuditLog).
-Process tuning for the tail, measured in loadtests/guard/RESULTS.md:
+state read by a thread of its own in the background (at most 2 s old; an organisation's first
+call waits for its first read), the audit row appended to a bounded in-memory queue that a
+task on the process's event loop writes in batches (query.access.AuditLog). Process tuning
+for the tail, measured in loadtests/guard/RESULTS.md:
 
 - gc.freeze() once everything is loaded: the modules, policy and server objects leave the
   collector's generations, so a full collection no longer walks them under a call;
-- a shorter GIL switch interval: the audit writer and the budget refresh run in threads, and
-  the event loop waits at most this long for the GIL they hold (5 ms by default, the whole
-  latency budget).
+- a shorter GIL switch interval: the pool threads, gRPC's polling thread, the audit writer
+  and the budget reads share the GIL, and a thread ready to answer a call waits at most this
+  long for it (5 ms by default, the whole latency budget).
 """
 
 from __future__ import annotations
@@ -28,39 +39,86 @@ import dataclasses
 import gc
 import logging
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import metrics
 
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
 from civicmeter.core.access.auth import load_api_keys
-from civicmeter.core.config import QuerySettings, env_float, env_port
-from civicmeter.core.grpc_server import CallDurationInterceptor, GrpcServer
+from civicmeter.core.config import QuerySettings, env_float, env_int, env_port
+from civicmeter.core.grpc_server import CallDurationInterceptor
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.migrations import migrate
 from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter
-from civicmeter.query.decision_service import SERVICE_NAME, DecisionService
+from civicmeter.query.decision_service import SERVICE_NAME, ThreadedDecisionService
 from civicmeter.query.server import server_credentials
 
 log = logging.getLogger("civicmeter.decision")
 DEFAULT_PORT = 50053
 DEFAULT_RATE_PER_KEY = 5000.0  # calls/s of one gateway key (bursts of twice that)
+DEFAULT_MAX_WATCHERS = 128  # WatchPolicy streams at once: one per running gateway
+MAX_WATCHERS_BOUND = 4096  # threads are cheap asleep, not free
+DECIDE_WORKERS = 4  # pool threads for unary calls: 1,000 decisions/s need about one busy
+MAX_REFLECTION_STREAMS = 2  # grpcurl and the like, briefly
 SWITCH_INTERVAL_SECONDS = 0.0005
 MAX_REQUEST_BYTES = 64 * 1024  # a request is metadata and counts, never a prompt
+REFLECTION_METHOD = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
 
 
-def settings_from_env(env: Mapping[str, str]) -> QuerySettings:
+@dataclass(frozen=True)
+class DecisionSettings(QuerySettings):
+    max_watchers: int = DEFAULT_MAX_WATCHERS
+
+
+def settings_from_env(env: Mapping[str, str]) -> DecisionSettings:
     """The query service's settings, on the decision service's host and port, with its own
-    per-key rate limit (CIVICMETER_DECISION_RATE_PER_KEY): a gateway asks once per request."""
+    per-key rate limit (CIVICMETER_DECISION_RATE_PER_KEY): a gateway asks once per request;
+    and how many gateways may follow the policy stream at once
+    (CIVICMETER_DECISION_MAX_WATCHERS)."""
     settings = QuerySettings.from_env(env)
     port = env_port(env, "CIVICMETER_DECISION_GRPC_PORT", DEFAULT_PORT)
     rate = env_float(env, "CIVICMETER_DECISION_RATE_PER_KEY", DEFAULT_RATE_PER_KEY, 0)
+    watchers = env_int(
+        env, "CIVICMETER_DECISION_MAX_WATCHERS", DEFAULT_MAX_WATCHERS, 1, MAX_WATCHERS_BOUND
+    )
     host = env.get("CIVICMETER_DECISION_HOST", settings.host)
-    return dataclasses.replace(settings, host=host, grpc_port=port, rate_per_key=rate)
+    fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    return DecisionSettings(
+        **{**fields, "host": host, "grpc_port": port, "rate_per_key": rate},
+        max_watchers=watchers,
+    )
+
+
+@dataclass(frozen=True)
+class ThreadPoolServer:
+    """The thread-pool server with its health servicer, started and stopped from the process's
+    event loop like the other services' grpc.aio servers."""
+
+    server: grpc.Server
+    health: health.HealthServicer
+    service_names: tuple[str, ...]
+    workers: int  # threads the pool may run
+
+    async def start(self) -> None:
+        self.server.start()
+        for name in ("", *self.service_names):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Report NOT_SERVING first so load balancers drain, then let calls finish; streams
+        still open after the grace period are cancelled (which wakes their threads)."""
+        for name in ("", *self.service_names):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        stopped = self.server.stop(grace_seconds)
+        await asyncio.to_thread(stopped.wait)
 
 
 def build_decision_server(
@@ -68,11 +126,15 @@ def build_decision_server(
     storage: Storage,
     audit: AuditLog | None = None,
     meter: metrics.Meter | None = None,
-) -> GrpcServer:
-    """A grpc.aio server with DecisionService, health and reflection, and no interceptor: each
-    method is wrapped once with the query API's access checks and audit (AccessInterceptor.
-    guard) and timed (rpc.server.call.duration). Decide is therefore not traced (1,000 spans
-    a second would cost more than the decision); each call's status is in the audit log."""
+    max_watchers: int | None = None,
+) -> ThreadPoolServer:
+    """A thread-pool server with DecisionService, health and reflection, and no interceptor:
+    each method is wrapped once with the query API's access checks and audit
+    (AccessInterceptor.guard) and timed (rpc.server.call.duration). Decide is therefore not
+    traced (1,000 spans a second would cost more than the decision); each call's status is in
+    the audit log. `max_watchers`: the settings' (DecisionSettings) unless given."""
+    if max_watchers is None:
+        max_watchers = getattr(settings, "max_watchers", DEFAULT_MAX_WATCHERS)
     keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else None
     limiter = (
         RateLimiter(settings.rate_per_key, 2 * settings.rate_per_key)
@@ -80,24 +142,34 @@ def build_decision_server(
         else None
     )
     access = AccessInterceptor(keys, audit, limiter)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+    workers = DECIDE_WORKERS + max_watchers + MAX_REFLECTION_STREAMS
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decision"),
+        options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
+    )
     policies = PolicySource(settings.policy_file)
-    service = DecisionService(storage, policies.current, audit=audit)
+    service = ThreadedDecisionService(storage, policies.current, max_watchers, audit=audit)
+    timing = _ThreadedCallDuration(meter or metrics.get_meter("civicmeter.grpc"))
     handlers = _MethodHandlers()
     decision_grpc.add_DecisionServiceServicer_to_server(service, handlers)
-    timing = CallDurationInterceptor(meter or metrics.get_meter("civicmeter.grpc"))
     guarded = {
-        name: timing.timed(method, access.guard(method, handler))
+        name: timing.timed(method, access.guard(method, handler, threaded=True))
         for name, handler in handlers.methods.items()
         for method in (f"/{SERVICE_NAME}/{name}",)
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, guarded),))
-    server.add_registered_method_handlers(SERVICE_NAME, guarded)
-    health_servicer = health.aio.HealthServicer()
+    _register(server, SERVICE_NAME, guarded)
+    health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
+        reflecting = _MethodHandlers()
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], reflecting
+        )
+        streams = _StreamSlots(MAX_REFLECTION_STREAMS, "reflection")
+        _register(
+            server,
+            reflection.SERVICE_NAME,
+            {name: streams.bounded(h) for name, h in reflecting.methods.items()},
         )
     address = f"{settings.host}:{settings.grpc_port}"
     credentials = server_credentials(settings)
@@ -105,7 +177,12 @@ def build_decision_server(
         server.add_insecure_port(address)
     else:
         server.add_secure_port(address, credentials)
-    return GrpcServer(server, health_servicer, (SERVICE_NAME,))
+    return ThreadPoolServer(server, health_servicer, (SERVICE_NAME,), workers)
+
+
+def _register(server: grpc.Server, service: str, methods: dict[str, grpc.RpcMethodHandler]) -> None:
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+    server.add_registered_method_handlers(service, methods)
 
 
 class _MethodHandlers:
@@ -124,7 +201,59 @@ class _MethodHandlers:
         self.methods.update(methods)
 
 
-async def serve(settings: QuerySettings, storage: Storage, stop: asyncio.Event) -> None:
+class _StreamSlots:
+    """At most `limit` calls of streaming handlers at once, each holding a pool thread; one
+    more is refused with RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self._free = threading.BoundedSemaphore(limit)
+        self._refusal = f"{what}: at most {limit} streams at a time, all taken; retry with backoff"
+
+    def bounded(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if not handler.response_streaming:
+            return handler
+        inner = handler.stream_stream or handler.unary_stream
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_stream_rpc_method_handler
+        )
+
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            if not self._free.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._refusal)
+            try:
+                yield from inner(request, context)
+            finally:
+                self._free.release()
+
+        return factory(
+            stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _ThreadedCallDuration(CallDurationInterceptor):
+    """rpc.server.call.duration of calls served in pool threads: the same timing and
+    attributes, around plain functions and generators instead of coroutines."""
+
+    def _unary(self, behavior: Any, method: str) -> Any:
+        def timed(request: Any, context: grpc.ServicerContext) -> Any:
+            with self._timing(method, context):
+                return behavior(request, context)
+
+        return timed
+
+    def _streaming(self, behavior: Any, method: str) -> Any:
+        def timed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with self._timing(method, context):
+                yield from behavior(request, context)
+
+        return timed
+
+
+async def serve(settings: DecisionSettings, storage: Storage, stop: asyncio.Event) -> None:
     await storage.run(migrate)
     audit = AuditLog(storage)
     grpc_server = build_decision_server(settings, storage, audit)
@@ -132,7 +261,15 @@ async def serve(settings: QuerySettings, storage: Storage, stop: asyncio.Event) 
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     gc.collect()
     gc.freeze()
-    log.info("decision service serving gRPC on %s:%d", settings.host, settings.grpc_port)
+    log.info(
+        "decision service serving gRPC on %s:%d (thread pool of %d: %d for calls, %d for "
+        "policy watchers)",
+        settings.host,
+        settings.grpc_port,
+        grpc_server.workers,
+        DECIDE_WORKERS,
+        settings.max_watchers,
+    )
     try:
         await audit.run(stop)
     finally:

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
@@ -44,7 +45,7 @@ from civicmeter.core.store.connection import Storage
 from civicmeter.policy.compiled import budget_message, compile_policy
 from civicmeter.policy.decision import BudgetState, RequestFacts, Spent, decide
 from civicmeter.policy.organization import PolicySet
-from civicmeter.query.access import AuditLog, current_principal
+from civicmeter.query.access import AuditLog, RefusedError, current_principal
 
 log = logging.getLogger("civicmeter.query.decision")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -63,55 +64,53 @@ ACCOUNT_KINDS = {
 }
 
 
-@dataclass
-class _Budget:
-    state: BudgetState | None = None
-    read_at: float = float("-inf")  # time.monotonic() of the read
-    refreshing: asyncio.Task[None] | None = None
+@dataclass(frozen=True)
+class Question:
+    """A checked `Decide` request: whose it is, what it asks, and when."""
+
+    organization: str
+    facts: RequestFacts
+    pii: dict[str, int]
+    documents: dict[str, int]
+    now: datetime
 
 
-class DecisionService(decision_grpc.DecisionServiceServicer):
+class Decisions:
+    """The decision itself, request to response, shared by the servicers of both server models:
+    `ask` checks a request (the audit queue's room, the organisation, the arguments) and
+    `answer` decides it with the organisation's budget state. Neither waits on anything, so
+    either runs on an event loop or in a pool thread."""
+
     def __init__(
         self,
-        storage: Storage,
         policies: Callable[[], PolicySet],
-        refresh_seconds: float = REFRESH_SECONDS,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        audit: AuditLog | None = None,
+        clock: Callable[[], datetime],
+        audit: AuditLog | None,
     ) -> None:
-        self._storage = storage
-        self._audit = audit
         self._policies = policies
-        self._refresh_seconds = refresh_seconds
         self._clock = clock
-        self._budgets: dict[str, _Budget] = {}
+        self._audit = audit
+        self._lock = threading.Lock()  # one look at the policy file at a time
         self._policy_set = policies()
         self._policy_checked = time.monotonic()
 
-    async def Decide(  # noqa: N802 (gRPC method name)
-        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DecideResponse:
+    def ask(self, request: pb.DecideRequest) -> Question:
+        """The request's question, or a RefusedError (or ArgumentError) naming what is wrong."""
         if self._audit is not None and not self._audit.has_room():
-            await context.abort(
+            raise RefusedError(
                 grpc.StatusCode.UNAVAILABLE,
                 "the audit log cannot take the decision's record now; retry with backoff",
             )
-        organization = await _organization(context, request.organization_id)
+        organization = organization_of_call(request.organization_id)
         if request.account_kind not in ACCOUNT_KINDS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "account_kind: unknown value")
+            raise RefusedError(grpc.StatusCode.INVALID_ARGUMENT, "account_kind: unknown value")
         estimate = None
         if request.HasField("estimated_cost"):
             if request.estimated_cost.currency_code not in ("", "KRW"):
-                await context.abort(
+                raise RefusedError(
                     grpc.StatusCode.INVALID_ARGUMENT, "estimated_cost.currency_code: must be KRW"
                 )
             estimate = from_money(request.estimated_cost)
-        now = (
-            request.request_time.ToDatetime(tzinfo=UTC)
-            if request.HasField("request_time")
-            else self._clock()
-        )
-        policies = self._in_force()
         facts = RequestFacts(
             department=request.department_id,
             user_id=request.user_id,
@@ -122,13 +121,28 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
             purpose=request.purpose,
             estimated_cost_krw=estimate,
         )
-        decision = decide(
-            policies.for_organization(organization),
+        now = (
+            request.request_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("request_time")
+            else self._clock()
+        )
+        return Question(
+            organization,
             facts,
             _counts(request.pii_findings),
             _counts(request.document_markings),
-            await self.budget(organization),
             now,
+        )
+
+    def answer(self, question: Question, budget: BudgetState | None) -> pb.DecideResponse:
+        policies = self.in_force()
+        decision = decide(
+            policies.for_organization(question.organization),
+            question.facts,
+            question.pii,
+            question.documents,
+            budget,
+            question.now,
         )
         return pb.DecideResponse(
             outcome=OUTCOMES[decision.outcome],
@@ -137,57 +151,198 @@ class DecisionService(decision_grpc.DecisionServiceServicer):
             reason_en=decision.reason_en,
             redact_types=sorted(decision.redact_types),
             policy_version=policies.version,
-            organization_id=organization,
+            organization_id=question.organization,
         )
 
-    async def WatchPolicy(  # noqa: N802 (gRPC method name)
-        self, request: pb.WatchPolicyRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.WatchPolicyResponse]:
-        organization = await _organization(context, request.organization_id)
-        sent: PolicySet | None = None
-        while True:
-            policies = self._policies()
-            message = pb.WatchPolicyResponse()
-            if policies is not sent:
-                message.policy.CopyFrom(compile_policy(policies, organization))
-                sent = policies
-            state = await self.budget(organization)
-            if state is not None:
-                message.budget_state.CopyFrom(budget_message(state))
-            yield message
-            await asyncio.sleep(self._refresh_seconds)
-
-    def _in_force(self) -> PolicySet:
+    def in_force(self) -> PolicySet:
         """The policy in force for a decision, its file looked at once a second at most (a
         look is a system call, too dear for every decision)."""
         now = time.monotonic()
         if now - self._policy_checked >= POLICY_CHECK_SECONDS:
-            self._policy_set = self._policies()
-            self._policy_checked = now
+            with self._lock:
+                if now - self._policy_checked >= POLICY_CHECK_SECONDS:
+                    self._policy_set = self._policies()
+                    self._policy_checked = now
         return self._policy_set
 
-    async def budget(self, organization: str) -> BudgetState | None:
-        """The organisation's budget state, read at most refresh_seconds ago (the first read
-        is awaited; later ones refresh in the background). None while it cannot be read."""
-        entry = self._budgets.setdefault(organization, _Budget())
-        if time.monotonic() - entry.read_at >= self._refresh_seconds:
-            if entry.refreshing is None or entry.refreshing.done():
-                entry.refreshing = asyncio.create_task(self._refresh(organization, entry))
-            if entry.state is None:
-                await asyncio.shield(entry.refreshing)
+    def latest(self) -> PolicySet:
+        """The policy file's latest good version, looked at now (for the policy stream)."""
+        with self._lock:
+            return self._policies()
+
+    def watch_message(
+        self, organization: str, sent: PolicySet | None, state: BudgetState | None
+    ) -> tuple[pb.WatchPolicyResponse, PolicySet]:
+        """The stream's next message: the compiled policy when it changed since `sent`, and
+        the budget state; and the policy it carries."""
+        policies = self.latest()
+        message = pb.WatchPolicyResponse()
+        if policies is not sent:
+            message.policy.CopyFrom(compile_policy(policies, organization))
+        if state is not None:
+            message.budget_state.CopyFrom(budget_message(state))
+        return message, policies
+
+
+@dataclass
+class _Budget:
+    state: BudgetState | None = None
+    read_at: float = float("-inf")  # time.monotonic() of the read
+    reading: threading.Event = field(default_factory=threading.Event)  # set: no read running
+
+    def __post_init__(self) -> None:
+        self.reading.set()
+
+
+class BudgetStates:
+    """Each organisation's budget state, read at most `refresh_seconds` ago. A call that finds
+    its organisation's state older starts one read in a thread of its own and goes on with the
+    state it has, so no call waits on storage except an organisation's first (which waits for
+    that read; None while the state cannot be read). Shared by threads and the event loop."""
+
+    def __init__(
+        self, storage: Storage, clock: Callable[[], datetime], refresh_seconds: float
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._refresh_seconds = refresh_seconds
+        self._budgets: dict[str, _Budget] = {}
+        self._lock = threading.Lock()
+
+    def get(self, organization: str) -> BudgetState | None:
+        """For a pool thread: the state, waiting only for an organisation's first read."""
+        entry, reading = self._refreshed(organization)
+        if entry.state is None:
+            reading.wait()
         return entry.state
 
-    async def _refresh(self, organization: str, entry: _Budget) -> None:
+    async def get_async(self, organization: str) -> BudgetState | None:
+        """For the event loop: the state, awaiting only an organisation's first read."""
+        entry, reading = self._refreshed(organization)
+        if entry.state is None:
+            await asyncio.to_thread(reading.wait)
+        return entry.state
+
+    def _refreshed(self, organization: str) -> tuple[_Budget, threading.Event]:
+        """The organisation's entry, a read started when its state is stale, and the event the
+        read in progress sets when it ends."""
+        entry = self._budgets.get(organization)
+        if entry is not None and time.monotonic() - entry.read_at < self._refresh_seconds:
+            return entry, entry.reading
+        with self._lock:
+            entry = self._budgets.setdefault(organization, _Budget())
+            stale = time.monotonic() - entry.read_at >= self._refresh_seconds
+            if stale and entry.reading.is_set():
+                entry.reading = threading.Event()
+                threading.Thread(
+                    target=self._read,
+                    args=(organization, entry, entry.reading),
+                    name=f"budget-read-{organization}",
+                    daemon=True,
+                ).start()
+            return entry, entry.reading
+
+    def _read(self, organization: str, entry: _Budget, done: threading.Event) -> None:
         as_of = self._clock()
         try:
-            ledger = await self._storage.run(
+            ledger = self._storage.call(
                 lambda client: load_ledger(client, as_of, organization, lookback_days=0)
             )
         except Exception:  # storage down: keep deciding with the last state
             log.warning("budget state of %s could not be read", organization, exc_info=True)
-            return
-        entry.state = budget_state(ledger, organization)
-        entry.read_at = time.monotonic()
+        else:
+            entry.state = budget_state(ledger, organization)
+            entry.read_at = time.monotonic()
+        finally:
+            done.set()
+
+
+class _Servicer(decision_grpc.DecisionServiceServicer):
+    """What both servicers hold: the decisions and the budget states."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        policies: Callable[[], PolicySet],
+        refresh_seconds: float = REFRESH_SECONDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit: AuditLog | None = None,
+    ) -> None:
+        self._decisions = Decisions(policies, clock, audit)
+        self._budgets = BudgetStates(storage, clock, refresh_seconds)
+        self._refresh_seconds = refresh_seconds
+
+
+class DecisionService(_Servicer):
+    """The servicer on grpc.aio (the query service serves it for gateways configured before the
+    decision service had a process of its own)."""
+
+    async def Decide(  # noqa: N802 (gRPC method name)
+        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DecideResponse:
+        question = self._decisions.ask(request)
+        budget = await self._budgets.get_async(question.organization)
+        return self._decisions.answer(question, budget)
+
+    async def WatchPolicy(  # noqa: N802 (gRPC method name)
+        self, request: pb.WatchPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchPolicyResponse]:
+        organization = organization_of_call(request.organization_id)
+        sent: PolicySet | None = None
+        while True:
+            state = await self._budgets.get_async(organization)
+            message, sent = self._decisions.watch_message(organization, sent, state)
+            yield message
+            await asyncio.sleep(self._refresh_seconds)
+
+
+class ThreadedDecisionService(_Servicer):
+    """The servicer on the thread-pool server (query.decision_server): the same decisions,
+    in plain functions. A `WatchPolicy` stream holds its pool thread for its whole life (asleep
+    between messages), so at most `max_watchers` run at once; one more is refused with
+    RESOURCE_EXHAUSTED, and its gateway's Guard retries with backoff, deciding meanwhile with
+    the policy it has."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        policies: Callable[[], PolicySet],
+        max_watchers: int,
+        refresh_seconds: float = REFRESH_SECONDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        audit: AuditLog | None = None,
+    ) -> None:
+        super().__init__(storage, policies, refresh_seconds, clock, audit)
+        self.max_watchers = max_watchers
+        self._watchers = threading.BoundedSemaphore(max_watchers)
+
+    def Decide(  # noqa: N802 (gRPC method name)
+        self, request: pb.DecideRequest, context: grpc.ServicerContext
+    ) -> pb.DecideResponse:
+        question = self._decisions.ask(request)
+        return self._decisions.answer(question, self._budgets.get(question.organization))
+
+    def WatchPolicy(  # noqa: N802 (gRPC method name)
+        self, request: pb.WatchPolicyRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchPolicyResponse]:
+        organization = organization_of_call(request.organization_id)
+        if not self._watchers.acquire(blocking=False):
+            raise RefusedError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"WatchPolicy: this decision service follows at most {self.max_watchers} "
+                "gateways at a time, all taken; retry with backoff (Decide still answers)",
+            )
+        try:
+            ended = threading.Event()  # the call ended: cancelled, its deadline, server stop
+            context.add_callback(ended.set)
+            sent: PolicySet | None = None
+            while context.is_active():
+                state = self._budgets.get(organization)
+                message, sent = self._decisions.watch_message(organization, sent, state)
+                yield message
+                ended.wait(self._refresh_seconds)
+        finally:
+            self._watchers.release()
 
 
 def _counts(findings: Iterable[pb.FindingCount]) -> dict[str, int]:
@@ -221,20 +376,20 @@ def budget_state(ledger: Ledger, organization_id: str) -> BudgetState:
     )
 
 
-async def _organization(context: grpc.aio.ServicerContext, requested: str) -> str:
+def organization_of_call(requested: str) -> str:
     """The organisation of the call: the key's own, or the one of its organisations the
     request names. Never one the key is not bound to."""
     principal = current_principal()
     bound = principal.organization_id.split(",")
     if requested:
         if not principal.reports_for(requested):
-            await context.abort(
+            raise RefusedError(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "organization_id: the credential is not bound to this organisation",
             )
         return requested
     if len(bound) != 1 or bound[0] == ALL_ORGANIZATIONS:
-        await context.abort(
+        raise RefusedError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "organization_id: required, the credential is bound to several organisations",
         )
