@@ -25,13 +25,14 @@ from civicmeter.api.usage.v1 import usage_event_pb2 as usage_pb
 from civicmeter.core.access.auth import hash_token
 from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.events.event_batch import encode_event_batch
+from civicmeter.core.grpc_server import GrpcServer
 from civicmeter.core.store.connection import Storage
 from civicmeter.gateway import Guard
 from civicmeter.policy.compiled import budget_from_message, load_compiled
 from civicmeter.policy.decision import RequestFacts, decide
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.query.access import AuditLog
-from civicmeter.query.decision_server import build_decision_server
+from civicmeter.query.decision_server import ThreadPoolServer, build_decision_server
 from civicmeter.query.server import build_server
 from civicmeter.sink.event_writer import write_events
 from tests.factories import catalog, event
@@ -61,6 +62,8 @@ async def serving(
     kind: str = "query",
     audit: AuditLog | None = None,
     meter: metrics.Meter | None = None,
+    storage: Storage | None = None,
+    max_watchers: int | None = None,
 ) -> AsyncIterator[grpc.aio.Channel]:
     keys = tmp_path / "keys.yaml"
     keys.write_text(yaml.safe_dump({"keys": [
@@ -81,10 +84,12 @@ async def serving(
         rate_per_key=0,
     )
     audit = audit or AuditLog(Storage(clickhouse))
+    storage = storage or Storage(clickhouse)
+    server: GrpcServer | ThreadPoolServer
     if kind == "decision":
-        server = build_decision_server(settings, Storage(clickhouse), audit, meter)
+        server = build_decision_server(settings, storage, audit, meter, max_watchers)
     else:
-        server = build_server(settings, Storage(clickhouse), audit)
+        server = build_server(settings, storage, audit)
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
         yield channel

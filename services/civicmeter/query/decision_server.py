@@ -16,8 +16,9 @@ calls (Decide, health checks) and one more for each stream it lets run: a `Watch
 holds its thread for its whole life (asleep between messages), so at most `max_watchers`
 (CIVICMETER_DECISION_MAX_WATCHERS) run at once and one more is refused with
 RESOURCE_EXHAUSTED; reflection streams likewise, at most MAX_REFLECTION_STREAMS. Streams can
-therefore never take the threads Decide is answered on. Health's Watch does not hold a thread
-(the servicer answers it from callbacks).
+therefore never take the last DECIDE_WORKERS threads, whatever they are doing (a burst of
+calls may use the streams' idle threads too). Health's Watch does not hold a thread (the
+servicer answers it from callbacks).
 
 The call path holds no I/O: the policy in memory (reloaded when its file changes), the budget
 state read by a thread of its own in the background (at most 2 s old; an organisation's first
