@@ -34,12 +34,12 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.api.query.v1 import query_service_pb2_grpc as query_grpc
 from civicmeter.api.seoul import SEOUL
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.billing.rerate import CORRECTION_COLUMNS
 from civicmeter.client import CivicmeterClient
 from civicmeter.client.focus_export import SUPPORTED, month_range, write_focus
 from civicmeter.core.pricing import PriceCatalog, load_catalog, parse_catalog
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.ledger import CORRECTION_COLUMNS
 from civicmeter.query.access import AccessInterceptor
 from civicmeter.query.focus import usage_lines
 from civicmeter.query.focus_charges import UsageCharge

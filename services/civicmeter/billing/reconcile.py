@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.seoul import SEOUL
 from civicmeter.core.events.quantities import QUANTITIES
+from civicmeter.core.store.ledger import correction_totals, event_totals, rollup_totals
 from civicmeter.core.store.rollups import ROLLUPS
 
 
@@ -82,60 +82,17 @@ def reconcile(
 ) -> Reconciliation:
     require_month_bounds(start, end)
     result = Reconciliation(start, end)
-    params: dict[str, object] = {
-        "start_ms": round(start.timestamp() * 1000),
-        "end_ms": round(end.timestamp() * 1000),
-    }
-    org_filter = ""
-    if organization_id is not None:
-        org_filter = " AND organization_id = %(org)s"
-        params["org"] = organization_id
-    sums = ", ".join(f"sum({q})" for q in QUANTITIES)
-    in_period = (
-        "event_time >= fromUnixTimestamp64Milli(%(start_ms)s, 'UTC') "
-        "AND event_time < fromUnixTimestamp64Milli(%(end_ms)s, 'UTC')"
-    )
-    events = client.query(
-        f"SELECT organization_id, count(), sum(toDecimal128(cost_krw, 6)), {sums} "
-        f"FROM usage_events FINAL WHERE {in_period}{org_filter} GROUP BY organization_id",
-        parameters=params,
-    ).result_rows
-    deltas: dict[str, Decimal] = {
-        str(org): Decimal(delta)
-        for org, delta in client.query(
-            "SELECT organization_id, sum(cost_delta_krw) FROM cost_corrections "
-            f"WHERE {in_period}{org_filter} GROUP BY organization_id",
-            parameters=params,
-        ).result_rows
-    }
-    for org, count, cost, *quantities in events:
+    deltas = correction_totals(client, start, end, organization_id)
+    for org, count, cost, quantities in event_totals(client, start, end, organization_id):
         delta = deltas.pop(org, Decimal(0))
-        result.ledger[org] = Totals(int(count), Decimal(cost) + delta, _ints(quantities))
+        result.ledger[org] = Totals(count, cost + delta, quantities)
     for org, delta in deltas.items():  # corrections of events outside usage_events: a finding
         result.ledger[org] = Totals(0, delta, _ZERO.quantities)
     for rollup in ROLLUPS:
-        if rollup.dated:
-            calendar = ZoneInfo(rollup.calendar)
-            params["start_day"] = start.astimezone(calendar).date()
-            params["end_day"] = end.astimezone(calendar).date()
-            where = "window_start >= %(start_day)s AND window_start < %(end_day)s"
-        else:
-            where = (
-                "window_start >= fromUnixTimestamp64Milli(%(start_ms)s, 'UTC') "
-                "AND window_start < fromUnixTimestamp64Milli(%(end_ms)s, 'UTC')"
-            )
-        columns = "" if rollup.cost_only else f", {sums}"
-        rows = client.query(
-            f"SELECT organization_id, sum(events), sum(cost_krw){columns} FROM {rollup.table} "
-            f"WHERE {where}{org_filter} GROUP BY organization_id",
-            parameters=params,
-        ).result_rows
         result.levels[rollup.table] = {
-            org: Totals(int(count), Decimal(cost), None if rollup.cost_only else _ints(rest))
-            for org, count, cost, *rest in rows
+            org: Totals(count, cost, quantities)
+            for org, count, cost, quantities in rollup_totals(
+                client, rollup, start, end, organization_id
+            )
         }
     return result
-
-
-def _ints(values: list[object]) -> tuple[int, ...]:
-    return tuple(int(str(v)) for v in values)

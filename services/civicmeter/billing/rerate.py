@@ -22,15 +22,11 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.pricing import PriceCatalog, UnpricedError
+from civicmeter.core.store.ledger import corrections_so_far, events_to_rerate, record_corrections
 
 BATCH = 20_000
 _DIMENSIONS = ("department_id", "user_id", "service_id", "provider_name", "request_model",
                "operation_name", "purpose")  # fmt: skip
-CORRECTION_COLUMNS = (
-    "organization_id", "department_id", "user_id", "event_id", "event_time", "service_id",
-    "provider_name", "request_model", "operation_name", "purpose", "cost_delta_krw",
-    "from_price_version", "to_price_version", "run_id", "corrected_time",
-)  # fmt: skip
 
 
 @dataclass
@@ -74,45 +70,18 @@ def rerate(
     report = RerateReport(run_id=f"rerate-{uuid.uuid4().hex[:12]}", dry_run=dry_run)
     columns = ["organization_id", "event_id", "event_time", *_DIMENSIONS, *QUANTITIES,
                "cost_krw", "price_version"]  # fmt: skip
-    params: dict[str, object] = {
-        "start": round(start.timestamp() * 1000),
-        "end": round(end.timestamp() * 1000),
-        "limit": batch,
-    }
-    where = [
-        "event_time >= fromUnixTimestamp64Milli(%(start)s, 'UTC')",
-        "event_time < fromUnixTimestamp64Milli(%(end)s, 'UTC')",
-        "decision != 'deny'",  # denied requests never left: cost 0 under any price
-    ]
-    if organization_id is not None:
-        where.append("organization_id = %(org)s")
-        params["org"] = organization_id
-    after: list[str] = []
+    after: tuple[str, str] | None = None
     pages = 0
     while True:
-        rows = client.query(
-            f"SELECT {', '.join(columns)} FROM usage_events FINAL "
-            f"WHERE {' AND '.join(where + after)} "
-            "ORDER BY organization_id, event_id LIMIT %(limit)s",
-            parameters=params,
-        ).named_results()
-        page = list(rows)
+        page = events_to_rerate(client, columns, start, end, organization_id, after, batch)
         if not page:
             return report
         corrections = _rerate_page(client, catalog, page, report)
         if corrections and not dry_run:
-            # A token of its own per page: the rollups' deduplication (which guards the ledger's
-            # blocks) must never take two pages for one, and a retried page lands once.
-            pages += 1
-            client.insert(
-                "cost_corrections",
-                corrections,
-                column_names=CORRECTION_COLUMNS,
-                settings={"insert_deduplication_token": f"{report.run_id}-{pages}"},
-            )
+            pages += 1  # a token of its own per page: a retried page lands once
+            record_corrections(client, corrections, token=f"{report.run_id}-{pages}")
         last = page[-1]
-        params["after_org"], params["after_id"] = last["organization_id"], last["event_id"]
-        after = ["(organization_id, event_id) > (%(after_org)s, %(after_id)s)"]
+        after = (str(last["organization_id"]), str(last["event_id"]))
 
 
 def _rerate_page(
@@ -121,7 +90,9 @@ def _rerate_page(
     page: Sequence[dict[str, object]],
     report: RerateReport,
 ) -> list[list[object]]:
-    current = _current_corrections(client, page)
+    current = corrections_so_far(
+        client, [(str(r["organization_id"]), str(r["event_id"])) for r in page]
+    )
     now_ms = round(datetime.now(UTC).timestamp() * 1000)
     out: list[list[object]] = []
     for row in page:
@@ -165,20 +136,3 @@ def _rerate_page(
             rating.cost_krw - cost, version, rating.price_version, report.run_id, now_ms,
         ])  # fmt: skip
     return out
-
-
-def _current_corrections(
-    client: Client, page: Sequence[dict[str, object]]
-) -> dict[tuple[str, str], tuple[Decimal, str]]:
-    """(organisation, event id) -> (sum of its deltas so far, its latest price version)."""
-    orgs = sorted({str(r["organization_id"]) for r in page})
-    ids = sorted({str(r["event_id"]) for r in page})
-    rows = client.query(
-        "SELECT organization_id, event_id, sum(cost_delta_krw), "
-        "argMax(to_price_version, corrected_time) FROM cost_corrections "
-        "WHERE organization_id IN %(orgs)s AND event_id IN %(ids)s "
-        "GROUP BY organization_id, event_id",
-        parameters={"orgs": orgs, "ids": ids},
-        settings={"max_query_size": 4 << 20},
-    ).result_rows
-    return {(str(o), str(e)): (Decimal(d), str(v)) for o, e, d, v in rows}

@@ -1,7 +1,7 @@
 """The notifier loop: alerts newly opened in ClickHouse → their organisation's webhooks.
 
 It keeps its place in alerts_opened in notifier_cursor, so a restart neither repeats nor skips
-alerts, and records every delivery's outcome in alert_deliveries.
+alerts, and records every delivery's outcome in alert_deliveries (core.store.notifications).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from functools import partial
 
 import aiohttp
-from clickhouse_connect.driver.client import Client
 from opentelemetry import metrics
 
 from civicmeter.api.severity import SEVERITY_NAMES
@@ -22,6 +21,13 @@ from civicmeter.core.config import NotifierSettings
 from civicmeter.core.store.alerts import AlertFilter, StoredAlert, alerts_after
 from civicmeter.core.store.connection import Storage
 from civicmeter.core.store.migrations import migrate
+from civicmeter.core.store.notifications import (
+    delivery_row,
+    load_cursor,
+    record_delivery,
+    save_cursor,
+    save_progress,
+)
 from civicmeter.core.telemetry.metrics import http_client_duration
 from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.gateway.http_retry import RetryPolicy
@@ -30,61 +36,6 @@ from civicmeter.policy.organization import PolicySet
 
 log = logging.getLogger("civicmeter.notifier")
 CURSOR_NAME = "webhooks"
-
-
-def load_cursor(client: Client) -> tuple[int, str] | None:
-    rows = client.query(
-        "SELECT opened_ms, dedup_key FROM notifier_cursor FINAL WHERE name = %(name)s",
-        parameters={"name": CURSOR_NAME},
-    ).result_rows
-    return (int(rows[0][0]), str(rows[0][1])) if rows else None
-
-
-def save_cursor(client: Client, *, cursor: tuple[int, str]) -> None:
-    client.insert(
-        "notifier_cursor",
-        [[CURSOR_NAME, cursor[0], cursor[1], time.time_ns() // 10**6]],
-        column_names=("name", "opened_ms", "dedup_key", "updated_time"),
-    )
-
-
-def record_delivery(
-    client: Client, alert: StoredAlert, target: str, status: str, attempts: int, reason: str
-) -> None:
-    record_deliveries(client, [delivery_row(alert, target, status, attempts, reason)])
-
-
-def delivery_row(
-    alert: StoredAlert, target: str, status: str, attempts: int, reason: str
-) -> list[object]:
-    a = alert.alert
-    return [a.organization_id, a.dedup_key, target, int(a.severity), status, attempts, reason,
-            time.time_ns() // 10**6]  # fmt: skip
-
-
-def save_progress(client: Client, *, rows: list[list[object]], cursor: tuple[int, str]) -> None:
-    """Record the deliveries held back, then move the cursor past their alerts."""
-    record_deliveries(client, rows)
-    save_cursor(client, cursor=cursor)
-
-
-def record_deliveries(client: Client, rows: list[list[object]]) -> None:
-    if not rows:
-        return
-    client.insert(
-        "alert_deliveries",
-        rows,
-        column_names=(
-            "organization_id",
-            "dedup_key",
-            "target",
-            "severity",
-            "status",
-            "attempts",
-            "reason",
-            "delivered_time",
-        ),
-    )
 
 
 class DeliveryMetrics:
@@ -171,10 +122,11 @@ async def serve(
 ) -> None:
     await storage.run(migrate)
     delivery_metrics = DeliveryMetrics(telemetry.meter)
-    saved = await storage.run(load_cursor)
+    saved = await storage.run(partial(load_cursor, name=CURSOR_NAME))
     # On first start, deliver what opens from now on, not the whole history.
     cursor = saved if saved is not None else (time.time_ns() // 10**6, "")
-    await storage.run(partial(save_cursor, cursor=cursor))
+    await storage.run(partial(save_cursor, name=CURSOR_NAME, cursor=cursor))
+    progress = partial(save_progress, name=CURSOR_NAME)
     log.info("notifier delivering alerts opened after %s", cursor)
     timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
     retry = RetryPolicy(max_attempts=settings.max_attempts, base_delay=settings.retry_base_seconds)
@@ -198,10 +150,10 @@ async def serve(
                 )
                 cursor = (stored.opened_ms, stored.alert.dedup_key)
                 if posted:
-                    await storage.run(partial(save_progress, rows=unrouted, cursor=cursor))
+                    await storage.run(partial(progress, rows=unrouted, cursor=cursor))
                     unrouted, saved = [], cursor
             if cursor != saved:
-                await storage.run(partial(save_progress, rows=unrouted, cursor=cursor))
+                await storage.run(partial(progress, rows=unrouted, cursor=cursor))
             if not batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=settings.poll_seconds)

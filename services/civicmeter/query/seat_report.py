@@ -3,8 +3,8 @@
 Seats come from seat_assignments, each seat's monthly fee from seat_charges (what the ledger
 charged, as the catalog rated it), and use from the rollups: a seat's holder uses it on an
 Asia/Seoul day with any event of the seat's service other than the "subscription" charges
-(usage_rollup_1d). Month figures (seat and usage cost, active users) come from the monthly
-rollups, never from raw events.
+(Seoul days). Month figures (seat and usage cost, active users) come from the monthly rollups,
+never from raw events. Every read goes through core.store.seats.
 
 A seat is idle on a day when its holder has not used its service on any of the `idle_days`
 days up to and including that day.
@@ -13,7 +13,6 @@ days up to and including that day.
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -24,28 +23,21 @@ from clickhouse_connect.driver.client import Client
 from civicmeter.api.money import quantize_cost
 from civicmeter.api.seoul import next_month
 from civicmeter.core.store.connection import deadline_settings
-from civicmeter.core.store.rollups import (
-    USAGE_ROLLUP_1D,
-    USAGE_ROLLUP_1MO,
-    USAGE_ROLLUP_1MO_DEPARTMENTS,
+from civicmeter.core.store.seats import (
+    Seat,
+    UseKey,
+    active_users,
+    last_use_days,
+    live_seats,
+    month_costs,
+    month_fees,
+    use_days,
+    use_key,
 )
-from civicmeter.core.store.seats import SUBSCRIPTION, Seat, live_seats, month_fees
 
 DEFAULT_IDLE_DAYS = 30
 MAX_IDLE_DAYS = 366
 DIMENSIONS = {"service": "service_id", "department": "department_id"}
-UseKey = tuple[str, str, str, str]  # (organisation, user, provider, service)
-
-
-def _use_key(seat: Seat) -> UseKey:
-    return (seat.organization_id, seat.user_id, seat.provider_name, seat.service_id)
-
-
-def _org_filter(organization_id: str | None, params: dict[str, object]) -> str:
-    if organization_id is None:
-        return ""
-    params["org"] = organization_id
-    return " AND organization_id = %(org)s"
 
 
 def month_start(day: date) -> date:
@@ -97,7 +89,7 @@ def list_seats(client: Client, query: SeatListQuery, max_seconds: float | None =
     threshold = query.as_of - timedelta(days=query.idle_days)
     statuses: list[SeatStatus] = []
     for seat in held:
-        used = last_used.get(_use_key(seat))
+        used = last_used.get(use_key(seat))
         idle = used is None or used <= threshold
         if query.only_idle and not idle:
             continue
@@ -118,23 +110,9 @@ def last_use(
     """The last day up to `day` on which each seat's holder used the seat's service."""
     if not seats:
         return {}
-    params: dict[str, object] = {"day": day, "operation": SUBSCRIPTION}
-    org = _org_filter(organization_id, params)
-    rows = client.query(
-        "SELECT organization_id, user_id, provider_name, service_id, max(window_start) "
-        f"FROM {USAGE_ROLLUP_1D.table} WHERE window_start <= %(day)s "
-        f"AND operation_name != %(operation)s{org} "
-        "GROUP BY organization_id, user_id, provider_name, service_id",
-        parameters=params,
-        settings=settings,
-    ).result_rows
-    wanted = {_use_key(seat) for seat in seats}
-    found: dict[UseKey, date] = {}
-    for o, user, provider, service, last in rows:
-        key = (str(o), str(user), str(provider), str(service))
-        if key in wanted:
-            found[key] = last
-    return found
+    wanted = {use_key(seat) for seat in seats}
+    last = last_use_days(client, organization_id, day, settings)
+    return {key: used for key, used in last.items() if key in wanted}
 
 
 # --- one month per service or department -----------------------------------------------------
@@ -191,67 +169,22 @@ def seat_summary(
     summary = SeatSummary()
     for seat in seats:
         judged = min(last, today, seat.end or last)
-        in_use = used_within(days.get(_use_key(seat), []), judged, idle_days)
+        in_use = used_within(days.get(use_key(seat), []), judged, idle_days)
         for target in (line(getattr(seat, column)), summary.total):
             target.seats += 1
             target.active_seats += in_use
-    params: dict[str, object] = {"month": first, "operation": SUBSCRIPTION}
-    org = _org_filter(organization_id, params)
-    costs = client.query(
-        f"SELECT {column}, sumIf(cost_krw, operation_name = %(operation)s), "
-        "sumIf(cost_krw, operation_name != %(operation)s) "
-        f"FROM {USAGE_ROLLUP_1MO_DEPARTMENTS.table} "
-        f"WHERE window_start = %(month)s{org} GROUP BY {column}",
-        parameters=params,
-        settings=settings,
-    ).result_rows
-    for key, seat_cost, usage_cost in costs:
-        for target in (line(str(key)), summary.total):
-            target.seat_cost += Decimal(seat_cost)
-            target.usage_cost += Decimal(usage_cost)
-    # Active users per group, and over all groups with each user counted once.
-    used = (
-        f"FROM {USAGE_ROLLUP_1MO.table} WHERE window_start = %(month)s "
-        f"AND operation_name != %(operation)s{org}"
-    )
-    for key, count in client.query(
-        f"SELECT {column}, uniqExact(organization_id, user_id) {used} GROUP BY {column}",
-        parameters=params,
-        settings=settings,
-    ).result_rows:
-        line(str(key)).active_users = int(count)
-    everyone = client.query(
-        f"SELECT uniqExact(organization_id, user_id) {used}", parameters=params, settings=settings
-    ).result_rows
-    summary.total.active_users = int(everyone[0][0]) if everyone else 0
+    for key, (seat_cost, usage_cost) in month_costs(
+        client, organization_id, first, column, settings
+    ).items():
+        for target in (line(key), summary.total):
+            target.seat_cost += seat_cost
+            target.usage_cost += usage_cost
+    users, everyone = active_users(client, organization_id, first, column, settings)
+    for key, count in users.items():
+        line(key).active_users = count
+    summary.total.active_users = everyone
     summary.lines = [lines[key] for key in sorted(lines)]
     return summary
-
-
-def use_days(
-    client: Client,
-    organization_id: str | None,
-    first: date,
-    last: date,
-    settings: dict[str, object] | None = None,
-) -> dict[UseKey, list[date]]:
-    """The days of [first, last] on which each user used each service, in order."""
-    params: dict[str, object] = {"first": first, "last": last, "operation": SUBSCRIPTION}
-    org = _org_filter(organization_id, params)
-    rows = client.query(
-        "SELECT DISTINCT organization_id, user_id, provider_name, service_id, window_start "
-        f"FROM {USAGE_ROLLUP_1D.table} "
-        "WHERE window_start >= %(first)s AND window_start <= %(last)s "
-        f"AND operation_name != %(operation)s{org}",
-        parameters=params,
-        settings=settings,
-    ).result_rows
-    found: defaultdict[UseKey, list[date]] = defaultdict(list)
-    for o, user, provider, service, day in rows:
-        found[(str(o), str(user), str(provider), str(service))].append(day)
-    for days in found.values():
-        days.sort()
-    return found
 
 
 def used_within(days: Sequence[date], day: date, idle_days: int) -> bool:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from clickhouse_connect.driver.client import Client
-
-from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.connection import Storage, engine_time_zones
 from civicmeter.query.arguments import STRING_CHARS, ArgumentError
 
 MAX_CHARS = STRING_CHARS["time_zone"]
@@ -36,13 +34,8 @@ class TimeZones:
     async def _load(self) -> frozenset[str]:
         async with self._lock:
             if self._known is None:
-                self._known = await self._storage.run(_engine_zones)
+                self._known = await self._storage.run(engine_time_zones)
             return self._known
-
-
-def _engine_zones(client: Client) -> frozenset[str]:
-    rows = client.query("SELECT time_zone FROM system.time_zones").result_rows
-    return frozenset(str(row[0]) for row in rows)
 
 
 def _python_knows(name: str) -> bool:

@@ -31,6 +31,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.store.connection import deadline_settings
+from civicmeter.core.store.ledger import IN_RANGE, as_rollup_rows
 from civicmeter.core.store.rollups import COST_MEASURES, GRAINS, MEASURES, ROLLUPS, Grain, Rollup
 from civicmeter.query.arguments import ArgumentError, echo
 
@@ -247,7 +248,7 @@ def rerating_adjustments(
     settings = deadline_settings(max_seconds)
     params: dict[str, object] = {"tz": query.time_zone}
     conditions = _conditions(query, params)
-    conditions.append(_IN_RANGE.format(col="event_time"))
+    conditions.append(IN_RANGE.format(col="event_time"))
     bucket = _bucket(_LEDGER, query.granularity)
     rows = client.query(
         f"SELECT {bucket} AS bucket, sum(cost_delta_krw) FROM "
@@ -282,12 +283,6 @@ def _placeholders(values: tuple[object, ...], params: dict[str, object]) -> list
     return names
 
 
-_IN_RANGE = (
-    "{col} >= fromUnixTimestamp64Milli(%(start_ms)s, 'UTC') "
-    "AND {col} < fromUnixTimestamp64Milli(%(end_ms)s, 'UTC')"
-)
-
-
 def _conditions(query: UsageQuery, params: dict[str, object]) -> list[str]:
     """The tenant predicate and the filters; sets the range's bounds in `params`."""
     conditions: list[str] = []
@@ -312,25 +307,11 @@ def _from_where(source: _Source, query: UsageQuery, params: dict[str, object]) -
         conditions.append("window_start >= %(start_day)s AND window_start < %(end_day)s")
         return source.table, " AND ".join(conditions)
     if rollup is not None:
-        conditions.append(_IN_RANGE.format(col="window_start"))
+        conditions.append(IN_RANGE.format(col="window_start"))
         return source.table, " AND ".join(conditions)
     # The ledger: stored events and the re-rating deltas, as rows shaped like a rollup's.
-    where = " AND ".join([*conditions, _IN_RANGE.format(col="event_time")])
-    dims = ", ".join(DIMENSIONS.values())
-    zeros = ", ".join(f"toUInt64(0) AS {q}" for q in QUANTITIES)
-    quantities = ", ".join(QUANTITIES)
-    ledger = (
-        f"(SELECT event_time AS window_start, {dims}, toUInt64(1) AS events, {quantities}, "
-        "toDecimal128(cost_krw, 6) AS cost_krw, toUInt64(late) AS late_events, "
-        "if(late = 1, toDecimal128(cost_krw, 6), toDecimal128(0, 6)) AS late_cost_krw "
-        f"FROM usage_events FINAL WHERE {where} "
-        f"UNION ALL SELECT event_time AS window_start, {dims}, toUInt64(0) AS events, {zeros}, "
-        "toDecimal128(cost_delta_krw, 6) AS cost_krw, toUInt64(0) AS late_events, "
-        "toDecimal128(0, 6) AS late_cost_krw "
-        # Re-rating deltas carry no decision (denied events are never re-rated).
-        f"FROM (SELECT *, '' AS decision FROM cost_corrections) WHERE {where})"
-    )
-    return ledger, "1"
+    where = " AND ".join([*conditions, IN_RANGE.format(col="event_time")])
+    return as_rollup_rows(where, list(DIMENSIONS.values())), "1"
 
 
 def _bucket(source: _Source, granularity: str | None) -> str:

@@ -98,6 +98,12 @@ def deadline_settings(max_seconds: float | None) -> dict[str, object] | None:
     return {"max_execution_time": max(1, math.ceil(max_seconds))} if max_seconds else None
 
 
+def engine_time_zones(client: Client) -> frozenset[str]:
+    """The time zones the engine knows (system.time_zones)."""
+    rows = client.query("SELECT time_zone FROM system.time_zones").result_rows
+    return frozenset(str(row[0]) for row in rows)
+
+
 def open_storage(settings: ClickHouseSettings) -> Storage:
     """Storage on settings.database. Embedded storage is one per data path per process."""
     if settings.interface == "chdb":

@@ -1,4 +1,5 @@
-"""Seats in ClickHouse: the seat assignments as last loaded, and the monthly charges made.
+"""Seats in ClickHouse: the seat assignments as last loaded, the monthly charges made, and
+their holders' use as the rollups keep it.
 
 A seat is one user's subscription of one AI service, from a start date to an optional end date
 (both inclusive, calendar days in Asia/Seoul). The billing service's seat ledger writes both
@@ -10,12 +11,19 @@ one not at all.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date
 from decimal import Decimal
 
 from clickhouse_connect.driver.client import Client
+
+from civicmeter.core.store.rollups import (
+    USAGE_ROLLUP_1D,
+    USAGE_ROLLUP_1MO,
+    USAGE_ROLLUP_1MO_DEPARTMENTS,
+)
 
 
 @dataclass(frozen=True)
@@ -166,3 +174,116 @@ def month_fees(
         settings=settings,
     ).result_rows
     return {(str(o), str(s)): (Decimal(cost), str(version)) for o, s, cost, version in rows}
+
+
+# --- seat use, from the rollups ---------------------------------------------------------------
+
+UseKey = tuple[str, str, str, str]  # (organisation, user, provider, service)
+
+
+def use_key(seat: Seat) -> UseKey:
+    """Whose use of what counts as using the seat."""
+    return (seat.organization_id, seat.user_id, seat.provider_name, seat.service_id)
+
+
+def last_use_days(
+    client: Client,
+    organization_id: str | None,
+    day: date,
+    settings: dict[str, object] | None = None,
+) -> dict[UseKey, date]:
+    """The last Asia/Seoul day up to `day` on which each user used each service: any event
+    other than a subscription charge."""
+    params: dict[str, object] = {"day": day, "operation": SUBSCRIPTION}
+    org = _org_filter(organization_id, params)
+    rows = client.query(
+        "SELECT organization_id, user_id, provider_name, service_id, max(window_start) "
+        f"FROM {USAGE_ROLLUP_1D.table} WHERE window_start <= %(day)s "
+        f"AND operation_name != %(operation)s{org} "
+        "GROUP BY organization_id, user_id, provider_name, service_id",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    return {(str(o), str(user), str(provider), str(service)): last
+            for o, user, provider, service, last in rows}  # fmt: skip
+
+
+def use_days(
+    client: Client,
+    organization_id: str | None,
+    first: date,
+    last: date,
+    settings: dict[str, object] | None = None,
+) -> dict[UseKey, list[date]]:
+    """The days of [first, last] on which each user used each service, in order."""
+    params: dict[str, object] = {"first": first, "last": last, "operation": SUBSCRIPTION}
+    org = _org_filter(organization_id, params)
+    rows = client.query(
+        "SELECT DISTINCT organization_id, user_id, provider_name, service_id, window_start "
+        f"FROM {USAGE_ROLLUP_1D.table} "
+        "WHERE window_start >= %(first)s AND window_start <= %(last)s "
+        f"AND operation_name != %(operation)s{org}",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    found: defaultdict[UseKey, list[date]] = defaultdict(list)
+    for o, user, provider, service, day in rows:
+        found[(str(o), str(user), str(provider), str(service))].append(day)
+    for days in found.values():
+        days.sort()
+    return found
+
+
+def month_costs(
+    client: Client,
+    organization_id: str | None,
+    month: date,
+    column: str,
+    settings: dict[str, object] | None = None,
+) -> dict[str, tuple[Decimal, Decimal]]:
+    """Value of `column` (a dimension of the monthly rollups) -> (seat charges, other use) in
+    the Asia/Seoul month starting on `month`."""
+    params: dict[str, object] = {"month": month, "operation": SUBSCRIPTION}
+    org = _org_filter(organization_id, params)
+    rows = client.query(
+        f"SELECT {column}, sumIf(cost_krw, operation_name = %(operation)s), "
+        "sumIf(cost_krw, operation_name != %(operation)s) "
+        f"FROM {USAGE_ROLLUP_1MO_DEPARTMENTS.table} "
+        f"WHERE window_start = %(month)s{org} GROUP BY {column}",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    return {str(key): (Decimal(seats), Decimal(use)) for key, seats, use in rows}
+
+
+def active_users(
+    client: Client,
+    organization_id: str | None,
+    month: date,
+    column: str,
+    settings: dict[str, object] | None = None,
+) -> tuple[dict[str, int], int]:
+    """The users who used any service in the Asia/Seoul month starting on `month` (other than
+    by being charged a seat): per value of `column`, and over all values, each user once."""
+    params: dict[str, object] = {"month": month, "operation": SUBSCRIPTION}
+    org = _org_filter(organization_id, params)
+    used = (
+        f"FROM {USAGE_ROLLUP_1MO.table} WHERE window_start = %(month)s "
+        f"AND operation_name != %(operation)s{org}"
+    )
+    per_key = client.query(
+        f"SELECT {column}, uniqExact(organization_id, user_id) {used} GROUP BY {column}",
+        parameters=params,
+        settings=settings,
+    ).result_rows
+    everyone = client.query(
+        f"SELECT uniqExact(organization_id, user_id) {used}", parameters=params, settings=settings
+    ).result_rows
+    return {str(key): int(n) for key, n in per_key}, int(everyone[0][0]) if everyone else 0
+
+
+def _org_filter(organization_id: str | None, params: dict[str, object]) -> str:
+    if organization_id is None:
+        return ""
+    params["org"] = organization_id
+    return " AND organization_id = %(org)s"
