@@ -8,8 +8,9 @@ for Seoul, the masking for REDACT) on prompts of about 4 KB made of the PII benc
 a third of them with a registration number, in this one process and thread; each call timed
 alone, wall clock and thread CPU time. Target p99 <= 1 ms.
 
-Remote: the decision service in its own process (`python -m civicmeter decision`: API keys,
-roles, audit log and per-key rate limit on) on an empty embedded ClickHouse of its own; the
+Remote: the decision service in its own process (`python -m civicmeter decision`, gRPC's
+thread-pool server: API keys, roles, audit log and per-key rate limit on) on an empty embedded
+ClickHouse of its own; the
 load generator is a separate process (`--client`, a grpc.aio client) sending `Decide` open-loop
 at each of --rates calls a second (each call starts on its schedule, whatever the ones before
 it are doing) for --seconds, with findings counts as a gateway sends them; each call timed
@@ -49,6 +50,7 @@ from grpc_health.v1 import health_pb2
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.core.access.auth import hash_token
 from civicmeter.gateway import Guard, RequestFacts
+from civicmeter.query.decision_server import DECIDE_WORKERS
 from loadtests.measure import sample_process
 from loadtests.pii.bench import _cpu_model
 from loadtests.pii.corpus import generate
@@ -266,7 +268,7 @@ def serve_floor(kind: str, port: int) -> None:
         def prepared(request: bytes, context: grpc.ServicerContext) -> bytes:
             return answer
 
-        server = grpc.server(ThreadPoolExecutor(max_workers=4))
+        server = grpc.server(ThreadPoolExecutor(max_workers=DECIDE_WORKERS))
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler(
                 service, {method: grpc.unary_unary_rpc_method_handler(prepared)}), health_only]
@@ -426,13 +428,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server, so its CPU is shown too. Server CPU per call is the server process's CPU "
         "time (all its threads, /proc) over the run divided by the calls.",
         "",
-        f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process: API "
-        "keys, role check, per-key rate limit, argument checks, an audit row per call (queued, "
-        "written in batches by a background task), the policy from config/policies.yaml and "
-        "the budget state (empty embedded ClickHouse of its own) refreshed every 2 s.",
+        f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process, on the "
+        f"thread-pool server (grpc.server: {DECIDE_WORKERS} threads for calls, one more per "
+        "policy watcher): API keys, role check, per-key rate limit, argument checks, an audit "
+        "row per call (queued, written in batches by a background task), the policy from "
+        "config/policies.yaml and the budget state (empty embedded ClickHouse of its own) "
+        "read again every 2 s by a background thread.",
         f"- **{FLOORS['aio']}** / **{FLOORS['sync']}**: the transport alone, a fixed "
         "DecideResponse with no API work, on grpc.aio and on the thread-pool server "
-        "(grpc.server, 4 workers): the floor either server model puts under any API.",
+        f"(grpc.server, {DECIDE_WORKERS} workers): the floor either server model puts under "
+        "any API.",
         "",
         "| server | offered calls/s | achieved calls/s | seconds | errors | p50 ms | p90 ms | "
         "p99 ms | max ms | server CPU ms/call | server cores busy | client CPU ms/call | "
