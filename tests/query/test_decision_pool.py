@@ -1,7 +1,8 @@
 """The decision process's thread-pool server: policy watchers hold a pool thread each, so their
 number is bounded and one more is refused; Decide calls are answered on several threads at
 once with every one audited; a budget read in progress holds up no decision but an
-organisation's first; reflection's streams are bounded too."""
+organisation's first; reflection's streams are bounded too; mutual TLS names the caller as on
+the query service."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
-from civicmeter.core.access.auth import Principal
+from civicmeter.core.access.auth import Principal, hash_token
+from civicmeter.core.config import ClickHouseSettings, QuerySettings
 from civicmeter.core.store.connection import Storage
 from civicmeter.query.access import AuditEntry, AuditLog
-from civicmeter.query.decision_server import MAX_REFLECTION_STREAMS
+from civicmeter.query.decision_server import MAX_REFLECTION_STREAMS, build_decision_server
 from civicmeter.query.decision_service import REFRESH_SECONDS
+from loadtests.stack import free_port
 from tests.query.test_decision_service import GATEWAY, TWO_ORGS, auth, request, serving
+from tests.query.test_tls import Pki, pki  # noqa: F401 (the certificates fixture)
 
 WATCH = "/civicmeter.decision.v1.DecisionService/WatchPolicy"
 DECIDE = "/civicmeter.decision.v1.DecisionService/Decide"
@@ -236,3 +240,37 @@ async def test_reflection_names_the_service_and_its_streams_are_bounded(
         assert "reflection" in (refused.value.details() or "")
         for stream in open_streams:
             await stream.done_writing()
+
+
+async def test_a_client_certificate_names_the_gateway_key_under_mutual_tls(
+    clickhouse: Client,
+    pki: Pki,
+    tmp_path: Path,  # noqa: F811 (the fixture)
+) -> None:
+    keys = tmp_path / "keys.yaml"  # the test certificate's common name is "seoul-finance"
+    keys.write_text(
+        "keys:\n  - id: seoul-finance\n    organization_id: seoul\n    role: gateway\n"
+        f"    sha256: {hash_token('cmk_unused')}\n"
+    )
+    (tmp_path / "policies.yaml").write_text("version: tls-1\n")
+    settings = QuerySettings(
+        ClickHouseSettings(), grpc_port=free_port(), api_keys_file=keys,
+        policy_file=tmp_path / "policies.yaml", tls_cert_file=pki.server_cert,
+        tls_key_file=pki.server_key, tls_client_ca_file=pki.ca)  # fmt: skip
+    server = build_decision_server(settings, Storage(clickhouse))
+    await server.start()
+    target = f"127.0.0.1:{settings.grpc_port}"
+    root = pki.ca.read_bytes()
+    try:
+        mutual = grpc.ssl_channel_credentials(
+            root, pki.client_key.read_bytes(), pki.client_cert.read_bytes()
+        )
+        async with grpc.aio.secure_channel(target, mutual) as channel:
+            answer = await decision_grpc.DecisionServiceStub(channel).Decide(request(), timeout=10)
+        assert (answer.organization_id, answer.policy_version) == ("seoul", "tls-1")
+        async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await decision_grpc.DecisionServiceStub(channel).Decide(request(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # no certificate, no call
+    finally:
+        await server.stop(0)
