@@ -2,13 +2,15 @@
 cost_corrections, which together give every event's cost now.
 
 Here are the reads the query planner falls back to, the sums reconciliation compares with the
-rollups, and re-rating's pages of events and record of corrections. The sink alone writes rated
+rollups, the charges of a FOCUS export, and re-rating's pages of events and record of
+corrections. The sink alone writes rated
 events (sink/); re-rating alone writes corrections, through `record_corrections`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -103,6 +105,114 @@ def rollup_totals(
         (str(o), int(n), Decimal(cost), None if rollup.cost_only else _ints(rest))
         for o, n, cost, *rest in rows
     ]
+
+
+# --- FOCUS charges -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChargePage:
+    """A page of the charges of [start, end) of the ledger, of one organisation or all, with
+    the time zone its days and billing months are counted in, grouped by `columns` too."""
+
+    start: datetime
+    end: datetime
+    time_zone: str
+    organization_id: str | None
+    columns: tuple[str, ...]  # dimension columns
+    after: tuple[object, ...] | None  # the key of the previous page's last row
+    limit: int
+
+
+# The end of the event's billing month (a month in the page's time zone) as a DateTime.
+_MONTH_END = "toDateTime(addMonths(toStartOfMonth(toDateTime({col}, %(tz)s)), 1), %(tz)s)"
+
+
+def usage_charge_rows(
+    client: Client, page: ChargePage, settings: dict[str, object] | None = None
+) -> list[tuple[object, ...]]:
+    """The page's rows of events grouped by (day in the page's zone, Asia/Seoul date, each of
+    its columns, price version): (day as epoch seconds, Seoul date,
+    *column values, price version, events, the sum of each quantity, the events carrying each
+    quantity, cost). An event re-rated while its billing month was still open counts at its
+    new cost and version: the month had not been invoiced."""
+    params, tenant = _charge_params(page)
+    where = f"{IN_RANGE.format(col='event_time')}{tenant}"
+    keys = [f"e.{column} AS k{i}" for i, column in enumerate(page.columns)]
+    sums = ", ".join(f"sum(e.{q}) AS {q}" for q in QUANTITIES)
+    counts = ", ".join(f"countIf(e.{q} > 0) AS n_{q}" for q in QUANTITIES)
+    order = ["day", "seoul_date", *(f"k{i}" for i in range(len(keys))), "version"]
+    grouped = (
+        "SELECT toUnixTimestamp(toStartOfDay(e.event_time, %(tz)s)) AS day, "
+        "toDate(e.event_time, 'Asia/Seoul') AS seoul_date, "
+        f"{''.join(k + ', ' for k in keys)}"
+        "if(c.event_id = '', toString(e.price_version), c.version) AS version, "
+        f"count() AS events, {sums}, {counts}, "
+        "sum(toDecimal128(e.cost_krw, 6) + c.delta) AS cost "
+        f"FROM (SELECT * FROM usage_events FINAL WHERE {where}) AS e "
+        "LEFT JOIN (SELECT organization_id, event_id, sum(cost_delta_krw) AS delta, "
+        "argMax(toString(to_price_version), corrected_time) AS version FROM cost_corrections "
+        f"WHERE {where} AND corrected_time < {_MONTH_END.format(col='event_time')} "
+        "GROUP BY organization_id, event_id) AS c "
+        "ON e.organization_id = c.organization_id AND e.event_id = c.event_id "
+        f"GROUP BY {', '.join(order)}"
+    )
+    return _page(client, grouped, order, params, page, settings)
+
+
+def correction_charge_rows(
+    client: Client, page: ChargePage, settings: dict[str, object] | None = None
+) -> list[tuple[object, ...]]:
+    """The page's rows of the re-rating deltas made in its range to closed billing months,
+    grouped by (the event's day, the month the delta was made in, each of its columns, the
+    version re-rated to): (day and month as epoch seconds, *column values, version, events,
+    cost)."""
+    params, tenant = _charge_params(page)
+    where = (
+        f"{IN_RANGE.format(col='corrected_time')}{tenant} "
+        f"AND corrected_time >= {_MONTH_END.format(col='event_time')}"
+    )
+    keys = [f"{column} AS k{i}" for i, column in enumerate(page.columns)]
+    order = ["day", "billed_month", *(f"k{i}" for i in range(len(keys))), "version"]
+    grouped = (
+        "SELECT toUnixTimestamp(toStartOfDay(event_time, %(tz)s)) AS day, "
+        "toUnixTimestamp(toDateTime(toStartOfMonth(toDateTime(corrected_time, %(tz)s)), %(tz)s))"
+        f" AS billed_month, {''.join(k + ', ' for k in keys)}"
+        "toString(to_price_version) AS version, uniqExact(event_id) AS events, "
+        "sum(cost_delta_krw) AS cost "
+        f"FROM cost_corrections WHERE {where} GROUP BY {', '.join(order)}"
+    )
+    return _page(client, grouped, order, params, page, settings)
+
+
+def _charge_params(page: ChargePage) -> tuple[dict[str, object], str]:
+    params, tenant = _period(page.start, page.end, page.organization_id)
+    params["tz"] = page.time_zone
+    return params, tenant
+
+
+def _page(
+    client: Client,
+    grouped: str,
+    order: list[str],
+    params: dict[str, object],
+    page: ChargePage,
+    settings: dict[str, object] | None,
+) -> list[tuple[object, ...]]:
+    keyset = ""
+    if page.after is not None:
+        names = []
+        for i, value in enumerate(page.after):
+            params[f"after{i}"] = value
+            names.append(f"%(after{i})s")
+        keyset = f"WHERE ({', '.join(order)}) > ({', '.join(names)})"
+    params["limit"] = page.limit
+    result = client.query(
+        f"SELECT * FROM ({grouped}) {keyset} ORDER BY {', '.join(order)} LIMIT %(limit)s",
+        parameters=params,
+        settings=settings,
+    )
+    return [tuple(row) for row in result.result_rows]
 
 
 # --- re-rating ---------------------------------------------------------------------------------
