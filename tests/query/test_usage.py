@@ -15,7 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.query.usage import DIMENSIONS, UsageQuery, UsageQueryError, check, plan, usage
+from civicmeter.core.store.rollups import ROLLUPS
+from civicmeter.query.usage import (
+    DIMENSIONS,
+    GRANULARITIES,
+    UsageQuery,
+    UsageQueryError,
+    check,
+    plan,
+    usage,
+)
 from civicmeter.sink.event_writer import write_events
 from tests.factories import event
 
@@ -241,6 +250,23 @@ def test_a_page_past_the_last_still_carries_the_totals(stored: Client) -> None:
     beyond = usage(stored, _with(query, after=(0, "zzzz")))
     assert beyond.rows == [] and not beyond.has_more
     assert beyond.totals == whole.totals and whole.totals.events > 0
+
+
+def test_every_rollup_of_the_registry_answers_the_questions_that_fit_it() -> None:
+    """The planner knows the rollups from the registry alone: each answers a question split by
+    its dimensions over a range of its windows (the month starts move to a window inside)."""
+    names = {column: name for name, column in DIMENSIONS.items()}
+    inside = {"minute": timedelta(minutes=7), "hour": timedelta(hours=5),
+              "day": timedelta(days=3), "month": timedelta(0)}  # fmt: skip
+    for rollup in ROLLUPS:
+        query = UsageQuery(
+            START + inside[rollup.grain],
+            END,
+            tuple(names[column] for column in rollup.dimensions),
+            granularity=rollup.grain if rollup.grain in GRANULARITIES else None,
+            time_zone=rollup.calendar if rollup.dated else "Asia/Seoul",
+        )
+        assert plan(query, quantities=not rollup.cost_only).table == rollup.table
 
 
 def test_a_cost_only_answer_has_the_same_costs_without_quantities(stored: Client) -> None:
