@@ -10,10 +10,10 @@ alone, wall clock and thread CPU time. Target p99 <= 1 ms.
 
 Remote: the decision service in its own process (`python -m civicmeter decision`, gRPC's
 thread-pool server: API keys, roles, audit log and per-key rate limit on) on an empty embedded
-ClickHouse of its own; the
-load generator is a separate process (`--client`, a grpc.aio client) sending `Decide` open-loop
-at each of --rates calls a second (each call starts on its schedule, whatever the ones before
-it are doing) for --seconds, with findings counts as a gateway sends them; each call timed
+ClickHouse of its own; the load generator is a separate process (`--client`, a grpc.aio
+client, no garbage collection during the run) sending `Decide` open-loop at each of --rates
+calls a second (each call starts on its schedule, whatever the ones before it are doing) for
+--seconds, with findings counts as a gateway sends them; each call timed
 from its start to its answer. It reads the server's CPU time (/proc) and its own around the
 run: CPU per call on both sides, since they share the machine's cores. Then, for scale, the
 transport floor: a fixed answer and no API on grpc.aio and on the thread-pool server.
@@ -174,6 +174,10 @@ async def _client(target: str, rate: float, seconds: float, server_pid: int) -> 
 
         total = int(rate * seconds)
         tasks: list[asyncio.Task[None]] = []
+        # The load generator's own full collections (30-50 ms with the run's calls alive,
+        # measured) would be timed as the server's latency: none run during the run.
+        gc.collect()
+        gc.disable()
         server_began = sample_process(server_pid).cpu_seconds
         own_began = _own_cpu()
         start = time.perf_counter()
@@ -184,6 +188,7 @@ async def _client(target: str, rate: float, seconds: float, server_pid: int) -> 
             tasks.append(asyncio.create_task(one(bodies[n % len(bodies)])))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        gc.enable()
         server_cpu = sample_process(server_pid).cpu_seconds - server_began
         own_cpu = _own_cpu() - own_began
     print(json.dumps({"times": times, "errors": errors, "achieved": total / elapsed,
@@ -424,9 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Open loop: each call starts on its schedule (1/rate apart), whatever the ones before "
         "it are doing, and is timed from its start to its answer. The load generator is a "
         "process of its own (a Python grpc.aio client on one connection, pre-serialised "
-        "requests with findings counts as a gateway sends them) on the same two cores as the "
-        "server, so its CPU is shown too. Server CPU per call is the server process's CPU "
-        "time (all its threads, /proc) over the run divided by the calls.",
+        "requests with findings counts as a gateway sends them, its garbage collector off "
+        "during the run so that its own pauses are not timed as the server's) on the same two "
+        "cores as the server, so its CPU is shown too. Server CPU per call is the server "
+        "process's CPU time (all its threads, /proc) over the run divided by the calls.",
         "",
         f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process, on the "
         f"thread-pool server (grpc.server: {DECIDE_WORKERS} threads for calls, one more per "
