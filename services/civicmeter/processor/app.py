@@ -24,12 +24,14 @@ partition reads that partition's state back first (detector_state.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 
 from civicmeter.api.severity import SEVERITY_NAMES
@@ -56,6 +58,15 @@ from civicmeter.processor.alerts import to_record
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detector_state import DetectionTopics, StateStore
 from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
+from civicmeter.processor.state_flush import StateFlush
+
+# Detector state is written at most this long after the batches it counts (and their offsets
+# committed then): a key changed by many batches meanwhile is written once (state_flush.py).
+STATE_INTERVAL_SECONDS = 5.0
+# Users' day totals go to the organisation-wide agent at most this long after they change: the
+# delay its alerts (peer_spike, new_service_in_department) can take on top of the batch's.
+ACTIVITY_INTERVAL_SECONDS = 1.0
+_NO_LOCK = contextlib.nullcontext()
 
 log = logging.getLogger("civicmeter.processor")
 
@@ -84,10 +95,14 @@ def build_app(
     detection: DetectionEngine | None = None,
     policies: PolicySource | None = None,
     organization: DetectionEngine | None = None,
+    *,
+    state_interval: float = STATE_INTERVAL_SECONDS,
+    activity_interval: float = ACTIVITY_INTERVAL_SECONDS,
 ) -> faust.App:
     """`detection` runs where each user's events are; with `organization` (the
     organisation-wide detectors), `detection` must report activity (activity_updates=True),
-    and both engines' state is kept in Kafka."""
+    and both engines' state is kept in Kafka, written every `state_interval` seconds (the
+    day totals every `activity_interval`)."""
     kafka = settings.kafka
     topics = kafka.topics
     brokers = ";".join(f"kafka://{b}" for b in kafka.bootstrap_servers.split(","))
@@ -129,78 +144,100 @@ def build_app(
     async def rate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor")
         await producer.start()
-        try:
-            # take_events (not take) keeps each record's partition, offset and headers.
-            batches = cast("faust.Stream[bytes]", stream).take_events
-            async for taken in batches(settings.batch_size, within=settings.batch_within_seconds):
-                started = time.perf_counter()
-                events = taken if users is None else _assigned(app, taken, users, topics.raw)
-                if not events:
-                    yield None
-                    continue
-                records = [
-                    RawRecord(e.message.value, e.message.partition, e.message.offset)
-                    for e in events
-                ]
-                if users is not None:
-                    await users.ensure_loaded(r.partition for r in records)
-                links = links_from_headers(e.message.headers for e in events)
-                accepted = [e.message.timestamp for e in events]  # stamped by ingest's producer
-                span = consumer_span(
-                    tracer,
-                    topics.raw,
-                    len(records),
-                    links,
-                    consuming,
-                    (r.partition for r in records),
-                )
-                with trace.use_span(span, end_on_exit=True):
-                    result = processor.process(records)
-                    # One producer span per destination, its context in its records' headers.
-                    with producing(tracer, topics.rated, len(result.rated), sending) as headers:
-                        futures = await send_event_batches(
-                            producer,
-                            topics.rated,
-                            result.rated,
-                            headers + accept_time_header(accepted),
-                        )
-                    if result.dead:
-                        with producing(tracer, topics.dlq, len(result.dead), sending) as headers:
-                            futures += await send_batched(
-                                producer, topics.dlq, result.dead, headers
-                            )
-                    if result.alerts:
-                        alerts = (
-                            (a.dedup_key.encode(), a.SerializeToString()) for a in result.alerts
-                        )
-                        with producing(
-                            tracer, topics.alerts, len(result.alerts), sending
-                        ) as headers:
-                            futures += await send_batched(producer, topics.alerts, alerts, headers)
-                    if users is not None and detection is not None:
-                        activity = _by_organization(detection.take_activity())
-                        with producing(tracer, names.activity, len(activity), sending) as headers:
-                            futures += await send_batched(
-                                producer, names.activity, activity, headers
-                            )
-                    # Offsets of this batch are committed only once all of it is durable, and
-                    # the state that counts it after its outputs.
+        source = cast("faust.Stream[bytes]", stream)
+        flush: StateFlush | None = None
+        if users is not None and detection is not None:
+            engine, store = detection, users
+
+            async def publish_activity() -> None:
+                activity = _by_organization(engine.take_activity())
+                if activity:
+                    with producing(tracer, names.activity, len(activity), sending) as headers:
+                        futures = await send_batched(producer, names.activity, activity, headers)
                     await asyncio.gather(*futures)
-                    if users is not None and detection is not None:
-                        await users.write(producer, detection.take_state())
-                counters.record(result)
-                latency.record(accepted, (first_event_time(r.value) for r in records), time.time())
-                processing.record(time.perf_counter() - started, consumed)
-                if result.dead:
-                    log.warning(
-                        "dead-lettered %d of %d events: %s",
-                        len(result.dead),
-                        result.events,
-                        result.reasons,
+
+            async def write_state() -> None:
+                await store.write(producer, engine.take_state())
+
+            flush = StateFlush(
+                write_state,
+                source.ack,
+                interval=state_interval,
+                publish=publish_activity,
+                publish_interval=activity_interval,
+                pending_keys=lambda: engine.pending_state,
+            )
+        try:
+            async with _flushing(flush, app):
+                # take_events (not take) keeps each record's partition, offset and headers;
+                # with durable state, noack_take: records are acknowledged (and so their
+                # offsets committed) only once the state counting them is written.
+                batches = source.take_events if flush is None else source.noack_take
+                async for taken in batches(
+                    settings.batch_size, within=settings.batch_within_seconds
+                ):
+                    started = time.perf_counter()
+                    events: Sequence[Any] = taken  # noack_take's are events too
+                    if users is not None and flush is not None:
+                        events = await _assigned(app, taken, users, topics.raw, source)
+                    if not events:
+                        yield None
+                        continue
+                    async with flush.lock if flush is not None else _NO_LOCK:
+                        result = await process(producer, events, flush)
+                    counters.record(result)
+                    latency.record(
+                        [e.message.timestamp for e in events],
+                        (first_event_time(e.message.value) for e in events),
+                        time.time(),
                     )
-                yield None
+                    processing.record(time.perf_counter() - started, consumed)
+                    if result.dead:
+                        log.warning(
+                            "dead-lettered %d of %d events: %s",
+                            len(result.dead),
+                            result.events,
+                            result.reasons,
+                        )
+                    yield None
         finally:
             await producer.stop()
+
+    async def process(
+        producer: AIOKafkaProducer, events: Sequence[Any], flush: StateFlush | None
+    ) -> BatchResult:
+        """Rate and detect one micro-batch and publish what it produced; with durable state,
+        hand it to `flush` once all of that is acknowledged."""
+        records = [
+            RawRecord(e.message.value, e.message.partition, e.message.offset) for e in events
+        ]
+        if users is not None:
+            await users.ensure_loaded(r.partition for r in records)
+        links = links_from_headers(e.message.headers for e in events)
+        accepted = [e.message.timestamp for e in events]  # stamped by ingest's producer
+        span = consumer_span(
+            tracer, topics.raw, len(records), links, consuming, (r.partition for r in records)
+        )
+        with trace.use_span(span, end_on_exit=True):
+            result = processor.process(records)
+            # One producer span per destination, its context in its records' headers.
+            with producing(tracer, topics.rated, len(result.rated), sending) as headers:
+                futures = await send_event_batches(
+                    producer, topics.rated, result.rated, headers + accept_time_header(accepted)
+                )
+            if result.dead:
+                with producing(tracer, topics.dlq, len(result.dead), sending) as headers:
+                    futures += await send_batched(producer, topics.dlq, result.dead, headers)
+            if result.alerts:
+                alerts = ((a.dedup_key.encode(), a.SerializeToString()) for a in result.alerts)
+                with producing(tracer, topics.alerts, len(result.alerts), sending) as headers:
+                    futures += await send_batched(producer, topics.alerts, alerts, headers)
+            # The state that counts this batch is written only after its outputs are durable,
+            # and its offsets committed only after that state (state_flush.py).
+            await asyncio.gather(*futures)
+            if flush is not None:
+                await flush.processed(events)
+        return result
 
     app.agent(raw_topic, name="rate")(rate)
 
@@ -212,37 +249,60 @@ def build_app(
 
         async def organize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             assert organization is not None
+            engine = organization
             producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor-org")
             await producer.start()
+            source = cast("faust.Stream[bytes]", stream)
+            # The activity partition of each organisation whose state is pending.
+            partition_of: dict[str, int] = {}
+
+            async def write_state() -> None:
+                await organizations.write(producer, engine.take_state(), partition_of)
+                partition_of.clear()
+
+            flush = StateFlush(
+                write_state,
+                source.ack,
+                interval=state_interval,
+                pending_keys=lambda: engine.pending_state,
+            )
             try:
-                batches = cast("faust.Stream[bytes]", stream).take_events
-                async for taken in batches(
-                    settings.batch_size, within=settings.batch_within_seconds
-                ):
-                    events = _assigned(app, taken, organizations, names.activity)
-                    await organizations.ensure_loaded(e.message.partition for e in events)
-                    updates: list[activity_pb2.UserDayActivity] = []
-                    partition_of: dict[str, int] = {}
-                    for e in events:
-                        batch = activity_pb2.UserDayActivityBatch.FromString(e.message.value or b"")
-                        for update in batch.updates:
-                            partition_of[update.organization_id] = e.message.partition
-                        updates.extend(batch.updates)
-                    result = BatchResult(
-                        alerts=[to_record(a) for a in organization.apply_activity(updates)]
-                    )
-                    if result.alerts:
-                        alerts = (
-                            (a.dedup_key.encode(), a.SerializeToString()) for a in result.alerts
-                        )
-                        with producing(
-                            tracer, topics.alerts, len(result.alerts), sending
-                        ) as headers:
-                            futures = await send_batched(producer, topics.alerts, alerts, headers)
-                        await asyncio.gather(*futures)
-                    await organizations.write(producer, organization.take_state(), partition_of)
-                    counters.record(result)
-                    yield None
+                async with _flushing(flush, app):
+                    async for taken in source.noack_take(
+                        settings.batch_size, within=settings.batch_within_seconds
+                    ):
+                        events = await _assigned(app, taken, organizations, names.activity, source)
+                        if not events:
+                            yield None
+                            continue
+                        async with flush.lock:
+                            await organizations.ensure_loaded(e.message.partition for e in events)
+                            updates: list[activity_pb2.UserDayActivity] = []
+                            for e in events:
+                                batch = activity_pb2.UserDayActivityBatch.FromString(
+                                    e.message.value or b""
+                                )
+                                for update in batch.updates:
+                                    partition_of[update.organization_id] = e.message.partition
+                                updates.extend(batch.updates)
+                            result = BatchResult(
+                                alerts=[to_record(a) for a in engine.apply_activity(updates)]
+                            )
+                            if result.alerts:
+                                alerts = (
+                                    (a.dedup_key.encode(), a.SerializeToString())
+                                    for a in result.alerts
+                                )
+                                with producing(
+                                    tracer, topics.alerts, len(result.alerts), sending
+                                ) as headers:
+                                    futures = await send_batched(
+                                        producer, topics.alerts, alerts, headers
+                                    )
+                                await asyncio.gather(*futures)
+                            await flush.processed(events)
+                        counters.record(result)
+                        yield None
             finally:
                 await producer.stop()
 
@@ -279,13 +339,45 @@ def build_app(
     return app
 
 
-def _assigned(app: faust.App, events: Sequence[Any], store: StateStore, topic: str) -> list[Any]:
+async def _assigned(
+    app: faust.App,
+    events: Sequence[Any],
+    store: StateStore,
+    topic: str,
+    source: faust.Stream[bytes],
+) -> list[Any]:
     """The events of partitions assigned here now. Records a rebalance took away, fetched
     before it, are left to the new owner: processed here too, their state would be written by
-    two processes at once (commits of revoked partitions are discarded anyway)."""
+    two processes at once. They are acknowledged at once, so faust does not wait for them
+    (commits of revoked partitions are discarded anyway)."""
     assignment = app.consumer.assignment()
     store.keep_only(tp.partition for tp in assignment if tp.topic == topic)
-    return [e for e in events if e.message.tp in assignment]
+    kept = []
+    for event in events:
+        if event.message.tp in assignment:
+            kept.append(event)
+        else:
+            await source.ack(event)
+    return kept
+
+
+@contextlib.asynccontextmanager
+async def _flushing(flush: StateFlush | None, app: faust.App) -> AsyncIterator[None]:
+    """Runs `flush`'s timer (at once during a rebalance, whose revocation waits for every
+    record to be acknowledged) while an agent runs, and writes what is pending when it stops."""
+    if flush is None:
+        yield
+        return
+    ticker = asyncio.create_task(flush.run(lambda: bool(app.rebalancing)))
+    try:
+        yield
+    finally:
+        async with flush.lock:  # never cut a flush in the middle
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            if flush.pending:
+                await flush.flush()
 
 
 def _by_organization(updates: list[activity_pb2.UserDayActivity]) -> list[tuple[bytes, bytes]]:

@@ -406,6 +406,11 @@ class DetectionEngine:
             alerts.extend(a for a in found if not self._fold or raised.add(a.dedup_key))
         return alerts
 
+    @property
+    def pending_state(self) -> int:
+        """Users and departments changed since the last take_state."""
+        return len(self._touched_users) + len(self._touched_departments)
+
     def take_state(self) -> list[StateRecord]:
         """The state of every user and department changed since the last call, to be written
         once what the changes raised is published (state.py)."""
