@@ -4,9 +4,12 @@ watched for CPU time and, optionally, sampled by py-spy.
 
     python -m loadtests.processor_drain [--events 200000] [--profile-seconds 10]
 
-Prints events/s (from the first commit on, as processor_alone counts) and the processor's CPU
-µs per event over the same span; with --profile-seconds, the functions with the most own time.
+Prints events/s (from the first commit on, as processor_alone counts; and from the first rated
+record out to the last) and the processor's CPU µs per event from just before its first rated
+record out to the last commit; with --profile-seconds, the functions with the most own time.
 CPU time is what to compare on a shared machine: wall-clock rates move with the neighbours.
+The span starts at the first output, not the first commit: the processor commits a record's
+offset only once the detector state counting it is written, seconds after the record is rated.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from loadtests import bench, measure
 from tools.localkafka import LocalKafka
@@ -50,6 +56,22 @@ def _children(root: int) -> dict[int, str]:
     return found
 
 
+async def _records_in(bootstrap: str, topic: str) -> int:
+    """Records written to `topic` so far (0 while it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 def _cpu_seconds(pid: int) -> float | None:
     try:
         fields = (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()
@@ -66,7 +88,8 @@ class ProcessorWatch(threading.Thread):
         self.bootstrap = bootstrap
         self.profile_seconds = profile_seconds
         self.workdir = workdir
-        self.samples: list[tuple[float, float, int]] = []  # (monotonic, cpu seconds, lag)
+        # (monotonic, cpu seconds, lag, rated records out)
+        self.samples: list[tuple[float, float, int, int]] = []
         self.profile: list[tuple[str, float]] = []
         self.profiler: threading.Thread | None = None
         self.stop = threading.Event()
@@ -82,14 +105,16 @@ class ProcessorWatch(threading.Thread):
         if pid is None:
             return
         raw = bench.ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
+        rated = bench.ALONE_TOPICS["CIVICMETER_TOPIC_RATED"]
         profiling = not self.profile_seconds
         while not self.stop.is_set():
             lag = asyncio.run(measure.consumer_lag(self.bootstrap, bench.ALONE_GROUP, raw))
+            out = asyncio.run(_records_in(self.bootstrap, rated))
             cpu = _cpu_seconds(pid)
             if cpu is None:
                 return
-            self.samples.append((time.monotonic(), cpu, lag))
-            if not profiling and lag < self.samples[0][2]:  # draining: past start-up and join
+            self.samples.append((time.monotonic(), cpu, lag, out))
+            if not profiling and out > self.samples[0][3]:  # draining: past start-up and join
                 profiling = True
                 self.profiler = threading.Thread(target=self._profile, args=(pid,), daemon=True)
                 self.profiler.start()
@@ -116,15 +141,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             watch.join(timeout=30)
             if watch.profiler is not None:
                 watch.profiler.join(timeout=args.profile_seconds + 60)
-    # CPU over the span the events were processed: from the first sample with progress on.
-    progressed = [s for s in watch.samples if s[2] < watch.samples[0][2]] or watch.samples
-    start = max((s for s in watch.samples if s[0] <= progressed[0][0]), key=lambda s: s[0])
-    end = watch.samples[-1]
-    lag_records = start[2] - end[2]
-    total_records = watch.samples[0][2] or 1
-    events = args.events * lag_records / total_records
+    samples = watch.samples
+    # CPU from the last sample before the first rated record out to the last commit.
+    initial_out, final_out = samples[0][3], samples[-1][3]
+    start = max((s for s in samples if s[3] == initial_out), key=lambda s: s[0])
+    end = samples[-1]
+    total_records = samples[0][2] or 1
+    events = args.events * (start[2] - end[2]) / total_records
     cpu = end[1] - start[1]
-    print(f"processor alone: {rate:,.0f} events/s (wall clock)")
+    # Wall clock from the first rated record out to the last.
+    first = min((s for s in samples if s[3] > initial_out), key=lambda s: s[0], default=end)
+    last = min((s for s in samples if s[3] == final_out), key=lambda s: s[0])
+    share = (last[3] - first[3]) / max(final_out - initial_out, 1)
+    out_rate = args.events * share / max(last[0] - first[0], 1e-9)
+    print(f"processor alone: {rate:,.0f} events/s (wall clock, first commit to last)")
+    print(f"processor alone: {out_rate:,.0f} events/s (wall clock, first rated output to last)")
     print(
         f"processor CPU: {cpu:.2f} s for {events:,.0f} events = {cpu / max(events, 1) * 1e6:.1f} "
         f"µs/event ({events / max(cpu, 1e-9):,.0f} events per CPU second)"

@@ -363,12 +363,13 @@ async def _assigned(
 
 @contextlib.asynccontextmanager
 async def _flushing(flush: StateFlush | None, app: faust.App) -> AsyncIterator[None]:
-    """Runs `flush`'s timer (at once during a rebalance, whose revocation waits for every
-    record to be acknowledged) while an agent runs, and writes what is pending when it stops."""
+    """Runs `flush`'s timer while an agent runs, and writes what is pending when it stops.
+    The timer writes at once during a rebalance or a stop: faust's revocation and stop both
+    wait, before the agents stop, until every record taken is acknowledged, then commit."""
     if flush is None:
         yield
         return
-    ticker = asyncio.create_task(flush.run(lambda: bool(app.rebalancing)))
+    ticker = asyncio.create_task(flush.run(lambda: bool(app.rebalancing or app.should_stop)))
     try:
         yield
     finally:

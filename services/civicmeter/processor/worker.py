@@ -13,13 +13,21 @@ from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.telemetry.consumer_lag import LAG_REFRESH_SECONDS, ConsumerLag
 from civicmeter.core.telemetry.setup import Telemetry
-from civicmeter.processor.app import build_app
+from civicmeter.processor.app import STATE_INTERVAL_SECONDS, build_app
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS
 from civicmeter.processor.detector_state import DetectionTopics, ensure_detection_topics
 
 
-def run(settings: ProcessorSettings, telemetry: Telemetry, log_level: str) -> None:
+def run(
+    settings: ProcessorSettings,
+    telemetry: Telemetry,
+    log_level: str,
+    *,
+    state_interval: float = STATE_INTERVAL_SECONDS,
+) -> None:
+    """`state_interval`: how long detector state (and so the commit of the records it
+    counts) may wait to be written (app.py)."""
     # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
     prices = CatalogSource(settings.prices_file)
     policies = PolicySource(settings.policy_file)
@@ -36,7 +44,15 @@ def run(settings: ProcessorSettings, telemetry: Telemetry, log_level: str) -> No
         asyncio.run(ensure_topics(settings.kafka))
         names = DetectionTopics.of(settings.group_id, settings.kafka.topics.raw)
         asyncio.run(ensure_detection_topics(settings.kafka, names))
-    app = build_app(settings, prices, telemetry, detection, policies, organization)
+    app = build_app(
+        settings,
+        prices,
+        telemetry,
+        detection,
+        policies,
+        organization,
+        state_interval=state_interval,
+    )
     lag = ConsumerLag(
         settings.kafka, telemetry.meter, {settings.group_id: [settings.kafka.topics.raw]}
     )
