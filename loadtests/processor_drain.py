@@ -56,8 +56,8 @@ def _children(root: int) -> dict[int, str]:
     return found
 
 
-async def _records_in(bootstrap: str, topic: str) -> int:
-    """Records written to `topic` so far (0 while it does not exist)."""
+async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end offset of each partition of `topic`."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await admin.start()
@@ -66,7 +66,7 @@ async def _records_in(bootstrap: str, topic: str) -> int:
         [described] = await admin.describe_topics([topic])
         tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
         ends = await consumer.end_offsets(tps) if tps else {}
-        return int(sum(ends.values()))
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
     finally:
         await consumer.stop()
         await admin.close()
@@ -109,7 +109,7 @@ class ProcessorWatch(threading.Thread):
         profiling = not self.profile_seconds
         while not self.stop.is_set():
             lag = asyncio.run(measure.consumer_lag(self.bootstrap, bench.ALONE_GROUP, raw))
-            out = asyncio.run(_records_in(self.bootstrap, rated))
+            out = sum(asyncio.run(topic_ends(self.bootstrap, rated)).values())
             cpu = _cpu_seconds(pid)
             if cpu is None:
                 return

@@ -25,6 +25,7 @@ from civicmeter.core.kafka import ensure_topics
 from civicmeter.processor.detection.state import USER, parse
 from civicmeter.processor.detector_state import DetectionTopics
 from loadtests.bench import preload
+from loadtests.processor_drain import topic_ends
 
 pytestmark = pytest.mark.kafka
 
@@ -94,7 +95,7 @@ class Stack:
         asyncio.run(preload(self.bootstrap, self.raw, count))
 
     def ends(self) -> dict[int, int]:
-        return asyncio.run(_ends(self.bootstrap, self.raw))
+        return asyncio.run(topic_ends(self.bootstrap, self.raw))
 
     def committed(self) -> dict[int, int]:
         return asyncio.run(_committed(self.bootstrap, self.group, self.raw))
@@ -105,7 +106,7 @@ class Stack:
 
     def rated(self) -> int:
         rated = self.topics["CIVICMETER_TOPIC_RATED"]
-        return sum(asyncio.run(_ends(self.bootstrap, rated)).values())
+        return sum(asyncio.run(topic_ends(self.bootstrap, rated)).values())
 
     def wait_processed(self, before: int, timeout: float = 90) -> int:
         """Wait until the processors' output grew past `before` and stopped growing."""
@@ -121,24 +122,16 @@ class Stack:
             time.sleep(0.2)
         raise TimeoutError("the processor did not rate the events")
 
+    def wait_committed(self, ends: dict[int, int], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while self.committed() != ends:
+            self.check_alive()
+            assert time.monotonic() < deadline, (self.committed(), ends)
+            time.sleep(0.5)
+
     def check_alive(self) -> None:
         for process in self.processes:
             assert process.poll() is None, (self.workdir / "processor-0.log").read_text()[-3000:]
-
-
-async def _ends(bootstrap: str, topic: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await admin.start()
-    await consumer.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-        tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return {tp.partition: int(offset) for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
@@ -159,7 +152,7 @@ async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 
 async def _covered(bootstrap: str, topic: str) -> dict[int, int]:
-    ends = await _ends(bootstrap, topic)
+    ends = await topic_ends(bootstrap, topic)
     wanted = {p: end for p, end in ends.items() if end > 0}
     covered: dict[int, int] = {}
     if not wanted:
@@ -212,11 +205,7 @@ def test_no_offset_is_committed_before_the_state_that_counts_it(stack: Stack) ->
                     checks += 1
             time.sleep(0.25)
     ends = stack.ends()
-    deadline = time.monotonic() + 90
-    while stack.committed() != ends:
-        stack.check_alive()
-        assert time.monotonic() < deadline, (stack.committed(), ends)
-        time.sleep(0.5)
+    stack.wait_committed(ends)
     assert checks > 0, "no commit was seen while the events were processed"
     assert stack.covered() == {p: end - 1 for p, end in ends.items() if end > 0}
 
@@ -231,11 +220,7 @@ def test_a_rebalance_and_a_stop_write_the_pending_state_then_commit(stack: Stack
 
     stack.start(state_interval=600)  # joins the group: the partitions are revoked
     ends = stack.ends()
-    deadline = time.monotonic() + 90
-    while stack.committed() != ends:
-        stack.check_alive()
-        assert time.monotonic() < deadline, (stack.committed(), ends)
-        time.sleep(0.5)
+    stack.wait_committed(ends)
     assert stack.covered() == {p: end - 1 for p, end in ends.items() if end > 0}
 
     stack.send(6_000)
