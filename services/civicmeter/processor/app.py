@@ -3,21 +3,23 @@
 usage.raw and usage.rated records carry many events each (UsageEventBatch,
 RatedUsageEventBatch), so faust's per-record costs are paid once per few hundred events.
 
-Delivery is at-least-once: a micro-batch's events are acknowledged (and so their offsets
-committed) only after everything produced from them is acknowledged by Kafka (acks=all).
+Delivery is at-least-once: a micro-batch's records are acknowledged (and so their offsets
+committed) only after everything produced from them, and the detector state counting them,
+is acknowledged by Kafka (acks=all).
 faust's exactly_once mode is deliberately not used; the stores are idempotent on event_id.
 
 Detection runs in two agents so that its alerts do not depend on how many processors share
 the partitions. usage.raw is keyed by organisation and user, so the `rate` agent sees all of
-a user's events and runs the per-event and per-user detectors. It also publishes, per
-micro-batch, each touched user's day totals (UserDayActivity: absolute, so a replay never
-counts twice) to an internal topic keyed by organisation; the `organize` agent consumes it
-and runs the organisation- and department-wide detectors (peer_spike,
+a user's events and runs the per-event and per-user detectors. It also publishes, every
+second, the day totals of each user its batches touched (UserDayActivity: absolute, so a
+replay never counts twice) to an internal topic keyed by organisation; the `organize` agent
+consumes it and runs the organisation- and department-wide detectors (peer_spike,
 new_service_in_department) on all of an organisation's users, wherever their events were
 rated. Day totals rather than the events themselves, or a faust group_by of them: one small
-record per user per batch instead of every event a second time, and they are all those
-detectors ask. Each agent writes the state a batch changed, per touched key, once the
-batch's outputs are acknowledged and before its offsets are committed; a process assigned a
+record per user and second instead of every event a second time, and they are all those
+detectors ask. Each agent writes the state its batches changed, once per key every few
+seconds (state_flush.py), after their outputs are acknowledged; their records are
+acknowledged, and so their offsets committed, only once that state is. A process assigned a
 partition reads that partition's state back first (detector_state.py).
 """
 

@@ -12,8 +12,9 @@ from it.
 
 Why topics of our own rather than faust Tables: a Table writes its changelog one record per
 `table[key] = value`, as the assignment happens, on the partition of the event being
-processed; our micro-batches (take_events over many partitions) have no single current event,
-and state must be written only once the batch's outputs are acknowledged, per touched key.
+processed; our micro-batches (take over many partitions) have no single current event, and
+state must be written only once the batches' outputs are acknowledged, once per key changed
+(state_flush.py: every few seconds, coalesced, before the offsets it covers are committed).
 Recovery is the same idea as faust's (replay the compacted changelog partition on
 assignment), in a few lines we control.
 
