@@ -264,6 +264,7 @@ class DetectionEngine:
         version = self._policies.version
         positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
         applied: dict[tuple[str, str], tuple[int, int]] = {}
+        ids_of: dict[tuple[str, str], deque[str]] = {}
         marks = iter(sources)
         upcoming = next(marks, None)
         position: tuple[int, int] | None = None
@@ -273,7 +274,9 @@ class DetectionEngine:
                 upcoming = next(marks, None)
             organization_id = event.organization_id
             user = (organization_id, event.user_id)
-            if position is not None:
+            # A user's position and recent ids are looked up once per record and batch, not
+            # per event: a record holds a few hundred events of far fewer users.
+            if position is not None and applied.get(user) is not position:
                 done = positions.peek(user)
                 if done is not None and done[0] == position[0] and done[1] >= position[1]:
                     self.replayed += 1
@@ -283,10 +286,13 @@ class DetectionEngine:
                 self.repeats += 1
                 continue
             if position is not None:
-                ids = recent_ids.get(user)
+                ids = ids_of.get(user)
                 if ids is None:
-                    ids = deque(maxlen=RECENT_IDS)
-                    recent_ids.put(user, ids)
+                    ids = recent_ids.get(user)
+                    if ids is None:
+                        ids = deque(maxlen=RECENT_IDS)
+                        recent_ids.put(user, ids)
+                    ids_of[user] = ids
                 ids.append(event.event_id)
             org = self._organization(organization_id)
             policy = org.policy
