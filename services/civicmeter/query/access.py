@@ -535,8 +535,8 @@ class _Admission:
     manager: it runs on every call. `async with` under grpc.aio, `with` in a thread of the
     thread-pool server; both abort through the call's own context."""
 
-    __slots__ = ("_access", "_allowed", "_context", "_current", "_method", "_principal",
-                 "_request", "_scoped", "_started")  # fmt: skip
+    __slots__ = ("_access", "_allowed", "_closed", "_context", "_current", "_method",
+                 "_principal", "_request", "_scoped", "_scopes", "_started")  # fmt: skip
 
     def __init__(
         self,
@@ -558,6 +558,10 @@ class _Admission:
         refused = self._open()
         if refused is not None:
             await self._context.abort(*refused)
+        # A streaming call cancelled while its response is being sent leaves the handler's
+        # generator suspended at `yield`; grpc.aio closes it only when it is collected, which
+        # may be never within the call's life. The call's end audits it then.
+        self._context.add_done_callback(self._on_done)
 
     async def __aexit__(
         self,
@@ -590,7 +594,9 @@ class _Admission:
         """Admit the call and make its principal current; or audit its refusal and return the
         status and message to abort with."""
         self._started = time.monotonic()
-        self._scoped = _scoped.set([])
+        self._closed = False
+        self._scopes: list[str] = []
+        self._scoped = _scoped.set(self._scopes)
         try:
             self._principal = self._access._admit(
                 self._principal, self._allowed, self._context, self._request
@@ -607,19 +613,33 @@ class _Admission:
     def _shut(self, error: BaseException | None) -> tuple[grpc.StatusCode, str] | None:
         """Audit the call with its final status; the status and message to abort with when
         the call does not carry it yet."""
+        if self._closed:
+            return None  # audited when the call ended (_on_done); its context is gone
         _principal.reset(self._current)
         status, message = _outcome(error, self._context, self._method)
         self._close(status)
         return None if message is None else (grpc.StatusCode[status], message)
 
+    def _on_done(self, context: Any) -> None:
+        if not self._closed:
+            self._record(_outcome(_ClientGoneError(), context, self._method)[0])
+
     def _close(self, status: str) -> None:
-        scopes = _scoped.get([])
+        self._record(status)
+        _scoped.reset(self._scoped)
+
+    def _record(self, status: str) -> None:
+        """The call's one audit row."""
+        if self._closed:
+            return
+        self._closed = True
         # The organisation the call was served for; for a call refused before its tenant scope
         # was settled (a foreign organisation, a bad credential), the one it asked for.
         organization = (
-            ",".join(sorted(set(scopes))) if scopes else _requested_organization(self._request)
+            ",".join(sorted(set(self._scopes)))
+            if self._scopes
+            else _requested_organization(self._request)
         )
         self._access._note(
             self._principal, self._method, self._context, self._started, status, organization
         )
-        _scoped.reset(self._scoped)
