@@ -47,6 +47,8 @@ def setup_telemetry(service_name: str, env: Mapping[str, str]) -> Telemetry:
     """Install the global tracer and meter providers (once per process) and return handles."""
     global _configured
     if not _configured and env.get("OTEL_SDK_DISABLED", "").lower() != "true":
+        # Settings first: a bad one (ConfigError) leaves no global provider installed.
+        readers = _metric_readers(env)
         resource = Resource.create(
             {
                 "service.name": env.get("OTEL_SERVICE_NAME", service_name),
@@ -58,7 +60,6 @@ def setup_telemetry(service_name: str, env: Mapping[str, str]) -> Telemetry:
         if span_exporter is not None:
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         trace.set_tracer_provider(tracer_provider)
-        readers = _metric_readers(env)
         metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
         instrument_http_servers(env)
         _configured = True
