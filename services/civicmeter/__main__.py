@@ -23,8 +23,9 @@ from civicmeter.core.runtime import ServiceMain, configure_logging, run_until_si
 SERVABLE = ("ingest", "sink", "query", "decision", "notifier", "billing")
 
 
-def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
-    """Build one service's main from the environment (imports stay lazy: faust is heavy)."""
+def _service(name: str, env: Mapping[str, str], alone: bool = True) -> ServiceMain:
+    """Build one service's main from the environment (imports stay lazy: faust is heavy).
+    `alone`: the only service of this process (none shares its storage)."""
     from civicmeter.core.telemetry.setup import setup_telemetry
 
     telemetry = setup_telemetry(name, env)
@@ -53,11 +54,17 @@ def _service(name: str, env: Mapping[str, str]) -> ServiceMain:
         query_storage = open_storage(query_settings.clickhouse)
         return lambda stop: query.serve(query_settings, query_storage, stop)
     if name == "decision":
-        from civicmeter.core.store.connection import open_storage
+        from civicmeter.core.store.connection import StorageCalls, open_storage
+        from civicmeter.core.store.storage_process import StorageProcess
         from civicmeter.query import decision_server
 
         decision_settings = decision_server.settings_from_env(env)
-        decision_storage = open_storage(decision_settings.clickhouse)
+        # Alone, its storage work runs in a child process, off the calls' GIL.
+        decision_storage: StorageCalls = (
+            StorageProcess(decision_settings.clickhouse)
+            if alone
+            else open_storage(decision_settings.clickhouse)
+        )
         return lambda stop: decision_server.serve(decision_settings, decision_storage, stop)
     if name == "notifier":
         from civicmeter.core.config import NotifierSettings
@@ -211,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             _api_key(args.id, args.organization, args.role, args.gateway_id)
         else:
             names = args.services if args.command == "serve" else [args.command]
-            run_until_signalled(*[_service(name, env) for name in dict.fromkeys(names)])
+            services = list(dict.fromkeys(names))
+            alone = len(services) == 1
+            run_until_signalled(*[_service(name, env, alone) for name in services])
     except (ConfigError, CatalogError, PolicyError, ApiKeyError, SeatFileError) as exc:
         print(f"civicmeter: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

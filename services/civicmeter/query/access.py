@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import secrets
 import threading
@@ -44,7 +45,7 @@ from civicmeter.core.access.auth import OPEN_ACCESS, ApiKeys, Principal, bearer_
 from civicmeter.core.access.rate_limit import (
     RateLimiter as RateLimiter,  # re-exported for the server
 )
-from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.connection import StorageCalls
 from civicmeter.query.arguments import ArgumentError, check_request, echo
 
 log = logging.getLogger("civicmeter.query.access")
@@ -132,6 +133,11 @@ class AuditEntry(NamedTuple):
     peer: str
 
 
+def _insert_audit_rows(rows: list[list[Any]], client: Client) -> None:
+    # Module-level, so that it can be sent to a storage process (pickled by name).
+    client.insert("audit_log", rows, column_names=AUDIT_COLUMNS)
+
+
 class AuditLog:
     """Buffers call records and writes them in batches, so auditing costs a call an append.
 
@@ -143,7 +149,10 @@ class AuditLog:
     """
 
     def __init__(
-        self, storage: Storage, flush_seconds: float = 1.0, max_pending: int = MAX_PENDING_AUDIT
+        self,
+        storage: StorageCalls,
+        flush_seconds: float = 1.0,
+        max_pending: int = MAX_PENDING_AUDIT,
     ) -> None:
         self._storage = storage
         self._flush_seconds = flush_seconds
@@ -196,12 +205,8 @@ class AuditLog:
             ]
             for e in batch
         ]
-
-        def insert(client: Client) -> None:
-            client.insert("audit_log", rows, column_names=AUDIT_COLUMNS)
-
         try:
-            await self._storage.run(insert)
+            await self._storage.run(functools.partial(_insert_audit_rows, rows))
         except BaseException:
             # Kept for the next flush, up to the bound: a storage outage neither loses the
             # records of a moment nor grows memory without end.

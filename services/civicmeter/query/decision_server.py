@@ -23,8 +23,12 @@ servicer answers it from callbacks).
 The call path holds no I/O: the policy in memory (reloaded when its file changes), the budget
 state read by a thread of its own in the background (at most 2 s old; an organisation's first
 call waits for its first read), the audit row appended to a bounded in-memory queue that a
-task on the process's event loop writes in batches (query.access.AuditLog). Process tuning
-for the tail, measured in loadtests/guard/RESULTS.md:
+task on the process's event loop writes in batches (query.access.AuditLog). Run alone
+(`civicmeter decision`), the process does its ClickHouse work (the audit batches, the budget
+reads, the migrations) in a child process (core.store.storage_process): batches of rows
+turned into columns, and on the embedded engine the engine itself, no longer take the GIL
+from the calls. Served beside other services (`civicmeter serve query decision`) it shares
+their storage. Process tuning for the tail, measured in loadtests/guard/RESULTS.md:
 
 - gc.freeze() once everything is loaded: the modules, policy and server objects leave the
   collector's generations, so a full collection no longer walks them under a call;
@@ -56,8 +60,9 @@ from civicmeter.core.access.auth import load_api_keys
 from civicmeter.core.config import QuerySettings, env_float, env_int, env_port
 from civicmeter.core.grpc_server import CallDurationInterceptor
 from civicmeter.core.policy_source import PolicySource
-from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.connection import StorageCalls
 from civicmeter.core.store.migrations import migrate
+from civicmeter.core.store.storage_process import StorageProcess
 from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter
 from civicmeter.query.decision_service import SERVICE_NAME, ThreadedDecisionService
 from civicmeter.query.server import server_credentials
@@ -124,7 +129,7 @@ class ThreadPoolServer:
 
 def build_decision_server(
     settings: QuerySettings,
-    storage: Storage,
+    storage: StorageCalls,
     audit: AuditLog | None = None,
     meter: metrics.Meter | None = None,
     max_watchers: int | None = None,
@@ -254,7 +259,7 @@ class _ThreadedCallDuration(CallDurationInterceptor):
         return timed
 
 
-async def serve(settings: DecisionSettings, storage: Storage, stop: asyncio.Event) -> None:
+async def serve(settings: DecisionSettings, storage: StorageCalls, stop: asyncio.Event) -> None:
     await storage.run(migrate)
     audit = AuditLog(storage)
     grpc_server = build_decision_server(settings, storage, audit)
@@ -276,3 +281,5 @@ async def serve(settings: DecisionSettings, storage: Storage, stop: asyncio.Even
     finally:
         await grpc_server.stop()
         await audit.flush()
+        if isinstance(storage, StorageProcess):
+            await asyncio.to_thread(storage.close)

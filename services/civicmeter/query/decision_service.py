@@ -26,6 +26,7 @@ locally with the policy it last received.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
+from clickhouse_connect.driver.client import Client
 
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.api.decision.v1 import decision_service_pb2_grpc as decision_grpc
@@ -41,7 +43,7 @@ from civicmeter.api.money import from_money
 from civicmeter.core.access.auth import ALL_ORGANIZATIONS
 from civicmeter.core.budgets import ORGANIZATION, Ledger, Period
 from civicmeter.core.store.budgets import load_ledger
-from civicmeter.core.store.connection import Storage
+from civicmeter.core.store.connection import StorageCalls
 from civicmeter.policy.compiled import budget_message, compile_policy
 from civicmeter.policy.decision import BudgetState, RequestFacts, Spent, decide
 from civicmeter.policy.organization import PolicySet
@@ -194,6 +196,11 @@ class _Budget:
         self.reading.set()
 
 
+def _read_ledger(as_of: datetime, organization: str, client: Client) -> Ledger:
+    # Module-level, so that it can be sent to a storage process (pickled by name).
+    return load_ledger(client, as_of, organization, lookback_days=0)
+
+
 class BudgetStates:
     """Each organisation's budget state, read at most `refresh_seconds` ago. A call that finds
     its organisation's state older starts one read in a thread of its own and goes on with the
@@ -201,7 +208,7 @@ class BudgetStates:
     that read; None while the state cannot be read). Shared by threads and the event loop."""
 
     def __init__(
-        self, storage: Storage, clock: Callable[[], datetime], refresh_seconds: float
+        self, storage: StorageCalls, clock: Callable[[], datetime], refresh_seconds: float
     ) -> None:
         self._storage = storage
         self._clock = clock
@@ -245,9 +252,7 @@ class BudgetStates:
     def _read(self, organization: str, entry: _Budget, done: threading.Event) -> None:
         as_of = self._clock()
         try:
-            ledger = self._storage.call(
-                lambda client: load_ledger(client, as_of, organization, lookback_days=0)
-            )
+            ledger = self._storage.call(functools.partial(_read_ledger, as_of, organization))
         except Exception:  # storage down: keep deciding with the last state
             log.warning("budget state of %s could not be read", organization, exc_info=True)
         else:
@@ -262,7 +267,7 @@ class _Servicer(decision_grpc.DecisionServiceServicer):
 
     def __init__(
         self,
-        storage: Storage,
+        storage: StorageCalls,
         policies: Callable[[], PolicySet],
         refresh_seconds: float = REFRESH_SECONDS,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -305,7 +310,7 @@ class ThreadedDecisionService(_Servicer):
 
     def __init__(
         self,
-        storage: Storage,
+        storage: StorageCalls,
         policies: Callable[[], PolicySet],
         max_watchers: int,
         refresh_seconds: float = REFRESH_SECONDS,

@@ -13,7 +13,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -26,6 +26,15 @@ from civicmeter.core.store.timing import time_operations
 T = TypeVar("T")
 _embedded: dict[str, Storage] = {}
 _embedded_lock = threading.Lock()
+
+
+class StorageCalls(Protocol):
+    """What a service needs of its storage: run a function on a client, one call at a time
+    (Storage, in this process; storage_process.StorageProcess, in a child process)."""
+
+    def call(self, fn: Callable[[Client], T]) -> T: ...
+
+    async def run(self, fn: Callable[[Client], T]) -> T: ...
 
 
 class Storage:
