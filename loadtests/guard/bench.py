@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -179,6 +180,7 @@ async def _client(target: str, rate: float, seconds: float, server_pid: int) -> 
         gc.collect()
         gc.disable()
         server_began = sample_process(server_pid).cpu_seconds
+        children_began = _children_cpu(server_pid)
         own_began = _own_cpu()
         start = time.perf_counter()
         for n in range(total):
@@ -190,10 +192,30 @@ async def _client(target: str, rate: float, seconds: float, server_pid: int) -> 
         elapsed = time.perf_counter() - start
         gc.enable()
         server_cpu = sample_process(server_pid).cpu_seconds - server_began
+        children_cpu = _children_cpu(server_pid) - children_began
         own_cpu = _own_cpu() - own_began
     print(json.dumps({"times": times, "errors": errors, "achieved": total / elapsed,
                       "seconds": elapsed, "calls": total, "server_cpu": server_cpu,
-                      "client_cpu": own_cpu, "load": os.getloadavg()}))  # fmt: skip
+                      "children_cpu": children_cpu, "client_cpu": own_cpu,
+                      "load": os.getloadavg()}))  # fmt: skip
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes `pid`'s threads started (each thread lists its own)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            found += [int(child) for child in children.read_text().split()]
+    return found
+
+
+def _children_cpu(pid: int) -> float:
+    """CPU time of the server's child processes (the decision service's storage process)."""
+    total = 0.0
+    for child in child_pids(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += sample_process(child).cpu_seconds
+    return total
 
 
 def _own_cpu() -> float:
@@ -210,6 +232,7 @@ class RemoteRun:
     achieved: float
     seconds: float
     server_ms_per_call: float
+    storage_ms_per_call: float  # the server's child processes (its storage process)
     client_ms_per_call: float
     load_after: float
 
@@ -225,12 +248,19 @@ def remote(target: str, server_pid: int, server: str, rate: float, seconds: floa
     calls = max(1, found["calls"])
     return RemoteRun(server, rate, found["times"], found["errors"], found["achieved"],
                      found["seconds"],
-                     found["server_cpu"] / calls * 1000, found["client_cpu"] / calls * 1000,
+                     found["server_cpu"] / calls * 1000, found["children_cpu"] / calls * 1000,
+                     found["client_cpu"] / calls * 1000,
                      found["load"][0])  # fmt: skip
 
 
-def start_decision_server(workdir: Path, keys: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`civicmeter decision` in its own process, on an empty embedded ClickHouse of its own."""
+def start_decision_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`civicmeter decision` in its own process, on an empty embedded ClickHouse of its own,
+    with one gateway key (TOKEN, for seoul)."""
+    keys = workdir / "api-keys.yaml"
+    keys.write_text(
+        "keys:\n  - id: bench-gateway\n    role: gateway\n    organization_ids: [seoul]\n"
+        f"    sha256: {hash_token(TOKEN)}\n"
+    )
     port = free_port()
     env = {**os.environ, "CLICKHOUSE_PATH": str(workdir / "chdb-decision"),
            "CIVICMETER_DECISION_GRPC_PORT": str(port), "CIVICMETER_API_KEYS_FILE": str(keys),
@@ -349,13 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[RemoteRun] = []
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
-        keys = workdir / "api-keys.yaml"
-        keys.write_text(
-            "keys:\n  - id: bench-gateway\n    role: gateway\n    organization_ids: [seoul]\n"
-            f"    sha256: {hash_token(TOKEN)}\n"
-        )
         servers: list[tuple[str, float, Any]] = [
-            (DECISION_SERVER, args.seconds, lambda: start_decision_server(workdir, keys))
+            (DECISION_SERVER, args.seconds, lambda: start_decision_server(workdir))
         ]
         if args.floor_seconds > 0:
             servers += [
@@ -432,23 +457,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "requests with findings counts as a gateway sends them, its garbage collector off "
         "during the run so that its own pauses are not timed as the server's) on the same two "
         "cores as the server, so its CPU is shown too. Server CPU per call is the server "
-        "process's CPU time (all its threads, /proc) over the run divided by the calls.",
+        "process's CPU time (all its threads, /proc) over the run divided by the calls; its "
+        "storage process's (a child doing its ClickHouse work) is shown apart.",
         "",
         f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process, on the "
         f"thread-pool server (grpc.server: {DECIDE_WORKERS} threads for calls, one more per "
         "policy watcher): API keys, role check, per-key rate limit, argument checks, an audit "
-        "row per call (queued, written in batches by a background task), the policy from "
-        "config/policies.yaml and the budget state (empty embedded ClickHouse of its own) "
-        "read again every 2 s by a background thread.",
+        "row per call (queued, written in batches each second by a background task), the "
+        "policy from config/policies.yaml and the budget state read again every 2 s by a "
+        "background thread; the audit batches and the budget reads run in its storage "
+        "process, a child owning an empty embedded ClickHouse of its own.",
         f"- **{FLOORS['aio']}** / **{FLOORS['sync']}**: the transport alone, a fixed "
         "DecideResponse with no API work, on grpc.aio and on the thread-pool server "
         f"(grpc.server, {DECIDE_WORKERS} workers): the floor either server model puts under "
         "any API.",
         "",
         "| server | offered calls/s | achieved calls/s | seconds | errors | p50 ms | p90 ms | "
-        "p99 ms | max ms | server CPU ms/call | server cores busy | client CPU ms/call | "
-        "load avg after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 ms | max ms | server CPU ms/call | server cores busy | storage process CPU "
+        "ms/call | client CPU ms/call | load avg after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_row(run) for run in runs),
         "",
         f"Targets: `Decide` p99 <= {REMOTE_TARGET_MS:.0f} ms at 1,000 calls/s "
@@ -479,7 +506,8 @@ def _row(run: RemoteRun) -> str:
         f"| {run.server} | {run.rate:.0f} | {run.achieved:.0f} | "
         f"{run.seconds:.0f} | {_errors(run.errors)} | {_ms(run.times, 0.5)} | "
         f"{_ms(run.times, 0.9)} | {_ms(run.times, 0.99)} | {_ms(run.times, 1.0)} | "
-        f"{run.server_ms_per_call:.3f} | {busy:.2f} | {run.client_ms_per_call:.3f} | "
+        f"{run.server_ms_per_call:.3f} | {busy:.2f} | {run.storage_ms_per_call:.3f} | "
+        f"{run.client_ms_per_call:.3f} | "
         f"{run.load_after:.1f} |"
     )
 

@@ -1,14 +1,19 @@
-"""The guard benchmark's machinery, on a small scale: its prompts, and one open-loop run of
-its client process against a floor server, with the CPU read on both sides."""
+"""The guard benchmark's machinery, on a small scale: its prompts, and open-loop runs of its
+client process against a floor server and the real decision service, with the CPU read on
+both sides."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from loadtests.guard.bench import (
     PROMPT_BYTES,
     RRN,
+    child_pids,
     percentile,
     prompts,
     remote,
+    start_decision_server,
     start_floor_server,
 )
 
@@ -40,3 +45,25 @@ def test_an_open_loop_run_times_every_call_and_reads_both_sides_cpu() -> None:
     assert all(t > 0 for t in run.times)
     assert 100 <= run.achieved <= 260  # calls started on a 200/s schedule
     assert run.server_ms_per_call > 0 and run.client_ms_per_call > 0
+
+
+def test_the_decision_service_alone_does_its_storage_work_in_a_child_process(
+    tmp_path: Path,
+) -> None:
+    server, target = start_decision_server(tmp_path)
+    try:
+        run = remote(target, server.pid, "decision", rate=200, seconds=2.5)
+        children = child_pids(server.pid)
+    finally:
+        server.terminate()
+        code = server.wait(60)
+    assert run.errors == {}
+    assert len(run.times) == 500
+    # The audit batches of the run were written by the child, not by the serving process.
+    assert children and run.storage_ms_per_call > 0
+    assert code == 0
+    for child in children:
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or "zombie" in Path(f"/proc/{child}/status").read_text()
+        )
