@@ -21,11 +21,11 @@ from decimal import Decimal
 
 from aiokafka.partitioner import murmur2
 
-from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.kafka import event_key
 from civicmeter.policy.organization import PolicySet
 from civicmeter.processor.detection import Alert, DetectionEngine
+from civicmeter.processor.detection.day_activity import DayActivity
 from civicmeter.processor.detection.engine import (
     ORGANIZATION_DETECTORS,
     USER_DETECTORS,
@@ -128,7 +128,7 @@ class Cluster:
         engine = self.members[n][1]
         for p in self._owned(n):
             log = self.activity[p]
-            updates: list[activity_pb2.UserDayActivity] = log.records[log.committed :]  # type: ignore[assignment]
+            updates: list[DayActivity] = log.records[log.committed :]  # type: ignore[assignment]
             self.alerts.extend(engine.apply_activity(updates))
             if crash == "outputs":
                 continue

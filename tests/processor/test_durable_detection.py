@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
@@ -169,8 +170,7 @@ def test_organisation_detectors_take_absolute_totals_once(policies: PolicySet) -
     for record in org.take_state():
         replay.restore(parse(record.key, record.value))
     assert replay.apply_activity(updates) == []
-    stale = updates[0].__deepcopy__()
-    stale.source_offset, stale.requests = 0, 999
+    stale = msgspec.structs.replace(updates[0], source_offset=0, requests=999)
     replay.apply_activity([stale])
     assert replay.replayed == 1
     (state,) = (r for r in replay.take_state() if r.kind == "u")

@@ -5,11 +5,12 @@ counts them."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from typing import Any
 
-from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.policy.organization import PolicySet, parse_policies
 from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.detection.day_activity import DayActivity
 from civicmeter.processor.detection.engine import USER_DETECTORS
 from civicmeter.processor.detection.state import USER, StateRecord
 from civicmeter.processor.state_flush import StateFlush
@@ -35,7 +36,7 @@ class Agent:
         self.clock = Clock()
         self.log: list[tuple[str, Any]] = []
         self.written: list[list[StateRecord]] = []
-        self.published: list[list[activity_pb2.UserDayActivity]] = []
+        self.published: list[list[DayActivity]] = []
         self.flush = StateFlush(
             self.write,
             self.ack,
@@ -135,7 +136,8 @@ def test_day_totals_go_out_each_second_and_state_at_the_interval() -> None:
     # The first batch's totals wait a second and go out with the second's; the third's wait a
     # second too, for the next batch or the timer.
     assert [kind for kind, _ in agent.log] == ["activity", "activity"]
-    assert [[u.day.day for u in updates] for updates in agent.published] == [[9, 10], [11]]
+    days = [[date.fromordinal(u.day).day for u in updates] for updates in agent.published]
+    assert days == [[9, 10], [11]]
     assert [u.source_offset for updates in agent.published for u in updates] == [1, 1, 2]
     assert agent.written == [] and agent.flush.pending == 3
 

@@ -37,7 +37,6 @@ from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 
 from civicmeter.api.severity import SEVERITY_NAMES
-from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.core.config import KafkaSettings, ProcessorSettings
 from civicmeter.core.kafka import client_options, make_producer, send_batched, send_event_batches
 from civicmeter.core.policy_source import PolicySource
@@ -57,7 +56,8 @@ from civicmeter.core.telemetry.metrics import (
 )
 from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.processor.alerts import to_record
-from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.detection import DetectionEngine, day_activity
+from civicmeter.processor.detection.day_activity import DayActivity
 from civicmeter.processor.detector_state import DetectionTopics, StateStore
 from civicmeter.processor.pipeline import BatchProcessor, BatchResult, RawRecord
 from civicmeter.processor.state_flush import StateFlush
@@ -279,14 +279,12 @@ def build_app(
                             continue
                         async with flush.lock:
                             await organizations.ensure_loaded(e.message.partition for e in events)
-                            updates: list[activity_pb2.UserDayActivity] = []
+                            updates: list[DayActivity] = []
                             for e in events:
-                                batch = activity_pb2.UserDayActivityBatch.FromString(
-                                    e.message.value or b""
-                                )
-                                for update in batch.updates:
-                                    partition_of[update.organization_id] = e.message.partition
-                                updates.extend(batch.updates)
+                                batch = day_activity.decode(e.message.value or b"")
+                                if batch:  # one organisation's, by the topic's key
+                                    partition_of[batch[0].organization_id] = e.message.partition
+                                updates.extend(batch)
                             result = BatchResult(
                                 alerts=[to_record(a) for a in engine.apply_activity(updates)]
                             )
@@ -383,15 +381,16 @@ async def _flushing(flush: StateFlush | None, app: faust.App) -> AsyncIterator[N
                 await flush.flush()
 
 
-def _by_organization(updates: list[activity_pb2.UserDayActivity]) -> list[tuple[bytes, bytes]]:
-    """One UserDayActivityBatch record per organisation, keyed by it."""
-    grouped: dict[str, list[activity_pb2.UserDayActivity]] = {}
+def _by_organization(updates: list[DayActivity]) -> list[tuple[bytes, bytes]]:
+    """One activity record per organisation, keyed by it (day_activity.py)."""
+    grouped: dict[str, list[DayActivity]] = {}
     for update in updates:
-        grouped.setdefault(update.organization_id, []).append(update)
-    return [
-        (org.encode(), activity_pb2.UserDayActivityBatch(updates=batch).SerializeToString())
-        for org, batch in grouped.items()
-    ]
+        batch = grouped.get(update.organization_id)
+        if batch is None:
+            grouped[update.organization_id] = [update]
+        else:
+            batch.append(update)
+    return [(org.encode(), day_activity.encode(batch)) for org, batch in grouped.items()]
 
 
 class PolicyReloader:

@@ -15,9 +15,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.policy.detectors import DETECTOR_NAMES
 from civicmeter.policy.organization import OrganizationPolicy, PolicySet
@@ -25,6 +22,7 @@ from civicmeter.processor.detection.activity import ActivityTracker
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap, RecentSet
 from civicmeter.processor.detection.context import EventContext
+from civicmeter.processor.detection.day_activity import DayActivity, ServiceUse
 from civicmeter.processor.detection.detectors.automation_burst import AutomationBurstDetector
 from civicmeter.processor.detection.detectors.banned_provider import BannedProviderDetector
 from civicmeter.processor.detection.detectors.base import Detector
@@ -104,13 +102,15 @@ class _Organization:
         return day, second, month
 
 
+_NO_POSITION = (-1, -1)  # events processed without their usage.raw position
+
+
 @dataclass(slots=True)
 class _Note:
     """What one user did since the last take_activity."""
 
     department: str
-    partition: int
-    offset: int
+    position: tuple[int, int]  # the usage.raw (partition, offset) of the last record
     days: dict[int, tuple[str, float]] = field(default_factory=dict)  # day -> last event
     # service -> (provider, first event time, first event id)
     services: dict[str, tuple[str, float, str]] = field(default_factory=dict)
@@ -122,31 +122,33 @@ def _note(
     ctx: EventContext,
     position: tuple[int, int] | None,
 ) -> None:
-    partition, offset = position or (-1, -1)
     note = pending.get(user)
     if note is None:
-        note = pending[user] = _Note(ctx.department_id, partition, offset)
+        note = pending[user] = _Note(ctx.department_id, position or _NO_POSITION)
     else:
-        note.department, note.partition, note.offset = ctx.department_id, partition, offset
-    note.days[ctx.day] = (ctx.event.event_id, ctx.seconds)
+        note.department = ctx.department_id
+        note.position = position or _NO_POSITION
+    seconds = ctx.seconds
+    note.days[ctx.day] = (ctx.event.event_id, seconds)
     if ctx.sanctioned and not ctx.banned:
-        known = note.services.get(ctx.service_id)
-        if known is None or ctx.seconds < known[1]:
-            note.services[ctx.service_id] = (ctx.provider_name, ctx.seconds, ctx.event.event_id)
+        service = ctx.service_id
+        known = note.services.get(service)
+        if known is None or seconds < known[1]:
+            note.services[service] = (ctx.provider_name, seconds, ctx.event.event_id)
 
 
 def _summary_context(
     org: _Organization,
     version: str,
-    update: activity_pb2.UserDayActivity,
+    update: DayActivity,
     event_id: str,
-    stamp: Timestamp,
+    seconds: float,
     service: str,
     provider: str,
 ) -> EventContext:
     """The context of a request an activity update summarises (only its id is known)."""
     policy = org.policy
-    day, second, month = org.local(stamp.seconds)
+    day, second, month = org.local(int(seconds))
     return EventContext(
         event=pb.UsageEvent(event_id=event_id),
         organization_id=update.organization_id,
@@ -158,7 +160,7 @@ def _summary_context(
         cost=ZERO,
         policy=policy,
         policy_version=version,
-        seconds=stamp.seconds + stamp.nanos / 1e9,
+        seconds=seconds,
         day=day,
         second=second,
         month=month,
@@ -170,10 +172,6 @@ def _summary_context(
 
 def _list_or_none(values: deque[str] | None) -> list[str] | None:
     return None if values is None else list(values)
-
-
-def _set_time(stamp: Timestamp, seconds: float) -> None:
-    stamp.seconds, stamp.nanos = divmod(round(seconds * 1e9), 1_000_000_000)
 
 
 class DetectionEngine:
@@ -332,72 +330,77 @@ class DetectionEngine:
             self._touched_users[user] = position[0]
         return alerts
 
-    def take_activity(self) -> list[activity_pb2.UserDayActivity]:
+    def take_activity(self) -> list[DayActivity]:
         """The day totals of the users whose requests were counted since the last call, for
         the organisation-wide detectors (apply_activity) wherever they run."""
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return []
-        updates: list[activity_pb2.UserDayActivity] = []
-        for (organization_id, user_id), note in self._pending.items():
-            last = len(note.days) - 1
-            for n, day in enumerate(sorted(note.days)):
-                count, cost = self._activity.day_totals(organization_id, user_id, day)
-                event_id, seconds = note.days[day]
-                update = activity_pb2.UserDayActivity(
-                    organization_id=organization_id,
-                    department_id=note.department,
-                    user_id=user_id,
-                    requests=count,
-                    cost_krw=str(cost),
-                    last_event_id=event_id,
-                    source_partition=note.partition,
-                    source_offset=note.offset,
+        updates: list[DayActivity] = []
+        day_totals = self._activity.day_totals
+        for (organization_id, user_id), note in pending.items():
+            days = note.days
+            partition, offset = note.position
+            for day in sorted(days) if len(days) > 1 else days:
+                count, cost = day_totals(organization_id, user_id, day)
+                event_id, seconds = days[day]
+                updates.append(
+                    DayActivity(
+                        organization_id,
+                        note.department,
+                        user_id,
+                        day,
+                        count,
+                        str(cost),
+                        event_id,
+                        seconds,
+                        partition,
+                        offset,
+                    )
                 )
-                when = date.fromordinal(day)
-                update.day.year, update.day.month, update.day.day = when.year, when.month, when.day
-                _set_time(update.last_event_time, seconds)
-                if n == last:
-                    for service, (provider, first, event_id) in note.services.items():
-                        use = update.services.add(
-                            service_id=service, provider_name=provider, first_event_id=event_id
-                        )
-                        _set_time(use.first_event_time, first)
-                updates.append(update)
+            if note.services:  # with the user's last day
+                updates[-1].services = [
+                    ServiceUse(service, provider, first, event_id)
+                    for service, (provider, first, event_id) in note.services.items()
+                ]
         self._pending = {}
         return updates
 
-    def apply_activity(self, updates: Iterable[activity_pb2.UserDayActivity]) -> list[Alert]:
+    def apply_activity(self, updates: Iterable[DayActivity]) -> list[Alert]:
         """Run the organisation-wide detectors over users' day totals (take_activity's, from
         every processor). An update older than one already applied to its user is skipped;
         one applied again changes nothing, as its totals are absolute."""
         alerts: list[Alert] = []
         raised, version, positions = self._raised, self._policies.version, self._positions
+        touched_users, touched_departments = self._touched_users, self._touched_departments
+        peers, new_services, assign = self._peers, self._new_services, self._activity.assign
         for update in updates:
-            organization_id, user_id = update.organization_id, update.user_id
-            user = (organization_id, user_id)
-            position = (update.source_partition, update.source_offset)
+            organization_id = update.organization_id
+            user = (organization_id, update.user_id)
+            partition, offset = update.source_partition, update.source_offset
             done = positions.peek(user)
-            if done is not None and done[0] == position[0] and done[1] > position[1]:
+            if done is not None and done[0] == partition and done[1] > offset:
                 self.replayed += 1
                 continue
-            positions.put(user, position)
-            self._touched_users[user] = None
+            positions.put(user, (partition, offset))
+            touched_users[user] = None
             org = self._organization(organization_id)
-            self._touched_departments.add((organization_id, update.department_id))
+            touched_departments.add((organization_id, update.department_id))
             ctx = _summary_context(
                 org, version, update, update.last_event_id, update.last_event_time, "", ""
             )
             # The update's own day (its last event is of that day, in the same time zone).
-            ctx.day = date(update.day.year, update.day.month, update.day.day).toordinal()
-            ctx.cost = Decimal(update.cost_krw)
-            ctx.today = self._activity.assign(ctx, update.requests, ctx.cost)
+            ctx.day = update.day
+            ctx.cost = cost = Decimal(update.cost_krw)
+            ctx.today = assign(ctx, update.requests, cost)
+            enabled = org.enabled
             found: list[Alert] = []
-            if self._peers in org.enabled:
-                found.extend(self._peers.detect(ctx))
-            if self._new_services in org.enabled:
+            if peers in enabled:
+                found.extend(peers.detect(ctx))
+            if update.services and new_services in enabled:
                 for use in update.services:
                     found.extend(
-                        self._new_services.detect(
+                        new_services.detect(
                             _summary_context(
                                 org,
                                 version,
@@ -409,7 +412,8 @@ class DetectionEngine:
                             )
                         )
                     )
-            alerts.extend(a for a in found if not self._fold or raised.add(a.dedup_key))
+            if found:
+                alerts.extend(a for a in found if not self._fold or raised.add(a.dedup_key))
         return alerts
 
     @property

@@ -1,0 +1,99 @@
+"""Activity records between the two detection agents: what the per-user engine reports comes
+back the same from its record, records of the earlier protobuf form are still read, and a
+record of a format this processor does not know is refused rather than misread."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import msgspec
+import pytest
+
+from civicmeter.api.usage.v1 import activity_pb2
+from civicmeter.policy.organization import PolicySet, parse_policies
+from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.detection.day_activity import (
+    VERSION,
+    DayActivity,
+    ServiceUse,
+    decode,
+    encode,
+)
+from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS
+from tests.processor.test_durable_detection import POLICY, day_of
+
+
+@pytest.fixture
+def policies() -> PolicySet:
+    return parse_policies(POLICY, "test.yaml")
+
+
+def test_an_engines_updates_come_back_from_their_record(policies: PolicySet) -> None:
+    engine = DetectionEngine(
+        policies, detectors=USER_DETECTORS, fold_repeats=False, activity_updates=True
+    )
+    engine.process(day_of("u1", 0, 3) + day_of("u1", 1, 2, service="claude"), [(0, 4, 17)])
+    updates = engine.take_activity()
+    assert [(u.day, u.requests, u.source_partition, u.source_offset) for u in updates] == [
+        (updates[0].day, 3, 4, 17),
+        (updates[0].day + 1, 2, 4, 17),
+    ]
+    # The sanctioned services used go with the user's last day.
+    assert [s.service_id for s in updates[-1].services] == ["chatgpt", "claude"]
+    assert updates[0].services == []
+    assert decode(encode(updates)) == updates
+
+
+def test_a_protobuf_record_of_the_earlier_format_is_read() -> None:
+    update = activity_pb2.UserDayActivity(
+        organization_id="org1",
+        department_id="dept1",
+        user_id="u1",
+        requests=7,
+        cost_krw="12.5",
+        last_event_id="e7",
+        source_partition=3,
+        source_offset=41,
+    )
+    update.day.year, update.day.month, update.day.day = 2026, 3, 2
+    update.last_event_time.seconds, update.last_event_time.nanos = 1_772_400_000, 500_000_000
+    use = update.services.add(service_id="claude", provider_name="anthropic", first_event_id="e2")
+    use.first_event_time.seconds = 1_772_399_000
+    value = activity_pb2.UserDayActivityBatch(updates=[update]).SerializeToString()
+
+    assert decode(value) == [
+        DayActivity(
+            "org1",
+            "dept1",
+            "u1",
+            date(2026, 3, 2).toordinal(),
+            7,
+            "12.5",
+            "e7",
+            1_772_400_000.5,
+            3,
+            41,
+            [ServiceUse("claude", "anthropic", 1_772_399_000.0, "e2")],
+        )
+    ]
+    assert decode(b"") == []  # an empty batch
+
+
+def test_a_record_of_an_unknown_format_is_refused() -> None:
+    value = msgspec.msgpack.encode((VERSION + 1, [["anything", "else"]]))
+    with pytest.raises(ValueError, match="format 2"):
+        decode(value)
+
+
+def test_the_organisation_engine_alerts_on_decoded_updates(policies: PolicySet) -> None:
+    users = DetectionEngine(
+        policies, detectors=USER_DETECTORS, fold_repeats=False, activity_updates=True
+    )
+    org = DetectionEngine(policies, detectors=ORGANIZATION_DETECTORS, fold_repeats=False)
+    for day in range(5):
+        users.process(day_of("u1", day, 5), [(0, 1, day)])
+        org.apply_activity(decode(encode(users.take_activity())))
+    users.process(day_of("u1", 5, 2, service="claude")[:1], [(0, 1, 5)])
+    alerts = org.apply_activity(decode(encode(users.take_activity())))
+    assert [a.alert_type for a in alerts] == ["new_service_in_department"]
+    assert alerts[0].event_id == day_of("u1", 5, 1, service="claude")[0][0].event_id
