@@ -25,7 +25,7 @@ from tests.deploy.test_chart import (
 __all__ = ["helm", "kubeconform"]  # fixtures used by the tests below
 
 ENABLED = {
-    "query": {"decision": {"enabled": True, "grpcPort": 50063}},
+    "query": {"decision": {"enabled": True, "grpcPort": 50063, "maxWatchers": 40}},
     "otel": {"env": {"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_TRACES_EXPORTER": "otlp"}},
 }
 
@@ -58,6 +58,8 @@ def test_the_decision_container_serves_its_own_port_probed_with_grpc_health(
     env = _env(decision)
     assert env["CIVICMETER_DECISION_GRPC_PORT"]["value"] == "50063"
     assert env["CIVICMETER_DECISION_HOST"]["value"] == "0.0.0.0"
+    assert env["CIVICMETER_DECISION_MAX_WATCHERS"]["value"] == "40"
+    assert env["CIVICMETER_DECISION_RATE_PER_KEY"]["value"] == "5000"
     for key, value in RESTRICTED_CONTAINER.items():
         assert decision["securityContext"].get(key) == value, key
     assert decision["resources"]["requests"]["cpu"]
