@@ -4,8 +4,10 @@
 organisation's budget state, read from the billing rollups (core.budgets) at most
 `refresh_seconds` ago. A call that finds its organisation's state older than that starts one
 refresh in the background and decides with the state it has, so no call waits on ClickHouse
-except an organisation's first. `WatchPolicy` streams the same policy and state to a gateway
-so its Guard decides locally.
+except an organisation's first, and that one at most FIRST_READ_SECONDS: past that (ClickHouse
+hung or down since the process started) it is decided without a budget state, so without the
+budget caps, as a Guard that has received none decides. `WatchPolicy` streams the same
+policy and state to a gateway so its Guard decides locally.
 
 How far spend can overshoot a cap: a budget is seen as spent once the rollups hold the events
 that spent it, i.e. after the gateway emitted them, ingest and the processor rated them and
@@ -52,6 +54,9 @@ from civicmeter.query.access import AuditLog, RefusedError, current_principal
 log = logging.getLogger("civicmeter.query.decision")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 REFRESH_SECONDS = 2.0
+# How long an organisation's first call waits for its first budget read: never a thread held
+# for as long as a hung ClickHouse takes (the thread-pool server has four for calls).
+FIRST_READ_SECONDS = 3.0
 POLICY_CHECK_SECONDS = 1.0  # a policy file edit decides within this long
 OUTCOMES: dict[str, pb.Outcome.ValueType] = {
     "ALLOW": pb.OUTCOME_ALLOW,
@@ -217,17 +222,19 @@ class BudgetStates:
         self._lock = threading.Lock()
 
     def get(self, organization: str) -> BudgetState | None:
-        """For a pool thread: the state, waiting only for an organisation's first read."""
+        """For a pool thread: the state, waiting only for an organisation's first read (at most
+        FIRST_READ_SECONDS)."""
         entry, reading = self._refreshed(organization)
         if entry.state is None:
-            reading.wait()
+            reading.wait(FIRST_READ_SECONDS)
         return entry.state
 
     async def get_async(self, organization: str) -> BudgetState | None:
-        """For the event loop: the state, awaiting only an organisation's first read."""
+        """For the event loop: the state, awaiting only an organisation's first read (at most
+        FIRST_READ_SECONDS)."""
         entry, reading = self._refreshed(organization)
         if entry.state is None:
-            await asyncio.to_thread(reading.wait)
+            await asyncio.to_thread(reading.wait, FIRST_READ_SECONDS)
         return entry.state
 
     def _refreshed(self, organization: str) -> tuple[_Budget, threading.Event]:
