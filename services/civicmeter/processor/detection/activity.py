@@ -76,6 +76,10 @@ class ActivityTracker:
                 return count, cost
         return 0, ZERO
 
+    def current(self, key: tuple[str, str]) -> UserActivity | None:
+        """A user's state marked as just used, as observe marks it; None when unknown."""
+        return self._users.get(key)
+
     def peek(self, organization_id: str, user_id: str) -> UserActivity | None:
         return self._users.peek((organization_id, user_id))
 

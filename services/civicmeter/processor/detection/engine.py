@@ -39,8 +39,20 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
     UnsanctionedServiceDetector,
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
+from civicmeter.processor.detection.event_kinds import (
+    EventKind,
+    IdentityFacts,
+    WorkingWindows,
+    event_id_of,
+    event_kind,
+    has_risk,
+    identity_of,
+    may_flag_risk,
+    seat_months_of,
+    time_of,
+)
 from civicmeter.processor.detection.state import DEPARTMENT, USER, StateRecord
-from civicmeter.processor.detection.user_activity import DayTotals
+from civicmeter.processor.detection.user_activity import DayTotals, UserActivity
 
 # The detectors that need all of an organisation's events: where users' events are spread over
 # processors, they run on day totals (DetectionEngine.apply_activity) gathered by organisation.
@@ -70,6 +82,7 @@ class EngineLimits:
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _OFFSET_BUCKET = 900  # time-zone offsets change only on quarter hours (UTC)
 _CACHE_LIMIT = 100_000
+_VOLUME = VolumeSpikeDetector()  # stateless: the engine's ordinary path calls it directly
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,66 @@ def _note(
         known = note.services.get(service)
         if known is None or seconds < known[1]:
             note.services[service] = (ctx.provider_name, seconds, ctx.event.event_id)
+
+
+def _note_request(
+    pending: dict[tuple[str, str], _Note],
+    user: tuple[str, str],
+    department_id: str,
+    day: int,
+    event_id: str,
+    seconds: float,
+    identity: IdentityFacts,
+    position: tuple[int, int] | None,
+) -> None:
+    """_note of an ordinary request (its service sanctioned and not banned)."""
+    note = pending.get(user)
+    if note is None:
+        note = pending[user] = _Note(department_id, position or _NO_POSITION)
+    else:
+        note.department = department_id
+        note.position = position or _NO_POSITION
+    note.days[day] = (event_id, seconds)
+    service = identity[4]
+    known = note.services.get(service)
+    if known is None or seconds < known[1]:
+        note.services[service] = (identity[3], seconds, event_id)
+
+
+def _context(
+    event: pb.UsageEvent,
+    cost: Decimal,
+    org: _Organization,
+    kind: EventKind,
+    version: str,
+    identity: IdentityFacts,
+    seconds: int,
+    moment: float,
+    activity: bool,
+    today: UserActivity | None,
+) -> EventContext:
+    """An event's full context (`seconds`: its whole epoch second; `moment`: with nanos)."""
+    day, second, month = org.local(seconds)
+    return EventContext(
+        event=event,
+        organization_id=identity[0],
+        department_id=identity[2],
+        user_id=identity[1],
+        service_id=identity[4],
+        provider_name=identity[3],
+        risk=event.risk if event.HasField("risk") else None,
+        cost=cost,
+        policy=org.policy,
+        policy_version=version,
+        seconds=moment,
+        day=day,
+        second=second,
+        month=month,
+        activity=activity,
+        banned=kind.banned,
+        sanctioned=kind.sanctioned,
+        today=today,
+    )
 
 
 def _summary_context(
@@ -219,11 +292,18 @@ class DetectionEngine:
             NonWorkContentDetector(),
             OffHoursDetector(),
             self._bursts,
-            VolumeSpikeDetector(),
+            _VOLUME,
             self._peers,
             self._new_services,
             self._denials,
         )
+        # Per kind of event (event_kinds.py): its organisation and what it decides, for the
+        # policies it was worked out for; and when requests are in working time.
+        self._kinds: dict[IdentityFacts, tuple[_Organization, EventKind]] = {}
+        self._kinds_of: PolicySet | None = None
+        self._windows = WorkingWindows()
+        # False: every event through every detector (the reference the ordinary path equals).
+        self._ordinary_path = True
         self.repeats = 0  # redelivered events skipped
         self.replayed = 0  # events or updates of a replay, already applied, skipped
         # Per user, the usage.raw (partition, offset) of the last record applied.
@@ -256,11 +336,33 @@ class DetectionEngine:
         in `batch`, usage.raw partition, offset) per record, in order. With them, a user's
         events from a record at or before the last one applied to the user (a replay after a
         crash, once the state is restored) change nothing and raise nothing again: that
-        record's alerts were published before the state that counts it was written."""
+        record's alerts were published before the state that counts it was written.
+
+        The fields every event needs are read once per batch, column by column, and what an
+        event's organisation, service, account kind, operation and decision decide is worked
+        out once per such kind (event_kinds.py). An ordinary request (no service-, account- or
+        risk-level detector can fire, in working time, on its user's current day) only counts
+        towards its user's state, and a detector's alert is built only where its state says it
+        fires; any other event goes through every detector (_detect_one). Both ways change the
+        same state in the same order and raise the same alerts."""
         alerts: list[Alert] = []
-        seen, raised = self._seen, self._raised
+        if not batch:
+            return alerts
+        if self._kinds_of is not self._policies:  # a new policy version: worked out again
+            self._kinds, self._kinds_of, self._windows = {}, self._policies, WorkingWindows()
+        kinds, covered = self._kinds, self._windows.covered
+        seen_add, raised, fold = self._seen.add, self._raised, self._fold
         version = self._policies.version
         positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
+        current = self._activity.current
+        bursts, peers, new_services = self._bursts, self._peers, self._new_services
+        ordinary_path = self._ordinary_path
+        events = [event for event, _ in batch]
+        identities: list[IdentityFacts] = list(map(identity_of, events))
+        event_ids: list[str] = list(map(event_id_of, events))
+        times: list[tuple[int, int]] = list(map(time_of, events))
+        seat_months: list[int] = list(map(seat_months_of, events))
+        risky: list[bool] = list(map(has_risk, events))
         applied: dict[tuple[str, str], tuple[int, int]] = {}
         ids_of: dict[tuple[str, str], deque[str]] = {}
         marks = iter(sources)
@@ -270,8 +372,9 @@ class DetectionEngine:
             while upcoming is not None and upcoming[0] <= index:
                 position = (upcoming[1], upcoming[2])
                 upcoming = next(marks, None)
-            organization_id = event.organization_id
-            user = (organization_id, event.user_id)
+            identity = identities[index]
+            organization_id, user_id, department_id = identity[0], identity[1], identity[2]
+            user = (organization_id, user_id)
             # A user's position and recent ids are looked up once per record and batch, not
             # per event: a record holds a few hundred events of far fewer users.
             if position is not None and applied.get(user) is not position:
@@ -280,7 +383,8 @@ class DetectionEngine:
                     self.replayed += 1
                     continue
                 applied[user] = position
-            if not seen.add(event.event_id):
+            event_id = event_ids[index]
+            if not seen_add(event_id):
                 self.repeats += 1
                 continue
             if position is not None:
@@ -291,44 +395,161 @@ class DetectionEngine:
                         ids = deque(maxlen=RECENT_IDS)
                         recent_ids.put(user, ids)
                     ids_of[user] = ids
-                ids.append(event.event_id)
-            org = self._organization(organization_id)
-            policy = org.policy
-            stamp = event.event_time
-            day, second, month = org.local(stamp.seconds)
-            activity = event.operation_name != "subscription" and not event.usage.seat_months
-            provider, service = event.provider_name, event.service_id
-            ctx = EventContext(
-                event=event,
-                organization_id=organization_id,
-                department_id=event.department_id,
-                user_id=event.user_id,
-                service_id=service,
-                provider_name=provider,
-                risk=event.risk if event.HasField("risk") else None,
-                cost=cost,
-                policy=policy,
-                policy_version=version,
-                seconds=stamp.seconds + stamp.nanos / 1e9,
-                day=day,
-                second=second,
-                month=month,
-                activity=activity,
-                banned=policy.is_banned(provider, service),
-                sanctioned=service in policy.sanctioned_services,
-            )
-            if activity:
-                ctx.today = self._activity.observe(ctx)
-                if pending is not None:
-                    _note(pending, user, ctx, position)
-            for detector in org.enabled:
-                for alert in detector.detect(ctx):
-                    if not self._fold or raised.add(alert.dedup_key):
-                        alerts.append(alert)
+                ids.append(event_id)
+            found = kinds.get(identity)
+            if found is None:
+                if len(kinds) >= _CACHE_LIMIT:
+                    kinds.clear()
+                org = self._organization(organization_id)
+                found = kinds[identity] = (
+                    org,
+                    event_kind(org.policy, frozenset(d.name for d in org.enabled), identity),
+                )
+            org, kind = found
+            seconds, nanos = times[index]
+            offset = org.offsets.get(seconds // _OFFSET_BUCKET)
+            if offset is None:
+                day, second, _ = org.local(seconds)
+            else:
+                day, second = divmod(seconds + offset, 86_400)
+                day += _EPOCH_ORDINAL
+            activity = kind.request and not seat_months[index]
+            state = current(user) if activity else None
+            if (
+                not ordinary_path
+                or not kind.ordinary
+                or (risky[index] and kind.risk and may_flag_risk(org.policy, event.risk))
+                or (
+                    activity
+                    and (
+                        state is None
+                        or state.day != day
+                        or (
+                            kind.working_time is not None
+                            and not covered(
+                                kind.working_time,
+                                organization_id,
+                                department_id,
+                                user_id,
+                                day,
+                                second,
+                                seconds,
+                                nanos,
+                            )
+                        )
+                    )
+                )
+            ):
+                self._detect_one(
+                    event,
+                    cost,
+                    org,
+                    kind,
+                    version,
+                    identity,
+                    seconds,
+                    nanos,
+                    activity,
+                    user,
+                    position,
+                    alerts,
+                )
+                continue
+            if state is None:  # an ordinary seat charge: spend, not activity; nothing fires
+                continue
+            # An ordinary request on its user's current day: counted as observe counts it.
+            state.department = department_id
+            state.count += 1
+            state.cost += cost
+            moment = seconds + nanos / 1e9
+            if pending is not None:
+                _note_request(
+                    pending, user, department_id, day, event_id, moment, identity, position
+                )
+            ctx: EventContext | None = None
+            raising: list[Alert] = []
+            settings = kind.bursts
+            if settings is not None:
+                recent = bursts.recent(user, settings)
+                recent.times.append(moment)
+                if recent.alerted_day != day:
+                    burst = bursts.finding(recent, settings)
+                    if burst is not None:
+                        ctx = _context(
+                            event, cost, org, kind, version, identity, seconds, moment, True, state
+                        )
+                        raising.extend(bursts.raise_alert(ctx, recent, settings, burst))
+            if kind.volume and state.volume_alerted_day != day:
+                count_limit, cost_limit = state.count_limit, state.cost_limit
+                if (count_limit is not None and state.count > count_limit.limit) or (
+                    cost_limit is not None and state.cost > cost_limit.limit
+                ):
+                    ctx = ctx or _context(
+                        event, cost, org, kind, version, identity, seconds, moment, True, state
+                    )
+                    raising.extend(_VOLUME.detect(ctx))
+            if kind.peers:
+                department = peers.joined((organization_id, department_id), user_id)
+                limit = department.limit
+                if day > department.day or (limit is not None and state.count > limit.limit):
+                    ctx = ctx or _context(
+                        event, cost, org, kind, version, identity, seconds, moment, True, state
+                    )
+                    raising.extend(peers.detect(ctx))
+            if kind.new_services:
+                known = new_services.seen((organization_id, department_id))
+                if known is None or identity[4] not in known.services:
+                    ctx = ctx or _context(
+                        event, cost, org, kind, version, identity, seconds, moment, True, state
+                    )
+                    raising.extend(new_services.detect(ctx))
+                elif moment < known.first_seconds:
+                    known.first_seconds = moment
+            for alert in raising:
+                if not fold or raised.add(alert.dedup_key):
+                    alerts.append(alert)
         for user, position in applied.items():
             positions.put(user, position)
             self._touched_users[user] = position[0]
         return alerts
+
+    def _detect_one(
+        self,
+        event: pb.UsageEvent,
+        cost: Decimal,
+        org: _Organization,
+        kind: EventKind,
+        version: str,
+        identity: IdentityFacts,
+        seconds: int,
+        nanos: int,
+        activity: bool,
+        user: tuple[str, str],
+        position: tuple[int, int] | None,
+        alerts: list[Alert],
+    ) -> None:
+        """One event through every enabled detector, with its full context."""
+        ctx = _context(
+            event,
+            cost,
+            org,
+            kind,
+            version,
+            identity,
+            seconds,
+            seconds + nanos / 1e9,
+            activity,
+            None,
+        )
+        if activity:
+            ctx.today = self._activity.observe(ctx)
+            if self._pending is not None:
+                _note(self._pending, user, ctx, position)
+        raised, fold = self._raised, self._fold
+        for detector in org.enabled:
+            for alert in detector.detect(ctx):
+                if not fold or raised.add(alert.dedup_key):
+                    alerts.append(alert)
 
     def take_activity(self) -> list[DayActivity]:
         """The day totals of the users whose requests were counted since the last call, for

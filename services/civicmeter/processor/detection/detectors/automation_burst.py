@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from civicmeter.policy.detectors import AutomationBurstSettings
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap
 from civicmeter.processor.detection.context import EventContext
@@ -51,6 +52,10 @@ class Regular:
     chance: float  # with others: how likely random requests at this pace line up like this
 
 
+# A rate burst (requests, seconds) or a regular chain.
+Finding = tuple[int, float] | Regular
+
+
 @dataclass(slots=True)
 class Recent:
     times: deque[float]
@@ -67,18 +72,45 @@ class AutomationBurstDetector:
         if not ctx.activity:
             return NO_ALERTS
         settings = ctx.policy.detectors.automation_burst
-        key = (ctx.organization_id, ctx.user_id)
+        recent = self.recent((ctx.organization_id, ctx.user_id), settings)
+        recent.times.append(ctx.seconds)
+        if recent.alerted_day == ctx.day:
+            return NO_ALERTS
+        found = self.finding(recent, settings)
+        return NO_ALERTS if found is None else self.raise_alert(ctx, recent, settings, found)
+
+    def recent(self, key: tuple[str, str], settings: AutomationBurstSettings) -> Recent:
+        """A user's recent request times (marked as just used), sized for the settings."""
         size = max(settings.max_requests, settings.regular_intervals + _INTERLOPERS) + 1
         recent = self._users.get(key)
         if recent is None or recent.times.maxlen != size:
             recent = Recent(deque(recent.times if recent else (), maxlen=size))
             self._users.put(key, recent)
+        return recent
+
+    @staticmethod
+    def finding(recent: Recent, settings: AutomationBurstSettings) -> Finding | None:
+        """What the request times just added to `recent` show: a rate, a regular chain, or
+        None (the engine asks this of every request, and builds an alert only when found)."""
         times = recent.times
-        times.append(ctx.seconds)
-        if recent.alerted_day == ctx.day:
-            return NO_ALERTS
         found = _rate(times, settings.max_requests, settings.window_seconds)
         if found is not None:
+            return found
+        return _regular(
+            times,
+            settings.regular_intervals,
+            settings.max_interval_cv,
+            settings.max_mean_interval_seconds,
+        )
+
+    def raise_alert(
+        self,
+        ctx: EventContext,
+        recent: Recent,
+        settings: AutomationBurstSettings,
+        found: Finding,
+    ) -> Sequence[Alert]:
+        if not isinstance(found, Regular):
             count, span = found
             text = (
                 f"{ctx.who} made {count} requests within {span:.0f} seconds, up to {ctx.when} "
@@ -91,14 +123,7 @@ class AutomationBurstDetector:
             )
             attributes = {"pattern": "rate", "requests": str(count), "span_seconds": f"{span:.1f}"}
         else:
-            regular = _regular(
-                times,
-                settings.regular_intervals,
-                settings.max_interval_cv,
-                settings.max_mean_interval_seconds,
-            )
-            if regular is None:
-                return NO_ALERTS
+            regular = found
             text, text_ko = _explain_regular(ctx, settings.regular_intervals + 1, regular)
             attributes = {
                 "pattern": "regular",

@@ -59,6 +59,10 @@ class NewServiceInDepartmentDetector:
             ),
         )
 
+    def seen(self, key: tuple[str, str]) -> Seen | None:
+        """A department's first request time and services, marked as just used."""
+        return self._departments.get(key)
+
     def export(self, key: tuple[str, str]) -> list[Any] | None:
         """A department's first request time and services, as plain values; None if unknown."""
         seen = self._departments.peek(key)

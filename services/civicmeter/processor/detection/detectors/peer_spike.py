@@ -43,8 +43,7 @@ class PeerSpikeDetector:
         state = ctx.today
         if state is None:
             return NO_ALERTS
-        department = self._department((ctx.organization_id, ctx.department_id))
-        self._join(department, ctx.user_id)
+        department = self.joined((ctx.organization_id, ctx.department_id), ctx.user_id)
         if ctx.day > department.day:
             self._refresh(ctx, department)
         limit = department.limit
@@ -93,6 +92,12 @@ class PeerSpikeDetector:
             if len(typical) >= settings.min_peers
             else None
         )
+
+    def joined(self, key: tuple[str, str], user_id: str) -> Department:
+        """The department (marked as just used) with the user among its members."""
+        department = self._department(key)
+        self._join(department, user_id)
+        return department
 
     def _join(self, department: Department, user_id: str) -> None:
         members = department.members

@@ -1,0 +1,167 @@
+"""What the detection engine works out once per kind of event rather than once per event.
+
+Most events are ordinary: a sanctioned service, an allowed account kind, not banned, not
+denied, no risk finding, in working time. For those, no service- or account-level detector
+can fire, and only the per-user state (activity, bursts, baselines, peers, services seen)
+changes. `EventKind` says, for every event sharing an organisation, provider, service, account
+kind, operation and decision, whether an event is ordinary in that sense and which stateful
+detectors run; `WorkingWindows` answers "in working time?" once per person's schedules and
+minute. The engine sends every event that is not provably ordinary through all its detectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from operator import attrgetter, methodcaller
+from zoneinfo import ZoneInfo
+
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.detectors import AutomationBurstSettings
+from civicmeter.policy.organization import OrganizationPolicy
+from civicmeter.policy.working_time import WorkingTime
+
+# The fields the engine reads of every event, each read once per batch (by C-level getters).
+# The identity: organisation, user, department, provider, service, account kind, operation,
+# decision.
+IdentityFacts = tuple[str, str, str, str, str, int, str, int]
+identity_of = attrgetter(
+    "organization_id",
+    "user_id",
+    "department_id",
+    "provider_name",
+    "service_id",
+    "account_kind",
+    "operation_name",
+    "decision",
+)
+event_id_of = attrgetter("event_id")
+time_of = attrgetter("event_time.seconds", "event_time.nanos")
+seat_months_of = attrgetter("usage.seat_months")
+has_risk = methodcaller("HasField", "risk")
+
+# Below this many nanoseconds, seconds + nanos / 1e9 truncates to the whole second (at any
+# epoch second a Timestamp holds the float's error is far under a millisecond).
+_NANOS_EXACT = 999_000_000
+_OFFSET_BUCKET = 900  # the engine's time-zone offsets are cached per quarter hour
+_CACHE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    banned: bool  # the provider or service is banned for this organisation
+    sanctioned: bool  # the service is sanctioned for this organisation
+    # Not banned, sanctioned, an allowed account kind, not denied: none of banned_provider,
+    # unsanctioned_service, personal_account, repeated_denials can fire.
+    ordinary: bool
+    request: bool  # not a subscription (a request a person made, unless it bills seats)
+    bursts: AutomationBurstSettings | None  # automation_burst's settings when enabled
+    volume: bool  # volume_spike enabled
+    peers: bool  # peer_spike enabled
+    new_services: bool  # new_service_in_department enabled
+    working_time: WorkingTime | None  # off_hours enabled: the working time it checks
+    risk: bool  # pii_sent or non_work_content enabled
+
+
+def event_kind(
+    policy: OrganizationPolicy, enabled: frozenset[str], identity: IdentityFacts
+) -> EventKind:
+    _, _, _, provider, service, account_kind, operation, decision = identity
+    banned = policy.is_banned(provider, service)
+    sanctioned = service in policy.sanctioned_services
+    return EventKind(
+        banned=banned,
+        sanctioned=sanctioned,
+        ordinary=(
+            not banned
+            and sanctioned
+            and policy.allows_account_kind(account_kind)
+            and decision != pb.DECISION_DENY
+        ),
+        request=operation != "subscription",
+        bursts=(policy.detectors.automation_burst if "automation_burst" in enabled else None),
+        volume="volume_spike" in enabled,
+        peers="peer_spike" in enabled,
+        new_services="new_service_in_department" in enabled,
+        working_time=policy.working_time if "off_hours" in enabled else None,
+        risk="pii_sent" in enabled or "non_work_content" in enabled,
+    )
+
+
+def may_flag_risk(policy: OrganizationPolicy, risk: pb.RiskSignals) -> bool:
+    """Whether pii_sent or non_work_content may fire on these risk signals."""
+    return bool(risk.pii_findings) or policy.non_work_categories.matches(risk.content_category)
+
+
+class WorkingWindows:
+    """Whether an event falls in its person's working time, exactly as off_hours decides it
+    (WorkingTime.covers of the event's local day and second), remembered per schedules and
+    minute: every window's bounds and grace are whole minutes."""
+
+    def __init__(self) -> None:
+        self._covered: dict[tuple[object, ...], bool] = {}
+        self._steady: dict[tuple[ZoneInfo, int], bool] = {}
+        self._by_minute: dict[int, bool] = {}  # id(WorkingTime) -> all bounds whole minutes
+        self._keep: dict[int, WorkingTime] = {}  # keeps the ids above meaningful
+
+    def covered(
+        self,
+        working_time: WorkingTime,
+        organization_id: str,
+        department_id: str,
+        user_id: str,
+        day: int,
+        second: int,
+        seconds: int,
+        nanos: int,
+    ) -> bool:
+        """True when off_hours cannot fire for the event at `seconds`, `nanos` whose local day
+        and second the engine computed with its quarter-hour offset; False when it may (or
+        when the engine's local time might differ from off_hours' own)."""
+        if nanos >= _NANOS_EXACT and int(seconds + nanos / 1e9) != seconds:
+            return False  # off_hours truncates the float time, a second later
+        if not self._is_steady(working_time.time_zone, seconds // _OFFSET_BUCKET):
+            return False
+        if not self._whole_minutes(working_time):
+            return working_time.covers(day, second, department_id, user_id)
+        key: tuple[object, ...] = (
+            (organization_id, department_id, user_id, day, second // 60)
+            if working_time.schedules
+            else (organization_id, day, second // 60)
+        )
+        covered = self._covered.get(key)
+        if covered is None:
+            covered = working_time.covers(day, second, department_id, user_id)
+            if len(self._covered) >= _CACHE_LIMIT:
+                self._covered.clear()
+            self._covered[key] = covered
+        return covered
+
+    def _is_steady(self, zone: ZoneInfo, bucket: int) -> bool:
+        """Whether the zone's offset is the same through the quarter hour (so the offset the
+        engine caches for its start is every second's)."""
+        key = (zone, bucket)
+        steady = self._steady.get(key)
+        if steady is None:
+            start = bucket * _OFFSET_BUCKET
+            steady = (
+                datetime.fromtimestamp(start, zone).utcoffset()
+                == datetime.fromtimestamp(start + _OFFSET_BUCKET - 1, zone).utcoffset()
+            )
+            if len(self._steady) >= _CACHE_LIMIT:
+                self._steady.clear()
+            self._steady[key] = steady
+        return steady
+
+    def _whole_minutes(self, working_time: WorkingTime) -> bool:
+        whole = self._by_minute.get(id(working_time))
+        if whole is None:
+            whole = all(
+                schedule.start_second % 60 == 0
+                and schedule.end_second % 60 == 0
+                and schedule.grace_seconds % 60 == 0
+                for schedule in (working_time.office, *working_time.schedules)
+            )
+            self._by_minute[id(working_time)] = whole
+            self._keep[id(working_time)] = working_time
+        return whole
