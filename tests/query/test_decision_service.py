@@ -257,3 +257,30 @@ async def test_a_guard_follows_the_stream_and_decides_locally(
         guard.check("회의록을 요약해줘", RequestFacts(provider="openai", service="chatgpt")).outcome
         == "ALLOW"
     )
+
+
+@pytest.mark.parametrize("kind", ["query", "decision"])
+async def test_each_decide_is_audited_with_the_organisation_it_was_decided_for(
+    clickhouse: Client, tmp_path: Path, kind: str
+) -> None:
+    audit = AuditLog(Storage(clickhouse))
+    async with serving(clickhouse, tmp_path, kind=kind, audit=audit) as channel:
+        stub = decision_grpc.DecisionServiceStub(channel)
+        await stub.Decide(request(), metadata=auth(GATEWAY))  # the key's one organisation
+        await stub.Decide(request(organization_id="busan"), metadata=auth(TWO_ORGS))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Decide(request(), metadata=auth(TWO_ORGS))  # which of its two?
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as foreign:
+            await stub.Decide(request(organization_id="daegu"), metadata=auth(TWO_ORGS))
+        assert foreign.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    await audit.flush()
+    rows = clickhouse.query(
+        "SELECT key_id, organization_id, status FROM audit_log WHERE method LIKE '%/Decide'"
+    ).result_rows
+    assert sorted(tuple(row) for row in rows) == sorted([
+        ("gw-seoul", "seoul", "OK"),
+        ("gw-two", "busan", "OK"),
+        ("gw-two", "", "INVALID_ARGUMENT"),
+        ("gw-two", "daegu", "PERMISSION_DENIED"),  # the organisation it asked for
+    ])  # fmt: skip

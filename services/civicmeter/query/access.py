@@ -109,10 +109,15 @@ def tenant_scope(requested: str) -> str | None:
         raise TenantError(f"organization_id: {echo(requested)} is outside this key's organisation")
     else:
         scope = principal.organization_id
+    served_for(scope or "*")
+    return scope
+
+
+def served_for(organization: str) -> None:
+    """Note the organisation the current call is served for, for its audit row."""
     noted = _scoped.get(None)
     if noted is not None:
-        noted.append(scope or "*")
-    return scope
+        noted.append(organization)
 
 
 async def abort_if_foreign(context: grpc.aio.ServicerContext, requested: str) -> str | None:

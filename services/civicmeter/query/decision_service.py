@@ -49,7 +49,7 @@ from civicmeter.core.store.connection import StorageCalls
 from civicmeter.policy.compiled import budget_message, compile_policy
 from civicmeter.policy.decision import BudgetState, RequestFacts, Spent, decide
 from civicmeter.policy.organization import PolicySet
-from civicmeter.query.access import AuditLog, RefusedError, current_principal
+from civicmeter.query.access import AuditLog, RefusedError, current_principal, served_for
 
 log = logging.getLogger("civicmeter.query.decision")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
@@ -399,10 +399,13 @@ def organization_of_call(requested: str) -> str:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "organization_id: the credential is not bound to this organisation",
             )
-        return requested
-    if len(bound) != 1 or bound[0] == ALL_ORGANIZATIONS:
+        organization = requested
+    elif len(bound) != 1 or bound[0] == ALL_ORGANIZATIONS:
         raise RefusedError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "organization_id: required, the credential is bound to several organisations",
         )
-    return bound[0]
+    else:
+        organization = bound[0]
+    served_for(organization)  # the audit row names it, though the request may not
+    return organization
