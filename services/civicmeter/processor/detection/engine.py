@@ -45,6 +45,7 @@ from civicmeter.processor.detection.event_kinds import (
     WorkingWindows,
     event_id_of,
     event_kind,
+    event_time_of,
     has_risk,
     identity_of,
     may_flag_risk,
@@ -360,7 +361,7 @@ class DetectionEngine:
         events = [event for event, _ in batch]
         identities: list[IdentityFacts] = list(map(identity_of, events))
         event_ids: list[str] = list(map(event_id_of, events))
-        times: list[tuple[int, int]] = list(map(time_of, events))
+        times: list[tuple[int, int]] = list(map(time_of, map(event_time_of, events)))
         seat_months: list[int] = list(map(seat_months_of, events))
         risky: list[bool] = list(map(has_risk, events))
         applied: dict[tuple[str, str], tuple[int, int]] = {}

@@ -36,7 +36,8 @@ identity_of = attrgetter(
     "decision",
 )
 event_id_of = attrgetter("event_id")
-time_of = attrgetter("event_time.seconds", "event_time.nanos")
+event_time_of = attrgetter("event_time")
+time_of = attrgetter("seconds", "nanos")  # of an event_time (read once: each read wraps it)
 seat_months_of = attrgetter("usage.seat_months")
 has_risk = methodcaller("HasField", "risk")
 
@@ -95,8 +96,10 @@ def may_flag_risk(policy: OrganizationPolicy, risk: pb.RiskSignals) -> bool:
 
 class WorkingWindows:
     """Whether an event falls in its person's working time, exactly as off_hours decides it
-    (WorkingTime.covers of the event's local day and second), remembered per schedules and
-    minute: every window's bounds and grace are whole minutes."""
+    (WorkingTime.covers of the event's local day and second), remembered per organisation
+    (and person, where schedules name people) and UTC minute: every window's bounds and grace
+    are whole minutes, and so is the zone's offset, steady through the quarter hour, so the
+    minute decides the local minute."""
 
     def __init__(self) -> None:
         self._covered: dict[tuple[object, ...], bool] = {}
@@ -120,18 +123,20 @@ class WorkingWindows:
         when the engine's local time might differ from off_hours' own)."""
         if nanos >= _NANOS_EXACT and int(seconds + nanos / 1e9) != seconds:
             return False  # off_hours truncates the float time, a second later
-        if not self._is_steady(working_time.time_zone, seconds // _OFFSET_BUCKET):
-            return False
-        if not self._whole_minutes(working_time):
-            return working_time.covers(day, second, department_id, user_id)
+        # Remembered per UTC minute (and person, where schedules differ by person).
         key: tuple[object, ...] = (
-            (organization_id, department_id, user_id, day, second // 60)
+            (organization_id, department_id, user_id, seconds // 60)
             if working_time.schedules
-            else (organization_id, day, second // 60)
+            else (organization_id, seconds // 60)
         )
         covered = self._covered.get(key)
         if covered is None:
+            zone, bucket = working_time.time_zone, seconds // _OFFSET_BUCKET
+            if not self._is_steady(zone, bucket):
+                return False
             covered = working_time.covers(day, second, department_id, user_id)
+            if not self._whole_minutes(working_time) or _offset(zone, bucket) % 60:
+                return covered  # the minute does not decide: not remembered
             if len(self._covered) >= _CACHE_LIMIT:
                 self._covered.clear()
             self._covered[key] = covered
@@ -165,3 +170,8 @@ class WorkingWindows:
             self._by_minute[id(working_time)] = whole
             self._keep[id(working_time)] = working_time
         return whole
+
+
+def _offset(zone: ZoneInfo, bucket: int) -> int:
+    delta = datetime.fromtimestamp(bucket * _OFFSET_BUCKET, zone).utcoffset()
+    return int(delta.total_seconds()) if delta else 0
