@@ -52,7 +52,7 @@ def test_the_decision_container_serves_its_own_port_probed_with_grpc_health(
 ) -> None:
     decision = _containers(enabled_render)["decision"]
     assert decision["args"] == ["decision"]
-    assert decision["ports"] == [{"name": "decision", "containerPort": 50063, "protocol": "TCP"}]
+    assert decision["ports"][0] == {"name": "decision", "containerPort": 50063, "protocol": "TCP"}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert decision[probe]["grpc"] == {"port": 50063}, probe
     env = _env(decision)
@@ -65,17 +65,21 @@ def test_the_decision_container_serves_its_own_port_probed_with_grpc_health(
     assert decision["resources"]["requests"]["cpu"]
 
 
-def test_it_reads_what_query_reads_but_leaves_the_metrics_port_to_query(
+def test_it_reads_what_query_reads_and_exports_metrics_on_a_port_of_its_own(
     enabled_render: list[Manifest],
 ) -> None:
     containers = _containers(enabled_render)
     query, decision = _env(containers["query"]), _env(containers["decision"])
     for name in ("CIVICMETER_API_KEYS_FILE", "CLICKHOUSE_HOST", "CLICKHOUSE_PASSWORD_FILE",
-                 "OTEL_TRACES_EXPORTER"):  # fmt: skip
+                 "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"):  # fmt: skip
         if name in query:
             assert decision[name] == query[name], name
-    assert query["OTEL_METRICS_EXPORTER"]["value"] == "prometheus"
-    assert "OTEL_METRICS_EXPORTER" not in decision  # two exporters cannot share one pod port
+    assert decision["OTEL_METRICS_EXPORTER"]["value"] == "prometheus"
+    # Two exporters cannot share one pod port.
+    query_port = int(query.get("OTEL_EXPORTER_PROMETHEUS_PORT", {"value": "9464"})["value"])
+    assert decision["OTEL_EXPORTER_PROMETHEUS_PORT"]["value"] == "9465" != str(query_port)
+    ports = {p["name"]: p["containerPort"] for p in containers["decision"]["ports"]}
+    assert ports == {"decision": 50063, "metrics-dec": 9465}
     mounts = {m["mountPath"] for m in containers["decision"]["volumeMounts"]}
     assert {m["mountPath"] for m in containers["query"]["volumeMounts"]} - mounts <= {
         "/etc/civicmeter/pricing"
@@ -91,7 +95,21 @@ def test_the_service_and_network_policy_open_the_decision_port(
         assert ports["decision"]["targetPort"] == "decision"
     policy = _named(enabled_render, "NetworkPolicy", f"{RELEASE}-query")
     admitted = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-    assert 50063 in admitted
+    assert {50063, 9465} <= admitted
+
+
+def test_prometheus_scrapes_the_decision_container_through_the_query_service(
+    helm: str, tmp_path: Path
+) -> None:
+    values = {**ENABLED, "metrics": {"serviceMonitor": {"enabled": True}}}
+    render = _render(helm, tmp_path, values)
+    ports = {p["name"]: p for p in _named(render, "Service", f"{RELEASE}-query")["spec"]["ports"]}
+    assert ports["metrics-decision"]["targetPort"] == "metrics-dec"
+    assert ports["metrics-decision"]["port"] == 9465
+    monitor = next(m for m in render if m["kind"] == "ServiceMonitor")
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics", "metrics-decision"]
+    headless = _named(render, "Service", f"{RELEASE}-query-headless")["spec"]["ports"]
+    assert "metrics-decision" not in {p["name"] for p in headless}
 
 
 def test_the_render_with_the_decision_container_is_valid_kubernetes(
