@@ -70,6 +70,8 @@ NUMBERS: dict[str, Number] = {
     "CIVICMETER_PRICES_RELOAD_SECONDS": Number(
         ProcessorSettings.from_env, NOT_NEGATIVE, "0", ("-10",)),
     "CIVICMETER_PROCESSOR_BATCH_SIZE": Number(ProcessorSettings.from_env, INTEGER_1, "1", ("0",)),
+    "CIVICMETER_PROCESSOR_STATE_INTERVAL_SECONDS": Number(
+        ProcessorSettings.from_env, POSITIVE, "0.5", ("0", "-5")),
     "CIVICMETER_ALLOWED_LATENESS_SECONDS": Number(
         ProcessorSettings.from_env, "an integer from 0 to 3153600000", "0", ("-3600",)),
     "CIVICMETER_SINK_MAX_BATCH_RECORDS": Number(SinkSettings.from_env, INTEGER_1, "50", ("0",)),

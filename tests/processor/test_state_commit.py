@@ -63,13 +63,15 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "CIVICMETER_PROCESSOR_GROUP_ID": self.group,
             "CIVICMETER_PROCESSOR_DATA_DIR": str(self.workdir / f"processor-{n}"),
+            "CIVICMETER_PROCESSOR_STATE_INTERVAL_SECONDS": str(state_interval),
+            "CIVICMETER_LOG_LEVEL": "WARNING",
             "OTEL_SDK_DISABLED": "true",
             "PYTHONUNBUFFERED": "1",
         }
         log = (self.workdir / f"processor-{n}.log").open("wb")
         self.logs.append(log)
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.processor.state_worker", str(state_interval)],
+            [sys.executable, "-m", "civicmeter", "processor"],
             cwd=REPO,
             env=env,
             stdout=log,

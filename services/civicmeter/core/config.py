@@ -322,6 +322,9 @@ class ProcessorSettings:
     policy_file: Path = Path("config/policies.yaml")
     batch_size: int = 64  # usage.raw records (each a batch of events) per micro-batch
     batch_within_seconds: float = 0.2
+    # How long detector state (and so the commit of the records it counts) may wait to be
+    # written: a key changed many times in this long is written once (processor/state_flush.py).
+    state_interval_seconds: float = 5.0
     data_dir: Path = Path(".civicmeter/processor")
     time_window: TimeWindow = field(default_factory=TimeWindow)
     allowed_lateness: timedelta = timedelta(hours=1)
@@ -337,6 +340,13 @@ class ProcessorSettings:
             ),
             policy_file=Path(env.get("CIVICMETER_POLICY_FILE", str(cls.policy_file))),
             batch_size=env_int(env, "CIVICMETER_PROCESSOR_BATCH_SIZE", cls.batch_size, 1),
+            state_interval_seconds=env_float(
+                env,
+                "CIVICMETER_PROCESSOR_STATE_INTERVAL_SECONDS",
+                cls.state_interval_seconds,
+                0,
+                above_minimum=True,
+            ),
             data_dir=Path(env.get("CIVICMETER_PROCESSOR_DATA_DIR", str(cls.data_dir))),
             time_window=time_window_from_env(env),
             allowed_lateness=timedelta(

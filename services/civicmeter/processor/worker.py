@@ -13,21 +13,13 @@ from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.telemetry.consumer_lag import LAG_REFRESH_SECONDS, ConsumerLag
 from civicmeter.core.telemetry.setup import Telemetry
-from civicmeter.processor.app import STATE_INTERVAL_SECONDS, build_app
+from civicmeter.processor.app import build_app
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS
 from civicmeter.processor.detector_state import DetectionTopics, ensure_detection_topics
 
 
-def run(
-    settings: ProcessorSettings,
-    telemetry: Telemetry,
-    log_level: str,
-    *,
-    state_interval: float = STATE_INTERVAL_SECONDS,
-) -> None:
-    """`state_interval`: how long detector state (and so the commit of the records it
-    counts) may wait to be written (app.py)."""
+def run(settings: ProcessorSettings, telemetry: Telemetry, log_level: str) -> None:
     # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
     prices = CatalogSource(settings.prices_file)
     policies = PolicySource(settings.policy_file)
@@ -51,7 +43,7 @@ def run(
         detection,
         policies,
         organization,
-        state_interval=state_interval,
+        state_interval=settings.state_interval_seconds,
     )
     lag = ConsumerLag(
         settings.kafka, telemetry.meter, {settings.group_id: [settings.kafka.topics.raw]}

@@ -1,0 +1,80 @@
+"""CPU per event of DetectionEngine.process alone, over the rated events the processor hands it
+for processor_cpu's realistic records (recorded once through BatchProcessor), with the engine's
+ordinary path (default) or every event through every detector (--reference).
+
+    python -m loadtests.detection_cpu [--events 100000] [--repeat 3] [--reference] [--user]
+
+--user: the processor's engine (USER_DETECTORS, activity reported after every batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.policy_source import PolicySource
+from civicmeter.core.pricing.catalog_source import CatalogSource
+from civicmeter.processor.detection import Alert, DetectionEngine
+from civicmeter.processor.detection.engine import USER_DETECTORS, SourceMark
+from civicmeter.processor.pipeline import BatchProcessor
+from loadtests.processor_cpu import RECORDS_PER_BATCH, realistic_records
+from loadtests.stack import DEFAULT_POLICIES, DEFAULT_PRICES
+
+Call = tuple[list[tuple[pb.UsageEvent, Decimal]], list[SourceMark]]
+
+
+class _Recorder:
+    """Stands in for the engine: keeps what the processor hands it."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    def process(
+        self, batch: Sequence[tuple[pb.UsageEvent, Decimal]], sources: Sequence[SourceMark]
+    ) -> list[Alert]:
+        self.calls.append((list(batch), list(sources)))
+        return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reference", action="store_true", help="every event, every detector")
+    parser.add_argument("--user", action="store_true", help="the processor's user detectors")
+    args = parser.parse_args(argv)
+    recorder = _Recorder()
+    processor = BatchProcessor(CatalogSource(DEFAULT_PRICES).catalog, "usage.raw")
+    processor.detection = recorder  # type: ignore[assignment]
+    records = realistic_records(args.events)
+    now = datetime.now(UTC)
+    for i in range(0, len(records), RECORDS_PER_BATCH):
+        processor.process(records[i : i + RECORDS_PER_BATCH], now)
+    events = sum(len(batch) for batch, _ in recorder.calls)
+    options: dict[str, Any] = (
+        {"detectors": USER_DETECTORS, "fold_repeats": False, "activity_updates": True}
+        if args.user
+        else {}
+    )
+    best = float("inf")
+    for _ in range(args.repeat):
+        engine = DetectionEngine(PolicySource(DEFAULT_POLICIES).current(), **options)
+        engine._ordinary_path = not args.reference
+        started = time.process_time()
+        for batch, sources in recorder.calls:
+            engine.process(batch, sources)
+            if args.user:
+                engine.take_activity()
+        best = min(best, (time.process_time() - started) / events * 1e6)
+    path = "reference" if args.reference else "ordinary path"
+    print(f"{events} events, detection alone ({path}): {best:.2f} µs CPU/event")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
