@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,14 +14,17 @@ import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import load_catalog
+from civicmeter.policy.organization import parse_policies
 from civicmeter.processor.detection import Alert, DetectionEngine
 from civicmeter.processor.detection.engine import USER_DETECTORS, SourceMark
+from civicmeter.processor.detection.event_kinds import WorkingWindows
 from loadtests.misuse.bench import FACTS
 from loadtests.misuse.scenario import REPO, MisuseScenario, build_misuse_scenario
 from loadtests.scenario import governments_of, load_facts
 
 Batch = list[tuple[pb.UsageEvent, Decimal]]
 RECORD = 40  # events per usage.raw record in the runs with sources
+USER_A = "u_3f9a1c2e4b5d6f708192a3b4c5d6e7f8"
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +119,69 @@ def test_the_same_alerts_with_sources_however_records_are_batched(
         assert found[0] == expected[0], per_batch
         assert found[2] == expected[2], per_batch
         assert found[1] == run(scenario, batches, reference=True, sources=True, **options)[1]
+
+
+ZONES_POLICY: dict[str, Any] = {
+    "version": "zones-1",
+    "defaults": {
+        "time_zone": "Asia/Seoul",
+        "working_hours": {"start": "09:00", "end": "18:00", "grace_minutes": 45},
+        "schedules": [
+            {"name": "remote", "departments": ["it"], "start": "07:30", "end": "22:15"},
+            {
+                "name": "night",
+                "users": ["u_night0000000000000000000000000"],
+                "start": "22:00",
+                "end": "06:30",
+                "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                "holidays": True,
+            },
+        ],
+    },
+    "organizations": {
+        "berlin": {"time_zone": "Europe/Berlin", "schedules": []},  # summer time
+        "kathmandu": {"time_zone": "Asia/Kathmandu"},  # +05:45
+        "stjohns": {"time_zone": "America/St_Johns"},  # -03:30, summer time
+    },
+}
+
+
+@pytest.mark.parametrize("organization_id", ["seoul", "berlin", "kathmandu", "stjohns"])
+def test_working_time_per_minute_is_off_hours_own_answer(organization_id: str) -> None:
+    """WorkingWindows.covered, remembered per minute, is True exactly where off_hours finds
+    the event in working time: across summer-time changes, offsets of 30 and 45 minutes,
+    a zone's old local mean time (not whole minutes), nanoseconds that round up, and people
+    with schedules of their own."""
+    engine = DetectionEngine(parse_policies(ZONES_POLICY, "zones.yaml"))
+    org = engine._organization(organization_id)
+    working_time = org.policy.working_time
+    windows = WorkingWindows()
+    rng = random.Random(organization_id)
+    starts = [
+        datetime(2024, 3, 31, tzinfo=UTC),  # Europe's spring change
+        datetime(2024, 10, 27, tzinfo=UTC),  # and autumn's
+        datetime(2024, 3, 10, tzinfo=UTC),  # North America's
+        datetime(2024, 5, 6, tzinfo=UTC),  # a Korean public holiday (Children's Day, moved)
+        datetime(1905, 6, 1, tzinfo=UTC),  # local mean time in Seoul and Kathmandu
+    ]
+    people = [("it", USER_A), ("finance", USER_A), ("finance", "u_night0000000000000000000000000")]
+    decided = 0  # events whose answer must be off_hours' own
+    for start in starts:
+        base = int(start.timestamp())
+        for _ in range(1500):
+            seconds = base + rng.randrange(0, 3 * 86_400)
+            nanos = rng.choice([0, rng.randrange(1_000_000_000), 999_999_999])
+            department, user = rng.choice(people)
+            day, second, _ = org.local(seconds)
+            local = datetime.fromtimestamp(int(seconds + nanos / 1e9), working_time.time_zone)
+            in_working_time = working_time.off_hours(local, department, user) is None
+            covered = windows.covered(
+                working_time, organization_id, department, user, day, second, seconds, nanos
+            )
+            # Never covered where off_hours would fire; and off_hours' own answer unless the
+            # float time rounds up to the next second (then the event takes the full path).
+            assert not covered or in_working_time, (seconds, nanos, department, user)
+            if nanos < 999_000_000:
+                assert covered == in_working_time, (seconds, nanos, department, user)
+                decided += 1
+    assert decided > 1500 * len(starts) / 2

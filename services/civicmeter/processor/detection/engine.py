@@ -492,7 +492,13 @@ class DetectionEngine:
             if kind.peers:
                 department = peers.joined((organization_id, department_id), user_id)
                 limit = department.limit
-                if day > department.day or (limit is not None and state.count > limit.limit):
+                # peer_spike's own conditions, its month looked up only past the limit.
+                if day > department.day or (
+                    limit is not None
+                    and state.count > limit.limit
+                    and (state.count_limit is None or state.count_limit.median > limit.limit)
+                    and state.peer_alerted_month != org.local(seconds)[2]
+                ):
                     ctx = ctx or _context(
                         event, cost, org, kind, version, identity, seconds, moment, True, state
                     )

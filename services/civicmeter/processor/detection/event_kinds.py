@@ -103,7 +103,7 @@ class WorkingWindows:
 
     def __init__(self) -> None:
         self._covered: dict[tuple[object, ...], bool] = {}
-        self._steady: dict[tuple[ZoneInfo, int], bool] = {}
+        self._offsets: dict[tuple[ZoneInfo, int], int | None] = {}
         self._by_minute: dict[int, bool] = {}  # id(WorkingTime) -> all bounds whole minutes
         self._keep: dict[int, WorkingTime] = {}  # keeps the ids above meaningful
 
@@ -131,32 +131,30 @@ class WorkingWindows:
         )
         covered = self._covered.get(key)
         if covered is None:
-            zone, bucket = working_time.time_zone, seconds // _OFFSET_BUCKET
-            if not self._is_steady(zone, bucket):
+            offset = self._offset(working_time.time_zone, seconds // _OFFSET_BUCKET)
+            if offset is None:
                 return False
             covered = working_time.covers(day, second, department_id, user_id)
-            if not self._whole_minutes(working_time) or _offset(zone, bucket) % 60:
+            if not self._whole_minutes(working_time) or offset % 60:
                 return covered  # the minute does not decide: not remembered
             if len(self._covered) >= _CACHE_LIMIT:
                 self._covered.clear()
             self._covered[key] = covered
         return covered
 
-    def _is_steady(self, zone: ZoneInfo, bucket: int) -> bool:
-        """Whether the zone's offset is the same through the quarter hour (so the offset the
-        engine caches for its start is every second's)."""
+    def _offset(self, zone: ZoneInfo, bucket: int) -> int | None:
+        """The zone's UTC offset (seconds) when it is the same through the quarter hour (so
+        the offset the engine caches for its start is every second's); None when not."""
         key = (zone, bucket)
-        steady = self._steady.get(key)
-        if steady is None:
+        if key not in self._offsets:
             start = bucket * _OFFSET_BUCKET
-            steady = (
-                datetime.fromtimestamp(start, zone).utcoffset()
-                == datetime.fromtimestamp(start + _OFFSET_BUCKET - 1, zone).utcoffset()
-            )
-            if len(self._steady) >= _CACHE_LIMIT:
-                self._steady.clear()
-            self._steady[key] = steady
-        return steady
+            first = datetime.fromtimestamp(start, zone).utcoffset()
+            last = datetime.fromtimestamp(start + _OFFSET_BUCKET - 1, zone).utcoffset()
+            if len(self._offsets) >= _CACHE_LIMIT:
+                self._offsets.clear()
+            steady = first == last
+            self._offsets[key] = (int(first.total_seconds()) if first else 0) if steady else None
+        return self._offsets[key]
 
     def _whole_minutes(self, working_time: WorkingTime) -> bool:
         whole = self._by_minute.get(id(working_time))
@@ -170,8 +168,3 @@ class WorkingWindows:
             self._by_minute[id(working_time)] = whole
             self._keep[id(working_time)] = working_time
         return whole
-
-
-def _offset(zone: ZoneInfo, bucket: int) -> int:
-    delta = datetime.fromtimestamp(bucket * _OFFSET_BUCKET, zone).utcoffset()
-    return int(delta.total_seconds()) if delta else 0
