@@ -4,6 +4,7 @@ with the catalog and policy loaded and checked first."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import faust
 
@@ -18,8 +19,17 @@ from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.engine import ORGANIZATION_DETECTORS, USER_DETECTORS
 from civicmeter.processor.detector_state import DetectionTopics, ensure_detection_topics
 
+# Allocations between young collections (CPython's default: 700). A micro-batch allocates tens
+# of thousands of objects that live until it ends; at 700 they are promoted to older
+# generations and die there, which makes the collector walk the detectors' long-lived state
+# over and over. Measured in process (loadtests.processor_cpu --detection): 23.6 µs/event at
+# the default, 20.2 at this threshold, 18.2 with the collector off.
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
 
 def run(settings: ProcessorSettings, telemetry: Telemetry, log_level: str) -> None:
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
     # A bad catalog or policy file stops start-up, with the file, the entry and the reason.
     prices = CatalogSource(settings.prices_file)
     policies = PolicySource(settings.policy_file)
