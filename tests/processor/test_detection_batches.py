@@ -15,7 +15,7 @@ import pytest
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.pricing import load_catalog
 from civicmeter.policy.organization import parse_policies
-from civicmeter.processor.detection import Alert, DetectionEngine
+from civicmeter.processor.detection import Alert, DetectionEngine, EngineLimits
 from civicmeter.processor.detection.engine import USER_DETECTORS, SourceMark
 from civicmeter.processor.detection.event_kinds import WorkingWindows
 from loadtests.misuse.bench import FACTS
@@ -53,8 +53,11 @@ def run(
     *,
     reference: bool = False,
     sources: bool = False,
+    state: bool = False,
     **options: Any,
 ) -> tuple[list[Alert], list[Any], dict[str, int]]:
+    """The alerts, the day totals reported after each batch (and with `state`, the state
+    written after each batch), and the state's sizes at the end."""
     engine = DetectionEngine(scenario.policies, **options)
     engine._ordinary_path = not reference
     deliveries = scenario.deliveries
@@ -71,6 +74,8 @@ def run(
         alerts.extend(engine.process(deliveries[start:end], marks))
         if options.get("activity_updates"):
             activity.extend(engine.take_activity())
+        if state:
+            activity.extend(engine.take_state())
     return alerts, activity, engine.state_sizes()
 
 
@@ -96,6 +101,30 @@ def test_the_same_alerts_however_the_stream_is_batched(
         assert found[2] == expected[2], sizes  # the same state, entry for entry
         # The day totals reported after each batch depend on the batches, not on the path.
         assert found[1] == run(scenario, batches, reference=True, **options)[1], sizes
+
+
+@pytest.mark.parametrize(("users", "departments"), [(100, 20_000), (20_000, 14), (110, 16)])
+def test_the_same_alerts_and_state_when_the_state_is_full(
+    scenario: MisuseScenario, users: int, departments: int
+) -> None:
+    """With room for fewer users or departments than the scenario has, least recently used
+    state is evicted; the ordinary path leaves the maps in the order a lookup per event does,
+    so the same entries go, and the same alerts and written state come out."""
+    limits = EngineLimits(users=users, departments=departments, department_members=20)
+    options: dict[str, Any] = {"limits": limits, "activity_updates": True}
+    total = len(scenario.deliveries)
+    records = [(start, min(total, start + RECORD)) for start in range(0, total, RECORD)]
+    expected = run(scenario, records, reference=True, sources=True, state=True, **options)
+    found = run(scenario, records, sources=True, state=True, **options)
+    assert found == expected
+    sizes = expected[2]
+    assert sizes["users"] == min(users, sizes["users"]) and (
+        sizes["users"] == users or sizes["departments"] == departments
+    )  # something was evicted
+    ordinary = DetectionEngine(scenario.policies, **options)
+    for start, end in records:
+        ordinary.process(scenario.deliveries[start:end])
+    assert 0 < ordinary.ordinary_batches < len(records)  # both ways were taken
 
 
 def test_the_same_alerts_with_sources_however_records_are_batched(

@@ -16,22 +16,26 @@ from decimal import Decimal
 from typing import Any
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.policy.detectors import DETECTOR_NAMES
+from civicmeter.policy.detectors import DETECTOR_NAMES, AutomationBurstSettings
 from civicmeter.policy.organization import OrganizationPolicy, PolicySet
 from civicmeter.processor.detection.activity import ActivityTracker
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap, RecentSet
 from civicmeter.processor.detection.context import EventContext
 from civicmeter.processor.detection.day_activity import DayActivity, ServiceUse
-from civicmeter.processor.detection.detectors.automation_burst import AutomationBurstDetector
+from civicmeter.processor.detection.detectors.automation_burst import (
+    AutomationBurstDetector,
+    Recent,
+)
 from civicmeter.processor.detection.detectors.banned_provider import BannedProviderDetector
 from civicmeter.processor.detection.detectors.base import Detector
 from civicmeter.processor.detection.detectors.new_service_in_department import (
     NewServiceInDepartmentDetector,
+    Seen,
 )
 from civicmeter.processor.detection.detectors.non_work_content import NonWorkContentDetector
 from civicmeter.processor.detection.detectors.off_hours import OffHoursDetector
-from civicmeter.processor.detection.detectors.peer_spike import PeerSpikeDetector
+from civicmeter.processor.detection.detectors.peer_spike import Department, PeerSpikeDetector
 from civicmeter.processor.detection.detectors.personal_account import PersonalAccountDetector
 from civicmeter.processor.detection.detectors.pii_sent import PiiSentDetector
 from civicmeter.processor.detection.detectors.repeated_denials import RepeatedDenialsDetector
@@ -305,6 +309,7 @@ class DetectionEngine:
         self._windows = WorkingWindows()
         # False: every event through every detector (the reference the ordinary path equals).
         self._ordinary_path = True
+        self.ordinary_batches = 0  # batches whose ordinary requests took the ordinary path
         self.repeats = 0  # redelivered events skipped
         self.replayed = 0  # events or updates of a replay, already applied, skipped
         # Per user, the usage.raw (partition, offset) of the last record applied.
@@ -357,7 +362,6 @@ class DetectionEngine:
         positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
         current = self._activity.current
         bursts, peers, new_services = self._bursts, self._peers, self._new_services
-        ordinary_path = self._ordinary_path
         events = [event for event, _ in batch]
         identities: list[IdentityFacts] = list(map(identity_of, events))
         event_ids: list[str] = list(map(event_id_of, events))
@@ -366,6 +370,17 @@ class DetectionEngine:
         risky: list[bool] = list(map(has_risk, events))
         applied: dict[tuple[str, str], tuple[int, int]] = {}
         ids_of: dict[tuple[str, str], deque[str]] = {}
+        # A user's and a department's state are looked up (and marked as used) once per
+        # batch; at the end every entry used is marked again in the order of its last use.
+        # That leaves each map as a lookup per event would, when no entry can be evicted
+        # during the batch: otherwise every event goes through every detector.
+        ordinary_path = self._ordinary_path and self._batch_fits(identities)
+        self.ordinary_batches += ordinary_path
+        user_handles: dict[tuple[str, str], tuple[UserActivity, Recent | None]] = {}
+        department_handles: dict[tuple[str, str], tuple[Department | None, Seen | None]] = {}
+        last_use: dict[tuple[str, str], tuple[int, AutomationBurstSettings | None]] = {}
+        department_use: dict[tuple[str, str], int] = {}
+        services_use: dict[tuple[str, str], int] = {}
         marks = iter(sources)
         upcoming = next(marks, None)
         position: tuple[int, int] | None = None
@@ -415,7 +430,10 @@ class DetectionEngine:
                 day, second = divmod(seconds + offset, 86_400)
                 day += _EPOCH_ORDINAL
             activity = kind.request and not seat_months[index]
-            state = current(user) if activity else None
+            if activity:
+                last_use[user] = (index, kind.bursts)
+            handles = user_handles.get(user) if activity else None
+            state = None if handles is None else handles[0]
             if (
                 not ordinary_path
                 or not kind.ordinary
@@ -423,7 +441,7 @@ class DetectionEngine:
                 or (
                     activity
                     and (
-                        state is None
+                        (state is None and (state := current(user)) is None)
                         or state.day != day
                         or (
                             kind.working_time is not None
@@ -441,7 +459,7 @@ class DetectionEngine:
                     )
                 )
             ):
-                self._detect_one(
+                full = self._detect_one(
                     event,
                     cost,
                     org,
@@ -455,6 +473,14 @@ class DetectionEngine:
                     position,
                     alerts,
                 )
+                # Its detectors may have made new state for the user or the department.
+                group = (organization_id, department_id)
+                user_handles.pop(user, None)
+                department_handles.pop(group, None)
+                if kind.peers and full.today is not None:
+                    department_use[group] = index
+                if kind.new_services and activity and kind.sanctioned and not kind.banned:
+                    services_use[group] = index
                 continue
             if state is None:  # an ordinary seat charge: spend, not activity; nothing fires
                 continue
@@ -467,11 +493,15 @@ class DetectionEngine:
                 _note_request(
                     pending, user, department_id, day, event_id, moment, identity, position
                 )
+            settings = kind.bursts
+            if handles is None:
+                recent = None if settings is None else bursts.recent(user, settings)
+                user_handles[user] = (state, recent)
+            else:
+                recent = handles[1]
             ctx: EventContext | None = None
             raising: list[Alert] = []
-            settings = kind.bursts
-            if settings is not None:
-                recent = bursts.recent(user, settings)
+            if recent is not None and settings is not None:
                 recent.times.append(moment)
                 if recent.alerted_day != day:
                     burst = bursts.finding(recent, settings)
@@ -489,36 +519,84 @@ class DetectionEngine:
                         event, cost, org, kind, version, identity, seconds, moment, True, state
                     )
                     raising.extend(_VOLUME.detect(ctx))
-            if kind.peers:
-                department = peers.joined((organization_id, department_id), user_id)
-                limit = department.limit
-                # peer_spike's own conditions, its month looked up only past the limit.
-                if day > department.day or (
-                    limit is not None
-                    and state.count > limit.limit
-                    and (state.count_limit is None or state.count_limit.median > limit.limit)
-                    and state.peer_alerted_month != org.local(seconds)[2]
-                ):
-                    ctx = ctx or _context(
-                        event, cost, org, kind, version, identity, seconds, moment, True, state
+            if kind.peers or kind.new_services:
+                group = (organization_id, department_id)
+                found_group = department_handles.get(group)
+                if found_group is None:
+                    found_group = department_handles[group] = (
+                        peers.joined(group, user_id) if kind.peers else None,
+                        new_services.seen(group) if kind.new_services else None,
                     )
-                    raising.extend(peers.detect(ctx))
-            if kind.new_services:
-                known = new_services.seen((organization_id, department_id))
-                if known is None or identity[4] not in known.services:
-                    ctx = ctx or _context(
-                        event, cost, org, kind, version, identity, seconds, moment, True, state
-                    )
-                    raising.extend(new_services.detect(ctx))
-                elif moment < known.first_seconds:
-                    known.first_seconds = moment
+                department, known = found_group
+                if department is not None:
+                    department_use[group] = index
+                    if user_id not in department.members:
+                        peers.joined(group, user_id)
+                    limit = department.limit
+                    # peer_spike's own conditions, its month looked up only past the limit.
+                    if day > department.day or (
+                        limit is not None
+                        and state.count > limit.limit
+                        and (state.count_limit is None or state.count_limit.median > limit.limit)
+                        and state.peer_alerted_month != org.local(seconds)[2]
+                    ):
+                        ctx = ctx or _context(
+                            event, cost, org, kind, version, identity, seconds, moment, True, state
+                        )
+                        raising.extend(peers.detect(ctx))
+                if kind.new_services:
+                    services_use[group] = index
+                    if known is None or identity[4] not in known.services:
+                        ctx = ctx or _context(
+                            event, cost, org, kind, version, identity, seconds, moment, True, state
+                        )
+                        raising.extend(new_services.detect(ctx))
+                        department_handles.pop(group, None)  # a department new to it
+                    elif moment < known.first_seconds:
+                        known.first_seconds = moment
             for alert in raising:
                 if not fold or raised.add(alert.dedup_key):
                     alerts.append(alert)
+        # Each map's entries in the order of their last use, as a use per event leaves them
+        # (no entry was evicted meanwhile: the batch fits, see above).
+        for user in sorted(last_use, key=last_use.__getitem__):
+            current(user)
+            settings = last_use[user][1]
+            if settings is not None:
+                bursts.recent(user, settings)
+        for group in sorted(department_use, key=department_use.__getitem__):
+            peers.touch(group)
+        for group in sorted(services_use, key=services_use.__getitem__):
+            new_services.seen(group)
         for user, position in applied.items():
             positions.put(user, position)
             self._touched_users[user] = position[0]
         return alerts
+
+    def _batch_fits(self, identities: list[IdentityFacts]) -> bool:
+        """Whether the batch's users and departments fit in the state's maps without
+        evicting any entry, whatever the order they come in."""
+        limits, activity = self.limits, self._activity
+        users = {(identity[0], identity[1]) for identity in identities}
+        if len(activity) + len(users) > limits.users or len(self._bursts) + len(users) > (
+            limits.users
+        ):
+            new = [user for user in users if activity.peek(*user) is None]
+            if (
+                len(activity) + len(new) > limits.users
+                or len(self._bursts) + sum(user not in self._bursts for user in users)
+                > limits.users
+            ):
+                return False
+        groups = {(identity[0], identity[2]) for identity in identities}
+        for departments in (self._peers, self._new_services):
+            if (
+                len(departments) + len(groups) > limits.departments
+                and len(departments) + sum(group not in departments for group in groups)
+                > limits.departments
+            ):
+                return False
+        return True
 
     def _detect_one(
         self,
@@ -534,8 +612,8 @@ class DetectionEngine:
         user: tuple[str, str],
         position: tuple[int, int] | None,
         alerts: list[Alert],
-    ) -> None:
-        """One event through every enabled detector, with its full context."""
+    ) -> EventContext:
+        """One event through every enabled detector, with its full context (returned)."""
         ctx = _context(
             event,
             cost,
@@ -557,6 +635,7 @@ class DetectionEngine:
             for alert in detector.detect(ctx):
                 if not fold or raised.add(alert.dedup_key):
                     alerts.append(alert)
+        return ctx
 
     def take_activity(self) -> list[DayActivity]:
         """The day totals of the users whose requests were counted since the last call, for

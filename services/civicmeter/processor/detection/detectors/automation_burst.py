@@ -160,6 +160,9 @@ class AutomationBurstDetector:
     def __len__(self) -> int:
         return len(self._users)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._users
+
 
 def _rate(times: deque[float], max_requests: int, window: int) -> tuple[int, float] | None:
     """(requests, seconds) when the last max_requests + 1 requests fall within `window`."""

@@ -76,3 +76,6 @@ class NewServiceInDepartmentDetector:
 
     def __len__(self) -> int:
         return len(self._departments)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._departments

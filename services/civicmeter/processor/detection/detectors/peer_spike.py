@@ -99,6 +99,10 @@ class PeerSpikeDetector:
         self._join(department, user_id)
         return department
 
+    def touch(self, key: tuple[str, str]) -> None:
+        """Mark a department as just used."""
+        self._departments.get(key)
+
     def _join(self, department: Department, user_id: str) -> None:
         members = department.members
         if user_id not in members:
@@ -135,3 +139,6 @@ class PeerSpikeDetector:
 
     def __len__(self) -> int:
         return len(self._departments)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._departments
