@@ -44,6 +44,7 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
 from civicmeter.processor.detection.event_kinds import (
+    NANOS_EXACT,
     EventKind,
     IdentityFacts,
     WorkingWindows,
@@ -356,7 +357,7 @@ class DetectionEngine:
             return alerts
         if self._kinds_of is not self._policies:  # a new policy version: worked out again
             self._kinds, self._kinds_of, self._windows = {}, self._policies, WorkingWindows()
-        kinds, covered = self._kinds, self._windows.covered
+        kinds, covered, minutes = self._kinds, self._windows.covered, self._windows.minutes
         seen_add, raised, fold = self._seen.add, self._raised, self._fold
         version = self._policies.version
         positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
@@ -432,6 +433,7 @@ class DetectionEngine:
             activity = kind.request and not seat_months[index]
             if activity:
                 last_use[user] = (index, kind.bursts)
+            minute = seconds // 60
             handles = user_handles.get(user) if activity else None
             state = None if handles is None else handles[0]
             if (
@@ -444,16 +446,28 @@ class DetectionEngine:
                         (state is None and (state := current(user)) is None)
                         or state.day != day
                         or (
-                            kind.working_time is not None
-                            and not covered(
-                                kind.working_time,
-                                organization_id,
-                                department_id,
-                                user_id,
-                                day,
-                                second,
-                                seconds,
-                                nanos,
+                            (working_time := kind.working_time) is not None
+                            and not (
+                                # In working time, as remembered for the minute (the common
+                                # answer), or as WorkingWindows works it out.
+                                (
+                                    nanos < NANOS_EXACT
+                                    and minutes.get(
+                                        (organization_id, minute)
+                                        if not working_time.schedules
+                                        else (organization_id, department_id, user_id, minute)
+                                    )
+                                )
+                                or covered(
+                                    working_time,
+                                    organization_id,
+                                    department_id,
+                                    user_id,
+                                    day,
+                                    second,
+                                    seconds,
+                                    nanos,
+                                )
                             )
                         )
                     )

@@ -43,7 +43,7 @@ has_risk = methodcaller("HasField", "risk")
 
 # Below this many nanoseconds, seconds + nanos / 1e9 truncates to the whole second (at any
 # epoch second a Timestamp holds the float's error is far under a millisecond).
-_NANOS_EXACT = 999_000_000
+NANOS_EXACT = 999_000_000
 _OFFSET_BUCKET = 900  # the engine's time-zone offsets are cached per quarter hour
 _CACHE_LIMIT = 100_000
 
@@ -102,7 +102,9 @@ class WorkingWindows:
     minute decides the local minute."""
 
     def __init__(self) -> None:
-        self._covered: dict[tuple[object, ...], bool] = {}
+        # (organisation, UTC minute), or (organisation, department, user, UTC minute) where
+        # schedules name departments or people -> in working time (only decided minutes).
+        self.minutes: dict[tuple[object, ...], bool] = {}
         self._offsets: dict[tuple[ZoneInfo, int], int | None] = {}
         self._by_minute: dict[int, bool] = {}  # id(WorkingTime) -> all bounds whole minutes
         self._keep: dict[int, WorkingTime] = {}  # keeps the ids above meaningful
@@ -121,7 +123,7 @@ class WorkingWindows:
         """True when off_hours cannot fire for the event at `seconds`, `nanos` whose local day
         and second the engine computed with its quarter-hour offset; False when it may (or
         when the engine's local time might differ from off_hours' own)."""
-        if nanos >= _NANOS_EXACT and int(seconds + nanos / 1e9) != seconds:
+        if nanos >= NANOS_EXACT and int(seconds + nanos / 1e9) != seconds:
             return False  # off_hours truncates the float time, a second later
         # Remembered per UTC minute (and person, where schedules differ by person).
         key: tuple[object, ...] = (
@@ -129,7 +131,7 @@ class WorkingWindows:
             if working_time.schedules
             else (organization_id, seconds // 60)
         )
-        covered = self._covered.get(key)
+        covered = self.minutes.get(key)
         if covered is None:
             offset = self._offset(working_time.time_zone, seconds // _OFFSET_BUCKET)
             if offset is None:
@@ -137,9 +139,9 @@ class WorkingWindows:
             covered = working_time.covers(day, second, department_id, user_id)
             if not self._whole_minutes(working_time) or offset % 60:
                 return covered  # the minute does not decide: not remembered
-            if len(self._covered) >= _CACHE_LIMIT:
-                self._covered.clear()
-            self._covered[key] = covered
+            if len(self.minutes) >= _CACHE_LIMIT:
+                self.minutes.clear()
+            self.minutes[key] = covered
         return covered
 
     def _offset(self, zone: ZoneInfo, bucket: int) -> int | None:
