@@ -40,9 +40,28 @@ class ActivityTracker:
         """Set a user's totals for the event's day to `count` and `cost` (absolute totals,
         counted elsewhere): as `observe`, the state when it is the current day, None for an
         earlier day. Setting the same totals twice changes nothing."""
-        state = self._on_day(ctx)
-        if state.day > ctx.day:
-            _set_day(state, ctx.day, count, cost)
+        return self.assign_day(
+            (ctx.organization_id, ctx.user_id),
+            ctx.department_id,
+            ctx.day,
+            ctx.policy.detectors.volume_spike,
+            count,
+            cost,
+        )
+
+    def assign_day(
+        self,
+        key: tuple[str, str],
+        department_id: str,
+        day: int,
+        settings: VolumeSpikeSettings,
+        count: int,
+        cost: Decimal,
+    ) -> UserActivity | None:
+        """`assign` of a user's day totals reported without an event (an activity update)."""
+        state = self._day_state(key, department_id, day, settings)
+        if state.day > day:
+            _set_day(state, day, count, cost)
             return None
         state.count = count
         state.cost = cost
@@ -50,18 +69,24 @@ class ActivityTracker:
 
     def _on_day(self, ctx: EventContext) -> UserActivity:
         """The user's state, rolled over to the event's day when that is a later one."""
-        key = (ctx.organization_id, ctx.user_id)
+        return self._day_state(
+            (ctx.organization_id, ctx.user_id),
+            ctx.department_id,
+            ctx.day,
+            ctx.policy.detectors.volume_spike,
+        )
+
+    def _day_state(
+        self, key: tuple[str, str], department_id: str, day: int, settings: VolumeSpikeSettings
+    ) -> UserActivity:
         state = self._users.get(key)
-        settings = ctx.policy.detectors.volume_spike
         if state is None:
-            state = UserActivity(
-                ctx.department_id, ctx.day, history=deque(maxlen=settings.history_days)
-            )
+            state = UserActivity(department_id, day, history=deque(maxlen=settings.history_days))
             self._users.put(key, state)
-        elif ctx.day > state.day:
-            _roll(state, ctx.day, settings)
-        if ctx.day >= state.day:
-            state.department = ctx.department_id
+        elif day > state.day:
+            _roll(state, day, settings)
+        if day >= state.day:
+            state.department = department_id
         return state
 
     def day_totals(self, organization_id: str, user_id: str, day: int) -> tuple[int, Decimal]:
@@ -84,7 +109,8 @@ class ActivityTracker:
         return self._users.peek((organization_id, user_id))
 
     def export(self, key: tuple[str, str]) -> list[Any] | None:
-        """A user's state as plain values (state.py encodes them), None when unknown."""
+        """A user's state as plain values (state.py encodes them), None when unknown. The
+        amounts stay Decimal: msgspec encodes one as its str(), the string restore reads."""
         state = self._users.peek(key)
         if state is None:
             return None
@@ -92,8 +118,8 @@ class ActivityTracker:
             state.department,
             state.day,
             state.count,
-            str(state.cost),
-            [[day, count, str(cost)] for day, count, cost in state.history],
+            state.cost,
+            list(state.history),  # (day, count, cost) tuples, encoded as arrays
             state.history.maxlen,
             _limit_values(state.count_limit),
             _limit_values(state.cost_limit),

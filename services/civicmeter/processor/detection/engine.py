@@ -249,10 +249,6 @@ def _summary_context(
     )
 
 
-def _list_or_none(values: deque[str] | None) -> list[str] | None:
-    return None if values is None else list(values)
-
-
 class DetectionEngine:
     def __init__(
         self,
@@ -694,10 +690,11 @@ class DetectionEngine:
         alerts: list[Alert] = []
         raised, version, positions = self._raised, self._policies.version, self._positions
         touched_users, touched_departments = self._touched_users, self._touched_departments
-        peers, new_services, assign = self._peers, self._new_services, self._activity.assign
+        peers, new_services = self._peers, self._new_services
+        assign, organizations = self._activity.assign_day, self._organizations
         for update in updates:
-            organization_id = update.organization_id
-            user = (organization_id, update.user_id)
+            organization_id, user_id = update.organization_id, update.user_id
+            user = (organization_id, user_id)
             partition, offset = update.source_partition, update.source_offset
             done = positions.peek(user)
             if done is not None and done[0] == partition and done[1] > offset:
@@ -705,21 +702,46 @@ class DetectionEngine:
                 continue
             positions.put(user, (partition, offset))
             touched_users[user] = None
-            org = self._organization(organization_id)
-            touched_departments.add((organization_id, update.department_id))
-            ctx = _summary_context(
-                org, version, update, update.last_event_id, update.last_event_time, "", ""
-            )
+            org = organizations.get(organization_id) or self._organization(organization_id)
+            policy = org.policy
+            department_id = update.department_id
+            group = (organization_id, department_id)
+            touched_departments.add(group)
             # The update's own day (its last event is of that day, in the same time zone).
-            ctx.day = update.day
-            ctx.cost = cost = Decimal(update.cost_krw)
-            ctx.today = assign(ctx, update.requests, cost)
+            day = update.day
+            cost = Decimal(update.cost_krw)
+            state = assign(
+                user, department_id, day, policy.detectors.volume_spike, update.requests, cost
+            )
             enabled = org.enabled
             found: list[Alert] = []
-            if peers in enabled:
-                found.extend(peers.detect(ctx))
+            # A detector's context is built only where its state says it may fire; its own
+            # detect then decides, and changes its state as it would have for every update.
+            if state is not None and peers in enabled:
+                department = peers.joined(group, user_id)
+                limit = department.limit
+                if day > department.day or (
+                    limit is not None
+                    and state.count > limit.limit
+                    and (state.count_limit is None or state.count_limit.median > limit.limit)
+                    and state.peer_alerted_month != org.local(int(update.last_event_time))[2]
+                ):
+                    ctx = _summary_context(
+                        org, version, update, update.last_event_id, update.last_event_time, "", ""
+                    )
+                    ctx.day, ctx.cost, ctx.today = day, cost, state
+                    found.extend(peers.detect(ctx))
             if update.services and new_services in enabled:
+                sanctioned = policy.sanctioned_services
                 for use in update.services:
+                    service = use.service_id
+                    if service not in sanctioned or policy.is_banned(use.provider_name, service):
+                        continue  # detect ignores it without looking at its state
+                    known = new_services.seen(group)
+                    if known is not None and service in known.services:
+                        if use.first_event_time < known.first_seconds:
+                            known.first_seconds = use.first_event_time
+                        continue  # known to the department: detect raises nothing
                     found.extend(
                         new_services.detect(
                             _summary_context(
@@ -728,7 +750,7 @@ class DetectionEngine:
                                 update,
                                 use.first_event_id,
                                 use.first_event_time,
-                                use.service_id,
+                                service,
                                 use.provider_name,
                             )
                         )
@@ -746,19 +768,27 @@ class DetectionEngine:
         """The state of every user and department changed since the last call, to be written
         once what the changes raised is published (state.py)."""
         records: list[StateRecord] = []
-        for (organization_id, user_id), partition in self._touched_users.items():
-            key = (organization_id, user_id)
+        position_of, ids_of = self._positions.peek, self._recent_ids.peek
+        # The parts this engine's detectors keep (an organisation-wide engine keeps no burst
+        # windows or denials).
+        parts = [("activity", self._activity.export)]
+        if "automation_burst" in self._only:
+            parts.append(("burst", self._bursts.export))
+        if "repeated_denials" in self._only:
+            parts.append(("denials", self._denials.export))
+        for key, partition in self._touched_users.items():
             values: dict[str, Any] = {}
-            for name, part in (
-                ("position", self._positions.peek(key)),
-                ("activity", self._activity.export(key)),
-                ("burst", self._bursts.export(key)),
-                ("denials", self._denials.export(key)),
-                ("ids", _list_or_none(self._recent_ids.peek(key))),
-            ):
+            position = position_of(key)
+            if position is not None:
+                values["position"] = position
+            for name, export in parts:
+                part = export(key)
                 if part is not None:
                     values[name] = part
-            records.append(StateRecord(USER, organization_id, user_id, values, partition))
+            ids = ids_of(key)
+            if ids is not None:
+                values["ids"] = list(ids)
+            records.append(StateRecord(USER, key[0], key[1], values, partition))
         for key in self._touched_departments:
             values = {}
             for name, part in (
