@@ -44,7 +44,6 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
 from civicmeter.processor.detection.event_kinds import (
-    NANOS_EXACT,
     EventKind,
     IdentityFacts,
     WorkingWindows,
@@ -429,7 +428,7 @@ class DetectionEngine:
             activity = kind.request and not seat_months[index]
             if activity:
                 last_use[user] = (index, kind.bursts)
-            minute = seconds // 60
+            minute, moment = seconds // 60, seconds + nanos / 1e9
             handles = user_handles.get(user) if activity else None
             state = None if handles is None else handles[0]
             if (
@@ -447,7 +446,7 @@ class DetectionEngine:
                                 # In working time, as remembered for the minute (the common
                                 # answer), or as WorkingWindows works it out.
                                 (
-                                    nanos < NANOS_EXACT
+                                    int(moment) == seconds  # off_hours' whole second
                                     and minutes.get(
                                         (organization_id, minute)
                                         if not working_time.schedules
@@ -498,7 +497,6 @@ class DetectionEngine:
             state.department = department_id
             state.count += 1
             state.cost += cost
-            moment = seconds + nanos / 1e9
             if pending is not None:
                 _note_request(
                     pending, user, department_id, day, event_id, moment, identity, position
@@ -586,7 +584,14 @@ class DetectionEngine:
     def _batch_fits(self, identities: list[IdentityFacts]) -> bool:
         """Whether the batch's users and departments fit in the state's maps without
         evicting any entry, whatever the order they come in."""
-        limits, activity = self.limits, self._activity
+        limits, activity, most = self.limits, self._activity, len(identities)
+        if (
+            len(activity) + most <= limits.users
+            and len(self._bursts) + most <= limits.users
+            and len(self._peers) + most <= limits.departments
+            and len(self._new_services) + most <= limits.departments
+        ):
+            return True  # even if every event were of a user and department new to them
         users = {(identity[0], identity[1]) for identity in identities}
         if len(activity) + len(users) > limits.users or len(self._bursts) + len(users) > (
             limits.users

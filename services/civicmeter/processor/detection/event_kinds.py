@@ -41,9 +41,6 @@ time_of = attrgetter("seconds", "nanos")  # of an event_time (read once: each re
 seat_months_of = attrgetter("usage.seat_months")
 has_risk = methodcaller("HasField", "risk")
 
-# Below this many nanoseconds, seconds + nanos / 1e9 truncates to the whole second (at any
-# epoch second a Timestamp holds the float's error is far under a millisecond).
-NANOS_EXACT = 999_000_000
 _OFFSET_BUCKET = 900  # the engine's time-zone offsets are cached per quarter hour
 _CACHE_LIMIT = 100_000
 
@@ -123,8 +120,8 @@ class WorkingWindows:
         """True when off_hours cannot fire for the event at `seconds`, `nanos` whose local day
         and second the engine computed with its quarter-hour offset; False when it may (or
         when the engine's local time might differ from off_hours' own)."""
-        if nanos >= NANOS_EXACT and int(seconds + nanos / 1e9) != seconds:
-            return False  # off_hours truncates the float time, a second later
+        if int(seconds + nanos / 1e9) != seconds:
+            return False  # off_hours truncates the float time: another second
         # Remembered per UTC minute (and person, where schedules differ by person).
         key: tuple[object, ...] = (
             (organization_id, department_id, user_id, seconds // 60)
