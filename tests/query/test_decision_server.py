@@ -65,8 +65,8 @@ async def test_every_decide_call_is_audited_with_its_status(
     ).result_rows
     assert sorted(tuple(r) for r in rows) == [
         ("finance", DECIDE, "", "PERMISSION_DENIED"),
-        ("gw-seoul", DECIDE, "", "OK"),
         ("gw-seoul", DECIDE, "busan", "PERMISSION_DENIED"),
+        ("gw-seoul", DECIDE, "seoul", "OK"),  # the key's organisation, though not named
     ]
 
 
