@@ -1,6 +1,7 @@
-"""CPU per event of DetectionEngine.process alone, over the rated events the processor hands it
-for processor_cpu's realistic records (recorded once through BatchProcessor), with the engine's
-ordinary path (default) or every event through every detector (--reference).
+"""CPU per event of DetectionEngine.process alone, over the rated events and identities the
+processor hands it for processor_cpu's realistic records (recorded once through
+BatchProcessor), with the engine's ordinary path (default) or every event through every
+detector (--reference).
 
     python -m loadtests.detection_cpu [--events 100000] [--repeat 3] [--reference] [--user]
 
@@ -17,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.validation import Identity
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.processor.detection import Alert, DetectionEngine
@@ -25,7 +27,7 @@ from civicmeter.processor.pipeline import BatchProcessor
 from loadtests.processor_cpu import RECORDS_PER_BATCH, realistic_records
 from loadtests.stack import DEFAULT_POLICIES, DEFAULT_PRICES
 
-Call = tuple[list[tuple[pb.UsageEvent, Decimal]], list[SourceMark]]
+Call = tuple[list[tuple[pb.UsageEvent, Decimal]], list[SourceMark], list[Identity]]
 
 
 class _Recorder:
@@ -35,9 +37,12 @@ class _Recorder:
         self.calls: list[Call] = []
 
     def process(
-        self, batch: Sequence[tuple[pb.UsageEvent, Decimal]], sources: Sequence[SourceMark]
+        self,
+        batch: Sequence[tuple[pb.UsageEvent, Decimal]],
+        sources: Sequence[SourceMark],
+        identities: Sequence[Identity],
     ) -> list[Alert]:
-        self.calls.append((list(batch), list(sources)))
+        self.calls.append((list(batch), list(sources), list(identities)))
         return []
 
 
@@ -55,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     now = datetime.now(UTC)
     for i in range(0, len(records), RECORDS_PER_BATCH):
         processor.process(records[i : i + RECORDS_PER_BATCH], now)
-    events = sum(len(batch) for batch, _ in recorder.calls)
+    events = sum(len(batch) for batch, _, _ in recorder.calls)
     options: dict[str, Any] = (
         {"detectors": USER_DETECTORS, "fold_repeats": False, "activity_updates": True}
         if args.user
@@ -66,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = DetectionEngine(PolicySource(DEFAULT_POLICIES).current(), **options)
         engine._ordinary_path = not args.reference
         started = time.process_time()
-        for batch, sources in recorder.calls:
-            engine.process(batch, sources)
+        for batch, sources, identities in recorder.calls:
+            engine.process(batch, sources, identities)
             if args.user:
                 engine.take_activity()
         best = min(best, (time.process_time() - started) / events * 1e6)

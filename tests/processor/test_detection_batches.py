@@ -11,16 +11,20 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.pricing import load_catalog
-from civicmeter.policy.organization import parse_policies
+from civicmeter.core.events.validation import Identity
+from civicmeter.core.pricing import PriceCatalog, load_catalog
+from civicmeter.policy.organization import load_policies, parse_policies
 from civicmeter.processor.detection import Alert, DetectionEngine, EngineLimits
 from civicmeter.processor.detection.engine import USER_DETECTORS, SourceMark
-from civicmeter.processor.detection.event_kinds import WorkingWindows
+from civicmeter.processor.detection.event_kinds import WorkingWindows, identity_of
+from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from loadtests.misuse.bench import FACTS
 from loadtests.misuse.scenario import REPO, MisuseScenario, build_misuse_scenario
 from loadtests.scenario import governments_of, load_facts
+from tests.processor.test_pipeline_equivalence import batches
 
 Batch = list[tuple[pb.UsageEvent, Decimal]]
 RECORD = 40  # events per usage.raw record in the runs with sources
@@ -214,3 +218,33 @@ def test_working_time_per_minute_is_off_hours_own_answer(organization_id: str) -
                 assert covered == in_working_time, (seconds, nanos, department, user)
                 decided += 1
     assert decided > 1500 * len(starts) / 2
+
+
+class _CheckedEngine(DetectionEngine):
+    """The engine, checking that each identity handed to it is the one its event holds."""
+
+    calls = 0
+
+    def process(
+        self,
+        batch: Sequence[tuple[pb.UsageEvent, Decimal]],
+        sources: Sequence[SourceMark] = (),
+        identities: Sequence[Identity] | None = None,
+    ) -> list[Alert]:
+        assert identities is not None
+        assert list(identities) == [identity_of(event) for event, _ in batch]
+        self.calls += 1
+        return super().process(batch, sources, identities)
+
+
+@settings(max_examples=120, deadline=None)
+@given(batch=batches())
+def test_the_processor_hands_the_engine_the_identity_of_each_accepted_event(
+    batch: tuple[PriceCatalog, datetime, list[RawRecord]],
+) -> None:
+    """Over generated records of good and bad events (invalid, denied, late, unpriced,
+    undecodable), the identities validation read come with the events, one for one."""
+    prices, now, records = batch
+    engine = _CheckedEngine(load_policies(REPO / "config" / "policies.yaml"))
+    BatchProcessor(prices, "usage.raw", detection=engine).process(records, now)
+    assert engine.calls == 1

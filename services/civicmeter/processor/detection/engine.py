@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.validation import Identity
 from civicmeter.policy.detectors import DETECTOR_NAMES, AutomationBurstSettings
 from civicmeter.policy.organization import OrganizationPolicy, PolicySet
 from civicmeter.processor.detection.activity import ActivityTracker
@@ -44,8 +45,9 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
 from civicmeter.processor.detection.event_kinds import (
+    PROVIDER,
+    SERVICE,
     EventKind,
-    IdentityFacts,
     WorkingWindows,
     event_id_of,
     event_kind,
@@ -162,7 +164,7 @@ def _note_request(
     day: int,
     event_id: str,
     seconds: float,
-    identity: IdentityFacts,
+    identity: Identity,
     position: tuple[int, int] | None,
 ) -> None:
     """_note of an ordinary request (its service sanctioned and not banned)."""
@@ -173,10 +175,10 @@ def _note_request(
         note.department = department_id
         note.position = position or _NO_POSITION
     note.days[day] = (event_id, seconds)
-    service = identity[4]
+    service = identity[SERVICE]
     known = note.services.get(service)
     if known is None or seconds < known[1]:
-        note.services[service] = (identity[3], seconds, event_id)
+        note.services[service] = (identity[PROVIDER], seconds, event_id)
 
 
 def _context(
@@ -185,7 +187,7 @@ def _context(
     org: _Organization,
     kind: EventKind,
     version: str,
-    identity: IdentityFacts,
+    identity: Identity,
     seconds: int,
     moment: float,
     activity: bool,
@@ -195,11 +197,11 @@ def _context(
     day, second, month = org.local(seconds)
     return EventContext(
         event=event,
-        organization_id=identity[0],
+        organization_id=identity[1],
         department_id=identity[2],
-        user_id=identity[1],
-        service_id=identity[4],
-        provider_name=identity[3],
+        user_id=identity[3],
+        service_id=identity[SERVICE],
+        provider_name=identity[PROVIDER],
         risk=event.risk if event.HasField("risk") else None,
         cost=cost,
         policy=org.policy,
@@ -300,7 +302,7 @@ class DetectionEngine:
         )
         # Per kind of event (event_kinds.py): its organisation and what it decides, for the
         # policies it was worked out for; and when requests are in working time.
-        self._kinds: dict[IdentityFacts, tuple[_Organization, EventKind]] = {}
+        self._kinds: dict[Identity, tuple[_Organization, EventKind]] = {}
         self._kinds_of: PolicySet | None = None
         self._windows = WorkingWindows()
         # False: every event through every detector (the reference the ordinary path equals).
@@ -331,6 +333,7 @@ class DetectionEngine:
         self,
         batch: Sequence[tuple[pb.UsageEvent, Decimal]],
         sources: Sequence[SourceMark] = (),
+        identities: Sequence[Identity] | None = None,
     ) -> list[Alert]:
         """The alerts this batch raises, in event order (each dedup key once when folding).
 
@@ -339,6 +342,9 @@ class DetectionEngine:
         events from a record at or before the last one applied to the user (a replay after a
         crash, once the state is restored) change nothing and raise nothing again: that
         record's alerts were published before the state that counts it was written.
+
+        `identities`: each event's identity as validation read it (validate_batch's columns),
+        where the caller has them, so that they are not read again.
 
         The fields every event needs are read once per batch, column by column, and what an
         event's organisation, service, account kind, operation and decision decide is worked
@@ -359,7 +365,10 @@ class DetectionEngine:
         current = self._activity.current
         bursts, peers, new_services = self._bursts, self._peers, self._new_services
         events = [event for event, _ in batch]
-        identities: list[IdentityFacts] = list(map(identity_of, events))
+        if identities is None:
+            identities = list(map(identity_of, events))
+        elif len(identities) != len(batch):
+            raise ValueError(f"{len(identities)} identities for {len(batch)} events")
         event_ids: list[str] = list(map(event_id_of, events))
         times: list[tuple[int, int]] = list(map(time_of, map(event_time_of, events)))
         seat_months: list[int] = list(map(seat_months_of, events))
@@ -385,7 +394,8 @@ class DetectionEngine:
                 position = (upcoming[1], upcoming[2])
                 upcoming = next(marks, None)
             identity = identities[index]
-            organization_id, user_id, department_id = identity[0], identity[1], identity[2]
+            # Organisation, department, user (event_kinds.py: the identity's positions).
+            organization_id, department_id, user_id = identity[1], identity[2], identity[3]
             user = (organization_id, user_id)
             # A user's position and recent ids are looked up once per record and batch, not
             # per event: a record holds a few hundred events of far fewer users.
@@ -554,7 +564,7 @@ class DetectionEngine:
                         raising.extend(peers.detect(ctx))
                 if kind.new_services:
                     services_use[group] = index
-                    if known is None or identity[4] not in known.services:
+                    if known is None or identity[6] not in known.services:  # its service
                         ctx = ctx or _context(
                             event, cost, org, kind, version, identity, seconds, moment, True, state
                         )
@@ -581,7 +591,7 @@ class DetectionEngine:
             self._touched_users[user] = position[0]
         return alerts
 
-    def _batch_fits(self, identities: list[IdentityFacts]) -> bool:
+    def _batch_fits(self, identities: Sequence[Identity]) -> bool:
         """Whether the batch's users and departments fit in the state's maps without
         evicting any entry, whatever the order they come in."""
         limits, activity, most = self.limits, self._activity, len(identities)
@@ -592,7 +602,7 @@ class DetectionEngine:
             and len(self._new_services) + most <= limits.departments
         ):
             return True  # even if every event were of a user and department new to them
-        users = {(identity[0], identity[1]) for identity in identities}
+        users = {(identity[1], identity[3]) for identity in identities}
         if len(activity) + len(users) > limits.users or len(self._bursts) + len(users) > (
             limits.users
         ):
@@ -603,7 +613,7 @@ class DetectionEngine:
                 > limits.users
             ):
                 return False
-        groups = {(identity[0], identity[2]) for identity in identities}
+        groups = {(identity[1], identity[2]) for identity in identities}
         for departments in (self._peers, self._new_services):
             if (
                 len(departments) + len(groups) > limits.departments
@@ -620,7 +630,7 @@ class DetectionEngine:
         org: _Organization,
         kind: EventKind,
         version: str,
-        identity: IdentityFacts,
+        identity: Identity,
         seconds: int,
         nanos: int,
         activity: bool,

@@ -14,27 +14,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter, methodcaller
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.validation import IDENTITY_FIELDS, Identity
 from civicmeter.policy.detectors import AutomationBurstSettings
 from civicmeter.policy.organization import OrganizationPolicy
 from civicmeter.policy.working_time import WorkingTime
 
 # The fields the engine reads of every event, each read once per batch (by C-level getters).
-# The identity: organisation, user, department, provider, service, account kind, operation,
-# decision.
-IdentityFacts = tuple[str, str, str, str, str, int, str, int]
-identity_of = attrgetter(
-    "organization_id",
-    "user_id",
-    "department_id",
-    "provider_name",
-    "service_id",
-    "account_kind",
-    "operation_name",
-    "decision",
-)
+# An event's identity is validation's (the processor hands over the one it read): gateway,
+# organisation, department, user, account kind, provider, service, model, operation,
+# purpose, decision; the engine uses these positions of it:
+ORGANIZATION: Final = 1
+DEPARTMENT: Final = 2
+USER: Final = 3
+ACCOUNT_KIND: Final = 4
+PROVIDER: Final = 5
+SERVICE: Final = 6
+OPERATION: Final = 8
+DECISION: Final = 10
+identity_of = attrgetter(*IDENTITY_FIELDS)
 event_id_of = attrgetter("event_id")
 event_time_of = attrgetter("event_time")
 time_of = attrgetter("seconds", "nanos")  # of an event_time (read once: each read wraps it)
@@ -62,9 +63,10 @@ class EventKind:
 
 
 def event_kind(
-    policy: OrganizationPolicy, enabled: frozenset[str], identity: IdentityFacts
+    policy: OrganizationPolicy, enabled: frozenset[str], identity: Identity
 ) -> EventKind:
-    _, _, _, provider, service, account_kind, operation, decision = identity
+    provider, service, account_kind = identity[PROVIDER], identity[SERVICE], identity[ACCOUNT_KIND]
+    operation, decision = identity[OPERATION], identity[DECISION]
     banned = policy.is_banned(provider, service)
     sanctioned = service in policy.sanctioned_services
     return EventKind(
