@@ -97,3 +97,40 @@ def test_the_organisation_engine_alerts_on_decoded_updates(policies: PolicySet) 
     alerts = org.apply_activity(decode(encode(users.take_activity())))
     assert [a.alert_type for a in alerts] == ["new_service_in_department"]
     assert alerts[0].event_id == day_of("u1", 5, 1, service="claude")[0][0].event_id
+
+
+def test_a_known_service_reported_earlier_moves_the_departments_first_use_back(
+    policies: PolicySet,
+) -> None:
+    """The organisation side skips detect for a service its department knows; the first time
+    it reports must still count, as detect would count it, for a later new service's warm-up
+    (3 days in POLICY)."""
+    day = date(2026, 3, 16).toordinal()
+    monday = 1_773_619_200.0  # 2026-03-16 00:00 UTC
+
+    def update(user: str, offset: int, seconds: float, service: str) -> DayActivity:
+        use = ServiceUse(service, "openai", seconds, f"{user}-{offset}")
+        return DayActivity(
+            "seoul",
+            "digital-policy",
+            user,
+            day,
+            1,
+            "1",
+            f"{user}-{offset}",
+            seconds,
+            0,
+            offset,
+            [use],
+        )
+
+    def run(late_first_use: bool) -> list[str]:
+        org = DetectionEngine(policies, detectors=ORGANIZATION_DETECTORS, fold_repeats=False)
+        org.apply_activity([update("u1", 1, monday, "chatgpt")])  # the department is new
+        if late_first_use:  # a late arrival: chatgpt used four days earlier
+            org.apply_activity([update("u2", 1, monday - 4 * 86_400, "chatgpt")])
+        alerts = org.apply_activity([update("u1", 2, monday + 3600, "claude")])
+        return [a.alert_type for a in alerts]
+
+    assert run(late_first_use=True) == ["new_service_in_department"]
+    assert run(late_first_use=False) == []  # known for an hour only: still warming up
