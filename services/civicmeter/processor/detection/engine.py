@@ -448,31 +448,27 @@ class DetectionEngine:
                 or (
                     activity
                     and (
-                        (state is None and (state := current(user)) is None)
-                        or state.day != day
-                        or (
-                            (working_time := kind.working_time) is not None
-                            and not (
-                                # In working time, as remembered for the minute (the common
-                                # answer), or as WorkingWindows works it out.
-                                (
-                                    int(moment) == seconds  # off_hours' whole second
-                                    and minutes.get(
-                                        (organization_id, minute)
-                                        if not working_time.schedules
-                                        else (organization_id, department_id, user_id, minute)
-                                    )
+                        (working_time := kind.working_time) is not None
+                        and not (
+                            # In working time, as remembered for the minute (the common
+                            # answer), or as WorkingWindows works it out.
+                            (
+                                int(moment) == seconds  # off_hours' whole second
+                                and minutes.get(
+                                    (organization_id, minute)
+                                    if not working_time.schedules
+                                    else (organization_id, department_id, user_id, minute)
                                 )
-                                or covered(
-                                    working_time,
-                                    organization_id,
-                                    department_id,
-                                    user_id,
-                                    day,
-                                    second,
-                                    seconds,
-                                    nanos,
-                                )
+                            )
+                            or covered(
+                                working_time,
+                                organization_id,
+                                department_id,
+                                user_id,
+                                day,
+                                second,
+                                seconds,
+                                nanos,
                             )
                         )
                     )
@@ -501,23 +497,49 @@ class DetectionEngine:
                 if kind.new_services and activity and kind.sanctioned and not kind.banned:
                     services_use[group] = index
                 continue
-            if state is None:  # an ordinary seat charge: spend, not activity; nothing fires
+            if not activity:  # an ordinary seat charge: spend, not activity; nothing fires
                 continue
-            # An ordinary request on its user's current day: counted as observe counts it.
-            state.department = department_id
-            state.count += 1
-            state.cost += cost
-            if pending is not None:
-                _note_request(
-                    pending, user, department_id, day, event_id, moment, identity, position
+            # An ordinary request: none of the detectors of service, account, risk and working
+            # time can fire, only the per-user and department ones.
+            ctx: EventContext | None = None
+            if state is None:
+                state = current(user)
+            if state is not None and state.day == day:
+                # On its user's current day: counted as observe counts it.
+                state.department = department_id
+                state.count += 1
+                state.cost += cost
+                if pending is not None:
+                    _note_request(
+                        pending, user, department_id, day, event_id, moment, identity, position
+                    )
+            else:
+                # The user's first request of a day (or a new user's, or a late one): observe
+                # rolls the day over, with the request's full context.
+                ctx = _context(
+                    event, cost, org, kind, version, identity, seconds, moment, True, None
                 )
+                state = ctx.today = self._activity.observe(ctx)
+                if pending is not None:
+                    _note(pending, user, ctx, position)
+                user_handles.pop(user, None)
+                handles = None
+                if state is None:  # late: the remaining detectors as the full path runs them
+                    for detector in org.enabled:
+                        for alert in detector.detect(ctx):
+                            if not fold or raised.add(alert.dedup_key):
+                                alerts.append(alert)
+                    group = (organization_id, department_id)
+                    department_handles.pop(group, None)
+                    if kind.new_services:
+                        services_use[group] = index
+                    continue
             settings = kind.bursts
             if handles is None:
                 recent = None if settings is None else bursts.recent(user, settings)
                 user_handles[user] = (state, recent)
             else:
                 recent = handles[1]
-            ctx: EventContext | None = None
             raising: list[Alert] = []
             if recent is not None and settings is not None:
                 recent.times.append(moment)
