@@ -255,41 +255,56 @@ ALONE_TOPICS = {
 
 def processor_alone(kafka: LocalKafka, workdir: Path, count: int, processors: int = 1) -> float:
     """Events/s of the processor (`processors` processes sharing the partitions) alone
-    draining a preloaded topic, from its first commit on (start-up and group join are not
-    counted)."""
+    draining a preloaded topic: its rated output, from the first rated record out to the last
+    (start-up and group join are not counted). Not its commits: offsets are committed once
+    the detector state counting them is written, every few seconds (processor/state_flush.py),
+    so they move in steps longer than a drain of a few hundred thousand events. It runs until
+    every offset is committed."""
     raw = ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
+    rated = ALONE_TOPICS["CIVICMETER_TOPIC_RATED"]
     topics = TopicSettings.from_env(ALONE_TOPICS)
     asyncio.run(
         ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics))
     )
     asyncio.run(preload(kafka.bootstrap_servers, raw, count))
-    # Lag counts records; each carries about the same number of events.
-    records = asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw))
-    events_per_record = count / max(records, 1)
     env = {**ALONE_TOPICS, "CIVICMETER_PROCESSOR_GROUP_ID": ALONE_GROUP}
-    first: tuple[float, int] | None = None
-    with LocalStack(
-        kafka.bootstrap_servers,
-        workdir / f"processor-alone-{processors}",
-        extra_env=env,
-        services=("processor",),
-        processors=processors,
-    ) as stack:
-        deadline = time.monotonic() + 600
-        while True:
-            lag = asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw))
-            now = time.monotonic()
-            if first is None and lag < records:
-                first = (now, lag)
-            if lag == 0:
-                break
-            stack.check_alive()
-            if now > deadline:
-                raise TimeoutError("the processor did not drain the preloaded topic")
-            time.sleep(0.1)
-    assert first is not None
-    started, remaining = first
-    return remaining * events_per_record / max(now - started, 1e-9)
+    initial = sum(asyncio.run(measure.topic_ends(kafka.bootstrap_servers, rated)).values())
+    outputs: list[tuple[float, int]] = [(time.monotonic(), initial)]  # (when, rated records out)
+    done = threading.Event()
+
+    def watch_output() -> None:  # from before the processor starts, so none is missed
+        while not done.is_set():
+            out = sum(asyncio.run(measure.topic_ends(kafka.bootstrap_servers, rated)).values())
+            outputs.append((time.monotonic(), out))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_output, daemon=True)
+    watcher.start()
+    try:
+        with LocalStack(
+            kafka.bootstrap_servers,
+            workdir / f"processor-alone-{processors}",
+            extra_env=env,
+            services=("processor",),
+            processors=processors,
+        ) as stack:
+            deadline = time.monotonic() + 600
+            while asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw)):
+                stack.check_alive()
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the processor did not drain the preloaded topic")
+                time.sleep(0.1)
+    finally:
+        done.set()
+        watcher.join(30)
+    final = outputs[-1][1]
+    if final <= initial:
+        raise RuntimeError("the processor rated nothing")
+    # From the last look with nothing out yet to the first with everything out: every event
+    # was rated in between (an underestimate by up to one look's interval, about 0.1 s).
+    started = max(t for t, out in outputs if out == initial)
+    ended = min(t for t, out in outputs if out == final)
+    return count / (ended - started)
 
 
 SINK_ALONE_GROUP = "civicmeter-sink-alone"
@@ -335,7 +350,7 @@ async def preload_rated(bootstrap: str, topic: str, count: int) -> None:
 
 def sink_alone(kafka: LocalKafka, workdir: Path, count: int) -> float:
     """Rows/s the storage process writes into ClickHouse (ledger and every rollup) draining a
-    preloaded usage.rated, from its first commit on."""
+    preloaded usage.rated, from its first commit on (the sink commits after every write)."""
     rated_topic = SINK_ALONE_TOPICS["CIVICMETER_TOPIC_RATED"]
     topics = TopicSettings.from_env(SINK_ALONE_TOPICS)
     asyncio.run(

@@ -298,3 +298,19 @@ async def batch_loop_rate(bootstrap: str, topic: str, records: int, catalog_path
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end offset of each partition of `topic`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+        await admin.close()

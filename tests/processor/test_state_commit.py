@@ -25,7 +25,7 @@ from civicmeter.core.kafka import ensure_topics
 from civicmeter.processor.detection.state import USER, parse
 from civicmeter.processor.detector_state import DetectionTopics
 from loadtests.bench import preload
-from loadtests.processor_drain import topic_ends
+from loadtests.measure import topic_ends
 
 pytestmark = pytest.mark.kafka
 
