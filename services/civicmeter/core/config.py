@@ -397,7 +397,7 @@ class QuerySettings:
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     rate_per_key: float = 200.0  # calls a second per API key (bursts of twice that); 0: off
-    cache_seconds: float = 1.0  # how long an answer is reused for the same question; 0: off
+    cache_seconds: float = 0.5  # how long an answer is reused for the same question; 0: off
     policy_file: Path = Path("config/policies.yaml")  # the budgets BudgetService reports on
     # Keys that sign page tokens, the current one first; older ones are still accepted, for
     # rotation. Empty: a random key per process (tokens then die with it).
