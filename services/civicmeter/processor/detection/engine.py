@@ -358,7 +358,9 @@ class DetectionEngine:
             return alerts
         if self._kinds_of is not self._policies:  # a new policy version: worked out again
             self._kinds, self._kinds_of, self._windows = {}, self._policies, WorkingWindows()
-        kinds, covered, minutes = self._kinds, self._windows.covered, self._windows.minutes
+        windows = self._windows
+        kinds, covered, minutes = self._kinds, windows.covered, windows.minutes
+        schedules = windows.schedules
         seen_add, raised, fold = self._seen.add, self._raised, self._fold
         version = self._policies.version
         positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
@@ -457,7 +459,13 @@ class DetectionEngine:
                                 and minutes.get(
                                     (organization_id, minute)
                                     if not working_time.schedules
-                                    else (organization_id, department_id, user_id, minute)
+                                    else (
+                                        organization_id,
+                                        schedules(
+                                            working_time, organization_id, department_id, user_id
+                                        ),
+                                        minute,
+                                    )
                                 )
                             )
                             or covered(

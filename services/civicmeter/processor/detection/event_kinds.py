@@ -101,9 +101,10 @@ class WorkingWindows:
     minute decides the local minute."""
 
     def __init__(self) -> None:
-        # (organisation, UTC minute), or (organisation, department, user, UTC minute) where
-        # schedules name departments or people -> in working time (only decided minutes).
+        # (organisation, UTC minute), or (organisation, the person's schedules, UTC minute)
+        # where schedules name departments or people -> in working time (decided minutes).
         self.minutes: dict[tuple[object, ...], bool] = {}
+        self._people: dict[tuple[str, str, str], tuple[int, ...]] = {}
         self._offsets: dict[tuple[ZoneInfo, int], int | None] = {}
         self._by_minute: dict[int, bool] = {}  # id(WorkingTime) -> all bounds whole minutes
         self._keep: dict[int, WorkingTime] = {}  # keeps the ids above meaningful
@@ -124,9 +125,13 @@ class WorkingWindows:
         when the engine's local time might differ from off_hours' own)."""
         if int(seconds + nanos / 1e9) != seconds:
             return False  # off_hours truncates the float time: another second
-        # Remembered per UTC minute (and person, where schedules differ by person).
+        # Remembered per UTC minute (and schedules, where they differ by person).
         key: tuple[object, ...] = (
-            (organization_id, department_id, user_id, seconds // 60)
+            (
+                organization_id,
+                self.schedules(working_time, organization_id, department_id, user_id),
+                seconds // 60,
+            )
             if working_time.schedules
             else (organization_id, seconds // 60)
         )
@@ -142,6 +147,21 @@ class WorkingWindows:
                 self.minutes.clear()
             self.minutes[key] = covered
         return covered
+
+    def schedules(
+        self, working_time: WorkingTime, organization_id: str, department_id: str, user_id: str
+    ) -> tuple[int, ...]:
+        """Which of the organisation's schedules apply to the person (their ids): people with
+        the same ones share what is remembered per minute."""
+        key = (organization_id, department_id, user_id)
+        found = self._people.get(key)
+        if found is None:
+            found = tuple(map(id, working_time.schedules_for(department_id, user_id)))
+            if len(self._people) >= _CACHE_LIMIT:
+                self._people.clear()
+            self._people[key] = found
+            self._whole_minutes(working_time)  # keeps the schedules, and so their ids, alive
+        return found
 
     def _offset(self, zone: ZoneInfo, bucket: int) -> int | None:
         """The zone's UTC offset (seconds) when it is the same through the quarter hour (so
