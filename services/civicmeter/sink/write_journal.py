@@ -78,11 +78,14 @@ def begin_block() -> int:
 
 
 def dedup_settings(token: int) -> dict[str, object]:
-    """Insert settings that make a copy idempotent in usage_events and every rollup view."""
+    """Insert settings that make a copy idempotent in usage_events and every rollup view, the
+    views fed side by side (parallel_view_processing: the sink alone wrote 15-20% more rows a
+    second with it, measured in alternating runs)."""
     return {
         "insert_deduplicate": 1,
         "insert_deduplication_token": f"usage-{token:016x}",
         "deduplicate_blocks_in_dependent_materialized_views": 1,
+        "parallel_view_processing": 1,
     }
 
 
