@@ -4,6 +4,10 @@ BatchProcessor), with the engine's ordinary path (default) or every event throug
 detector (--reference).
 
     python -m loadtests.detection_cpu [--events 100000] [--repeat 3] [--reference] [--user]
+                                      [--baseline OLD_ENGINE_PY]
+
+--baseline: e.g. `git show 44bb052:services/civicmeter/processor/detection/engine.py >
+/tmp/engine_before.py`, timed in turn with this version on the same batches.
 
 --user: the processor's engine (USER_DETECTORS, activity reported after every batch).
 """
@@ -11,8 +15,10 @@ detector (--reference).
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -52,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--reference", action="store_true", help="every event, every detector")
     parser.add_argument("--user", action="store_true", help="the processor's user detectors")
+    parser.add_argument(
+        "--baseline", help="an engine.py of another version, timed alternately against this one"
+    )
     args = parser.parse_args(argv)
     recorder = _Recorder()
     processor = BatchProcessor(CatalogSource(DEFAULT_PRICES).catalog, "usage.raw")
@@ -66,19 +75,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.user
         else {}
     )
-    best = float("inf")
+    policies = PolicySource(DEFAULT_POLICIES).current()
+    engines: dict[str, Callable[[], Any]] = {
+        "reference" if args.reference else "ordinary path": lambda: _current(
+            DetectionEngine(policies, **options), args.reference
+        )
+    }
+    if args.baseline:  # the same records, alternately, in this process
+        engines[f"baseline {args.baseline}"] = lambda: _baseline(args.baseline)(policies, **options)
+    best = dict.fromkeys(engines, float("inf"))
     for _ in range(args.repeat):
-        engine = DetectionEngine(PolicySource(DEFAULT_POLICIES).current(), **options)
-        engine._ordinary_path = not args.reference
-        started = time.process_time()
-        for batch, sources, identities in recorder.calls:
-            engine.process(batch, sources, identities)
-            if args.user:
-                engine.take_activity()
-        best = min(best, (time.process_time() - started) / events * 1e6)
-    path = "reference" if args.reference else "ordinary path"
-    print(f"{events} events, detection alone ({path}): {best:.2f} µs CPU/event")
+        for name, make in engines.items():
+            engine = make()
+            started = time.process_time()
+            for batch, sources, identities in recorder.calls:
+                if name.startswith("baseline"):
+                    engine.process(batch, sources)  # as that engine is called
+                else:
+                    engine.process(batch, sources, identities)
+                if args.user:
+                    engine.take_activity()
+            best[name] = min(best[name], (time.process_time() - started) / events * 1e6)
+    for name, figure in best.items():
+        print(f"{events} events, detection alone ({name}): {figure:.2f} µs CPU/event")
     return 0
+
+
+def _current(engine: DetectionEngine, reference: bool) -> DetectionEngine:
+    engine._ordinary_path = not reference
+    return engine
+
+
+def _baseline(path: str) -> Any:
+    """The DetectionEngine class of another version of engine.py (e.g. from `git show`)."""
+    spec = importlib.util.spec_from_file_location("baseline_engine", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_engine"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.DetectionEngine
 
 
 if __name__ == "__main__":
