@@ -34,11 +34,18 @@ from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import trace
 
 from civicmeter.api.severity import SEVERITY_NAMES
 from civicmeter.core.config import KafkaSettings, ProcessorSettings
-from civicmeter.core.kafka import client_options, make_producer, send_batched, send_event_batches
+from civicmeter.core.kafka import (
+    client_options,
+    make_producer,
+    send_batched,
+    send_event_batches,
+    send_to_partitions,
+)
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.core.telemetry.kafka_spans import (
@@ -148,18 +155,27 @@ def build_app(
         await producer.start()
         source = cast("faust.Stream[bytes]", stream)
         flush: StateFlush | None = None
+        internal: AIOKafkaProducer | None = None
         if users is not None and detection is not None:
             engine, store = detection, users
+            # Day totals and state go uncompressed: small msgpack records that lz4 hardly
+            # shrinks, for CPU on both sides (DETECTION_COST.md).
+            internal = make_producer(
+                kafka, linger_ms=5, compression=None, client_id="civicmeter-processor-state"
+            )
+            await internal.start()
+            writer, keyed = internal, _KeyPartitions()
 
             async def publish_activity() -> None:
                 activity = _by_organization(engine.take_activity())
                 if activity:
+                    placed = await keyed.place(writer, names.activity, activity)
                     with producing(tracer, names.activity, len(activity), sending) as headers:
-                        futures = await send_batched(producer, names.activity, activity, headers)
+                        futures = await send_to_partitions(writer, names.activity, placed, headers)
                     await asyncio.gather(*futures)
 
             async def write_state() -> None:
-                await store.write(producer, engine.take_state())
+                await store.write(writer, engine.take_state())
 
             flush = StateFlush(
                 write_state,
@@ -204,6 +220,8 @@ def build_app(
                     yield None
         finally:
             await producer.stop()
+            if internal is not None:
+                await internal.stop()
 
     async def process(
         producer: AIOKafkaProducer, events: Sequence[Any], flush: StateFlush | None
@@ -252,7 +270,10 @@ def build_app(
         async def organize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
             assert organization is not None
             engine = organization
-            producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor-org")
+            # Its state (and its rare alerts) uncompressed, as the day totals (rate).
+            producer = make_producer(
+                kafka, linger_ms=5, compression=None, client_id="civicmeter-processor-org"
+            )
             await producer.start()
             source = cast("faust.Stream[bytes]", stream)
             # The activity partition of each organisation whose state is pending.
@@ -379,6 +400,31 @@ async def _flushing(flush: StateFlush | None, app: faust.App) -> AsyncIterator[N
                 await ticker
             if flush.pending:
                 await flush.flush()
+
+
+class _KeyPartitions:
+    """The partition aiokafka's default partitioner picks for each key (as send_batched
+    places keyed records), worked out once per key: the organisations are few, and
+    core.kafka's shared cache of key hashes is churned by the events' and alerts' keys."""
+
+    def __init__(self) -> None:
+        self._partitions: list[int] = []
+        self._of: dict[bytes, int] = {}
+        self._partitioner = DefaultPartitioner()
+
+    async def place(
+        self, producer: AIOKafkaProducer, topic: str, records: list[tuple[bytes, bytes]]
+    ) -> list[tuple[int, bytes | None, bytes]]:
+        partitions = sorted(await producer.partitions_for(topic))
+        if partitions != self._partitions:
+            self._partitions, self._of = partitions, {}
+        placed: list[tuple[int, bytes | None, bytes]] = []
+        for key, value in records:
+            partition = self._of.get(key)
+            if partition is None:
+                partition = self._of[key] = self._partitioner(key, partitions, partitions)
+            placed.append((partition, key, value))
+        return placed
 
 
 def _by_organization(updates: list[DayActivity]) -> list[tuple[bytes, bytes]]:
