@@ -79,7 +79,7 @@ NUMBERS: dict[str, Number] = {
         SinkSettings.from_env, "an integer from 0 to 3153600000", "0", ("-1",)),
     "CIVICMETER_QUERY_GRPC_PORT": Number(QuerySettings.from_env, PORT, "50062", ("65536",)),
     "CIVICMETER_QUERY_RATE_PER_KEY": Number(QuerySettings.from_env, NOT_NEGATIVE, "0", ("-1",)),
-    "CIVICMETER_QUERY_CACHE_SECONDS": Number(QuerySettings.from_env, NOT_NEGATIVE, "0.5", ("-1",)),
+    "CIVICMETER_QUERY_CACHE_SECONDS": Number(QuerySettings.from_env, NOT_NEGATIVE, "0.25", ("-1",)),
     "CIVICMETER_NOTIFIER_MAX_ATTEMPTS": Number(NotifierSettings.from_env, INTEGER_1, "1", ("0",)),
     "CIVICMETER_BILLING_INTERVAL_SECONDS": Number(
         BillingSettings.from_env, POSITIVE, "0.5", ("0", "-30")),
