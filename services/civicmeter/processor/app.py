@@ -11,7 +11,7 @@ faust's exactly_once mode is deliberately not used; the stores are idempotent on
 Detection runs in two agents so that its alerts do not depend on how many processors share
 the partitions. usage.raw is keyed by organisation and user, so the `rate` agent sees all of
 a user's events and runs the per-event and per-user detectors. It also publishes, every
-second, the day totals of each user its batches touched (UserDayActivity: absolute, so a
+second, the day totals of each user its batches touched (day_activity.py: absolute, so a
 replay never counts twice) to an internal topic keyed by organisation; the `organize` agent
 consumes it and runs the organisation- and department-wide detectors (peer_spike,
 new_service_in_department) on all of an organisation's users, wherever their events were

@@ -48,7 +48,7 @@ ACTIVITY_RETENTION_MS = 24 * 3600 * 1000
 
 @dataclass(frozen=True)
 class DetectionTopics:
-    activity: str  # UserDayActivityBatch records keyed by organisation
+    activity: str  # users' day totals (day_activity.py), keyed by organisation
     user_state: str  # compacted: the per-user agent's state, by usage.raw partition
     organization_state: str  # compacted: the organisation-wide agent's state
 
