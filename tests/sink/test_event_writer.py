@@ -132,11 +132,11 @@ def test_a_block_of_several_records_stores_every_event_once(clickhouse: Client) 
         encode_event_batch(batch[3:5]),
         encode_event_batch(batch[5:]),
     ]
-    result = write_rated_records(clickhouse, records, 7)
+    result = write_rated_records(clickhouse, records)
     assert (result.inserted, result.duplicates) == (7, 0)
     # The same records again, with one new event in a record of its own: only it is stored.
     fresh = rated(event())
-    again = write_rated_records(clickhouse, [*records, encode_event_batch(fresh)], 8)
+    again = write_rated_records(clickhouse, [*records, encode_event_batch(fresh)])
     assert (again.inserted, again.duplicates) == (1, 7)
     assert totals(clickhouse)[0] == totals(clickhouse)[2] == 8
 

@@ -1,7 +1,9 @@
 """The sink loop: usage.rated (many rated events per record) and usage.alerts → ClickHouse,
 committing offsets only after the write.
 
-Records that cannot be decoded go to usage.dlq with the reason; they never stop the loop.
+Records that cannot be decoded or stored (ClickHouse checks usage.rated's as it parses them,
+sink/rated_check.py names the reason) go to usage.dlq with the reason; they never stop the
+loop.
 A failed write is retried with backoff without committing, so nothing is skipped.
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,9 +43,6 @@ from civicmeter.sink.event_writer import WriteResult, replay_pending, write_rate
 
 log = logging.getLogger("civicmeter.sink")
 MAX_BACKOFF_SECONDS = 30.0
-# What usage_events' Decimal(18, 6) and DateTime64(3) columns hold.
-_COST = re.compile(r"\d{1,12}(\.\d{1,6})?")
-_EPOCH_SECONDS = (0, 10_413_792_000)  # 1970 to 2300
 JOURNAL_PRUNE_SECONDS = 60.0
 # How often the done marks of copied blocks are written (in one insert): a crash loses at most
 # this long's marks, and the restart copies those blocks again, which changes nothing.
@@ -53,55 +51,53 @@ JOURNAL_FLUSH_SECONDS = 5.0
 
 @dataclass
 class Decoded:
-    rated: list[bytes] = field(default_factory=list)  # checked RatedUsageEventBatch records
-    rated_events: int = 0
+    # usage.rated's records (RatedUsageEventBatch encodings), checked as they are written.
+    rated_records: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
     alerts: list[alert_pb2.Alert] = field(default_factory=list)
     dead: list[pb.DeadLetter] = field(default_factory=list)
 
+    @property
+    def rated(self) -> list[bytes]:
+        return [record.value or b"" for record in self.rated_records]
+
 
 def decode(records: list[ConsumerRecord[bytes, bytes]], topics: TopicSettings) -> Decoded:
-    """Rated events (a RatedUsageEventBatch per usage.rated record) and alerts by topic;
-    anything undecodable becomes a dead letter."""
+    """usage.rated's records and the alerts, by topic; an undecodable alert becomes a dead
+    letter (rated records are checked as they are written: refused_letters)."""
     out = Decoded()
-    now = datetime.now(UTC)
     for record in records:
+        if record.topic != topics.alerts:
+            out.rated_records.append(record)
+            continue
         try:
-            if record.topic == topics.alerts:
-                alert = alert_pb2.Alert.FromString(record.value or b"")
-                if not alert.dedup_key or not alert.organization_id:
-                    raise DecodeError("missing dedup_key or organization_id")
-                out.alerts.append(alert)
-            else:
-                value = record.value or b""
-                out.rated_events += check_rated(value)
-                out.rated.append(value)
+            alert = alert_pb2.Alert.FromString(record.value or b"")
+            if not alert.dedup_key or not alert.organization_id:
+                raise DecodeError("missing dedup_key or organization_id")
+            out.alerts.append(alert)
         except DecodeError as exc:
-            letter = pb.DeadLetter(
-                payload=record.value or b"",
-                reason_code="undecodable",
-                reason=f"not a record of {record.topic}: {exc}",
-                source_topic=record.topic,
-                source_partition=record.partition,
-                source_offset=record.offset,
-            )
-            letter.dead_letter_time.FromDatetime(now)
-            out.dead.append(letter)
+            out.dead.append(dead_letter(record, str(exc)))
     return out
 
 
-def check_rated(value: bytes) -> int:
-    """The number of events of a usage.rated record that ClickHouse can store as they are;
-    DecodeError naming the first problem otherwise (the record is then dead-lettered whole)."""
-    events = pb.RatedUsageEventBatch.FromString(value).events
-    for index, rated in enumerate(events):
-        event = rated.event
-        if not event.event_id or not event.organization_id or not rated.price_version:
-            raise DecodeError(f"events[{index}] has no event_id, organization_id or price_version")
-        if not _COST.fullmatch(rated.cost_krw):
-            raise DecodeError(f"events[{index}].cost_krw is not a decimal of at most 6 places")
-        if not _EPOCH_SECONDS[0] <= event.event_time.seconds < _EPOCH_SECONDS[1]:
-            raise DecodeError(f"events[{index}].event_time is out of range")
-    return len(events)
+def refused_letters(decoded: Decoded, result: WriteResult) -> list[pb.DeadLetter]:
+    """The dead letters of the rated records the write refused."""
+    return [
+        dead_letter(decoded.rated_records[index], reason)
+        for index, reason in sorted(result.refused.items())
+    ]
+
+
+def dead_letter(record: ConsumerRecord[bytes, bytes], problem: str) -> pb.DeadLetter:
+    letter = pb.DeadLetter(
+        payload=record.value or b"",
+        reason_code="undecodable",
+        reason=f"not a record of {record.topic}: {problem}",
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+    )
+    letter.dead_letter_time.FromDatetime(datetime.now(UTC))
+    return letter
 
 
 async def gather(
@@ -132,7 +128,7 @@ async def gather(
 
 
 def write_batch(client: Client, decoded: Decoded) -> tuple[WriteResult, AlertWriteResult]:
-    events = write_rated_records(client, decoded.rated, decoded.rated_events)
+    events = write_rated_records(client, decoded.rated)
     alerts = write_alerts(client, decoded.alerts, time.time_ns() // 1_000_000)
     return events, alerts
 
@@ -187,22 +183,21 @@ async def serve(
                 telemetry.tracer, topics.rated, len(records), links, client, partitions
             )
             with trace.use_span(span, end_on_exit=True):
-                if decoded.dead:
-                    await asyncio.gather(
-                        *[
-                            await producer.send(topics.dlq, d.SerializeToString())
-                            for d in decoded.dead
-                        ]
-                    )
-                    written.add(len(decoded.dead), {"outcome": "dead_lettered"})
                 writing = time.perf_counter()
                 result = await _write_with_retry(storage, decoded, stop)
+                if result is not None:
+                    dead = decoded.dead + refused_letters(decoded, result[0])
+                    if dead:  # sent before the commit: a crash in between sends them again
+                        await asyncio.gather(
+                            *[await producer.send(topics.dlq, d.SerializeToString()) for d in dead]
+                        )
+                        written.add(len(dead), {"outcome": "dead_lettered"})
             if result is None:
                 break  # stopping before the write succeeded: leave the offsets uncommitted
             events, alerts = result
             accepted = (accept_time_ms(r.headers) for r in records)
             seconds = time.perf_counter() - writing
-            sink_metrics.stored(decoded.rated_events, seconds, accepted, time.time())
+            sink_metrics.stored(events.events, seconds, accepted, time.time())
             written.add(events.inserted, {"outcome": "inserted"})
             written.add(events.duplicates, {"outcome": "duplicate"})
             written.add(alerts.occurrences, {"outcome": "alert_occurrence"})
@@ -235,8 +230,9 @@ async def _write_with_retry(
             return await storage.run(lambda client: write_batch(client, decoded))
         except Exception as exc:  # noqa: BLE001 (any storage failure is retried, never skipped)
             log.error(
-                "ClickHouse write of %d events and %d alerts failed, retrying in %.1fs: %s",
-                decoded.rated_events,
+                "ClickHouse write of %d records of events and %d alerts failed, retrying in "
+                "%.1fs: %s",
+                len(decoded.rated_records),
                 len(decoded.alerts),
                 backoff,
                 exc,

@@ -89,9 +89,9 @@ def dedup_settings(token: int) -> dict[str, object]:
     }
 
 
-def copy_block(client: Client, token: int) -> int:
+def copy_block(client: Client, token: int) -> tuple[int, int]:
     """Copy the staged block into usage_events (idempotently), queue its done mark, and return
-    how many of its events it stored."""
+    how many events the block holds and how many of them it stored."""
     columns = ", ".join(EVENT_COLUMNS)
     client.command(
         f"INSERT INTO usage_events ({columns}, write_token) "
@@ -103,13 +103,14 @@ def copy_block(client: Client, token: int) -> int:
         "LIMIT 1 BY organization_id, event_id",
         settings=dedup_settings(token),
     )
-    stored = client.query(
-        f"SELECT count() FROM usage_events WHERE write_token = {token:d} AND {_KEY} IN "
-        f"(SELECT {_KEY} FROM {STAGED_TABLE} WHERE write_token = {token:d})"
-    ).result_rows[0][0]
+    staged, stored = client.query(
+        f"SELECT (SELECT count() FROM {STAGED_TABLE} WHERE write_token = {token:d}), "
+        f"(SELECT count() FROM usage_events WHERE write_token = {token:d} AND {_KEY} IN "
+        f"(SELECT {_KEY} FROM {STAGED_TABLE} WHERE write_token = {token:d}))"
+    ).result_rows[0]
     _copied.append((token, int(stored)))
     _unfinished.discard(token)
-    return int(stored)
+    return int(staged), int(stored)
 
 
 def flush_done(client: Client) -> int:

@@ -65,8 +65,10 @@ def insert_from_protobuf(
     message: Descriptor,
     stream: bytes,
     settings: Mapping[str, object] | None = None,
+    where: str = "1",
 ) -> None:
-    """INSERT INTO `target` SELECT `select` FROM the records in `stream`, parsed by ClickHouse.
+    """INSERT INTO `target` SELECT `select` FROM the records in `stream`, parsed by ClickHouse,
+    WHERE `where`.
 
     `stream` is a ProtobufList stream: a length-delimited envelope, a batch message whose
     repeated field 1 holds `message`s (as a usage.rated record does). `structure` names the
@@ -85,12 +87,13 @@ def insert_from_protobuf(
             records.flush()
             client.command(
                 f"INSERT INTO {target} SELECT {select} FROM "
-                f"file({_literal(records.name)}, 'ProtobufList', {_literal(structure)})",
+                f"file({_literal(records.name)}, 'ProtobufList', {_literal(structure)}) "
+                f"WHERE {where}",
                 settings=schema,
             )
         return
     client.raw_insert(
-        f"{target} SELECT {select} FROM input({_literal(structure)})",
+        f"{target} SELECT {select} FROM input({_literal(structure)}) WHERE {where}",
         insert_block=stream,
         fmt="ProtobufList",
         settings=schema,
