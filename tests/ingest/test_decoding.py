@@ -39,9 +39,12 @@ def request(*events: bytes, extra: bytes = b"") -> bytes:
 
 def test_a_request_without_unknown_fields_comes_back_whole() -> None:
     sent = [event(), event(user_id="u_" + "1" * 32)]
-    parsed, carried = parse_publish_request(request(*(e.SerializeToString() for e in sent)))
-    assert list(parsed.events) == sent
-    assert carried == 0
+    body = request(*(e.SerializeToString() for e in sent))
+    decoded = parse_publish_request(body)
+    assert list(decoded.events) == sent
+    assert decoded.unknown_field_events == 0
+    assert decoded.encoded.batch == body
+    assert decoded.encoded.events == [e.SerializeToString() for e in sent]
 
 
 def test_unknown_fields_are_dropped_at_every_depth_and_counted_per_event() -> None:
@@ -54,12 +57,17 @@ def test_unknown_fields_are_dropped_at_every_depth_and_counted_per_event() -> No
         nested_bytes,
         extra=field(77, SMUGGLED),  # unknown on the request itself: dropped, not an event's
     )
-    parsed, carried = parse_publish_request(body)
-    assert carried == 2
+    decoded = parse_publish_request(body)
+    parsed = decoded.request
+    assert decoded.unknown_field_events == 2
     assert len(parsed.events) == 3
     assert SMUGGLED not in parsed.SerializeToString()
     assert [e.event_id for e in parsed.events] == [plain.event_id, top.event_id, nested.event_id]
     assert parsed.events[1] == top  # what the schema defines is kept as sent
+    # What goes on to usage.raw is the events without their unknown fields.
+    assert SMUGGLED not in decoded.encoded.batch
+    assert decoded.encoded.events == [e.SerializeToString() for e in parsed.events]
+    assert decoded.encoded.batch == parsed.SerializeToString()
 
 
 @pytest.mark.parametrize(
@@ -97,8 +105,8 @@ def test_events_up_to_the_limit_pass_however_large_the_body() -> None:
     assert len(exact) == MAX_EVENT_BYTES
     body = request(*([exact] * 5))
     check_event_sizes(body)
-    parsed, carried = parse_publish_request(body)
-    assert (len(parsed.events), carried) == (5, 5)
+    decoded = parse_publish_request(body)
+    assert (len(decoded.events), decoded.unknown_field_events) == (5, 5)
 
 
 def test_other_fields_of_the_request_are_skipped_not_counted_as_events() -> None:
@@ -130,5 +138,5 @@ def test_a_malformed_large_body_is_left_to_the_parser_to_name(tail: bytes) -> No
 
 def test_the_request_type_round_trips_what_the_publisher_sends() -> None:
     sent = ingest_pb.PublishEventsRequest(events=[event(), event()])
-    parsed, carried = parse_publish_request(sent.SerializeToString())
-    assert parsed == sent and carried == 0
+    decoded = parse_publish_request(sent.SerializeToString())
+    assert decoded.request == sent and decoded.unknown_field_events == 0

@@ -13,6 +13,7 @@ import functools
 import itertools
 import ssl
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,6 +22,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from civicmeter.core.config import KafkaSettings
+from civicmeter.core.events.encodings import join_events
 from civicmeter.core.events.event_batch import frame
 
 
@@ -108,6 +110,16 @@ async def send_event_batches(
     one partition, and a reader pays Kafka's per-record costs once per few hundred events.
     """
     partitions = sorted(await producer.partitions_for(topic))
+    records = event_batch_records(events, partitions, max_record_bytes)
+    return await _send_to_partitions(producer, topic, records, headers)
+
+
+def event_batch_records(
+    events: Iterable[tuple[bytes, bytes]],
+    partitions: Sequence[int],
+    max_record_bytes: int = MAX_EVENT_BATCH_BYTES,
+) -> list[tuple[int, bytes | None, bytes]]:
+    """The (partition, key, value) batch records of send_event_batches."""
     open_records: dict[int, tuple[bytes, list[bytes], int]] = {}
     records: list[tuple[int, bytes | None, bytes]] = []
     for key, encoded in events:
@@ -123,7 +135,80 @@ async def send_event_batches(
             held[1].append(entry)
             open_records[partition] = (held[0], held[1], held[2] + len(entry))
     records.extend((p, key, b"".join(parts)) for p, (key, parts, _) in open_records.items())
+    return records
+
+
+async def send_encoded_events(
+    producer: AIOKafkaProducer,
+    topic: str,
+    events: Sequence[bytes],
+    keys: PartitionKeys,
+    headers: Sequence[tuple[str, bytes]] = (),
+    max_record_bytes: int = MAX_EVENT_BATCH_BYTES,
+) -> list[asyncio.Future[Any]]:
+    """send_event_batches for events' encodings and their keys (`keys`, in the same order)."""
+    partitions = sorted(await producer.partitions_for(topic))
+    records = encoded_event_records(events, keys, partitions, max_record_bytes)
     return await _send_to_partitions(producer, topic, records, headers)
+
+
+@dataclass(frozen=True)
+class PartitionKeys:
+    """Each event's partition key and its murmur2 hash (as aiokafka's default partitioner
+    computes it), in the order of the events."""
+
+    keys: list[bytes]
+    hashes: list[int]
+
+
+# The key and hash of each recent (organisation, user): the same users report all day.
+_event_keys: dict[tuple[str, str], tuple[bytes, int]] = {}
+_EVENT_KEYS_LIMIT = 200_000
+
+
+def partition_keys(organizations_users: Iterable[tuple[str, str]]) -> PartitionKeys:
+    """The partition keys of events by their (organisation, user): event_key and its hash,
+    each worked out once while the user stays among the recent ones."""
+    users = list(organizations_users)
+    found = list(map(_event_keys.get, users))
+    if None in found:
+        if len(_event_keys) >= _EVENT_KEYS_LIMIT:
+            _event_keys.clear()
+        for i, user in enumerate(users):
+            if found[i] is None:
+                key = event_key(*user)
+                found[i] = _event_keys[user] = (key, _key_hash(key))
+    keys, hashes = zip(*found, strict=True) if found else ((), ())
+    return PartitionKeys(list(keys), list(hashes))
+
+
+def encoded_event_records(
+    events: Sequence[bytes],
+    keys: PartitionKeys,
+    partitions: Sequence[int],
+    max_record_bytes: int = MAX_EVENT_BATCH_BYTES,
+) -> list[tuple[int, bytes | None, bytes]]:
+    """event_batch_records for events' encodings: each partition's events picked out and
+    framed by the protobuf runtime (core/events/encodings.py), not one by one."""
+    count = len(partitions)
+    places = list(map(count.__rmod__, keys.hashes))  # index of each event's partition
+    records: list[tuple[int, bytes | None, bytes]] = []
+    for place in sorted(set(places)):
+        chosen = list(map(place.__eq__, places))
+        value = join_events(list(itertools.compress(events, chosen)))
+        if len(value) <= max_record_bytes:
+            records.append((partitions[place], keys.keys[places.index(place)], value))
+        else:  # rare: several records for this partition, each at most max_record_bytes
+            records += event_batch_records(
+                zip(
+                    itertools.compress(keys.keys, chosen),
+                    itertools.compress(events, chosen),
+                    strict=True,
+                ),
+                [partitions[place]],
+                max_record_bytes,
+            )
+    return records
 
 
 async def send_to_partitions(

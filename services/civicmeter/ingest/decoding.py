@@ -5,17 +5,23 @@ smuggling prompt text). Ingest re-encodes every event before it reaches Kafka, s
 the unknown fields here means none of their bytes travel further; the fronts count the
 events that carried any.
 
-An event's encoding is bounded before anything is parsed: a valid event is a few KB, and the
-protobuf runtime builds a map of hundreds of thousands of entries (one event's
+An event's encoding is bounded before anything is parsed (the runtime slices the events out
+without parsing them; a malformed body's field headers are read instead): a valid event is a
+few KB, and the protobuf runtime builds a map of hundreds of thousands of entries (one event's
 `risk.pii_findings`) in superlinear time, seconds to minutes of a core for a body of a few MB.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from google.protobuf.message import DecodeError as ProtoDecodeError
 
 from civicmeter.api.event_json import DecodeError
 from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.encodings import EncodedEvents, split_events
 
 # A valid event is at most ~7 KB: bounded identifiers and at most 64 kinds of findings.
 MAX_EVENT_BYTES = 64 * 1024
@@ -26,9 +32,37 @@ class UndecodableRequestError(DecodeError):
     """The body is not a PublishEventsRequest in the protobuf wire format (field "body")."""
 
 
-def parse_publish_request(body: bytes) -> tuple[ingest_pb.PublishEventsRequest, int]:
-    """The request with unknown fields dropped, and how many of its events carried any."""
-    check_event_sizes(body)
+@dataclass(frozen=True)
+class DecodedRequest:
+    """A PublishEventsRequest without unknown fields, its events as encoded for usage.raw, and
+    how many of them carried unknown fields."""
+
+    request: ingest_pb.PublishEventsRequest
+    encoded: EncodedEvents
+    unknown_field_events: int
+
+    @property
+    def events(self) -> Sequence[pb.UsageEvent]:
+        return self.request.events
+
+
+def parse_publish_request(body: bytes) -> DecodedRequest:
+    """The request with unknown fields dropped, its events' encodings, and how many of its
+    events carried unknown fields.
+
+    Most bodies are exactly the encoding the protobuf runtime writes for what they hold: then
+    the body itself is the events' UsageEventBatch, and no event carried an unknown field.
+    Only another body is compared event by event.
+    """
+    try:
+        encodings: list[bytes] | None = split_events(body)
+    except ProtoDecodeError:
+        encodings = None  # malformed: the sizes are read from the field headers, if they can be
+    if encodings is None:
+        check_event_sizes(body)
+    elif len(body) > MAX_EVENT_BYTES and max(map(len, encodings)) > MAX_EVENT_BYTES:
+        index, event = next((i, e) for i, e in enumerate(encodings) if len(e) > MAX_EVENT_BYTES)
+        raise _oversized(index, len(event))
     request = ingest_pb.PublishEventsRequest()
     try:
         request.ParseFromString(body)
@@ -39,16 +73,23 @@ def parse_publish_request(body: bytes) -> tuple[ingest_pb.PublishEventsRequest, 
         raise UndecodableRequestError(
             f"the body is not a civicmeter.ingest.v1.PublishEventsRequest: {fault}"
         ) from None
-    return request, drop_unknown_fields(request)
-
-
-def drop_unknown_fields(request: ingest_pb.PublishEventsRequest) -> int:
-    """Discard unknown fields at every depth; return the number of events that had any."""
-    sizes = [event.ByteSize() for event in request.events]
     request.DiscardUnknownFields()
-    return sum(
-        1 for event, size in zip(request.events, sizes, strict=True) if event.ByteSize() != size
+    encoded = request.SerializeToString()
+    if encoded == body and encodings is not None:
+        return DecodedRequest(request, EncodedEvents(body, encodings), 0)
+    return DecodedRequest(
+        request, EncodedEvents.of_batch(encoded), _events_with_unknown_fields(body, request)
     )
+
+
+def _events_with_unknown_fields(body: bytes, known: ingest_pb.PublishEventsRequest) -> int:
+    """How many events of `body` carry fields that `known` (the same request, its unknown
+    fields dropped) does not: an unknown field is the only difference in their sizes."""
+    sent = ingest_pb.PublishEventsRequest.FromString(body)
+    return sum(
+        1 for event, kept in zip(sent.events, known.events, strict=True)
+        if event.ByteSize() != kept.ByteSize()
+    )  # fmt: skip
 
 
 def check_event_sizes(body: bytes) -> None:
@@ -71,16 +112,20 @@ def check_event_sizes(body: bytes) -> None:
                 length, position = _varint(body, position)
                 if key == _EVENTS_KEY:
                     if length > MAX_EVENT_BYTES:
-                        raise UndecodableRequestError(
-                            f"events[{index}] is {length} bytes, over the limit of "
-                            f"{MAX_EVENT_BYTES} bytes an event may take"
-                        )
+                        raise _oversized(index, length)
                     index += 1
                 position += length
             else:
                 return  # a group, or not protobuf: the parser decides
     except IndexError:
         return
+
+
+def _oversized(index: int, size: int) -> UndecodableRequestError:
+    return UndecodableRequestError(
+        f"events[{index}] is {size} bytes, over the limit of {MAX_EVENT_BYTES} bytes an event "
+        "may take"
+    )
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:

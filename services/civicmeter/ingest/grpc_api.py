@@ -15,7 +15,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp_pb
 from civicmeter.api.ingest.v1 import ingest_service_pb2 as ingest_pb
 from civicmeter.core.grpc_server import GrpcServer, new_server
 from civicmeter.ingest.auth import GatewayAccess, GrpcAuthentication, admit_grpc_call
-from civicmeter.ingest.decoding import UndecodableRequestError, parse_publish_request
+from civicmeter.ingest.decoding import (
+    DecodedRequest,
+    UndecodableRequestError,
+    parse_publish_request,
+)
 from civicmeter.ingest.otlp import OtlpReceiver, UndecodableExportError, parse_protobuf
 from civicmeter.ingest.publisher import (
     BatchRejectedError,
@@ -41,25 +45,26 @@ class IngestService:
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
 
-    def decode(self, body: bytes) -> ingest_pb.PublishEventsRequest | UndecodableRequest:
+    def decode(self, body: bytes) -> DecodedRequest | UndecodableRequest:
         """The request deserializer: never raises, so the handler can answer for the body."""
         try:
-            request, unknown = parse_publish_request(body)
+            request = parse_publish_request(body)
         except UndecodableRequestError as exc:
             return UndecodableRequest(str(exc))
-        self._publisher.count_unknown_fields(unknown, "grpc")
+        self._publisher.count_unknown_fields(request.unknown_field_events, "grpc")
         return request
 
     async def PublishEvents(  # noqa: N802 (gRPC method name)
         self,
-        request: ingest_pb.PublishEventsRequest | UndecodableRequest,
+        request: DecodedRequest | UndecodableRequest,
         context: grpc.aio.ServicerContext,
     ) -> ingest_pb.PublishEventsResponse:
         if isinstance(request, UndecodableRequest):
             self._publisher.count_rejected(1, "undecodable")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"body: {request.message}")
+            raise AssertionError("abort raises")
         try:
-            accepted = await self._publisher.publish(list(request.events))
+            accepted = await self._publisher.publish(list(request.events), request.encoded)
         except BatchRejectedError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BatchTooLargeError as exc:

@@ -101,13 +101,14 @@ async def publish_events(request: web.Request) -> web.Response:
         fault = f"the body cannot be read as {encoding}"
         return _error(400, fault, errors=[{"index": None, "field": "body", "message": fault}])
     cloud_events = binary or content_type in JSON_TYPES
+    encoded = None  # the events' encodings, when the body is them
     try:
         if binary:
             events = [decode_binary(request.headers, content_type, body, received)]
         elif content_type in PROTOBUF_TYPES:
-            message, unknown = parse_publish_request(body)
-            publisher.count_unknown_fields(unknown, "http")
-            events = list(message.events)
+            decoded = parse_publish_request(body)
+            publisher.count_unknown_fields(decoded.unknown_field_events, "http")
+            events, encoded = list(decoded.events), decoded.encoded
         else:
             events = decode_batch(body, received)
     except DecodeError as exc:  # JSON or protobuf (UndecodableRequestError)
@@ -118,7 +119,7 @@ async def publish_events(request: web.Request) -> web.Response:
     if (refused := refuse_foreign_events(request, events, naming)) is not None:
         return refused
     try:
-        accepted = await publisher.publish(events)
+        accepted = await publisher.publish(events, encoded)
     except BatchRejectedError as exc:
         if cloud_events:
             return _cloud_events_rejected(exc)

@@ -12,18 +12,24 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import IngestSettings
-from civicmeter.core.events.validation import ValidationError, validate_event
-from civicmeter.core.kafka import event_key, make_producer, send_event_batches
+from civicmeter.core.events.encodings import EncodedEvents
+from civicmeter.core.events.validation import IDENTITY_FIELDS, EventColumns, validate_batch
+from civicmeter.core.kafka import make_producer, partition_keys, send_encoded_events
 from civicmeter.core.telemetry.kafka_spans import KafkaClient, inject_headers, producer_span
 from civicmeter.core.telemetry.setup import Telemetry
 
 MAX_REPORTED_ERRORS = 100
+# An event's (organisation, user) from its identity (EventColumns.identities).
+_ORGANIZATION_USER = itemgetter(
+    IDENTITY_FIELDS.index("organization_id"), IDENTITY_FIELDS.index("user_id")
+)
 log = logging.getLogger("civicmeter.ingest")
 
 
@@ -56,27 +62,37 @@ class PublishUnavailableError(RuntimeError):
 
 
 def check_batch(
-    events: Sequence[pb.UsageEvent], settings: IngestSettings, now: datetime | None = None
-) -> None:
-    """Raise BatchRejectedError listing the invalid events (up to MAX_REPORTED_ERRORS)."""
+    events: Sequence[pb.UsageEvent],
+    settings: IngestSettings,
+    now: datetime | None = None,
+    encoded: bytes | None = None,
+) -> EventColumns:
+    """The batch's columns; BatchRejectedError listing the invalid events (up to
+    MAX_REPORTED_ERRORS) when any is. `encoded`, the events as a UsageEventBatch's encoding
+    when at hand, spares reading each event for the fields most leave out."""
     if not events:
         raise BatchRejectedError([EventError(0, "events", "the batch is empty")], 1)
     if len(events) > settings.max_batch_events:
         raise BatchTooLargeError(
             f"{len(events)} events exceed the batch limit {settings.max_batch_events}"
         )
-    now = now or datetime.now(UTC)
-    errors: list[EventError] = []
-    invalid = 0
-    for index, event in enumerate(events):
-        try:
-            validate_event(event, now, settings.time_window)
-        except ValidationError as exc:
-            invalid += 1
-            if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append(EventError(index, exc.field, exc.message))
-    if errors:
-        raise BatchRejectedError(errors, invalid)
+    now_s = (now or datetime.now(UTC)).timestamp()
+    window = settings.time_window
+    # The whole batch rule by rule; each refused event's error is its one-by-one error.
+    columns, invalid = validate_batch(
+        events,
+        now_s - window.max_age.total_seconds(),
+        now_s + window.max_future.total_seconds(),
+        window,
+        encoded,
+    )
+    if invalid:
+        errors = [
+            EventError(index, invalid[index].field, invalid[index].message)
+            for index in sorted(invalid)[:MAX_REPORTED_ERRORS]
+        ]
+        raise BatchRejectedError(errors, len(invalid))
+    return columns
 
 
 class Publisher:
@@ -115,31 +131,41 @@ class Publisher:
         if events:
             self._unknown_fields.add(events, {"transport": transport})
 
-    async def _send(self, events: Sequence[pb.UsageEvent]) -> None:
+    async def _send(self, events: EncodedEvents, columns: EventColumns) -> None:
         # One UsageEventBatch record per partition: the topic's contract (proto/).
-        futures = await send_event_batches(
+        futures = await send_encoded_events(
             self._producer,
             self._topic,
-            ((event_key(e.organization_id, e.user_id), e.SerializeToString()) for e in events),
+            events.events,
+            partition_keys(map(_ORGANIZATION_USER, columns.identities)),
             inject_headers(),
         )
         await asyncio.gather(*futures)
 
-    async def publish(self, events: Sequence[pb.UsageEvent]) -> int:
-        """Validate, then publish every event and wait for Kafka's acknowledgement of all."""
+    async def publish(
+        self, events: Sequence[pb.UsageEvent], encoded: EncodedEvents | None = None
+    ) -> int:
+        """Validate, then publish every event and wait for Kafka's acknowledgement of all.
+        `encoded`: the events as encoded without unknown fields, when at hand (protobuf
+        requests); otherwise they are encoded here."""
         try:
-            check_batch(events, self.settings)
+            if encoded is None and len(events) <= self.settings.max_batch_events:
+                encoded = EncodedEvents.of_messages(events)
+            columns = check_batch(events, self.settings, encoded=encoded.batch if encoded else None)
         except BatchRejectedError as exc:
             self.count_rejected(exc.invalid_count, "invalid")
             raise
         except BatchTooLargeError:
             self.count_rejected(len(events), "too_large")
             raise
+        assert encoded is not None  # a batch within the limit
         with trace.use_span(
             producer_span(self._tracer, self._topic, len(events), self._client), end_on_exit=True
         ):
             try:
-                await asyncio.wait_for(self._send(events), self.settings.publish_timeout_seconds)
+                await asyncio.wait_for(
+                    self._send(encoded, columns), self.settings.publish_timeout_seconds
+                )
             except (KafkaError, TimeoutError) as exc:
                 # A broker outage: no traceback per request, one clear answer to retry.
                 log.warning(

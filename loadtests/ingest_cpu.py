@@ -1,0 +1,234 @@
+"""CPU per event of ingest's hot path in process: the request bodies the load generator sends
+(1,000 events of the 17 governments' mix per PublishEventsRequest) through decoding, the
+gateway check, validation, partition keys and the usage.raw batch records, then the producer's
+record batches (with and without lz4); and, with --kafka, Publisher.publish to a real broker.
+Timed with process time (other work on a shared machine does not count), best of repeats.
+
+    python -m loadtests.ingest_cpu [--events 100000] [--repeat 5] [--kafka]
+
+Prints CPU µs per event for each stage and the whole, and the bytes per event on the wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from operator import itemgetter
+from pathlib import Path
+
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatch
+from opentelemetry import metrics, trace
+
+from civicmeter.core.access.auth import GATEWAY_ROLE, Principal
+from civicmeter.core.config import IngestSettings, KafkaSettings, TopicSettings
+from civicmeter.core.events.encodings import EncodedEvents
+from civicmeter.core.events.validation import EventColumns
+from civicmeter.core.events.wire import length_delimited, tag
+from civicmeter.core.kafka import encoded_event_records, ensure_topics, partition_keys
+from civicmeter.core.telemetry.setup import Telemetry
+from civicmeter.ingest.auth import GatewayAccess
+from civicmeter.ingest.decoding import parse_publish_request
+from civicmeter.ingest.publisher import Publisher, check_batch
+from loadtests.loadgen import FACTS, stamp, templates, working_hours_offset_ns
+from loadtests.scenario import governments_of, load_facts
+
+REQUEST_EVENTS = 1_000  # the load generator's batch
+PARTITIONS = list(range(6))  # usage.raw's partitions in the benchmark
+BATCH_BYTES = 1_048_576  # the producer's max_batch_size (core/kafka.py)
+_EVENTS = tag(1)  # PublishEventsRequest.events
+Record = tuple[int, bytes | None, bytes]  # partition, key, value
+# The producer's compression settings and their codes in a record batch.
+CODECS = {
+    "none": 0,
+    "lz4": DefaultRecordBatch.CODEC_LZ4,
+    "zstd": DefaultRecordBatch.CODEC_ZSTD,
+    "snappy": DefaultRecordBatch.CODEC_SNAPPY,
+}
+
+
+def request_bodies(count: int, seed: int = 7) -> tuple[list[bytes], list[str]]:
+    """`count` events as the load generator's request bodies (unique ids, times now), and the
+    organisations they belong to."""
+    governments = governments_of(load_facts(FACTS))
+    pool = templates(governments, 4_096, seed=seed)
+    now = time.time_ns() - working_hours_offset_ns()
+    run = uuid.uuid4().hex[:12]
+    bodies = [
+        b"".join(
+            length_delimited(_EVENTS, stamp(pool[i % len(pool)], f"{run}-{i}", now))
+            for i in range(start, min(start + REQUEST_EVENTS, count))
+        )
+        for start in range(0, count, REQUEST_EVENTS)
+    ]
+    return bodies, [g.id for g in governments]
+
+
+def timed(work: Callable[[], object], events: int, repeat: int) -> float:
+    """Best process time (µs) per event of `work` over `repeat` runs."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.process_time()
+        work()
+        best = min(best, (time.process_time() - started) / events * 1e6)
+    return best
+
+
+def hot_path_stages(
+    bodies: Sequence[bytes], organisations: Sequence[str], repeat: int
+) -> dict[str, float]:
+    """µs/event of each stage of ingest's work on a request, without Kafka."""
+    settings = IngestSettings(kafka=KafkaSettings())
+    logging.getLogger("civicmeter.ingest.auth").setLevel(logging.ERROR)  # keyless: it warns
+    access = GatewayAccess(None, metrics.get_meter("ingest_cpu"))
+    gateway = Principal("gov-gateways", ",".join(organisations), GATEWAY_ROLE)
+    now = datetime.now(UTC)
+    decoded = [parse_publish_request(b) for b in bodies]
+    events_total = sum(len(d.events) for d in decoded)
+    parsed = [(list(d.events), d.encoded) for d in decoded]
+    columns = [check_batch(events, settings, now, encoded.batch) for events, encoded in parsed]
+
+    def records_of(encoded: EncodedEvents, batch: EventColumns) -> list[Record]:
+        """What Publisher._send hands the producer."""
+        keys = partition_keys(map(itemgetter(1, 3), batch.identities))
+        return encoded_event_records(encoded.events, keys, PARTITIONS)
+
+    records = [
+        records_of(encoded, batch) for (_, encoded), batch in zip(parsed, columns, strict=True)
+    ]
+
+    def decode() -> None:
+        for body in bodies:
+            list(parse_publish_request(body).events)
+
+    def authorise() -> None:
+        for events, _ in parsed:
+            assert access.check_events(gateway, events, "", "http") is None
+
+    def validate() -> None:
+        for events, encoded in parsed:
+            check_batch(events, settings, now, encoded.batch)
+
+    def frame() -> None:
+        for (_, encoded), batch in zip(parsed, columns, strict=True):
+            records_of(encoded, batch)
+
+    def producer_batches(compression: int) -> Callable[[], None]:
+        def build() -> None:
+            for request in records:
+                for _, key, value in request:
+                    batch = BatchBuilder(BATCH_BYTES, compression)
+                    batch.append(key=key, value=value, timestamp=None, headers=[])
+                    batch._build()
+
+        return build
+
+    stages = {
+        "decode (parse, sizes, unknown fields)": timed(decode, events_total, repeat),
+        "gateway check (a key of 17 organisations)": timed(authorise, events_total, repeat),
+        "validate": timed(validate, events_total, repeat),
+        "keys, partitions, batch records": timed(frame, events_total, repeat),
+    }
+    for name, codec in CODECS.items():
+        stages[f"producer batches, {name}"] = timed(producer_batches(codec), events_total, repeat)
+        built = [_built(value, key, codec) for request in records for _, key, value in request]
+        if codec:
+            stages[f"a reader's decompression, {name}"] = timed(
+                functools.partial(_decompress_all, built), events_total, repeat
+            )
+        print(f"bytes per event on usage.raw, {name}: {sum(map(len, built)) / events_total:.1f}")
+    return stages
+
+
+def _built(value: bytes, key: bytes | None, compression: int) -> bytes:
+    batch = BatchBuilder(BATCH_BYTES, compression)
+    batch.append(key=key, value=value, timestamp=None, headers=[])
+    return bytes(batch._build())
+
+
+def _decompress_all(batches: Sequence[bytes]) -> int:
+    """Decompress record batches (as a reader does) and count their records."""
+    return sum(len(list(DefaultRecordBatch(batch))) for batch in batches)
+
+
+def process_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def publish_all(
+    bootstrap: str, broker_pid: int, bodies: Sequence[bytes], compression: str, repeat: int
+) -> tuple[float, float]:
+    """µs/event of the whole process (event loop and producer included) publishing every
+    request to a real broker, four requests in flight as from the load generator's workers;
+    and the broker's CPU µs/event over the same time (best of repeats each)."""
+    topics = TopicSettings(raw=f"cpu-raw-{uuid.uuid4().hex[:8]}", partitions=len(PARTITIONS))
+    settings = IngestSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=topics), compression=compression
+    )
+    await ensure_topics(settings.kafka)
+    publisher = Publisher(settings, Telemetry(trace.get_tracer("cpu"), metrics.get_meter("cpu")))
+    await publisher.start()
+    events_total = sum(len(parse_publish_request(b).events) for b in bodies)
+    best = broker_best = float("inf")
+    try:
+        for _ in range(repeat):
+            pending = list(bodies)
+            started, broker_started = time.process_time(), process_seconds(broker_pid)
+
+            async def worker(pending: list[bytes] = pending) -> None:
+                while pending:
+                    decoded = parse_publish_request(pending.pop())
+                    await publisher.publish(list(decoded.events), decoded.encoded)
+
+            await asyncio.gather(*(worker() for _ in range(4)))
+            best = min(best, (time.process_time() - started) / events_total * 1e6)
+            broker_used = process_seconds(broker_pid) - broker_started
+            broker_best = min(broker_best, broker_used / events_total * 1e6)
+    finally:
+        await publisher.stop()
+    return best, broker_best
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--kafka", action="store_true", help="also publish to a real broker")
+    args = parser.parse_args(argv)
+    bodies, organisations = request_bodies(args.events)
+    stages = hot_path_stages(bodies, organisations, args.repeat)
+    width = max(map(len, stages))
+    for name, micros in stages.items():
+        print(f"  {name:<{width}}  {micros:6.2f} µs/event")
+    core = sum(v for k, v in stages.items() if not k.startswith(("producer", "a reader")))
+    print(f"hot path before the producer: {core:.2f} µs CPU/event = {1e6 / core:,.0f} events/s")
+    if args.kafka:
+        from tools.localkafka import LocalKafka
+
+        with LocalKafka() as broker:
+            assert broker.pid is not None
+            for compression in CODECS:
+                micros, broker_micros = asyncio.run(
+                    publish_all(
+                        broker.bootstrap_servers, broker.pid, bodies, compression, args.repeat
+                    )
+                )
+                print(
+                    f"Publisher.publish to a real broker, compression {compression}: "
+                    f"{micros:.2f} µs CPU/event = {1e6 / micros:,.0f} events/s; "
+                    f"the broker {broker_micros:.2f} µs CPU/event"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
