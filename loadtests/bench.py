@@ -422,8 +422,8 @@ def measure_parts(kafka: LocalKafka, args: argparse.Namespace) -> Parts:
         f"  the same pipeline on a plain aiokafka batch loop: {loop:,.0f} events/s "
         f"({loop / aiokafka:.0%})"
     )
-    say(f"sink alone on {args.preload:,} preloaded rated events")
-    sink = sink_alone(kafka, args.workdir, args.preload)
+    say(f"sink alone on {args.sink_preload:,} preloaded rated events")
+    sink = sink_alone(kafka, args.workdir, args.sink_preload)
     say(f"  {sink:,.0f} rows/s with every rollup ({sink / insert:.0%} of the raw insert)")
     return Parts(producer, consumer, aiokafka, insert, alone, loop, sink)
 
@@ -442,6 +442,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--soak-rate", type=float, default=10_000)
     parser.add_argument("--preload", type=int, default=200_000)
+    parser.add_argument(
+        "--sink-preload",
+        type=int,
+        default=1_000_000,
+        help="rated events for the sink alone: blocks of up to 600 records hold ~100,000",
+    )
     parser.add_argument(
         "--processors",
         type=int,

@@ -1,7 +1,7 @@
 """CPU of the storage process (sink, query, notifier and billing on embedded ClickHouse), in CPU
 seconds per 100,000 events so that other work on a shared machine counts as little as it can.
 
-    python -m loadtests.storage_cpu sink [--events 200000]
+    python -m loadtests.storage_cpu sink [--events 1000000]
     python -m loadtests.storage_cpu pipeline [--rate 2000] [--seconds 20] [--profile]
 
 `sink`: the storage process alone draining a preloaded usage.rated (loadtests.bench's sink
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("mode", choices=("sink", "pipeline"))
-    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rate", type=float, default=2_000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--profile", action="store_true")
