@@ -1,7 +1,7 @@
-"""CPU per event of DetectionEngine.process alone, over the rated events and identities the
-processor hands it for processor_cpu's realistic records (recorded once through
-BatchProcessor), with the engine's ordinary path (default) or every event through every
-detector (--reference).
+"""CPU per event of DetectionEngine.process alone, over the rated events and validation's
+columns (identities, ids, times, quantities) the processor hands it for processor_cpu's
+realistic records (recorded once through BatchProcessor), with the engine's ordinary path
+(default) or every event through every detector (--reference).
 
     python -m loadtests.detection_cpu [--events 100000] [--repeat 3] [--reference] [--user]
                                       [--baseline OLD_ENGINE_PY]
@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.events.validation import Identity
+from civicmeter.core.events.validation import EventColumns
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.processor.detection import Alert, DetectionEngine
@@ -33,7 +33,7 @@ from civicmeter.processor.pipeline import BatchProcessor
 from loadtests.processor_cpu import RECORDS_PER_BATCH, realistic_records
 from loadtests.stack import DEFAULT_POLICIES, DEFAULT_PRICES
 
-Call = tuple[list[tuple[pb.UsageEvent, Decimal]], list[SourceMark], list[Identity]]
+Call = tuple[list[tuple[pb.UsageEvent, Decimal]], list[SourceMark], EventColumns]
 
 
 class _Recorder:
@@ -46,9 +46,9 @@ class _Recorder:
         self,
         batch: Sequence[tuple[pb.UsageEvent, Decimal]],
         sources: Sequence[SourceMark],
-        identities: Sequence[Identity],
+        columns: EventColumns,
     ) -> list[Alert]:
-        self.calls.append((list(batch), list(sources), list(identities)))
+        self.calls.append((list(batch), list(sources), columns))
         return []
 
 
@@ -88,11 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, make in engines.items():
             engine = make()
             started = time.process_time()
-            for batch, sources, identities in recorder.calls:
+            for batch, sources, columns in recorder.calls:
                 if name.startswith("baseline"):
-                    engine.process(batch, sources)  # as that engine is called
+                    # As an engine before the columns was called: with the identities.
+                    engine.process(batch, sources, columns.identities)
                 else:
-                    engine.process(batch, sources, identities)
+                    engine.process(batch, sources, columns)
                 if args.user:
                     engine.take_activity()
             best[name] = min(best[name], (time.process_time() - started) / events * 1e6)

@@ -138,10 +138,17 @@ def test_an_invalid_identity_stays_invalid_in_later_batches() -> None:
 
 def test_the_columns_hold_each_events_fields_in_order() -> None:
     a = event(usage=pb.Usage(input_tokens=7, requests=1))
-    b = event(organization_id="busan", usage=pb.Usage(seat_months=1))
+    b = event(
+        organization_id="busan",
+        usage=pb.Usage(seat_months=1),
+        event_time=NOW - timedelta(minutes=5, microseconds=250_001),
+    )
+    assert b.event_time.nanos  # a time with a fraction of a second
     columns, _ = validate_batch(batch_of(a, b), EARLIEST, LATEST, WINDOW)
     assert columns.seconds == [a.event_time.seconds, b.event_time.seconds]
     assert [identity[1] for identity in columns.identities] == ["seoul", "busan"]
     assert [dict(zip(QUANTITIES, q, strict=True)) for q in columns.quantities] == [
         {name: getattr(m.usage, name) for name in QUANTITIES} for m in (a, b)
     ]
+    assert columns.event_ids == [a.event_id, b.event_id]
+    assert columns.nanos == [a.event_time.nanos, b.event_time.nanos]

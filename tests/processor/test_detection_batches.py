@@ -4,6 +4,7 @@ sending every event through every detector gives (engine.py, event_kinds.py)."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.events.validation import Identity
+from civicmeter.core.events.quantities import QUANTITIES
+from civicmeter.core.events.validation import EventColumns, TimeWindow, validate_batch
 from civicmeter.core.pricing import PriceCatalog, load_catalog
 from civicmeter.policy.organization import load_policies, parse_policies
 from civicmeter.processor.detection import Alert, DetectionEngine, EngineLimits
@@ -58,10 +60,12 @@ def run(
     reference: bool = False,
     sources: bool = False,
     state: bool = False,
+    columns: bool = False,
     **options: Any,
 ) -> tuple[list[Alert], list[Any], dict[str, int]]:
     """The alerts, the day totals reported after each batch (and with `state`, the state
-    written after each batch), and the state's sizes at the end."""
+    written after each batch), and the state's sizes at the end. With `columns`, the engine
+    reads the events' fields from validation's columns, as the processor hands them."""
     engine = DetectionEngine(scenario.policies, **options)
     engine._ordinary_path = not reference
     deliveries = scenario.deliveries
@@ -75,7 +79,11 @@ def run(
                 for i in range(start, end)
                 if i % RECORD == 0 or i == start
             ]
-        alerts.extend(engine.process(deliveries[start:end], marks))
+        read = None
+        if columns:
+            events = [event for event, _ in deliveries[start:end]]
+            read = validate_batch(events, -math.inf, math.inf, TimeWindow())[0]
+        alerts.extend(engine.process(deliveries[start:end], marks, read))
         if options.get("activity_updates"):
             activity.extend(engine.take_activity())
         if state:
@@ -98,9 +106,9 @@ def test_the_same_alerts_however_the_stream_is_batched(
     assert {a.alert_type for a in alerts} == set(options.get("detectors", USER_DETECTORS)) | (
         set() if options else {"peer_spike", "new_service_in_department"}
     )
-    for sizes in ([total], [1], [37, 500, 3], None):
+    for sizes, columns in (([total], False), ([1], False), ([37, 500, 3], True), (None, True)):
         batches = cuts(total, sizes, 5)
-        found = run(scenario, batches, **options)
+        found = run(scenario, batches, columns=columns, **options)
         assert found[0] == alerts, sizes
         assert found[2] == expected[2], sizes  # the same state, entry for entry
         # The day totals reported after each batch depend on the batches, not on the path.
@@ -229,21 +237,28 @@ class _CheckedEngine(DetectionEngine):
         self,
         batch: Sequence[tuple[pb.UsageEvent, Decimal]],
         sources: Sequence[SourceMark] = (),
-        identities: Sequence[Identity] | None = None,
+        columns: EventColumns | None = None,
     ) -> list[Alert]:
-        assert identities is not None
-        assert list(identities) == [identity_of(event) for event, _ in batch]
+        assert columns is not None
+        events = [event for event, _ in batch]
+        assert columns.identities == [identity_of(event) for event in events]
+        assert columns.event_ids == [event.event_id for event in events]
+        assert columns.seconds == [event.event_time.seconds for event in events]
+        assert columns.nanos == [event.event_time.nanos for event in events]
+        assert columns.quantities == [
+            tuple(getattr(event.usage, name) for name in QUANTITIES) for event in events
+        ]
         self.calls += 1
-        return super().process(batch, sources, identities)
+        return super().process(batch, sources, columns)
 
 
 @settings(max_examples=120, deadline=None)
 @given(batch=batches())
-def test_the_processor_hands_the_engine_the_identity_of_each_accepted_event(
+def test_the_processor_hands_the_engine_the_columns_of_each_accepted_event(
     batch: tuple[PriceCatalog, datetime, list[RawRecord]],
 ) -> None:
     """Over generated records of good and bad events (invalid, denied, late, unpriced,
-    undecodable), the identities validation read come with the events, one for one."""
+    undecodable), the fields validation read come with the events, one for one."""
     prices, now, records = batch
     engine = _CheckedEngine(load_policies(REPO / "config" / "policies.yaml"))
     BatchProcessor(prices, "usage.raw", detection=engine).process(records, now)

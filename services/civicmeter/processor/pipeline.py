@@ -134,7 +134,7 @@ class BatchProcessor:
             sources.append((len(batch.accepted), record.partition, record.offset))
             batch.rate(record, events, fields, columns, errors)
         if self.detection is not None:
-            found = self.detection.process(batch.accepted, sources, batch.identities)
+            found = self.detection.process(batch.accepted, sources, batch.columns)
             result.alerts = [to_record(alert) for alert in found]
         return result
 
@@ -202,7 +202,8 @@ class _Batch:
         self.rated_time_field = rated_time_field
         self.late_before = late_before
         self.accepted: list[tuple[pb.UsageEvent, Decimal]] = []
-        self.identities: list[Identity] = []  # of the accepted events, as validation read them
+        # The accepted events' fields as validation read them, for the detection engine.
+        self.columns = EventColumns([], [], [], [], [])
         # Per span of unchanged prices: identity -> (partition key, group rate, denied). The
         # group rates come from the catalog, which resolves each tariff once per span.
         self.spans: dict[int, dict[Identity, tuple[bytes, GroupRate | None, bool]]] = {}
@@ -242,7 +243,7 @@ class _Batch:
             self.tails,
             processor._costs,
         )
-        accepted_identities = self.identities
+        kept = self.columns
         seconds = columns.seconds
         first, last = min(seconds), max(seconds)
         # A batch's events are close in time: usually one span of unchanged prices for all.
@@ -295,7 +296,7 @@ class _Batch:
                     # Still a request that happened: DeepSeek is unpriced because it is
                     # banned, and the detectors must see it.
                     accepted.append((event, _ZERO))
-                    accepted_identities.append(identity)
+                    kept.keep(columns, i)
                     continue
                 cost = rating.cost_krw
                 tail = self.tail(str(cost), rating.price_version)
@@ -304,7 +305,7 @@ class _Batch:
             else:
                 rated.append((key, encoded + tail + _LATE))
             accepted.append((event, cost))
-            accepted_identities.append(identity)
+            kept.keep(columns, i)
 
     def rate_all(
         self,
@@ -352,7 +353,7 @@ class _Batch:
         keys = [key for key, _, _ in entries]
         self.result.rated.extend(zip(keys, map(add, fields, record_tails), strict=True))
         self.accepted.extend(zip(events, record_costs, strict=True))
-        self.identities.extend(identities)
+        self.columns.extend(columns)
         return True
 
     def tail(self, cost: str, version: str, late: bool = False) -> bytes:

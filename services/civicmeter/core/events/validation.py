@@ -269,6 +269,24 @@ class EventColumns:
     identities: list[Identity]
     seconds: list[int]  # event_time.seconds
     quantities: list[tuple[int, ...]]  # the Usage fields, in QUANTITIES order
+    event_ids: list[str]
+    nanos: list[int]  # event_time.nanos
+
+    def extend(self, other: EventColumns) -> None:
+        """Append every event of `other` (e.g. a record's accepted events to a batch's)."""
+        self.identities.extend(other.identities)
+        self.seconds.extend(other.seconds)
+        self.quantities.extend(other.quantities)
+        self.event_ids.extend(other.event_ids)
+        self.nanos.extend(other.nanos)
+
+    def keep(self, other: EventColumns, index: int) -> None:
+        """Append the event at `index` of `other`."""
+        self.identities.append(other.identities[index])
+        self.seconds.append(other.seconds[index])
+        self.quantities.append(other.quantities[index])
+        self.event_ids.append(other.event_ids[index])
+        self.nanos.append(other.nanos[index])
 
 
 def validate_batch(
@@ -290,12 +308,13 @@ def validate_batch(
     identities: list[Identity] = list(map(_identity_of, events))
     quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
     if not identities:
-        return EventColumns(identities, [], quantities), {}
-    seconds_column, nanos = zip(*map(_time_of, map(_event_time_of, events)), strict=True)
+        return EventColumns(identities, [], quantities, [], []), {}
+    seconds_column, nanos_column = zip(*map(_time_of, map(_event_time_of, events)), strict=True)
     seconds: list[int] = list(seconds_column)
-    columns = EventColumns(identities, seconds, quantities)
+    nanos: list[int] = list(nanos_column)
+    ids: list[str] = list(map(_event_id_of, events))
+    columns = EventColumns(identities, seconds, quantities, ids, nanos)
     suspects: set[int] = set()
-    ids = list(map(_event_id_of, events))
     lines = "\n".join(ids) + "\n"
     # One line per id: an id with a line break of its own must not pass as two valid ones.
     if lines.count("\n") != len(ids) or not _ID_LINES.fullmatch(lines):

@@ -7,7 +7,8 @@ same order leaves the same state.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from itertools import repeat, starmap
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -32,6 +33,24 @@ class RecentSet(Generic[K]):
         self._order.append(item)
         if len(self._order) > self.capacity:
             self._members.discard(self._order.popleft())
+        return True
+
+    def add_new(self, items: Sequence[K]) -> bool:
+        """Remember every one of `items`, as `add` of each in turn would, when none is
+        remembered and none repeats; False (nothing changed) otherwise."""
+        members = self._members
+        if not members.isdisjoint(items):
+            return False
+        before = len(members)
+        members.update(items)
+        if len(members) - before != len(items):  # one repeats: none was remembered before
+            members.difference_update(items)
+            return False
+        order = self._order
+        order.extend(items)
+        excess = len(order) - self.capacity
+        if excess > 0:  # the oldest go, as they would one by one
+            members.difference_update(starmap(order.popleft, repeat((), excess)))
         return True
 
     def __contains__(self, item: object) -> bool:
@@ -66,6 +85,19 @@ class LruMap(Generic[K, V]):
         self._entries.move_to_end(key)
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
+
+    def put_all(self, entries: Mapping[K, V]) -> None:
+        """`put` of each entry in turn (the same entries stay, in the same order)."""
+        mine = self._entries
+        mine.update(entries)
+        deque(map(mine.move_to_end, entries), maxlen=0)
+        while len(mine) > self.capacity:
+            mine.popitem(last=False)
+
+    def touch(self, keys: Iterable[K]) -> None:
+        """Mark each of `keys` that is present as just used, in turn (as `get` would)."""
+        mine = self._entries
+        deque(map(mine.move_to_end, filter(mine.__contains__, keys)), maxlen=0)
 
     def __iter__(self) -> Iterator[K]:
         """The keys, least recently used first."""

@@ -13,10 +13,12 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.events.validation import Identity
+from civicmeter.core.events.quantities import QUANTITIES
+from civicmeter.core.events.validation import EventColumns, Identity
 from civicmeter.policy.detectors import DETECTOR_NAMES, AutomationBurstSettings
 from civicmeter.policy.organization import OrganizationPolicy, PolicySet
 from civicmeter.processor.detection.activity import ActivityTracker
@@ -90,6 +92,9 @@ _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _OFFSET_BUCKET = 900  # time-zone offsets change only on quarter hours (UTC)
 _CACHE_LIMIT = 100_000
 _VOLUME = VolumeSpikeDetector()  # stateless: the engine's ordinary path calls it directly
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_USER_OF = itemgetter(1, 3)  # an identity's (organisation, user)
+_SEAT_MONTHS = itemgetter(QUANTITIES.index("seat_months"))  # of validation's quantities
 
 
 @dataclass(frozen=True)
@@ -157,28 +162,16 @@ def _note(
             note.services[service] = (ctx.provider_name, seconds, ctx.event.event_id)
 
 
-def _note_request(
-    pending: dict[tuple[str, str], _Note],
-    user: tuple[str, str],
-    department_id: str,
-    day: int,
-    event_id: str,
-    seconds: float,
-    identity: Identity,
-    position: tuple[int, int] | None,
-) -> None:
-    """_note of an ordinary request (its service sanctioned and not banned)."""
-    note = pending.get(user)
-    if note is None:
-        note = pending[user] = _Note(department_id, position or _NO_POSITION)
-    else:
-        note.department = department_id
-        note.position = position or _NO_POSITION
-    note.days[day] = (event_id, seconds)
-    service = identity[SERVICE]
-    known = note.services.get(service)
-    if known is None or seconds < known[1]:
-        note.services[service] = (identity[PROVIDER], seconds, event_id)
+@dataclass(slots=True)
+class _UserSlot:
+    """What one batch looked up for a user, kept for the user's later events of the batch."""
+
+    ids: deque[str] | None = None  # the user's recent event ids
+    state: UserActivity | None = None  # with `recent`, valid until a detector may replace them
+    recent: Recent | None = None
+    note: _Note | None = None  # what take_activity will report
+    last: int = -1  # the index of the user's last request
+    settings: AutomationBurstSettings | None = None  # automation_burst's, at that request
 
 
 def _context(
@@ -312,6 +305,9 @@ class DetectionEngine:
         self.replayed = 0  # events or updates of a replay, already applied, skipped
         # Per user, the usage.raw (partition, offset) of the last record applied.
         self._positions: LruMap[tuple[str, str], tuple[int, int]] = LruMap(self.limits.users)
+        # Per usage.raw partition, the highest offset ever applied to a user: a record after
+        # it cannot be a replay for any user.
+        self._highest_offsets: dict[int, int] = {}
         self._recent_ids: LruMap[tuple[str, str], deque[str]] = LruMap(self.limits.users)
         # Users (with the usage.raw partition, where known) and departments changed since the
         # last take_state.
@@ -333,7 +329,7 @@ class DetectionEngine:
         self,
         batch: Sequence[tuple[pb.UsageEvent, Decimal]],
         sources: Sequence[SourceMark] = (),
-        identities: Sequence[Identity] | None = None,
+        columns: EventColumns | None = None,
     ) -> list[Alert]:
         """The alerts this batch raises, in event order (each dedup key once when folding).
 
@@ -343,8 +339,9 @@ class DetectionEngine:
         crash, once the state is restored) change nothing and raise nothing again: that
         record's alerts were published before the state that counts it was written.
 
-        `identities`: each event's identity as validation read it (validate_batch's columns),
-        where the caller has them, so that they are not read again.
+        `columns`: each event's identity, id, time and quantities as validation read them
+        (validate_batch's columns, one entry per event of `batch`), where the caller has them,
+        so that they are not read again.
 
         The fields every event needs are read once per batch, column by column, and what an
         event's organisation, service, account kind, operation and decision decide is worked
@@ -361,92 +358,127 @@ class DetectionEngine:
         windows = self._windows
         kinds, covered, minutes = self._kinds, windows.covered, windows.minutes
         schedules = windows.schedules
-        seen_add, raised, fold = self._seen.add, self._raised, self._fold
+        seen, raised, fold = self._seen, self._raised, self._fold
+        seen_add, raised_add = seen.add, raised.add
         version = self._policies.version
         positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
         current = self._activity.current
         bursts, peers, new_services = self._bursts, self._peers, self._new_services
-        events = [event for event, _ in batch]
-        if identities is None:
-            identities = list(map(identity_of, events))
-        elif len(identities) != len(batch):
-            raise ValueError(f"{len(identities)} identities for {len(batch)} events")
-        event_ids: list[str] = list(map(event_id_of, events))
-        times: list[tuple[int, int]] = list(map(time_of, map(event_time_of, events)))
-        seat_months: list[int] = list(map(seat_months_of, events))
+        finding, volume_detect = bursts.finding, _VOLUME.detect
+        events: list[pb.UsageEvent] = list(map(_FIRST, batch))
+        costs: list[Decimal] = list(map(_SECOND, batch))
+        if columns is None:
+            identities: Sequence[Identity] = list(map(identity_of, events))
+            event_ids: Sequence[str] = list(map(event_id_of, events))
+            times = list(map(time_of, map(event_time_of, events)))
+            seconds_column: Sequence[int] = list(map(_FIRST, times))
+            nanos_column: Sequence[int] = list(map(_SECOND, times))
+            seat_months: list[int] = list(map(seat_months_of, events))
+        else:
+            if len(columns.identities) != len(batch) or len(columns.event_ids) != len(batch):
+                raise ValueError(f"{len(columns.identities)} columns' events for {len(batch)}")
+            identities, event_ids = columns.identities, columns.event_ids
+            seconds_column, nanos_column = columns.seconds, columns.nanos
+            seat_months = list(map(_SEAT_MONTHS, columns.quantities))
         risky: list[bool] = list(map(has_risk, events))
+        users: list[tuple[str, str]] = list(map(_USER_OF, identities))
+        size = len(batch)
+        marks = list(sources)
         applied: dict[tuple[str, str], tuple[int, int]] = {}
-        ids_of: dict[tuple[str, str], deque[str]] = {}
+        # Whether a user's events of a record may be a replay: not when the record comes after
+        # every position ever applied on its partition (the common case). Then every user of
+        # the record has it applied, and no event needs the check.
+        highest = self._highest_offsets
+        check_positions = any(offset <= highest.get(p, -1) for _, p, offset in marks) or (
+            bool(marks) and not self._ordinary_path  # the reference checks every event
+        )
+        if marks and not check_positions:
+            for (start, partition, record), end in zip(
+                marks, [mark[0] for mark in marks[1:]] + [size], strict=True
+            ):
+                if start < end:
+                    applied.update(dict.fromkeys(users[start:end], (partition, record)))
+        # Event ids remembered all at once when none is a repeat (nor a replay's): otherwise
+        # one by one, in the loop.
+        check_seen = check_positions or not self._ordinary_path or not seen.add_new(event_ids)
         # A user's and a department's state are looked up (and marked as used) once per
         # batch; at the end every entry used is marked again in the order of its last use.
         # That leaves each map as a lookup per event would, when no entry can be evicted
         # during the batch: otherwise every event goes through every detector.
         ordinary_path = self._ordinary_path and self._batch_fits(identities)
         self.ordinary_batches += ordinary_path
-        user_handles: dict[tuple[str, str], tuple[UserActivity, Recent | None]] = {}
+        slots: dict[tuple[str, str], _UserSlot] = {}
         department_handles: dict[tuple[str, str], tuple[Department | None, Seen | None]] = {}
-        last_use: dict[tuple[str, str], tuple[int, AutomationBurstSettings | None]] = {}
         department_use: dict[tuple[str, str], int] = {}
         services_use: dict[tuple[str, str], int] = {}
-        marks = iter(sources)
-        upcoming = next(marks, None)
+        upcoming_marks = iter(marks)
+        upcoming = next(upcoming_marks, None)
+        next_start = size if upcoming is None else upcoming[0]
         position: tuple[int, int] | None = None
-        for index, (event, cost) in enumerate(batch):
-            while upcoming is not None and upcoming[0] <= index:
-                position = (upcoming[1], upcoming[2])
-                upcoming = next(marks, None)
-            identity = identities[index]
-            # Organisation, department, user (event_kinds.py: the identity's positions).
-            organization_id, department_id, user_id = identity[1], identity[2], identity[3]
-            user = (organization_id, user_id)
-            # A user's position and recent ids are looked up once per record and batch, not
-            # per event: a record holds a few hundred events of far fewer users.
-            if position is not None and applied.get(user) is not position:
+        for index, (event, cost, identity, user, event_id, seconds, nanos, seats, risk) in (
+            enumerate(
+                zip(
+                    events, costs, identities, users, event_ids, seconds_column, nanos_column,
+                    seat_months, risky, strict=True,
+                )
+            )
+        ):  # fmt: skip
+            if index >= next_start:
+                while upcoming is not None and upcoming[0] <= index:
+                    position = (upcoming[1], upcoming[2])
+                    upcoming = next(upcoming_marks, None)
+                next_start = size if upcoming is None else upcoming[0]
+            # A user's position is looked up once per record and batch, not per event: a
+            # record holds a few hundred events of far fewer users.
+            if check_positions and position is not None and applied.get(user) is not position:
                 done = positions.peek(user)
                 if done is not None and done[0] == position[0] and done[1] >= position[1]:
                     self.replayed += 1
                     continue
                 applied[user] = position
-            event_id = event_ids[index]
-            if not seen_add(event_id):
+            if check_seen and not seen_add(event_id):
                 self.repeats += 1
                 continue
+            slot = slots.get(user)
+            if slot is None:
+                slot = slots[user] = _UserSlot()
             if position is not None:
-                ids = ids_of.get(user)
+                ids = slot.ids
                 if ids is None:
                     ids = recent_ids.get(user)
                     if ids is None:
                         ids = deque(maxlen=RECENT_IDS)
                         recent_ids.put(user, ids)
-                    ids_of[user] = ids
+                    slot.ids = ids
                 ids.append(event_id)
             found = kinds.get(identity)
             if found is None:
                 if len(kinds) >= _CACHE_LIMIT:
                     kinds.clear()
-                org = self._organization(organization_id)
+                org = self._organization(identity[1])
                 found = kinds[identity] = (
                     org,
                     event_kind(org.policy, frozenset(d.name for d in org.enabled), identity),
                 )
             org, kind = found
-            seconds, nanos = times[index]
             offset = org.offsets.get(seconds // _OFFSET_BUCKET)
             if offset is None:
                 day, second, _ = org.local(seconds)
             else:
                 day, second = divmod(seconds + offset, 86_400)
                 day += _EPOCH_ORDINAL
-            activity = kind.request and not seat_months[index]
+            activity = kind.request and not seats
+            moment = seconds + nanos / 1e9
             if activity:
-                last_use[user] = (index, kind.bursts)
-            minute, moment = seconds // 60, seconds + nanos / 1e9
-            handles = user_handles.get(user) if activity else None
-            state = None if handles is None else handles[0]
+                slot.last = index
+                slot.settings = kind.bursts
+                state = slot.state
+            else:
+                state = None
             if (
                 not ordinary_path
                 or not kind.ordinary
-                or (risky[index] and kind.risk and may_flag_risk(org.policy, event.risk))
+                or (risk and kind.risk and may_flag_risk(org.policy, event.risk))
                 or (
                     activity
                     and (
@@ -457,22 +489,22 @@ class DetectionEngine:
                             (
                                 int(moment) == seconds  # off_hours' whole second
                                 and minutes.get(
-                                    (organization_id, minute)
+                                    (identity[1], seconds // 60)
                                     if not working_time.schedules
                                     else (
-                                        organization_id,
+                                        identity[1],
                                         schedules(
-                                            working_time, organization_id, department_id, user_id
+                                            working_time, identity[1], identity[2], identity[3]
                                         ),
-                                        minute,
+                                        seconds // 60,
                                     )
                                 )
                             )
                             or covered(
                                 working_time,
-                                organization_id,
-                                department_id,
-                                user_id,
+                                identity[1],
+                                identity[2],
+                                identity[3],
                                 day,
                                 second,
                                 seconds,
@@ -497,8 +529,8 @@ class DetectionEngine:
                     alerts,
                 )
                 # Its detectors may have made new state for the user or the department.
-                group = (organization_id, department_id)
-                user_handles.pop(user, None)
+                group = (identity[1], identity[2])
+                slot.state = slot.recent = None
                 department_handles.pop(group, None)
                 if kind.peers and full.today is not None:
                     department_use[group] = index
@@ -509,18 +541,30 @@ class DetectionEngine:
                 continue
             # An ordinary request: none of the detectors of service, account, risk and working
             # time can fire, only the per-user and department ones.
+            department_id = identity[2]
             ctx: EventContext | None = None
-            if state is None:
+            fresh = state is None
+            if fresh:
                 state = current(user)
             if state is not None and state.day == day:
                 # On its user's current day: counted as observe counts it.
                 state.department = department_id
                 state.count += 1
                 state.cost += cost
-                if pending is not None:
-                    _note_request(
-                        pending, user, department_id, day, event_id, moment, identity, position
-                    )
+                if pending is not None:  # _note of a request (sanctioned and not banned)
+                    note = slot.note
+                    if note is None:
+                        note = pending.get(user)
+                        if note is None:
+                            note = pending[user] = _Note(department_id, _NO_POSITION)
+                        slot.note = note
+                    note.department = department_id
+                    note.position = position or _NO_POSITION
+                    note.days[day] = (event_id, moment)
+                    service = identity[SERVICE]
+                    known = note.services.get(service)
+                    if known is None or moment < known[1]:
+                        note.services[service] = (identity[PROVIDER], moment, event_id)
             else:
                 # The user's first request of a day (or a new user's, or a late one): observe
                 # rolls the day over, with the request's full context.
@@ -530,34 +574,35 @@ class DetectionEngine:
                 state = ctx.today = self._activity.observe(ctx)
                 if pending is not None:
                     _note(pending, user, ctx, position)
-                user_handles.pop(user, None)
-                handles = None
+                slot.state = slot.recent = None
+                fresh = True
                 if state is None:  # late: the remaining detectors as the full path runs them
                     for detector in org.enabled:
                         for alert in detector.detect(ctx):
-                            if not fold or raised.add(alert.dedup_key):
+                            if not fold or raised_add(alert.dedup_key):
                                 alerts.append(alert)
-                    group = (organization_id, department_id)
+                    group = (identity[1], department_id)
                     department_handles.pop(group, None)
                     if kind.new_services:
                         services_use[group] = index
                     continue
             settings = kind.bursts
-            if handles is None:
+            if fresh:
                 recent = None if settings is None else bursts.recent(user, settings)
-                user_handles[user] = (state, recent)
+                slot.state, slot.recent = state, recent
             else:
-                recent = handles[1]
-            raising: list[Alert] = []
+                recent = slot.recent
             if recent is not None and settings is not None:
                 recent.times.append(moment)
                 if recent.alerted_day != day:
-                    burst = bursts.finding(recent, settings)
+                    burst = finding(recent, settings)
                     if burst is not None:
                         ctx = _context(
                             event, cost, org, kind, version, identity, seconds, moment, True, state
                         )
-                        raising.extend(bursts.raise_alert(ctx, recent, settings, burst))
+                        for alert in bursts.raise_alert(ctx, recent, settings, burst):
+                            if not fold or raised_add(alert.dedup_key):
+                                alerts.append(alert)
             if kind.volume and state.volume_alerted_day != day:
                 count_limit, cost_limit = state.count_limit, state.cost_limit
                 if (count_limit is not None and state.count > count_limit.limit) or (
@@ -566,16 +611,20 @@ class DetectionEngine:
                     ctx = ctx or _context(
                         event, cost, org, kind, version, identity, seconds, moment, True, state
                     )
-                    raising.extend(_VOLUME.detect(ctx))
+                    for alert in volume_detect(ctx):
+                        if not fold or raised_add(alert.dedup_key):
+                            alerts.append(alert)
             if kind.peers or kind.new_services:
-                group = (organization_id, department_id)
+                raising: list[Alert] = []
+                user_id = identity[3]
+                group = (identity[1], department_id)
                 found_group = department_handles.get(group)
                 if found_group is None:
                     found_group = department_handles[group] = (
                         peers.joined(group, user_id) if kind.peers else None,
                         new_services.seen(group) if kind.new_services else None,
                     )
-                department, known = found_group
+                department, known_services = found_group
                 if department is not None:
                     department_use[group] = index
                     if user_id not in department.members:
@@ -594,31 +643,41 @@ class DetectionEngine:
                         raising.extend(peers.detect(ctx))
                 if kind.new_services:
                     services_use[group] = index
-                    if known is None or identity[6] not in known.services:  # its service
+                    if known_services is None or identity[SERVICE] not in known_services.services:
                         ctx = ctx or _context(
                             event, cost, org, kind, version, identity, seconds, moment, True, state
                         )
                         raising.extend(new_services.detect(ctx))
                         department_handles.pop(group, None)  # a department new to it
-                    elif moment < known.first_seconds:
-                        known.first_seconds = moment
-            for alert in raising:
-                if not fold or raised.add(alert.dedup_key):
-                    alerts.append(alert)
+                    elif moment < known_services.first_seconds:
+                        known_services.first_seconds = moment
+                for alert in raising:
+                    if not fold or raised_add(alert.dedup_key):
+                        alerts.append(alert)
         # Each map's entries in the order of their last use, as a use per event leaves them
         # (no entry was evicted meanwhile: the batch fits, see above).
-        for user in sorted(last_use, key=last_use.__getitem__):
-            current(user)
-            settings = last_use[user][1]
-            if settings is not None:
-                bursts.recent(user, settings)
+        active = sorted(
+            ((slot.last, user, slot.settings) for user, slot in slots.items() if slot.last >= 0),
+            key=_FIRST,
+        )
+        if ordinary_path:
+            self._activity.touch(map(_SECOND, active))
+            bursts.touch([user for _, user, settings in active if settings is not None])
+        else:  # entries may have been evicted meanwhile: looked up (and made) as detect does
+            for _, user, settings in active:
+                current(user)
+                if settings is not None:
+                    bursts.recent(user, settings)
         for group in sorted(department_use, key=department_use.__getitem__):
             peers.touch(group)
         for group in sorted(services_use, key=services_use.__getitem__):
             new_services.seen(group)
-        for user, position in applied.items():
-            positions.put(user, position)
-            self._touched_users[user] = position[0]
+        if applied:
+            positions.put_all(applied)
+            self._touched_users.update(zip(applied, map(_FIRST, applied.values()), strict=True))
+            for _, partition, record in marks:
+                if record > highest.get(partition, -1):
+                    highest[partition] = record
         return alerts
 
     def _batch_fits(self, identities: Sequence[Identity]) -> bool:
@@ -746,6 +805,8 @@ class DetectionEngine:
                 self.replayed += 1
                 continue
             positions.put(user, (partition, offset))
+            if offset > self._highest_offsets.get(partition, -1):
+                self._highest_offsets[partition] = offset
             touched_users[user] = None
             org = organizations.get(organization_id) or self._organization(organization_id)
             policy = org.policy
@@ -861,6 +922,8 @@ class DetectionEngine:
         if "position" in values:
             partition, offset = values["position"]
             self._positions.put(key, (partition, offset))
+            if offset > self._highest_offsets.get(partition, -1):
+                self._highest_offsets[partition] = offset
         if "activity" in values:
             state = self._activity.restore(key, values["activity"])
             self._peers.restore_member(record.organization_id, state.department, record.id)

@@ -20,7 +20,7 @@ import bisect
 import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,11 @@ class AutomationBurstDetector:
             recent = Recent(deque(recent.times if recent else (), maxlen=size))
             self._users.put(key, recent)
         return recent
+
+    def touch(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Mark the windows of `keys` as just used, in turn; for users whose window `recent`
+        made (or resized) for the same settings since it was last evicted."""
+        self._users.touch(keys)
 
     @staticmethod
     def finding(recent: Recent, settings: AutomationBurstSettings) -> Finding | None:
