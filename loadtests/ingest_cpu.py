@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -30,11 +29,11 @@ from opentelemetry import metrics, trace
 from civicmeter.core.access.auth import GATEWAY_ROLE, Principal
 from civicmeter.core.config import IngestSettings, KafkaSettings, TopicSettings
 from civicmeter.core.events.encodings import EncodedEvents
-from civicmeter.core.events.validation import EventColumns
 from civicmeter.core.events.wire import length_delimited, tag
-from civicmeter.core.kafka import encoded_event_records, ensure_topics, partition_keys
+from civicmeter.core.kafka import KeyCache, encoded_event_records, ensure_topics
 from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.ingest.auth import GatewayAccess
+from civicmeter.ingest.batch_validation import identity_key
 from civicmeter.ingest.decoding import parse_publish_request
 from civicmeter.ingest.publisher import Publisher, check_batch
 from loadtests.loadgen import FACTS, stamp, templates, working_hours_offset_ns
@@ -94,11 +93,11 @@ def hot_path_stages(
     events_total = sum(len(d.events) for d in decoded)
     parsed = [(list(d.events), d.encoded) for d in decoded]
     columns = [check_batch(events, settings, now, encoded.batch) for events, encoded in parsed]
+    key_cache = KeyCache(identity_key)
 
-    def records_of(encoded: EncodedEvents, batch: EventColumns) -> list[Record]:
+    def records_of(encoded: EncodedEvents, identities: list[bytes]) -> list[Record]:
         """What Publisher._send hands the producer."""
-        keys = partition_keys(map(itemgetter(1, 3), batch.identities))
-        return encoded_event_records(encoded.events, keys, PARTITIONS)
+        return encoded_event_records(encoded.events, key_cache.keys(identities), PARTITIONS)
 
     records = [
         records_of(encoded, batch) for (_, encoded), batch in zip(parsed, columns, strict=True)
@@ -203,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--kafka", action="store_true", help="also publish to a real broker")
+    parser.add_argument(
+        "--codecs", default=",".join(CODECS), help="the producer compressions to publish with"
+    )
     args = parser.parse_args(argv)
     bodies, organisations = request_bodies(args.events)
     stages = hot_path_stages(bodies, organisations, args.repeat)
@@ -216,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with LocalKafka() as broker:
             assert broker.pid is not None
-            for compression in CODECS:
+            for compression in args.codecs.split(","):
                 micros, broker_micros = asyncio.run(
                     publish_all(
                         broker.bootstrap_servers, broker.pid, bodies, compression, args.repeat

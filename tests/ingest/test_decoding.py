@@ -70,6 +70,21 @@ def test_unknown_fields_are_dropped_at_every_depth_and_counted_per_event() -> No
     assert decoded.encoded.batch == parsed.SerializeToString()
 
 
+def test_a_body_in_another_encoding_is_re_encoded_and_not_counted_as_unknown() -> None:
+    """Fields out of order and a field sent twice (the last wins) are the schema's own: the
+    events go on as the runtime encodes them, and none counts as carrying unknown fields."""
+    sent = event()
+    reordered = sent.SerializeToString()
+    first_field = reordered[: 2 + reordered[1]]  # event_id: key, one-byte length, payload
+    reordered = reordered[len(first_field) :] + field(1, b"replaced-id") + first_field
+    body = request(reordered, sent.SerializeToString())
+    decoded = parse_publish_request(body)
+    assert decoded.unknown_field_events == 0
+    assert list(decoded.events) == [sent, sent]
+    assert decoded.encoded.events == [sent.SerializeToString()] * 2
+    assert decoded.encoded.batch == request(*decoded.encoded.events) != body
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -12,9 +12,9 @@ import contextlib
 import functools
 import itertools
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -66,6 +66,7 @@ def make_producer(
     )
 
 
+User = TypeVar("User", bound=Hashable)
 _round_robin = itertools.count()
 # A batch record stays well under a producer batch (1 MiB) and the broker's message limit.
 MAX_EVENT_BATCH_BYTES = 512 * 1024
@@ -142,7 +143,7 @@ async def send_encoded_events(
     producer: AIOKafkaProducer,
     topic: str,
     events: Sequence[bytes],
-    keys: PartitionKeys,
+    keys: EventKeys,
     headers: Sequence[tuple[str, bytes]] = (),
     max_record_bytes: int = MAX_EVENT_BATCH_BYTES,
 ) -> list[asyncio.Future[Any]]:
@@ -153,7 +154,7 @@ async def send_encoded_events(
 
 
 @dataclass(frozen=True)
-class PartitionKeys:
+class EventKeys:
     """Each event's partition key and its murmur2 hash (as aiokafka's default partitioner
     computes it), in the order of the events."""
 
@@ -161,30 +162,33 @@ class PartitionKeys:
     hashes: list[int]
 
 
-# The key and hash of each recent (organisation, user): the same users report all day.
-_event_keys: dict[tuple[str, str], tuple[bytes, int]] = {}
-_EVENT_KEYS_LIMIT = 200_000
+class KeyCache(Generic[User]):
+    """Partition keys by what names an event's user (an (organisation, user) pair, or an
+    encoding holding them), each key and its hash worked out once while the user stays among
+    the recent ones: the same users report all day."""
 
+    def __init__(self, key_of: Callable[[User], bytes], limit: int = 200_000) -> None:
+        self._key_of = key_of
+        self._limit = limit
+        self._known: dict[User, tuple[bytes, int]] = {}
 
-def partition_keys(organizations_users: Iterable[tuple[str, str]]) -> PartitionKeys:
-    """The partition keys of events by their (organisation, user): event_key and its hash,
-    each worked out once while the user stays among the recent ones."""
-    users = list(organizations_users)
-    found = list(map(_event_keys.get, users))
-    if None in found:
-        if len(_event_keys) >= _EVENT_KEYS_LIMIT:
-            _event_keys.clear()
-        for i, user in enumerate(users):
-            if found[i] is None:
-                key = event_key(*user)
-                found[i] = _event_keys[user] = (key, _key_hash(key))
-    keys, hashes = zip(*found, strict=True) if found else ((), ())
-    return PartitionKeys(list(keys), list(hashes))
+    def keys(self, users: Iterable[User]) -> EventKeys:
+        users = list(users)
+        found = list(map(self._known.get, users))
+        if None in found:
+            if len(self._known) >= self._limit:
+                self._known.clear()
+            for i, user in enumerate(users):
+                if found[i] is None:
+                    key = self._key_of(user)
+                    found[i] = self._known[user] = (key, _key_hash(key))
+        keys, hashes = zip(*found, strict=True) if found else ((), ())
+        return EventKeys(list(keys), list(hashes))
 
 
 def encoded_event_records(
     events: Sequence[bytes],
-    keys: PartitionKeys,
+    keys: EventKeys,
     partitions: Sequence[int],
     max_record_bytes: int = MAX_EVENT_BATCH_BYTES,
 ) -> list[tuple[int, bytes | None, bytes]]:

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import itemgetter
 
 from aiokafka.errors import KafkaError
 from opentelemetry import trace
@@ -20,16 +19,13 @@ from opentelemetry import trace
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.config import IngestSettings
 from civicmeter.core.events.encodings import EncodedEvents
-from civicmeter.core.events.validation import IDENTITY_FIELDS, EventColumns, validate_batch
-from civicmeter.core.kafka import make_producer, partition_keys, send_encoded_events
+from civicmeter.core.events.event_batch import encode_event_batch
+from civicmeter.core.kafka import KeyCache, make_producer, send_encoded_events
 from civicmeter.core.telemetry.kafka_spans import KafkaClient, inject_headers, producer_span
 from civicmeter.core.telemetry.setup import Telemetry
+from civicmeter.ingest.batch_validation import identity_key, validate_encoded_batch
 
 MAX_REPORTED_ERRORS = 100
-# An event's (organisation, user) from its identity (EventColumns.identities).
-_ORGANIZATION_USER = itemgetter(
-    IDENTITY_FIELDS.index("organization_id"), IDENTITY_FIELDS.index("user_id")
-)
 log = logging.getLogger("civicmeter.ingest")
 
 
@@ -66,10 +62,10 @@ def check_batch(
     settings: IngestSettings,
     now: datetime | None = None,
     encoded: bytes | None = None,
-) -> EventColumns:
-    """The batch's columns; BatchRejectedError listing the invalid events (up to
-    MAX_REPORTED_ERRORS) when any is. `encoded`, the events as a UsageEventBatch's encoding
-    when at hand, spares reading each event for the fields most leave out."""
+) -> list[bytes]:
+    """Each event's identity (batch_validation.py); BatchRejectedError listing the invalid
+    events (up to MAX_REPORTED_ERRORS) when any is. `encoded`: the events as a
+    UsageEventBatch's encoding, when at hand (else they are encoded here)."""
     if not events:
         raise BatchRejectedError([EventError(0, "events", "the batch is empty")], 1)
     if len(events) > settings.max_batch_events:
@@ -78,13 +74,12 @@ def check_batch(
         )
     now_s = (now or datetime.now(UTC)).timestamp()
     window = settings.time_window
-    # The whole batch rule by rule; each refused event's error is its one-by-one error.
-    columns, invalid = validate_batch(
+    identities, invalid = validate_encoded_batch(
         events,
+        encode_event_batch(events) if encoded is None else encoded,
         now_s - window.max_age.total_seconds(),
         now_s + window.max_future.total_seconds(),
         window,
-        encoded,
     )
     if invalid:
         errors = [
@@ -92,7 +87,7 @@ def check_batch(
             for index in sorted(invalid)[:MAX_REPORTED_ERRORS]
         ]
         raise BatchRejectedError(errors, len(invalid))
-    return columns
+    return identities
 
 
 class Publisher:
@@ -112,6 +107,7 @@ class Publisher:
             unit="{event}",
             description="Events received by ingest, by outcome",
         )
+        self._keys = KeyCache(identity_key)  # partition keys by identity
         self._unknown_fields = telemetry.meter.create_counter(
             "civicmeter.ingest.unknown_fields",
             unit="{event}",
@@ -131,13 +127,13 @@ class Publisher:
         if events:
             self._unknown_fields.add(events, {"transport": transport})
 
-    async def _send(self, events: EncodedEvents, columns: EventColumns) -> None:
+    async def _send(self, events: EncodedEvents, identities: list[bytes]) -> None:
         # One UsageEventBatch record per partition: the topic's contract (proto/).
         futures = await send_encoded_events(
             self._producer,
             self._topic,
             events.events,
-            partition_keys(map(_ORGANIZATION_USER, columns.identities)),
+            self._keys.keys(identities),
             inject_headers(),
         )
         await asyncio.gather(*futures)
@@ -151,7 +147,9 @@ class Publisher:
         try:
             if encoded is None and len(events) <= self.settings.max_batch_events:
                 encoded = EncodedEvents.of_messages(events)
-            columns = check_batch(events, self.settings, encoded=encoded.batch if encoded else None)
+            identities = check_batch(
+                events, self.settings, encoded=encoded.batch if encoded else None
+            )
         except BatchRejectedError as exc:
             self.count_rejected(exc.invalid_count, "invalid")
             raise
@@ -164,7 +162,7 @@ class Publisher:
         ):
             try:
                 await asyncio.wait_for(
-                    self._send(encoded, columns), self.settings.publish_timeout_seconds
+                    self._send(encoded, identities), self.settings.publish_timeout_seconds
                 )
             except (KafkaError, TimeoutError) as exc:
                 # A broker outage: no traceback per request, one clear answer to retry.

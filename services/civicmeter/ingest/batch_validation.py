@@ -1,0 +1,171 @@
+"""A request's events validated as a batch, read from their encodings where they can be.
+
+The rules are validate_event_at's (core/events/validation.py). Most of what makes an event
+valid is its identity (gateway, organisation, department, user, account kind, provider,
+service, model, operation, purpose, decision) and its usage quantities, and both repeat from
+event to event. The protobuf runtime cuts them out of the batch's encoding as bytes
+(projections of UsageEvent that declare only those fields), so each distinct identity and
+usage is proven valid once, by one event that passes every rule, and remembered: reading
+eleven fields of every event in Python would cost more than all the rest. Event ids and
+times, which differ per event, are checked as columns, and the fields most events leave out
+where present. Only an event some rule may refuse goes through validate_event_at, so that its
+error is exactly the one-by-one error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto
+from google.protobuf.message import Message
+
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.encodings import split_events
+from civicmeter.core.events.rare_fields import events_with_rare_fields
+from civicmeter.core.events.validation import (
+    _ID,  # the event id's pattern, and many ids at once (one per line): the same rule
+    _ID_LINES,
+    IDENTITY_FIELDS,
+    TimeWindow,
+    ValidationError,
+    validate_event_at,
+)
+from civicmeter.core.kafka import event_key
+
+_MAX_NANOS = 999_999_999
+_REMEMBERED_LIMIT = 200_000  # distinct identities or usages; cleared when larger
+
+
+def _projection(name: str, fields: Sequence[str]) -> tuple[type[Message], type[Message]]:
+    """A batch type whose events declare only `fields` of UsageEvent, and that event type.
+    Strings and messages are declared as bytes, enums as int32: the same wire form, read
+    without checking UTF-8 or parsing the message again."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name=f"civicmeter/ingest/{name.lower()}.proto",
+        package="civicmeter.ingest.projection",
+        syntax="proto3",
+    )
+    event = file.message_type.add(name=f"{name}Event")
+    for field_name in fields:
+        original = pb.UsageEvent.DESCRIPTOR.fields_by_name[field_name]
+        kind = original.type
+        if kind in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
+            kind = FieldDescriptor.TYPE_BYTES
+        elif kind == FieldDescriptor.TYPE_ENUM:
+            kind = FieldDescriptor.TYPE_INT32
+        event.field.add(
+            name=field_name,
+            number=original.number,
+            type=kind,
+            label=FieldDescriptorProto.LABEL_OPTIONAL,
+        )
+    batch = file.message_type.add(name=name)
+    batch.field.add(
+        name="events",
+        number=pb.UsageEventBatch.EVENTS_FIELD_NUMBER,
+        type=FieldDescriptorProto.TYPE_MESSAGE,
+        label=FieldDescriptorProto.LABEL_REPEATED,
+        type_name=f".civicmeter.ingest.projection.{name}Event",
+    )
+    pool = descriptor_pool.DescriptorPool()  # its own pool: nothing else sees these types
+    pool.Add(file)
+    return (
+        message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"civicmeter.ingest.projection.{name}")
+        ),
+        message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"civicmeter.ingest.projection.{name}Event")
+        ),
+    )
+
+
+_Identities, _Identity = _projection("Identities", IDENTITY_FIELDS)
+_Usages, _ = _projection("Usages", ["usage"])
+# Identities and usages some event carrying them passed every rule with.
+_valid_identities: set[bytes] = set()
+_valid_usages: set[bytes] = set()
+_event_id_of = attrgetter("event_id")
+_time_of = attrgetter("seconds", "nanos")
+_event_time_of = attrgetter("event_time")
+
+
+def _cut(projection: type[Message], batch: bytes) -> list[bytes]:
+    """Each event's fields that `projection` declares, as encoded (b"" for none)."""
+    message = projection.FromString(batch)
+    message.DiscardUnknownFields()
+    return split_events(message.SerializeToString())
+
+
+def identity_key(identity: bytes) -> bytes:
+    """The partition key (core/kafka.py event_key) of an event with this identity."""
+    fields = _Identity.FromString(identity)
+    return event_key(fields.organization_id.decode(), fields.user_id.decode())  # type: ignore[attr-defined]
+
+
+def validate_encoded_batch(
+    events: Sequence[pb.UsageEvent],
+    encoded: bytes,
+    earliest: float,
+    latest: float,
+    window: TimeWindow,
+) -> tuple[list[bytes], dict[int, ValidationError]]:
+    """validate_event_at over `events`, whose UsageEventBatch encoding is `encoded`: each
+    event's identity (its identity fields as encoded, for identity_key) and the error of each
+    invalid event, by index."""
+    identities = _cut(_Identities, encoded)
+    usages = _cut(_Usages, encoded)
+    if not events:
+        return identities, {}
+    errors: dict[int, ValidationError] = {}
+    checked: set[int] = set()
+
+    def check(index: int) -> bool:
+        """Every rule for one event; a valid one proves its identity and usage valid."""
+        checked.add(index)
+        try:
+            validate_event_at(events[index], earliest, latest, window)
+        except ValidationError as exc:
+            errors[index] = exc
+            return False
+        _remember(_valid_identities, identities[index])
+        _remember(_valid_usages, usages[index])
+        return True
+
+    suspects: set[int] = set()
+    for column, valid in ((identities, _valid_identities), (usages, _valid_usages)):
+        if valid.issuperset(column):
+            continue
+        unproven: dict[bytes, list[int]] = {}
+        for index, value in enumerate(column):
+            if value not in valid:
+                unproven.setdefault(value, []).append(index)
+        for indices in unproven.values():
+            if not check(indices[0]):  # refused, maybe for another field: check them all
+                suspects.update(indices[1:])
+    ids = list(map(_event_id_of, events))
+    lines = "\n".join(ids) + "\n"
+    # One line per id: an id with a line break of its own must not pass as two valid ones.
+    if lines.count("\n") != len(ids) or not _ID_LINES.fullmatch(lines):
+        suspects.update(i for i, value in enumerate(ids) if not _ID.fullmatch(value))
+    seconds, nanos = zip(*map(_time_of, map(_event_time_of, events)), strict=True)
+    # An event without a time reads as second 0, which the window refuses when it starts later.
+    if earliest <= 0:
+        suspects.update(i for i, event in enumerate(events) if not event.HasField("event_time"))
+    if min(seconds) < earliest or max(seconds) > latest:
+        suspects.update(i for i, s in enumerate(seconds) if not earliest <= s <= latest)
+    if min(nanos) < 0 or max(nanos) > _MAX_NANOS:
+        suspects.update(i for i, n in enumerate(nanos) if not 0 <= n <= _MAX_NANOS)
+    # Risk signals, rule ids and a reported cost: every rule where any is present.
+    suspects.update(events_with_rare_fields(encoded))
+    for index in sorted(suspects - checked):
+        check(index)
+    return identities, errors
+
+
+def _remember(valid: set[bytes], value: bytes) -> None:
+    if len(valid) >= _REMEMBERED_LIMIT:
+        valid.clear()
+    valid.add(value)
