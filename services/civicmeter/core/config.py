@@ -272,7 +272,10 @@ class IngestSettings:
     max_batch_events: int = 10_000
     max_body_bytes: int = 16 * 1024 * 1024
     linger_ms: int = 20
-    compression: str = "lz4"
+    # usage.raw uncompressed: aiokafka's lz4 (level 9) costs ingest ~1.3 µs CPU an event to save
+    # ~120 bytes of it, and neither the broker nor the processor was measurably cheaper for it
+    # (loadtests/ingest_cpu.py). KAFKA_COMPRESSION_TYPE=lz4 where bytes cost more than CPU.
+    compression: str = "none"
     time_window: TimeWindow = field(default_factory=TimeWindow)
     keys_file: Path | None = None  # gateway keys (hashed); None: ingest is open (development only)
     tls: TlsFiles = field(default_factory=lambda: TlsFiles())
