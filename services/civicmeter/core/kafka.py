@@ -170,20 +170,21 @@ class KeyCache(Generic[User]):
     def __init__(self, key_of: Callable[[User], bytes], limit: int = 200_000) -> None:
         self._key_of = key_of
         self._limit = limit
-        self._known: dict[User, tuple[bytes, int]] = {}
+        self._keys: dict[User, bytes] = {}
+        self._hashes: dict[User, int] = {}
 
     def keys(self, users: Iterable[User]) -> EventKeys:
         users = list(users)
-        found = list(map(self._known.get, users))
-        if None in found:
-            if len(self._known) >= self._limit:
-                self._known.clear()
-            for i, user in enumerate(users):
-                if found[i] is None:
-                    key = self._key_of(user)
-                    found[i] = self._known[user] = (key, _key_hash(key))
-        keys, hashes = zip(*found, strict=True) if found else ((), ())
-        return EventKeys(list(keys), list(hashes))
+        if not self._hashes.keys() >= set(users):
+            if len(self._hashes) >= self._limit:
+                self._keys.clear()
+                self._hashes.clear()
+            for user in set(users) - self._hashes.keys():
+                key = self._keys[user] = self._key_of(user)
+                self._hashes[user] = _key_hash(key)
+        return EventKeys(
+            list(map(self._keys.__getitem__, users)), list(map(self._hashes.__getitem__, users))
+        )
 
 
 def encoded_event_records(
