@@ -286,15 +286,15 @@ def ghz_binary() -> Path | None:
     return tools / "bin" / "ghz"
 
 
-def protoset(path: Path) -> Path:
-    """The query API's descriptors with their imports, for ghz."""
+def protoset(path: Path, proto: str = "civicmeter/query/v1/query_service.proto") -> Path:
+    """An API's descriptors with their imports (the query API's by default), for ghz."""
     import google.type.money_pb2
 
     googleapis = Path(google.type.money_pb2.__file__).parents[2]
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", "-I", str(REPO / "proto"),
          "-I", str(googleapis), "--include_imports", f"--descriptor_set_out={path}",
-         "civicmeter/query/v1/query_service.proto"],
+         proto],
         check=True,
     )  # fmt: skip
     return path

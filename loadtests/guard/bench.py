@@ -1,7 +1,7 @@
 """Decision latency: the gateway's local Guard, and Decide over gRPC at a fixed rate.
 
     python -m loadtests.guard.bench [--calls 20000] [--rates 1000] [--seconds 30]
-                                    [--floor-seconds 10] [--no-write]
+                                    [--floor-seconds 10] [--load ghz,python] [--no-write]
 
 Local: `Guard.check` (PII and document detectors, the compiled policy of config/policies.yaml
 for Seoul, the masking for REDACT) on prompts of about 4 KB made of the PII benchmark's corpus,
@@ -10,11 +10,13 @@ alone, wall clock and thread CPU time. Target p99 <= 1 ms.
 
 Remote: the decision service in its own process (`python -m civicmeter decision`, gRPC's
 thread-pool server: API keys, roles, audit log and per-key rate limit on) on an empty embedded
-ClickHouse of its own; the load generator is a separate process (`--client`, a grpc.aio
-client, no garbage collection during the run) sending `Decide` open-loop at each of --rates
-calls a second (each call starts on its schedule, whatever the ones before it are doing) for
---seconds, with findings counts as a gateway sends them; each call timed
-from its start to its answer. It reads the server's CPU time (/proc) and its own around the
+ClickHouse of its own; the load generator is a separate process sending `Decide` open-loop at
+each of --rates calls a second (each call starts on its schedule, whatever the ones before it
+are doing) for --seconds, with findings counts as a gateway sends them; each call timed from
+its start to its answer. Two generators, each in turn (--load): ghz (Go, `--rps --async`;
+installed with `go install` into the project's tool cache on first use, skipped without Go),
+which costs the shared cores less CPU per call, and a Python grpc.aio client (`--client`, no
+garbage collection during the run). It reads the server's CPU time (/proc) and its own around the
 run: CPU per call on both sides, since they share the machine's cores. Then, for scale, the
 transport floor: a fixed answer and no API on grpc.aio and on the thread-pool server.
 Target p99 <= 5 ms at 1,000 calls/s.
@@ -46,12 +48,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2
 
 from civicmeter.api.decision.v1 import decision_service_pb2 as pb
 from civicmeter.core.access.auth import hash_token
 from civicmeter.gateway import Guard, RequestFacts
 from civicmeter.query.decision_server import DECIDE_WORKERS
+from loadtests.api_bench import GHZ_VERSION, ghz_binary
+from loadtests.api_bench import protoset as ghz_protoset
 from loadtests.measure import sample_process
 from loadtests.pii.bench import _cpu_model
 from loadtests.pii.corpus import generate
@@ -235,6 +240,7 @@ class RemoteRun:
     storage_ms_per_call: float  # the server's child processes (its storage process)
     client_ms_per_call: float
     load_after: float
+    client: str = "python"  # the load generator: "python" (grpc.aio) or "ghz"
 
 
 def remote(target: str, server_pid: int, server: str, rate: float, seconds: float) -> RemoteRun:
@@ -251,6 +257,64 @@ def remote(target: str, server_pid: int, server: str, rate: float, seconds: floa
                      found["server_cpu"] / calls * 1000, found["children_cpu"] / calls * 1000,
                      found["client_cpu"] / calls * 1000,
                      found["load"][0])  # fmt: skip
+
+
+GHZ_CONCURRENCY = 16  # ghz's workers: each starts its calls on the schedule without waiting
+GHZ_WARM_UP_CALLS = 400
+DECISION_PROTO = "civicmeter/decision/v1/decision_service.proto"
+
+
+def remote_ghz(
+    ghz: Path, protoset: Path, target: str, server_pid: int, server: str, rate: float,
+    seconds: float,
+) -> RemoteRun:  # fmt: skip
+    """One open-loop run of ghz (Go) against the server: `--rps` with `--async`, each call
+    started on its schedule whatever the ones before it are doing, on one connection, with
+    the same requests in turn as the Python client. Every call's latency is in its report
+    (`details`); the percentiles are computed from them as for the Python client."""
+    data = json.dumps(
+        [json_format.MessageToDict(pb.DecideRequest.FromString(b)) for b in decide_requests()]
+    )
+    total = int(rate * seconds)
+    command = [
+        str(ghz), "--insecure", f"--protoset={protoset}", f"--call={METHOD[1:]}",
+        f"--metadata={json.dumps({'authorization': f'Bearer {TOKEN}'})}", f"--data={data}",
+        f"--rps={rate:g}", "--async", f"--concurrency={GHZ_CONCURRENCY}", "--connections=1",
+        "--timeout=5s", "--format=json", target,
+    ]  # fmt: skip
+    # Warm-up: the connection, the organisation's first budget read, the server's caches.
+    subprocess.run([*command, f"--total={GHZ_WARM_UP_CALLS}"], check=True, capture_output=True)
+    children_before = _own_children_cpu()
+    server_began = sample_process(server_pid).cpu_seconds
+    storage_began = _children_cpu(server_pid)
+    began = time.perf_counter()
+    done = subprocess.run(
+        [*command, f"--total={total}"],
+        check=True, capture_output=True, text=True, timeout=seconds + 120,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - began
+    server_cpu = sample_process(server_pid).cpu_seconds - server_began
+    storage_cpu = _children_cpu(server_pid) - storage_began
+    client_cpu = _own_children_cpu() - children_before
+    report = json.loads(done.stdout)
+    times: list[float] = []
+    errors: dict[str, int] = {}
+    for call in report.get("details") or []:
+        if call["status"] == "OK":
+            times.append(call["latency"] / 1e6)
+        else:
+            errors[call["status"]] = errors.get(call["status"], 0) + 1
+    calls = max(1, total)
+    return RemoteRun(server, rate, times, errors, float(report.get("rps") or 0.0),
+                     report["total"] / 1e9 if report.get("total") else elapsed,
+                     server_cpu / calls * 1000, storage_cpu / calls * 1000,
+                     client_cpu / calls * 1000, os.getloadavg()[0], "ghz")  # fmt: skip
+
+
+def _own_children_cpu() -> float:
+    """CPU time of this process's waited-for children (ghz, run to its end)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def start_decision_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -359,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--floor-seconds", type=float, default=10.0, help="per floor server run; 0: none"
     )
+    parser.add_argument(
+        "--load", default="ghz,python",
+        help="load generators for the remote runs, in order: ghz (Go, installed with `go "
+        "install` on first use; skipped without Go), python (a grpc.aio client process)",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--client", metavar="TARGET", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
@@ -376,9 +445,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()
     local_times, local_cpu, outcomes, collections = local(args.calls)
     replayed_median, replayed_max = replay_outliers(local_cpu, args.calls)
+    generators = [name.strip() for name in args.load.split(",") if name.strip()]
+    if set(generators) - {"ghz", "python"} or not generators:
+        parser.error("--load: ghz and/or python")
+    ghz = ghz_binary() if "ghz" in generators else None
+    if ghz is None and "ghz" in generators:
+        generators.remove("ghz")
     runs: list[RemoteRun] = []
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
+        protoset = ghz_protoset(workdir / "decision.protoset", DECISION_PROTO) if ghz else None
         servers: list[tuple[str, float, Any]] = [
             (DECISION_SERVER, args.seconds, lambda: start_decision_server(workdir))
         ]
@@ -391,21 +467,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             server, target = start()
             try:
                 for rate in rates:
-                    runs.append(remote(target, server.pid, label, rate, seconds))
-                    print(_row(runs[-1]), flush=True)
+                    for generator in generators:
+                        if generator == "ghz":
+                            assert ghz is not None and protoset is not None
+                            run = remote_ghz(
+                                ghz, protoset, target, server.pid, label, rate, seconds
+                            )
+                        else:
+                            run = remote(target, server.pid, label, rate, seconds)
+                        runs.append(run)
+                        print(_row(run), flush=True)
             finally:
                 server.terminate()
                 server.wait(30)
     load_after = os.getloadavg()
     local_p99, local_cpu_p99 = percentile(local_times, 0.99), percentile(local_cpu, 0.99)
     decided = [run for run in runs if run.server == DECISION_SERVER]
-    remote_ok = all(
-        run.times
-        and percentile(run.times, 0.99) <= REMOTE_TARGET_MS
-        and not run.errors
-        and run.achieved >= 0.98 * run.rate
-        for run in decided
-    )
+    remote_ok = bool(decided) and all(_met(run) for run in decided)
     lines = [
         "# Guard and Decide: decision latency",
         "",
@@ -453,12 +531,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "Open loop: each call starts on its schedule (1/rate apart), whatever the ones before "
         "it are doing, and is timed from its start to its answer. The load generator is a "
-        "process of its own (a Python grpc.aio client on one connection, pre-serialised "
-        "requests with findings counts as a gateway sends them, its garbage collector off "
-        "during the run so that its own pauses are not timed as the server's) on the same two "
-        "cores as the server, so its CPU is shown too. Server CPU per call is the server "
-        "process's CPU time (all its threads, /proc) over the run divided by the calls; its "
-        "storage process's (a child doing its ClickHouse work) is shown apart.",
+        "process of its own on one connection, sending the same four requests in turn "
+        "(findings counts as a gateway sends them), on the same two cores as the server, so "
+        "its CPU is shown too: **ghz** "
+        f"{GHZ_VERSION} (Go, `--rps --async`: the standard gRPC benchmarking tool, every "
+        "call's latency from its report) and **python** (a grpc.aio client, pre-serialised "
+        "requests, its garbage collector off during the run so that its own pauses are not "
+        "timed as the server's). Each server is measured by each generator in turn, in the "
+        "same run. Server CPU per call is the server process's CPU time (all its threads, "
+        "/proc) over the run divided by the calls; its storage process's (a child doing its "
+        "ClickHouse work) is shown apart.",
         "",
         f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process, on the "
         f"thread-pool server (grpc.server: {DECIDE_WORKERS} threads for calls, one more per "
@@ -472,14 +554,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(grpc.server, {DECIDE_WORKERS} workers): the floor either server model puts under "
         "any API.",
         "",
-        "| server | offered calls/s | achieved calls/s | seconds | errors | p50 ms | p90 ms | "
-        "p99 ms | max ms | server CPU ms/call | server cores busy | storage process CPU "
-        "ms/call | client CPU ms/call | load avg after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | client | offered calls/s | achieved calls/s | seconds | errors | p50 ms | "
+        "p90 ms | p99 ms | max ms | server CPU ms/call | server cores busy | storage process "
+        "CPU ms/call | client CPU ms/call | load avg after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_row(run) for run in runs),
         "",
         f"Targets: `Decide` p99 <= {REMOTE_TARGET_MS:.0f} ms at 1,000 calls/s "
-        f"({'met' if remote_ok and decided else 'missed'} in this run); the guard's local p99 "
+        f"({_verdicts(decided)} in this run); the guard's local p99 "
         f"<= {LOCAL_TARGET_MS:.0f} ms for a 4 KB prompt (wall {local_p99:.3f} ms, CPU "
         f"{local_cpu_p99:.3f} ms in this run).",
         "",
@@ -496,6 +578,25 @@ DECISION_SERVER = "civicmeter decision"
 FLOORS = {"aio": "floor, grpc.aio", "sync": "floor, thread pool"}
 
 
+def _met(run: RemoteRun) -> bool:
+    return bool(
+        run.times
+        and percentile(run.times, 0.99) <= REMOTE_TARGET_MS
+        and not run.errors
+        and run.achieved >= 0.98 * run.rate
+    )
+
+
+def _verdicts(decided: Sequence[RemoteRun]) -> str:
+    """Met or missed, per load generator."""
+    if not decided:
+        return "not measured"
+    return ", ".join(
+        f"{'met' if _met(run) else 'missed'} with {run.client} at {run.rate:.0f}/s"
+        for run in decided
+    )
+
+
 def _errors(errors: dict[str, int]) -> str:
     return ", ".join(f"{count} {code}" for code, count in sorted(errors.items())) or "0"
 
@@ -503,7 +604,7 @@ def _errors(errors: dict[str, int]) -> str:
 def _row(run: RemoteRun) -> str:
     busy = run.server_ms_per_call * run.achieved / 1000
     return (
-        f"| {run.server} | {run.rate:.0f} | {run.achieved:.0f} | "
+        f"| {run.server} | {run.client} | {run.rate:.0f} | {run.achieved:.0f} | "
         f"{run.seconds:.0f} | {_errors(run.errors)} | {_ms(run.times, 0.5)} | "
         f"{_ms(run.times, 0.9)} | {_ms(run.times, 0.99)} | {_ms(run.times, 1.0)} | "
         f"{run.server_ms_per_call:.3f} | {busy:.2f} | {run.storage_ms_per_call:.3f} | "

@@ -74,6 +74,7 @@ DEFAULT_MAX_WATCHERS = 128  # WatchPolicy streams at once: one per running gatew
 MAX_WATCHERS_BOUND = 4096  # threads are cheap asleep, not free
 DECIDE_WORKERS = 4  # pool threads for unary calls: 1,000 decisions/s need about one busy
 MAX_REFLECTION_STREAMS = 2  # grpcurl and the like, briefly
+REFUSING_THREADS = 2  # stream threads beyond the limits: a stream over them is refused at once
 SWITCH_INTERVAL_SECONDS = 0.0005
 MAX_REQUEST_BYTES = 64 * 1024  # a request is metadata and counts, never a prompt
 REFLECTION_METHOD = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
@@ -148,19 +149,24 @@ def build_decision_server(
         else None
     )
     access = AccessInterceptor(keys, audit, limiter)
-    workers = DECIDE_WORKERS + max_watchers + MAX_REFLECTION_STREAMS
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decision"),
-        options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)],
-    )
+    # Unary calls queue for a few threads, in arrival order; streams have threads of their
+    # own. One pool for both grows a thread per call waiting whenever the call threads are
+    # busy (ThreadPoolExecutor starts one while none is idle): after a pause of the process,
+    # a hundred threads sharing the GIL, every waiting call answered late instead of the
+    # first ones first.
+    calls = ThreadPoolExecutor(max_workers=DECIDE_WORKERS, thread_name_prefix="decision-call")
+    stream_threads = max_watchers + MAX_REFLECTION_STREAMS + REFUSING_THREADS
+    streams = ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="decision-stream")
+    workers = DECIDE_WORKERS + stream_threads
+    server = grpc.server(calls, options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
     policies = PolicySource(settings.policy_file)
     service = ThreadedDecisionService(storage, policies.current, max_watchers, audit=audit)
     timing = _ThreadedCallDuration(meter or metrics.get_meter("civicmeter.grpc"))
     handlers = _MethodHandlers()
     decision_grpc.add_DecisionServiceServicer_to_server(service, handlers)
     guarded = {
-        name: timing.timed(method, access.guard(method, handler, threaded=True))
-        for name, handler in handlers.methods.items()
+        name: _on_pool(streams, timing.timed(method, access.guard(method, h, threaded=True)))
+        for name, h in handlers.methods.items()
         for method in (f"/{SERVICE_NAME}/{name}",)
     }
     _register(server, SERVICE_NAME, guarded)
@@ -171,11 +177,11 @@ def build_decision_server(
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], reflecting
         )
-        streams = _StreamSlots(MAX_REFLECTION_STREAMS, "reflection")
+        slots = _StreamSlots(MAX_REFLECTION_STREAMS, "reflection")
         _register(
             server,
             reflection.SERVICE_NAME,
-            {name: streams.bounded(h) for name, h in reflecting.methods.items()},
+            {name: _on_pool(streams, slots.bounded(h)) for name, h in reflecting.methods.items()},
         )
     address = f"{settings.host}:{settings.grpc_port}"
     credentials = server_credentials(settings)
@@ -184,6 +190,15 @@ def build_decision_server(
     else:
         server.add_secure_port(address, credentials)
     return ThreadPoolServer(server, health_servicer, (SERVICE_NAME,), workers)
+
+
+def _on_pool(pool: ThreadPoolExecutor, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler`, run on `pool` instead of the server's call threads when it streams its
+    responses (gRPC's per-method pool: the behaviour's `experimental_thread_pool`)."""
+    if handler.response_streaming:
+        behavior = handler.stream_stream or handler.unary_stream
+        setattr(behavior, "experimental_thread_pool", pool)  # noqa: B010 (a function's attribute)
+    return handler
 
 
 def _register(server: grpc.Server, service: str, methods: dict[str, grpc.RpcMethodHandler]) -> None:

@@ -23,8 +23,10 @@ their last result (budget states).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -45,10 +47,25 @@ class StorageError(RuntimeError):
     """A function sent to the storage process did not return (it raised, or the child died)."""
 
 
+def _yield_to_the_parent() -> None:
+    """Run this process's threads, and those the engine starts later (they inherit it), at
+    the lowest priority (SCHED_IDLE): its work is a background batch, and on a machine with
+    few cores a burst of it (the embedded engine inserting a batch or reading the budgets on
+    all cores for tens of milliseconds) would otherwise keep the calls' threads waiting for
+    a core. Idle-priority work still runs whenever a core is free, and gets a small share
+    when none is."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return  # not Linux
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
+
+
 def _serve(settings: ClickHouseSettings, pipe: Connection) -> None:
     """The child: run each function received on the client, answer (ok, value or reason)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _yield_to_the_parent()
     from civicmeter.core.store.connection import connect  # the child's own imports
 
     client = connect(settings)
