@@ -1,9 +1,10 @@
 """The guard benchmark's machinery, on a small scale: its prompts, and open-loop runs of its
 client process against a floor server and the real decision service, with the CPU read on
-both sides."""
+both sides; the decision service's storage process at idle priority."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -55,6 +56,8 @@ def test_the_decision_service_alone_does_its_storage_work_in_a_child_process(
     try:
         run = remote(target, server.pid, "decision", rate=200, seconds=2.5)
         children = child_pids(server.pid)
+        storage = [child for child in children if _storage_process(child)]
+        policies = [os.sched_getscheduler(child) for child in storage]
     finally:
         server.terminate()
         code = server.wait(60)
@@ -62,6 +65,8 @@ def test_the_decision_service_alone_does_its_storage_work_in_a_child_process(
     assert len(run.times) == 500
     # The audit batches of the run were written by the child, not by the serving process.
     assert children and run.storage_ms_per_call > 0
+    # The child runs at idle priority, so its bursts never keep the calls from a core.
+    assert policies == [os.SCHED_IDLE]
     assert code == 0
     # Its children end with it (the storage process when its pipe closes; multiprocessing's
     # resource tracker once no process holds its pipe), within moments.
@@ -69,6 +74,11 @@ def test_the_decision_service_alone_does_its_storage_work_in_a_child_process(
     while any(_running(child) for child in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_running(child) for child in children)
+
+
+def _storage_process(pid: int) -> bool:
+    """Whether `pid` is a process multiprocessing spawned (not its resource tracker)."""
+    return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def _running(pid: int) -> bool:

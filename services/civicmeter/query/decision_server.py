@@ -11,27 +11,34 @@ port too (on grpc.aio), for gateways configured before this process existed.
 
 The server is gRPC's thread-pool server (grpc.server), not grpc.aio: measured side by side at
 1,000 calls/s on a shared two-core machine its bare transport had the shorter tail and cost
-less CPU per call (loadtests/guard/RESULTS.md). Its pool has DECIDE_WORKERS threads for unary
-calls (Decide, health checks) and one more for each stream it lets run: a `WatchPolicy` stream
-holds its thread for its whole life (asleep between messages), so at most `max_watchers`
+less CPU per call (loadtests/guard/RESULTS.md). Unary calls (Decide, health checks) are
+answered by DECIDE_WORKERS threads, and wait for one in arrival order. Streams run on a pool of
+their own (gRPC's per-method pool), one thread each: a `WatchPolicy` stream holds its thread
+for its whole life (asleep between messages), so at most `max_watchers`
 (CIVICMETER_DECISION_MAX_WATCHERS) run at once and one more is refused with
-RESOURCE_EXHAUSTED; reflection streams likewise, at most MAX_REFLECTION_STREAMS. Streams can
-therefore never take the last DECIDE_WORKERS threads, whatever they are doing (a burst of
-calls may use the streams' idle threads too). Health's Watch does not hold a thread (the
-servicer answers it from callbacks).
+RESOURCE_EXHAUSTED; reflection streams likewise, at most MAX_REFLECTION_STREAMS. Streams
+therefore never take a call's thread, and calls never take the streams' idle ones: with one
+pool for both, every call arriving while the call threads were busy started a thread of its
+own (measured: 100 threads after a pause of the process, each call of the backlog sharing the
+GIL with all the others and answered late, rather than the first ones first). Health's Watch
+does not hold a thread (the servicer answers it from callbacks).
 
 The call path holds no I/O: the policy in memory (reloaded when its file changes), the budget
 state read by a thread of its own in the background (at most 2 s old; an organisation's first
-call waits for its first read), the audit row appended to a bounded in-memory queue that a
-task on the process's event loop writes in batches (query.access.AuditLog). Run alone
-(`civicmeter decision`), the process does its ClickHouse work (the audit batches, the budget
-reads, the migrations) in a child process (core.store.storage_process): batches of rows
-turned into columns, and on the embedded engine the engine itself, no longer take the GIL
-from the calls. Served beside other services (`civicmeter serve query decision`) it shares
-their storage. Process tuning for the tail, measured in loadtests/guard/RESULTS.md:
+call waits for its first read), the audit row appended to a bounded in-memory queue that a task
+on the process's event loop writes in batches (query.access.AuditLog). Run alone (`civicmeter
+decision`), the process does its ClickHouse work (the audit batches, the budget reads, the
+migrations) in a child process (core.store.storage_process): batches of rows turned into
+columns, and on the embedded engine the engine itself, no longer take the GIL from the calls;
+that process runs at idle priority, so its bursts (an insert or a budget read on every core for
+tens of milliseconds) never keep a call's thread from a core. Served beside other services
+(`civicmeter serve query decision`) it shares their storage. Process tuning for the tail,
+measured in loadtests/guard/RESULTS.md:
 
-- gc.freeze() once everything is loaded: the modules, policy and server objects leave the
-  collector's generations, so a full collection no longer walks them under a call;
+- gc.freeze() once everything is loaded, before the first call: the modules, policy and
+  server objects leave the collector's generations, so a full collection never walks them
+  (the last full one, before the freeze, took 30-80 ms and ran under the first calls when it
+  came after the server's start);
 - a shorter GIL switch interval: the pool threads, gRPC's polling thread, the audit writer
   and the budget reads share the GIL, and a thread ready to answer a call waits at most this
   long for it (5 ms by default, the whole latency budget).
@@ -72,7 +79,7 @@ DEFAULT_PORT = 50053
 DEFAULT_RATE_PER_KEY = 5000.0  # calls/s of one gateway key (bursts of twice that)
 DEFAULT_MAX_WATCHERS = 128  # WatchPolicy streams at once: one per running gateway
 MAX_WATCHERS_BOUND = 4096  # threads are cheap asleep, not free
-DECIDE_WORKERS = 4  # pool threads for unary calls: 1,000 decisions/s need about one busy
+DECIDE_WORKERS = 4  # threads for unary calls: 1,000 decisions/s need about one busy
 MAX_REFLECTION_STREAMS = 2  # grpcurl and the like, briefly
 REFUSING_THREADS = 2  # stream threads beyond the limits: a stream over them is refused at once
 SWITCH_INTERVAL_SECONDS = 0.0005
@@ -112,7 +119,7 @@ class ThreadPoolServer:
     server: grpc.Server
     health: health.HealthServicer
     service_names: tuple[str, ...]
-    workers: int  # threads the pool may run
+    workers: int  # threads its pools may run (calls and streams)
 
     async def start(self) -> None:
         self.server.start()
@@ -278,13 +285,13 @@ async def serve(settings: DecisionSettings, storage: StorageCalls, stop: asyncio
     await storage.run(migrate)
     audit = AuditLog(storage)
     grpc_server = build_decision_server(settings, storage, audit)
-    await grpc_server.start()
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    await grpc_server.start()
     log.info(
-        "decision service serving gRPC on %s:%d (thread pool of %d: %d for calls, %d for "
-        "policy watchers)",
+        "decision service serving gRPC on %s:%d (%d threads: %d for calls, the others for "
+        "at most %d policy watchers)",
         settings.host,
         settings.grpc_port,
         grpc_server.workers,

@@ -53,7 +53,9 @@ def _yield_to_the_parent() -> None:
     few cores a burst of it (the embedded engine inserting a batch or reading the budgets on
     all cores for tens of milliseconds) would otherwise keep the calls' threads waiting for
     a core. Idle-priority work still runs whenever a core is free, and gets a small share
-    when none is."""
+    when none is: on a machine kept busy for long by other work, the audit batches wait
+    (the queue holds about 100 s of calls) and a budget state may be read later than its
+    refresh period."""
     if not hasattr(os, "SCHED_IDLE"):
         return  # not Linux
     for task in os.listdir("/proc/self/task"):
