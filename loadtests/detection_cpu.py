@@ -4,17 +4,21 @@ realistic records (recorded once through BatchProcessor), with the engine's ordi
 (default) or every event through every detector (--reference).
 
     python -m loadtests.detection_cpu [--events 100000] [--repeat 3] [--reference] [--user]
-                                      [--baseline OLD_ENGINE_PY]
+                                      [--baseline OLD_ENGINE_PY] [--gc-threshold N]
 
 --baseline: e.g. `git show 44bb052:services/civicmeter/processor/detection/engine.py >
 /tmp/engine_before.py`, timed in turn with this version on the same batches.
 
 --user: the processor's engine (USER_DETECTORS, activity reported after every batch).
+
+--gc-threshold: the collector's young threshold while timing (the worker sets
+civicmeter.processor.worker.YOUNG_COLLECTION_THRESHOLD; default: CPython's own).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import sys
 import time
@@ -61,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", help="an engine.py of another version, timed alternately against this one"
     )
+    parser.add_argument("--gc-threshold", type=int, help="young collection threshold")
     args = parser.parse_args(argv)
     recorder = _Recorder()
     processor = BatchProcessor(CatalogSource(DEFAULT_PRICES).catalog, "usage.raw")
@@ -84,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baseline:  # the same records, alternately, in this process
         engines[f"baseline {args.baseline}"] = lambda: _baseline(args.baseline)(policies, **options)
     best = dict.fromkeys(engines, float("inf"))
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     for _ in range(args.repeat):
         for name, make in engines.items():
             engine = make()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -104,6 +104,11 @@ class ActivityTracker:
     def current(self, key: tuple[str, str]) -> UserActivity | None:
         """A user's state marked as just used, as observe marks it; None when unknown."""
         return self._users.get(key)
+
+    @property
+    def lookup(self) -> Callable[[tuple[str, str]], UserActivity | None]:
+        """A user's state without marking it used (then `touch`)."""
+        return self._users.lookup
 
     def touch(self, keys: Iterable[tuple[str, str]]) -> None:
         """Mark the known users among `keys` as just used, in turn (as `current` would)."""

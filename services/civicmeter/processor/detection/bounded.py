@@ -7,7 +7,7 @@ same order leaves the same state.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat, starmap
 from typing import Generic, TypeVar
 
@@ -79,6 +79,12 @@ class LruMap(Generic[K, V]):
     def peek(self, key: K) -> V | None:
         """The entry without marking it used."""
         return self._entries.get(key)
+
+    @property
+    def lookup(self) -> Callable[[K], V | None]:
+        """`peek` as the mapping's own get, for loops over many keys that mark their use
+        afterwards (`touch`)."""
+        return self._entries.get
 
     def put(self, key: K, value: V) -> None:
         self._entries[key] = value

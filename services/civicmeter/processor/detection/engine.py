@@ -362,9 +362,9 @@ class DetectionEngine:
         seen_add, raised_add = seen.add, raised.add
         version = self._policies.version
         positions, pending, recent_ids = self._positions, self._pending, self._recent_ids
-        current = self._activity.current
+        current, state_of = self._activity.current, self._activity.lookup
         bursts, peers, new_services = self._bursts, self._peers, self._new_services
-        finding, volume_detect = bursts.finding, _VOLUME.detect
+        finding, volume_detect, window_of = bursts.finding, _VOLUME.detect, bursts.lookup
         events: list[pb.UsageEvent] = list(map(_FIRST, batch))
         costs: list[Decimal] = list(map(_SECOND, batch))
         if columns is None:
@@ -415,11 +415,13 @@ class DetectionEngine:
         upcoming = next(upcoming_marks, None)
         next_start = size if upcoming is None else upcoming[0]
         position: tuple[int, int] | None = None
-        for index, (event, cost, identity, user, event_id, seconds, nanos, seats, risk) in (
+        # Each event's kind as known before the batch (None: worked out in the loop).
+        known_kinds = list(map(kinds.get, identities))
+        for index, (event, cost, identity, found, user, event_id, seconds, nanos, seats, risk) in (
             enumerate(
                 zip(
-                    events, costs, identities, users, event_ids, seconds_column, nanos_column,
-                    seat_months, risky, strict=True,
+                    events, costs, identities, known_kinds, users, event_ids, seconds_column,
+                    nanos_column, seat_months, risky, strict=True,
                 )
             )
         ):  # fmt: skip
@@ -451,7 +453,8 @@ class DetectionEngine:
                         recent_ids.put(user, ids)
                     slot.ids = ids
                 ids.append(event_id)
-            found = kinds.get(identity)
+            if found is None:
+                found = kinds.get(identity)
             if found is None:
                 if len(kinds) >= _CACHE_LIMIT:
                     kinds.clear()
@@ -545,7 +548,7 @@ class DetectionEngine:
             ctx: EventContext | None = None
             fresh = state is None
             if fresh:
-                state = current(user)
+                state = state_of(user)  # marked as used at the end, in the order of last use
             if state is not None and state.day == day:
                 # On its user's current day: counted as observe counts it.
                 state.department = department_id
@@ -588,7 +591,11 @@ class DetectionEngine:
                     continue
             settings = kind.bursts
             if fresh:
-                recent = None if settings is None else bursts.recent(user, settings)
+                recent = None
+                if settings is not None:
+                    recent = window_of(user)  # marked as used at the end, as `state`
+                    if recent is None or recent.times.maxlen != kind.burst_window:
+                        recent = bursts.recent(user, settings)
                 slot.state, slot.recent = state, recent
             else:
                 recent = slot.recent

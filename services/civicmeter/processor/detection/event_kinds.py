@@ -22,6 +22,7 @@ from civicmeter.core.events.validation import IDENTITY_FIELDS, Identity
 from civicmeter.policy.detectors import AutomationBurstSettings
 from civicmeter.policy.organization import OrganizationPolicy
 from civicmeter.policy.working_time import WorkingTime
+from civicmeter.processor.detection.detectors.automation_burst import AutomationBurstDetector
 
 # The fields the engine reads of every event, each read once per batch (by C-level getters).
 # An event's identity is validation's (the processor hands over the one it read): gateway,
@@ -55,6 +56,7 @@ class EventKind:
     ordinary: bool
     request: bool  # not a subscription (a request a person made, unless it bills seats)
     bursts: AutomationBurstSettings | None  # automation_burst's settings when enabled
+    burst_window: int  # with them, the requests a user's window holds
     volume: bool  # volume_spike enabled
     peers: bool  # peer_spike enabled
     new_services: bool  # new_service_in_department enabled
@@ -80,6 +82,7 @@ def event_kind(
         ),
         request=operation != "subscription",
         bursts=(policy.detectors.automation_burst if "automation_burst" in enabled else None),
+        burst_window=AutomationBurstDetector.window_size(policy.detectors.automation_burst),
         volume="volume_spike" in enabled,
         peers="peer_spike" in enabled,
         new_services="new_service_in_department" in enabled,

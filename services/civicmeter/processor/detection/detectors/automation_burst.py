@@ -20,7 +20,7 @@ import bisect
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,12 +81,22 @@ class AutomationBurstDetector:
 
     def recent(self, key: tuple[str, str], settings: AutomationBurstSettings) -> Recent:
         """A user's recent request times (marked as just used), sized for the settings."""
-        size = max(settings.max_requests, settings.regular_intervals + _INTERLOPERS) + 1
+        size = self.window_size(settings)
         recent = self._users.get(key)
         if recent is None or recent.times.maxlen != size:
             recent = Recent(deque(recent.times if recent else (), maxlen=size))
             self._users.put(key, recent)
         return recent
+
+    @property
+    def lookup(self) -> Callable[[tuple[str, str]], Recent | None]:
+        """A user's window without marking it used (then `touch`)."""
+        return self._users.lookup
+
+    @staticmethod
+    def window_size(settings: AutomationBurstSettings) -> int:
+        """The requests a user's window holds for these settings."""
+        return max(settings.max_requests, settings.regular_intervals + _INTERLOPERS) + 1
 
     def touch(self, keys: Iterable[tuple[str, str]]) -> None:
         """Mark the windows of `keys` as just used, in turn; for users whose window `recent`
