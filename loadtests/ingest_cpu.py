@@ -4,7 +4,8 @@ gateway check, validation, partition keys and the usage.raw batch records, then 
 record batches (with and without lz4); and, with --kafka, Publisher.publish to a real broker.
 Timed with process time (other work on a shared machine does not count), best of repeats.
 
-    python -m loadtests.ingest_cpu [--events 100000] [--repeat 5] [--kafka]
+    python -m loadtests.ingest_cpu [--events 100000] [--repeat 5] [--fresh-usage]
+        [--kafka [--codecs none,lz4]]
 
 Prints CPU µs per event for each stage and the whole, and the bytes per event on the wire.
 """
@@ -16,6 +17,7 @@ import asyncio
 import functools
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 from opentelemetry import metrics, trace
 
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.access.auth import GATEWAY_ROLE, Principal
 from civicmeter.core.config import IngestSettings, KafkaSettings, TopicSettings
 from civicmeter.core.events.encodings import EncodedEvents
@@ -53,16 +56,32 @@ CODECS = {
 }
 
 
-def request_bodies(count: int, seed: int = 7) -> tuple[list[bytes], list[str]]:
+def request_bodies(
+    count: int, seed: int = 7, fresh_usage: bool = False
+) -> tuple[list[bytes], list[str]]:
     """`count` events as the load generator's request bodies (unique ids, times now), and the
-    organisations they belong to."""
+    organisations they belong to. The load generator draws from 4,096 templates, so every
+    usage recurs; `fresh_usage` gives each API call (token counts) its own, as real calls do."""
     governments = governments_of(load_facts(FACTS))
     pool = templates(governments, 4_096, seed=seed)
     now = time.time_ns() - working_hours_offset_ns()
     run = uuid.uuid4().hex[:12]
+    rng = random.Random(seed)
+
+    def template(i: int) -> bytes:
+        encoded = pool[i % len(pool)]
+        if not fresh_usage:
+            return encoded
+        message = pb.UsageEvent.FromString(encoded)
+        if not message.usage.input_tokens:
+            return encoded  # a seat or media service: the same usage call after call
+        message.usage.input_tokens = rng.randint(500, 20_000)
+        message.usage.output_tokens = rng.randint(50, 2_000)
+        return message.SerializeToString()
+
     bodies = [
         b"".join(
-            length_delimited(_EVENTS, stamp(pool[i % len(pool)], f"{run}-{i}", now))
+            length_delimited(_EVENTS, stamp(template(i), f"{run}-{i}", now))
             for i in range(start, min(start + REQUEST_EVENTS, count))
         )
         for start in range(0, count, REQUEST_EVENTS)
@@ -203,10 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--kafka", action="store_true", help="also publish to a real broker")
     parser.add_argument(
+        "--fresh-usage", action="store_true", help="each API call's usage its own (not recurring)"
+    )
+    parser.add_argument(
         "--codecs", default=",".join(CODECS), help="the producer compressions to publish with"
     )
     args = parser.parse_args(argv)
-    bodies, organisations = request_bodies(args.events)
+    bodies, organisations = request_bodies(args.events, fresh_usage=args.fresh_usage)
     stages = hot_path_stages(bodies, organisations, args.repeat)
     width = max(map(len, stages))
     for name, micros in stages.items():

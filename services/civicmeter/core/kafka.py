@@ -1,8 +1,9 @@
 """aiokafka clients built from KafkaSettings, and the topics civicmeter needs.
 
 Producers are idempotent (`acks="all"`, `enable_idempotence=True`), batch with a linger and
-compress; records are keyed by organisation and user so one user's events stay in order on
-one partition. usage.raw and usage.rated carry many events per record (`send_event_batches`).
+compress as their caller chooses; records are keyed by organisation and user so one user's
+events stay in order on one partition. usage.raw and usage.rated carry many events per record
+(`send_event_batches`; `send_encoded_events` for events already encoded).
 """
 
 from __future__ import annotations

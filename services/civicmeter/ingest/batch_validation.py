@@ -5,8 +5,9 @@ valid is its identity (gateway, organisation, department, user, account kind, pr
 service, model, operation, purpose, decision) and its usage quantities, and both repeat from
 event to event. The protobuf runtime cuts them out of the batch's encoding as bytes
 (projections of UsageEvent that declare only those fields), so each distinct identity and
-usage is proven valid once, by one event that passes every rule, and remembered: reading
-eleven fields of every event in Python would cost more than all the rest. Event ids and
+usage is proven valid once (an identity by one event that passes every rule, a usage by the
+quantities' rules) and remembered: reading eleven fields of every event in Python would cost
+more than all the rest. Event ids and
 times, which differ per event, are checked as columns, and the fields most events leave out
 where present. Only an event some rule may refuse goes through validate_event_at, so that its
 error is exactly the one-by-one error.
@@ -25,12 +26,13 @@ from google.protobuf.message import Message
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.encodings import split_events
 from civicmeter.core.events.rare_fields import events_with_rare_fields
-from civicmeter.core.events.validation import (
-    _ID,  # the event id's pattern, and many ids at once (one per line): the same rule
+from civicmeter.core.events.validation import (  # the same rules, some of them on their own
+    _ID,
     _ID_LINES,
     IDENTITY_FIELDS,
     TimeWindow,
     ValidationError,
+    _validate_usage,
     validate_event_at,
 )
 from civicmeter.core.kafka import event_key
@@ -83,7 +85,7 @@ def _projection(name: str, fields: Sequence[str]) -> tuple[type[Message], type[M
 
 
 _Identities, _Identity = _projection("Identities", IDENTITY_FIELDS)
-_Usages, _ = _projection("Usages", ["usage"])
+_Usages, _Usage = _projection("Usages", ["usage"])
 # Identities and usages some event carrying them passed every rule with.
 _valid_identities: set[bytes] = set()
 _valid_usages: set[bytes] = set()
@@ -135,16 +137,17 @@ def validate_encoded_batch(
         return True
 
     suspects: set[int] = set()
-    for column, valid in ((identities, _valid_identities), (usages, _valid_usages)):
-        if valid.issuperset(column):
-            continue
-        unproven: dict[bytes, list[int]] = {}
-        for index, value in enumerate(column):
-            if value not in valid:
-                unproven.setdefault(value, []).append(index)
-        for indices in unproven.values():
-            if not check(indices[0]):  # refused, maybe for another field: check them all
-                suspects.update(indices[1:])
+    for indices in _unproven(identities, _valid_identities).values():
+        if not check(indices[0]):  # refused, maybe for another field: check them all
+            suspects.update(indices[1:])
+    # Quantities differ from call to call (tokens): each new usage is checked on its own.
+    for usage, indices in _unproven(usages, _valid_usages).items():
+        try:
+            _validate_usage(pb.Usage.FromString(_Usage.FromString(usage).usage))  # type: ignore[attr-defined]
+        except ValidationError:
+            suspects.update(indices)
+        else:
+            _remember(_valid_usages, usage)
     ids = list(map(_event_id_of, events))
     lines = "\n".join(ids) + "\n"
     # One line per id: an id with a line break of its own must not pass as two valid ones.
@@ -163,6 +166,16 @@ def validate_encoded_batch(
     for index in sorted(suspects - checked):
         check(index)
     return identities, errors
+
+
+def _unproven(column: list[bytes], valid: set[bytes]) -> dict[bytes, list[int]]:
+    """The indices of each value of `column` not known valid."""
+    unproven: dict[bytes, list[int]] = {}
+    if not valid.issuperset(column):
+        for index, value in enumerate(column):
+            if value not in valid:
+                unproven.setdefault(value, []).append(index)
+    return unproven
 
 
 def _remember(valid: set[bytes], value: bytes) -> None:

@@ -1,9 +1,10 @@
 """Protobuf request bodies into usage events, keeping only the fields the schema defines.
 
 A gateway may send field numbers this version does not know (a newer schema, or a field
-smuggling prompt text). Ingest re-encodes every event before it reaches Kafka, so dropping
-the unknown fields here means none of their bytes travel further; the fronts count the
-events that carried any.
+smuggling prompt text). What reaches Kafka is each event as the protobuf runtime encodes what
+was parsed (the body's own bytes only where they are exactly that), so dropping the unknown
+fields here means none of their bytes travel further; the fronts count the events that
+carried any.
 
 An event's encoding is bounded before anything is parsed (the runtime slices the events out
 without parsing them; a malformed body's field headers are read instead): a valid event is a
