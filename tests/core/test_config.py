@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from civicmeter.core.config import ConfigError, IngestSettings, TlsFiles
+from civicmeter.core.config import ConfigError, IngestSettings, ProcessorSettings, TlsFiles
 
 
 def test_ingest_reads_its_key_file_tls_and_refusal_rate() -> None:
@@ -43,3 +43,16 @@ def test_without_settings_ingest_is_open_and_plaintext() -> None:
 def test_incomplete_tls_or_a_bad_rate_names_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         IngestSettings.from_env(env)
+
+
+@pytest.mark.parametrize("settings", [IngestSettings, ProcessorSettings])
+def test_what_ingest_and_the_processor_produce_is_compressed_only_when_asked(
+    settings: type[IngestSettings] | type[ProcessorSettings],
+) -> None:
+    assert settings.from_env({}).compression == "none"
+    assert settings.from_env({"KAFKA_COMPRESSION_TYPE": "LZ4"}).compression == "lz4"
+    with pytest.raises(ConfigError) as refused:
+        settings.from_env({"KAFKA_COMPRESSION_TYPE": "brotli"})
+    assert str(refused.value) == (
+        "KAFKA_COMPRESSION_TYPE must be one of none, gzip, snappy, lz4, zstd, got 'brotli'"
+    )

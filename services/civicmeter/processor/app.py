@@ -151,7 +151,9 @@ def build_app(
         users = StateStore(kafka, names.user_state, detection)
 
     async def rate(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        producer = make_producer(kafka, linger_ms=5, client_id="civicmeter-processor")
+        producer = make_producer(
+            kafka, linger_ms=5, compression=settings.compression, client_id="civicmeter-processor"
+        )
         await producer.start()
         source = cast("faust.Stream[bytes]", stream)
         flush: StateFlush | None = None
