@@ -9,6 +9,7 @@ import pytest
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.events.validation import (
+    IDENTITY_FIELDS,
     TimeWindow,
     ValidationError,
     validate_batch,
@@ -152,3 +153,15 @@ def test_the_columns_hold_each_events_fields_in_order() -> None:
     ]
     assert columns.event_ids == [a.event_id, b.event_id]
     assert columns.nanos == [a.event_time.nanos, b.event_time.nanos]
+
+
+def test_events_of_one_identity_share_one_tuple_across_batches() -> None:
+    """Caches keyed by identity downstream then find it without comparing its strings."""
+    a, b, bad = event(), event(), event(department_id="x" * 200)
+    first, errors = validate_batch(batch_of(a, bad, b), EARLIEST, LATEST, WINDOW)
+    later, _ = validate_batch(batch_of(event()), EARLIEST, LATEST, WINDOW)
+    assert list(errors) == [1]
+    assert first.identities[0] is first.identities[2] is later.identities[0]
+    assert first.identities == [
+        tuple(getattr(m, name) for name in IDENTITY_FIELDS) for m in (a, bad, b)
+    ]

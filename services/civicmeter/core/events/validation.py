@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter, methodcaller
+from typing import cast
 
 from civicmeter.api.limits import MAX_PII_KINDS, MAX_RULE_IDS
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
@@ -257,8 +258,11 @@ _BY_LIMIT = [
     (LIMITS_IN_ORDER[i], itemgetter(i))
     for i in sorted(range(len(QUANTITIES)), key=LIMITS_IN_ORDER.__getitem__)
 ]
-# Identities found valid; cleared when large (users x services is bounded in practice).
-_valid_identities: set[Identity] = set()
+# Identities found valid, each to itself: the one tuple every event with that identity then
+# holds, so that the caches keyed by identity downstream (pricing, detection) find it by
+# identity rather than comparing eleven strings. Cleared when large (users x services is
+# bounded in practice).
+_valid_identities: dict[Identity, Identity] = {}
 _VALID_IDENTITIES_LIMIT = 200_000
 
 
@@ -305,7 +309,11 @@ def validate_batch(
     encoding, when at hand, lets the fields most events leave out be found for the whole
     batch at once (core/events/rare_fields.py).
     """
-    identities: list[Identity] = list(map(_identity_of, events))
+    read: list[Identity] = list(map(_identity_of, events))
+    # Each valid identity as the one tuple remembered for it (None: not found valid yet).
+    known: list[Identity | None] = list(map(_valid_identities.get, read))
+    all_known = all(known)
+    identities = cast("list[Identity]", known) if all_known else _identities(read, known)
     quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
     if not identities:
         return EventColumns(identities, [], quantities, [], []), {}
@@ -315,6 +323,8 @@ def validate_batch(
     ids: list[str] = list(map(_event_id_of, events))
     columns = EventColumns(identities, seconds, quantities, ids, nanos)
     suspects: set[int] = set()
+    if not all_known:  # those of identities found invalid
+        suspects.update(i for i, identity in enumerate(known) if identity is None)
     lines = "\n".join(ids) + "\n"
     # One line per id: an id with a line break of its own must not pass as two valid ones.
     if lines.count("\n") != len(ids) or not _ID_LINES.fullmatch(lines):
@@ -326,10 +336,6 @@ def validate_batch(
         suspects.update(i for i, s in enumerate(seconds) if not earliest <= s <= latest)
     if min(nanos) < 0 or max(nanos) > _MAX_NANOS:
         suspects.update(i for i, n in enumerate(nanos) if not 0 <= n <= _MAX_NANOS)
-    if not _valid_identities.issuperset(identities):
-        invalid = {identity for identity in set(identities) if not _remember(identity)}
-        if invalid:
-            suspects.update(i for i, identity in enumerate(identities) if identity in invalid)
     if not _quantities_valid(quantities):
         suspects.update(i for i, q in enumerate(quantities) if not _quantities_valid([q]))
     # Risk signals, rule ids and a reported cost are rare: checked where present.
@@ -341,6 +347,24 @@ def validate_batch(
         except ValidationError as exc:
             errors[i] = exc
     return columns, errors
+
+
+def _identities(read: list[Identity], known: list[Identity | None]) -> list[Identity]:
+    """The identities of a batch with some not found valid before: those found valid now
+    are remembered (and their entries in `known` set); the invalid stay as read."""
+    identities: list[Identity] = []
+    invalid: set[Identity] = set()
+    for index, (identity, found) in enumerate(zip(read, known, strict=True)):
+        if found is None:
+            found = _valid_identities.get(identity)
+            if found is None and identity not in invalid:
+                if _remember(identity):
+                    found = identity
+                else:
+                    invalid.add(identity)
+            known[index] = found
+        identities.append(identity if found is None else found)
+    return identities
 
 
 def _remember(identity: Identity) -> bool:
@@ -363,7 +387,7 @@ def _remember(identity: Identity) -> bool:
     if valid:
         if len(_valid_identities) >= _VALID_IDENTITIES_LIMIT:
             _valid_identities.clear()
-        _valid_identities.add(identity)
+        _valid_identities[identity] = identity
     return valid
 
 

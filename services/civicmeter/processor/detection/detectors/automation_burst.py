@@ -269,16 +269,22 @@ def _interleaved(
     # `near` follows the latest request at or before the chain's third beat (its upper bound
     # 2 x before - newest + slack only falls as the period grows): most periods end there.
     near = last - 2
+    # (Written out with comparisons rather than min(): every request runs this loop.)
     for before in range(last - 1, max(-1, last - 2 - _INTERLOPERS), -1):
-        period = newest - ordered[before]
+        beat = ordered[before]
+        period = newest - beat
         if period > max_mean:
             break
         if period <= 0:
             continue
-        slack = min(period * ratio, widest_seconds)
-        target = ordered[before] - period
-        near = min(near, before - 1)
-        while near >= 0 and ordered[near] > target + slack:
+        slack = period * ratio
+        if slack > widest_seconds:
+            slack = widest_seconds
+        target = beat - period
+        if near >= before:
+            near = before - 1
+        highest = target + slack
+        while near >= 0 and ordered[near] > highest:
             near -= 1
         if near < 0:
             break  # nothing old enough for this period or any longer one
