@@ -1,11 +1,13 @@
 """CPU per event of ingest's hot path in process: the request bodies the load generator sends
 (1,000 events of the 17 governments' mix per PublishEventsRequest) through decoding, the
 gateway check, validation, partition keys and the usage.raw batch records, then the producer's
-record batches (with and without lz4); and, with --kafka, Publisher.publish to a real broker.
+record batches (uncompressed and with each codec); with --kafka, Publisher.publish to a real
+broker; with --http, the whole ingest process taking the requests over HTTP from a client
+process.
 Timed with process time (other work on a shared machine does not count), best of repeats.
 
     python -m loadtests.ingest_cpu [--events 100000] [--repeat 5] [--fresh-usage]
-        [--kafka [--codecs none,lz4]]
+        [--kafka [--codecs none,lz4]] [--http]
 
 Prints CPU µs per event for each stage and the whole, and the bytes per event on the wire.
 """
@@ -18,12 +20,15 @@ import functools
 import logging
 import os
 import random
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
+from aiohttp import web
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 from opentelemetry import metrics, trace
@@ -38,6 +43,7 @@ from civicmeter.core.telemetry.setup import Telemetry
 from civicmeter.ingest.auth import GatewayAccess
 from civicmeter.ingest.batch_validation import identity_key
 from civicmeter.ingest.decoding import parse_publish_request
+from civicmeter.ingest.http_api import build_http_app
 from civicmeter.ingest.publisher import Publisher, check_batch
 from loadtests.loadgen import FACTS, stamp, templates, working_hours_offset_ns
 from loadtests.scenario import governments_of, load_facts
@@ -216,6 +222,50 @@ async def publish_all(
     return best, broker_best
 
 
+async def serve_http(bootstrap: str, events: int, fresh_usage: bool) -> float:
+    """µs/event of an ingest process (the HTTP front, the publisher, the event loop) taking
+    `events` from a client in another process (`--post`), four requests in flight."""
+    topics = TopicSettings(raw=f"cpu-http-{uuid.uuid4().hex[:8]}", partitions=len(PARTITIONS))
+    settings = IngestSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=topics))
+    await ensure_topics(settings.kafka)
+    publisher = Publisher(settings, Telemetry(trace.get_tracer("cpu"), metrics.get_meter("cpu")))
+    await publisher.start()
+    runner = web.AppRunner(build_http_app(publisher), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        started = time.process_time()  # the client's set-up leaves this process idle
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "loadtests.ingest_cpu", "--post", f"http://127.0.0.1:{port}",
+            "--events", str(events), *(["--fresh-usage"] if fresh_usage else []),
+        )  # fmt: skip
+        if await client.wait():
+            raise RuntimeError(f"the client failed (exit status {client.returncode})")
+        return (time.process_time() - started) / events * 1e6
+    finally:
+        await runner.cleanup()
+        await publisher.stop()
+
+
+async def post_all(url: str, bodies: Sequence[bytes]) -> None:
+    """Post every body to ingest's /v1/events, four at a time; each must be accepted."""
+    pending = list(bodies)
+    headers = {"Content-Type": "application/x-protobuf"}
+    async with aiohttp.ClientSession() as session:
+
+        async def worker() -> None:
+            while pending:
+                async with session.post(
+                    f"{url}/v1/events", data=pending.pop(), headers=headers
+                ) as r:
+                    if r.status != 202:
+                        raise RuntimeError(f"ingest answered {r.status}: {await r.text()}")
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -227,20 +277,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--codecs", default=",".join(CODECS), help="the producer compressions to publish with"
     )
+    parser.add_argument("--http", action="store_true", help="also time ingest over HTTP")
+    parser.add_argument("--post", metavar="URL", help=argparse.SUPPRESS)  # --http's client
     args = parser.parse_args(argv)
     bodies, organisations = request_bodies(args.events, fresh_usage=args.fresh_usage)
+    if args.post:
+        asyncio.run(post_all(args.post, bodies))
+        return 0
     stages = hot_path_stages(bodies, organisations, args.repeat)
     width = max(map(len, stages))
     for name, micros in stages.items():
         print(f"  {name:<{width}}  {micros:6.2f} µs/event")
     core = sum(v for k, v in stages.items() if not k.startswith(("producer", "a reader")))
     print(f"hot path before the producer: {core:.2f} µs CPU/event = {1e6 / core:,.0f} events/s")
-    if args.kafka:
+    if args.kafka or args.http:
         from tools.localkafka import LocalKafka
 
         with LocalKafka() as broker:
             assert broker.pid is not None
-            for compression in args.codecs.split(","):
+            if args.http:
+                for _ in range(args.repeat):
+                    micros = asyncio.run(
+                        serve_http(broker.bootstrap_servers, args.events, args.fresh_usage)
+                    )
+                    print(
+                        f"ingest over HTTP (aiohttp, the publisher, a real broker): "
+                        f"{micros:.2f} µs CPU/event = {1e6 / micros:,.0f} events/s"
+                    )
+            for compression in args.codecs.split(",") if args.kafka else ():
                 micros, broker_micros = asyncio.run(
                     publish_all(
                         broker.bootstrap_servers, broker.pid, bodies, compression, args.repeat
