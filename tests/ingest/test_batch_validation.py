@@ -66,9 +66,14 @@ def test_an_invalid_identity_or_usage_is_never_remembered() -> None:
         assert len(one_by_one([bad_identity, bad_usage])) == 2
 
 
-def test_random_batches_get_the_one_by_one_errors() -> None:
+@pytest.mark.parametrize("limit", [200_000, 2], ids=["remembered", "forgotten"])
+def test_random_batches_get_the_one_by_one_errors(
+    limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Batches mixing good events of many identities and usages with bad ones, the later ones
-    meeting identities and usages the earlier ones proved."""
+    meeting identities and usages the earlier ones proved (or forgot, past a small limit)."""
+    monkeypatch.setattr(batch_validation, "_IDENTITIES_LIMIT", limit)
+    monkeypatch.setattr(batch_validation, "_USAGES_LIMIT", limit)
     rng = random.Random(11)
     bad = list(BAD.values())
     for _ in range(40):
@@ -88,6 +93,8 @@ def test_random_batches_get_the_one_by_one_errors() -> None:
                 good.event_id = "bad id"
             events.append(good)
         assert errors_of(events) == one_by_one(events)
+        assert len(batch_validation._valid_usages) <= limit
+        assert len(batch_validation._valid_identities) <= limit
 
 
 def test_an_identity_gives_its_events_partition_key() -> None:

@@ -38,7 +38,9 @@ from civicmeter.core.events.validation import (  # the same rules, some of them 
 from civicmeter.core.kafka import event_key
 
 _MAX_NANOS = 999_999_999
-_REMEMBERED_LIMIT = 200_000  # distinct identities or usages; cleared when larger
+# How many distinct identities and usages are remembered (then forgotten all at once): users
+# by services is bounded, while API calls' usages rarely recur, so only a few are worth keeping.
+_IDENTITIES_LIMIT, _USAGES_LIMIT = 200_000, 20_000
 
 
 def _projection(name: str, fields: Sequence[str]) -> tuple[type[Message], type[Message]]:
@@ -132,8 +134,8 @@ def validate_encoded_batch(
         except ValidationError as exc:
             errors[index] = exc
             return False
-        _remember(_valid_identities, identities[index])
-        _remember(_valid_usages, usages[index])
+        _remember(_valid_identities, identities[index], _IDENTITIES_LIMIT)
+        _remember(_valid_usages, usages[index], _USAGES_LIMIT)
         return True
 
     suspects: set[int] = set()
@@ -147,7 +149,7 @@ def validate_encoded_batch(
         except ValidationError:
             suspects.update(indices)
         else:
-            _remember(_valid_usages, usage)
+            _remember(_valid_usages, usage, _USAGES_LIMIT)
     ids = list(map(_event_id_of, events))
     lines = "\n".join(ids) + "\n"
     # One line per id: an id with a line break of its own must not pass as two valid ones.
@@ -178,7 +180,7 @@ def _unproven(column: list[bytes], valid: set[bytes]) -> dict[bytes, list[int]]:
     return unproven
 
 
-def _remember(valid: set[bytes], value: bytes) -> None:
-    if len(valid) >= _REMEMBERED_LIMIT:
+def _remember(valid: set[bytes], value: bytes, limit: int) -> None:
+    if len(valid) >= limit:
         valid.clear()
     valid.add(value)
