@@ -57,6 +57,16 @@ class PublishUnavailableError(RuntimeError):
     """Kafka did not acknowledge the batch in time; the caller should retry it as it is."""
 
 
+def check_batch_size(events: Sequence[pb.UsageEvent], settings: IngestSettings) -> None:
+    """BatchRejectedError for an empty batch, BatchTooLargeError over the limit."""
+    if not events:
+        raise BatchRejectedError([EventError(0, "events", "the batch is empty")], 1)
+    if len(events) > settings.max_batch_events:
+        raise BatchTooLargeError(
+            f"{len(events)} events exceed the batch limit {settings.max_batch_events}"
+        )
+
+
 def check_batch(
     events: Sequence[pb.UsageEvent],
     settings: IngestSettings,
@@ -66,12 +76,7 @@ def check_batch(
     """Each event's identity (batch_validation.py); BatchRejectedError listing the invalid
     events (up to MAX_REPORTED_ERRORS) when any is. `encoded`: the events as a
     UsageEventBatch's encoding, when at hand (else they are encoded here)."""
-    if not events:
-        raise BatchRejectedError([EventError(0, "events", "the batch is empty")], 1)
-    if len(events) > settings.max_batch_events:
-        raise BatchTooLargeError(
-            f"{len(events)} events exceed the batch limit {settings.max_batch_events}"
-        )
+    check_batch_size(events, settings)
     now_s = (now or datetime.now(UTC)).timestamp()
     window = settings.time_window
     identities, invalid = validate_encoded_batch(
@@ -145,18 +150,15 @@ class Publisher:
         `encoded`: the events as encoded without unknown fields, when at hand (protobuf
         requests); otherwise they are encoded here."""
         try:
-            if encoded is None and len(events) <= self.settings.max_batch_events:
-                encoded = EncodedEvents.of_messages(events)
-            identities = check_batch(
-                events, self.settings, encoded=encoded.batch if encoded else None
-            )
+            check_batch_size(events, self.settings)  # before encoding what may be refused
+            encoded = encoded or EncodedEvents.of_messages(events)
+            identities = check_batch(events, self.settings, encoded=encoded.batch)
         except BatchRejectedError as exc:
             self.count_rejected(exc.invalid_count, "invalid")
             raise
         except BatchTooLargeError:
             self.count_rejected(len(events), "too_large")
             raise
-        assert encoded is not None  # a batch within the limit
         with trace.use_span(
             producer_span(self._tracer, self._topic, len(events), self._client), end_on_exit=True
         ):
