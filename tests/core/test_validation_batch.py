@@ -165,3 +165,15 @@ def test_events_of_one_identity_share_one_tuple_across_batches() -> None:
     assert first.identities == [
         tuple(getattr(m, name) for name in IDENTITY_FIELDS) for m in (a, bad, b)
     ]
+
+
+def test_the_columns_mark_the_events_with_rare_fields() -> None:
+    """From the batch's encoding, only the events with rare fields; without it, every one
+    (each may have one)."""
+    plain = event()
+    events = batch_of(plain, with_risk(phone=1), with_rules("no-pii"), with_reported_cost("USD", 1))
+    encoded = pb.UsageEventBatch(events=events).SerializeToString()
+    columns, _ = validate_batch(events, EARLIEST, LATEST, WINDOW, encoded)
+    assert columns.rare == [False, True, True, True]
+    columns, _ = validate_batch(events, EARLIEST, LATEST, WINDOW)
+    assert columns.rare == [True] * 4

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.policy.detectors import AutomationBurstSettings
 from civicmeter.policy.organization import parse_policies
 from civicmeter.processor.detection import DetectionEngine
+from civicmeter.processor.detection.detectors.automation_burst import (
+    AutomationBurstDetector,
+    Recent,
+)
 from tests.processor.test_detection import POLICY, kst, types, use
 
 START = kst("2024-09-20T10:00")
@@ -79,3 +85,17 @@ def test_random_human_traffic_raises_nothing(engine: DetectionEngine, per_day: i
         rng = random.Random(f"{per_day}/{day}")
         seconds = [rng.uniform(0, 9 * 3600) for _ in range(per_day)]
         assert engine.process(requests(seconds, user=f"u_{per_day}_{day}")) == []
+
+
+@pytest.mark.parametrize(("max_requests", "intervals"), [(12, 10), (3, 10), (20, 4)])
+def test_fewer_requests_than_either_rule_needs_find_nothing(
+    max_requests: int, intervals: int
+) -> None:
+    """The engine asks for a finding only from least_requests on: one fewer finds nothing,
+    and that many can (here evenly spaced, a second apart)."""
+    settings = AutomationBurstSettings(max_requests=max_requests, regular_intervals=intervals)
+    least = AutomationBurstDetector.least_requests(settings)
+    size = AutomationBurstDetector.window_size(settings)
+    times = [1_700_000_000.0 + i for i in range(least)]
+    assert AutomationBurstDetector.finding(Recent(deque(times[:-1], maxlen=size)), settings) is None
+    assert AutomationBurstDetector.finding(Recent(deque(times, maxlen=size)), settings) is not None

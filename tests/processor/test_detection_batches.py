@@ -248,6 +248,9 @@ class _CheckedEngine(DetectionEngine):
         assert columns.quantities == [
             tuple(getattr(event.usage, name) for name in QUANTITIES) for event in events
         ]
+        # Every event with risk signals is marked as one with rare fields.
+        marked = zip(events, columns.rare, strict=True)
+        assert all(rare for event, rare in marked if event.HasField("risk"))
         self.calls += 1
         return super().process(batch, sources, columns)
 

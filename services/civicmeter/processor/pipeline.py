@@ -203,7 +203,7 @@ class _Batch:
         self.late_before = late_before
         self.accepted: list[tuple[pb.UsageEvent, Decimal]] = []
         # The accepted events' fields as validation read them, for the detection engine.
-        self.columns = EventColumns([], [], [], [], [])
+        self.columns = EventColumns([], [], [], [], [], [])
         # Per span of unchanged prices: identity -> (partition key, group rate, denied). The
         # group rates come from the catalog, which resolves each tariff once per span.
         self.spans: dict[int, dict[Identity, tuple[bytes, GroupRate | None, bool]]] = {}

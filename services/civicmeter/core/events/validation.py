@@ -275,6 +275,9 @@ class EventColumns:
     quantities: list[tuple[int, ...]]  # the Usage fields, in QUANTITIES order
     event_ids: list[str]
     nanos: list[int]  # event_time.nanos
+    # False where the event has none of the rare fields (risk signals, decision rule ids, a
+    # reported cost); True where it may have one.
+    rare: list[bool]
 
     def extend(self, other: EventColumns) -> None:
         """Append every event of `other` (e.g. a record's accepted events to a batch's)."""
@@ -283,6 +286,7 @@ class EventColumns:
         self.quantities.extend(other.quantities)
         self.event_ids.extend(other.event_ids)
         self.nanos.extend(other.nanos)
+        self.rare.extend(other.rare)
 
     def keep(self, other: EventColumns, index: int) -> None:
         """Append the event at `index` of `other`."""
@@ -291,6 +295,7 @@ class EventColumns:
         self.quantities.append(other.quantities[index])
         self.event_ids.append(other.event_ids[index])
         self.nanos.append(other.nanos[index])
+        self.rare.append(other.rare[index])
 
 
 def validate_batch(
@@ -316,12 +321,13 @@ def validate_batch(
     identities = cast("list[Identity]", known) if all_known else _identities(read, known)
     quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
     if not identities:
-        return EventColumns(identities, [], quantities, [], []), {}
+        return EventColumns(identities, [], quantities, [], [], []), {}
     seconds_column, nanos_column = zip(*map(_time_of, map(_event_time_of, events)), strict=True)
     seconds: list[int] = list(seconds_column)
     nanos: list[int] = list(nanos_column)
     ids: list[str] = list(map(_event_id_of, events))
-    columns = EventColumns(identities, seconds, quantities, ids, nanos)
+    rare = [False] * len(events)
+    columns = EventColumns(identities, seconds, quantities, ids, nanos, rare)
     suspects: set[int] = set()
     if not all_known:  # those of identities found invalid
         suspects.update(i for i, identity in enumerate(known) if identity is None)
@@ -339,7 +345,7 @@ def validate_batch(
     if not _quantities_valid(quantities):
         suspects.update(i for i, q in enumerate(quantities) if not _quantities_valid([q]))
     # Risk signals, rule ids and a reported cost are rare: checked where present.
-    suspects.update(_rare_field_suspects(events, encoded))
+    suspects.update(_rare_field_suspects(events, encoded, rare))
     errors: dict[int, ValidationError] = {}
     for i in sorted(suspects):
         try:
@@ -404,13 +410,17 @@ def _quantities_valid(quantities: list[tuple[int, ...]]) -> bool:
     return True
 
 
-def _rare_field_suspects(events: Sequence[pb.UsageEvent], encoded: bytes | None) -> set[int]:
-    """Events whose risk signals, decision rule ids or reported cost some rule may refuse."""
+def _rare_field_suspects(
+    events: Sequence[pb.UsageEvent], encoded: bytes | None, rare: list[bool]
+) -> set[int]:
+    """Events whose risk signals, decision rule ids or reported cost some rule may refuse;
+    `rare` is set True for each event that may hold one of them."""
     suspects: set[int] = set()
     candidates: Iterable[int] = (
         range(len(events)) if encoded is None else events_with_rare_fields(encoded)
     )
     for i in candidates:
+        rare[i] = True
         event = events[i]
         if event.HasField("risk"):
             try:

@@ -374,13 +374,14 @@ class DetectionEngine:
             seconds_column: Sequence[int] = list(map(_FIRST, times))
             nanos_column: Sequence[int] = list(map(_SECOND, times))
             seat_months: list[int] = list(map(seat_months_of, events))
+            rare: Sequence[bool] = list(map(has_risk, events))
         else:
             if len(columns.identities) != len(batch) or len(columns.event_ids) != len(batch):
                 raise ValueError(f"{len(columns.identities)} columns' events for {len(batch)}")
             identities, event_ids = columns.identities, columns.event_ids
             seconds_column, nanos_column = columns.seconds, columns.nanos
             seat_months = list(map(_SEAT_MONTHS, columns.quantities))
-        risky: list[bool] = list(map(has_risk, events))
+            rare = columns.rare  # True where the event may have risk signals
         users: list[tuple[str, str]] = list(map(_USER_OF, identities))
         size = len(batch)
         marks = list(sources)
@@ -417,11 +418,11 @@ class DetectionEngine:
         position: tuple[int, int] | None = None
         # Each event's kind as known before the batch (None: worked out in the loop).
         known_kinds = list(map(kinds.get, identities))
-        for index, (event, cost, identity, found, user, event_id, seconds, nanos, seats, risk) in (
+        for index, (event, cost, identity, found, user, event_id, seconds, nanos, seats, odd) in (
             enumerate(
                 zip(
                     events, costs, identities, known_kinds, users, event_ids, seconds_column,
-                    nanos_column, seat_months, risky, strict=True,
+                    nanos_column, seat_months, rare, strict=True,
                 )
             )
         ):  # fmt: skip
@@ -481,7 +482,12 @@ class DetectionEngine:
             if (
                 not ordinary_path
                 or not kind.ordinary
-                or (risk and kind.risk and may_flag_risk(org.policy, event.risk))
+                or (
+                    odd  # one of the rare fields, perhaps risk signals
+                    and kind.risk
+                    and has_risk(event)
+                    and may_flag_risk(org.policy, event.risk)
+                )
                 or (
                     activity
                     and (
@@ -600,8 +606,9 @@ class DetectionEngine:
             else:
                 recent = slot.recent
             if recent is not None and settings is not None:
-                recent.times.append(moment)
-                if recent.alerted_day != day:
+                window = recent.times
+                window.append(moment)
+                if recent.alerted_day != day and len(window) >= kind.burst_least:
                     burst = finding(recent, settings)
                     if burst is not None:
                         ctx = _context(

@@ -57,6 +57,7 @@ class EventKind:
     request: bool  # not a subscription (a request a person made, unless it bills seats)
     bursts: AutomationBurstSettings | None  # automation_burst's settings when enabled
     burst_window: int  # with them, the requests a user's window holds
+    burst_least: int  # and the fewest requests in it that either of its rules needs
     volume: bool  # volume_spike enabled
     peers: bool  # peer_spike enabled
     new_services: bool  # new_service_in_department enabled
@@ -83,6 +84,7 @@ def event_kind(
         request=operation != "subscription",
         bursts=(policy.detectors.automation_burst if "automation_burst" in enabled else None),
         burst_window=AutomationBurstDetector.window_size(policy.detectors.automation_burst),
+        burst_least=AutomationBurstDetector.least_requests(policy.detectors.automation_burst),
         volume="volume_spike" in enabled,
         peers="peer_spike" in enabled,
         new_services="new_service_in_department" in enabled,

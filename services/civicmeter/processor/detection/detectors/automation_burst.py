@@ -98,6 +98,11 @@ class AutomationBurstDetector:
         """The requests a user's window holds for these settings."""
         return max(settings.max_requests, settings.regular_intervals + _INTERLOPERS) + 1
 
+    @staticmethod
+    def least_requests(settings: AutomationBurstSettings) -> int:
+        """The fewest request times `finding` looks at: with fewer, it finds nothing."""
+        return min(settings.max_requests + 1, settings.regular_intervals + 1)
+
     def touch(self, keys: Iterable[tuple[str, str]]) -> None:
         """Mark the windows of `keys` as just used, in turn; for users whose window `recent`
         made (or resized) for the same settings since it was last evicted."""
