@@ -9,7 +9,7 @@ and a dedup key raised recently is not raised again.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,6 +21,7 @@ from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.events.validation import EventColumns, Identity
 from civicmeter.policy.detectors import DETECTOR_NAMES, AutomationBurstSettings
 from civicmeter.policy.organization import OrganizationPolicy, PolicySet
+from civicmeter.policy.working_time import WorkingTime
 from civicmeter.processor.detection.activity import ActivityTracker
 from civicmeter.processor.detection.alert import Alert
 from civicmeter.processor.detection.bounded import LruMap, RecentSet
@@ -172,6 +173,36 @@ class _UserSlot:
     note: _Note | None = None  # what take_activity will report
     last: int = -1  # the index of the user's last request
     settings: AutomationBurstSettings | None = None  # automation_burst's, at that request
+    # A minute (and the department) in which the user's request was found in working time.
+    minute: int | None = None
+    minute_department: str = ""
+
+
+def _remembered_in_time(
+    minutes: dict[tuple[object, ...], bool],
+    schedules: Callable[[WorkingTime, str, str, str], tuple[int, ...]],
+    working_time: WorkingTime,
+    identity: Identity,
+    seconds: int,
+    slot: _UserSlot,
+) -> bool:
+    """Whether WorkingWindows remembers the minute of `seconds` as working time for the
+    event's person; if so, the user's other requests of that minute (and department) are."""
+    minute = seconds // 60
+    organization_id = identity[1]
+    key: tuple[object, ...] = (
+        (organization_id, minute)
+        if not working_time.schedules
+        else (
+            organization_id,
+            schedules(working_time, organization_id, identity[2], identity[3]),
+            minute,
+        )
+    )
+    if not minutes.get(key):
+        return False
+    slot.minute, slot.minute_department = minute, identity[2]
+    return True
 
 
 def _context(
@@ -409,6 +440,11 @@ class DetectionEngine:
         ordinary_path = self._ordinary_path and self._batch_fits(identities)
         self.ordinary_batches += ordinary_path
         slots: dict[tuple[str, str], _UserSlot] = {}
+        # Users' recent ids looked up without marking them used when none can be evicted
+        # during the batch; marked at the end in the order of their first use.
+        ids_unmarked = len(recent_ids) + size <= recent_ids.capacity
+        ids_of = recent_ids.lookup if ids_unmarked else recent_ids.get
+        ids_used: list[tuple[str, str]] = []
         department_handles: dict[tuple[str, str], tuple[Department | None, Seen | None]] = {}
         department_use: dict[tuple[str, str], int] = {}
         services_use: dict[tuple[str, str], int] = {}
@@ -448,11 +484,12 @@ class DetectionEngine:
             if position is not None:
                 ids = slot.ids
                 if ids is None:
-                    ids = recent_ids.get(user)
+                    ids = ids_of(user)
                     if ids is None:
                         ids = deque(maxlen=RECENT_IDS)
                         recent_ids.put(user, ids)
                     slot.ids = ids
+                    ids_used.append(user)
                 ids.append(event_id)
             if found is None:
                 found = kinds.get(identity)
@@ -493,19 +530,18 @@ class DetectionEngine:
                     and (
                         (working_time := kind.working_time) is not None
                         and not (
-                            # In working time, as remembered for the minute (the common
-                            # answer), or as WorkingWindows works it out.
+                            # In working time: as found for the user's last request of the
+                            # minute, as remembered for the minute (the common answer), or as
+                            # WorkingWindows works it out.
                             (
                                 int(moment) == seconds  # off_hours' whole second
-                                and minutes.get(
-                                    (identity[1], seconds // 60)
-                                    if not working_time.schedules
-                                    else (
-                                        identity[1],
-                                        schedules(
-                                            working_time, identity[1], identity[2], identity[3]
-                                        ),
-                                        seconds // 60,
+                                and (
+                                    (
+                                        seconds // 60 == slot.minute
+                                        and identity[2] == slot.minute_department
+                                    )
+                                    or _remembered_in_time(
+                                        minutes, schedules, working_time, identity, seconds, slot
                                     )
                                 )
                             )
@@ -686,6 +722,8 @@ class DetectionEngine:
             peers.touch(group)
         for group in sorted(services_use, key=services_use.__getitem__):
             new_services.seen(group)
+        if ids_unmarked:
+            recent_ids.touch(ids_used)
         if applied:
             positions.put_all(applied)
             self._touched_users.update(zip(applied, map(_FIRST, applied.values()), strict=True))
