@@ -48,6 +48,9 @@ from civicmeter.processor.detection.detectors.unsanctioned_service import (
 )
 from civicmeter.processor.detection.detectors.volume_spike import VolumeSpikeDetector
 from civicmeter.processor.detection.event_kinds import (
+    ACCOUNT_KIND,
+    DECISION,
+    OPERATION,
     PROVIDER,
     SERVICE,
     EventKind,
@@ -95,6 +98,9 @@ _CACHE_LIMIT = 100_000
 _VOLUME = VolumeSpikeDetector()  # stateless: the engine's ordinary path calls it directly
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 _USER_OF = itemgetter(1, 3)  # an identity's (organisation, user)
+# The parts of an identity its event kind depends on (event_kinds.event_kind), beside the
+# organisation: provider, service, account kind, operation, decision.
+_DECISIVE = itemgetter(PROVIDER, SERVICE, ACCOUNT_KIND, OPERATION, DECISION)
 _SEAT_MONTHS = itemgetter(QUANTITIES.index("seat_months"))  # of validation's quantities
 
 
@@ -104,6 +110,9 @@ class _Organization:
     enabled: tuple[Detector, ...]
     offsets: dict[int, int]  # quarter hour (epoch / 900) -> UTC offset in seconds
     months: dict[int, int]  # local date ordinal -> year * 100 + month
+    # What an event kind decides, by what decides it: provider, service, account kind,
+    # operation, decision (many identities, of different people, share one).
+    kinds: dict[tuple[str, str, int, str, int], EventKind]
 
     def local(self, seconds: int) -> tuple[int, int, int]:
         """(local date ordinal, second of the day, year * 100 + month) of an epoch second."""
@@ -497,10 +506,14 @@ class DetectionEngine:
                 if len(kinds) >= _CACHE_LIMIT:
                     kinds.clear()
                 org = self._organization(identity[1])
-                found = kinds[identity] = (
-                    org,
-                    event_kind(org.policy, frozenset(d.name for d in org.enabled), identity),
-                )
+                decisive = _DECISIVE(identity)
+                kind = org.kinds.get(decisive)
+                if kind is None:
+                    if len(org.kinds) >= _CACHE_LIMIT:
+                        org.kinds.clear()
+                    enabled = frozenset(d.name for d in org.enabled)
+                    kind = org.kinds[decisive] = event_kind(org.policy, enabled, identity)
+                found = kinds[identity] = (org, kind)
             org, kind = found
             offset = org.offsets.get(seconds // _OFFSET_BUCKET)
             if offset is None:
@@ -1025,7 +1038,7 @@ class DetectionEngine:
                 for d in self._detectors
                 if d.name in self._only and getattr(policy.detectors, d.name).enabled
             )
-            org = _Organization(policy, enabled, {}, {})
+            org = _Organization(policy, enabled, {}, {}, {})
             if len(self._organizations) >= self.limits.organizations:
                 del self._organizations[next(iter(self._organizations))]  # the oldest
             self._organizations[organization_id] = org
