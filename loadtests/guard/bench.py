@@ -543,12 +543,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ClickHouse work) is shown apart.",
         "",
         f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process, on the "
-        f"thread-pool server (grpc.server: {DECIDE_WORKERS} threads for calls, one more per "
-        "policy watcher): API keys, role check, per-key rate limit, argument checks, an audit "
-        "row per call (queued, written in batches each second by a background task), the "
-        "policy from config/policies.yaml and the budget state read again every 2 s by a "
+        f"thread-pool server (grpc.server: {DECIDE_WORKERS} threads for calls, streams on a "
+        "pool of their own): API keys, role check, per-key rate limit, argument checks, an "
+        "audit row per call (queued, written in batches each second by a background task), "
+        "the policy from config/policies.yaml and the budget state read again every 2 s by a "
         "background thread; the audit batches and the budget reads run in its storage "
-        "process, a child owning an empty embedded ClickHouse of its own.",
+        "process, a child at idle priority owning an empty embedded ClickHouse of its own.",
         f"- **{FLOORS['aio']}** / **{FLOORS['sync']}**: the transport alone, a fixed "
         "DecideResponse with no API work, on grpc.aio and on the thread-pool server "
         f"(grpc.server, {DECIDE_WORKERS} workers): the floor either server model puts under "

@@ -19,9 +19,9 @@ for its whole life (asleep between messages), so at most `max_watchers`
 RESOURCE_EXHAUSTED; reflection streams likewise, at most MAX_REFLECTION_STREAMS. Streams
 therefore never take a call's thread, and calls never take the streams' idle ones: with one
 pool for both, every call arriving while the call threads were busy started a thread of its
-own (measured: 100 threads after a pause of the process, each call of the backlog sharing the
-GIL with all the others and answered late, rather than the first ones first). Health's Watch
-does not hold a thread (the servicer answers it from callbacks).
+own (measured: up to 112 threads after a pause of the process, each call of a backlog
+sharing the GIL with all the others and answered late, rather than the first ones first).
+Health's Watch does not hold a thread (the servicer answers it from callbacks).
 
 The call path holds no I/O: the policy in memory (reloaded when its file changes), the budget
 state read by a thread of its own in the background (at most 2 s old; an organisation's first
