@@ -56,6 +56,14 @@ def short_user(user_id: str) -> str:
     return user_id if len(user_id) <= 14 else user_id[:12] + "…"
 
 
+def day_label(local: datetime) -> str:
+    """e.g. 2024-03-04"""
+    # isoformat writes what strftime's %Y-%m-%d does (for four-digit years), quicker.
+    return local.date().isoformat() if local.year >= 1000 else f"{local:%Y-%m-%d}"
+
+
 def minute_label(local: datetime) -> str:
     """e.g. 2024-03-04 22:15 KST"""
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname() or ''}".rstrip()
+    # isoformat writes what strftime's %Y-%m-%d %H:%M does (for four-digit years), quicker.
+    when = local.isoformat(" ", "minutes")[:16] if local.year >= 1000 else f"{local:%Y-%m-%d %H:%M}"
+    return f"{when} {local.tzname() or ''}".rstrip()

@@ -9,7 +9,13 @@ from decimal import Decimal
 from civicmeter.api.severity import Severity
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.policy.organization import OrganizationPolicy
-from civicmeter.processor.detection.alert import Alert, dedup_key, minute_label, short_user
+from civicmeter.processor.detection.alert import (
+    Alert,
+    day_label,
+    dedup_key,
+    minute_label,
+    short_user,
+)
 from civicmeter.processor.detection.user_activity import UserActivity
 
 
@@ -50,7 +56,7 @@ class EventContext:
 
     @property
     def day_label(self) -> str:
-        return f"{self.local:%Y-%m-%d}"
+        return day_label(self.local)
 
     @property
     def month_label(self) -> str:
