@@ -61,4 +61,9 @@ def run(settings: ProcessorSettings, telemetry: Telemetry, log_level: str) -> No
     app.timer(LAG_REFRESH_SECONDS, name="consumer_lag")(lag.refresh_or_clear)
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True)
     worker.spinner = None  # a terminal spinner only garbles service logs
+    # What start-up loaded (modules, the faust app, catalog, policy) lives as long as the
+    # process: out of the collector's sight, its full collections walk only what the stream
+    # made (about 1 µs an event less in process, loadtests.processor_cpu --detection).
+    gc.collect()
+    gc.freeze()
     worker.execute_from_commandline()
