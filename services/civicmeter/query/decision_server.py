@@ -39,9 +39,11 @@ measured in loadtests/guard/RESULTS.md:
   server objects leave the collector's generations, so a full collection never walks them
   (the last full one, before the freeze, took 30-80 ms and ran under the first calls when it
   came after the server's start);
-- a shorter GIL switch interval: the pool threads, gRPC's polling thread, the audit writer
-  and the budget reads share the GIL, and a thread ready to answer a call waits at most this
-  long for it (5 ms by default, the whole latency budget).
+- Python's own GIL switch interval (5 ms): 0.5 ms, meant to let a call's thread in sooner
+  while the audit writer held the GIL, gave the longer p99 in six of eight paired
+  comparisons (four pairs of runs, ghz and the Python client) and more CPU per call in six
+  of eight (more forced hand-offs between the call threads and gRPC's polling thread); the
+  writer's part in this process is under a millisecond a second.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ import asyncio
 import dataclasses
 import gc
 import logging
-import sys
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,6 @@ MAX_WATCHERS_BOUND = 4096  # threads are cheap asleep, not free
 DECIDE_WORKERS = 4  # threads for unary calls: 1,000 decisions/s need about one busy
 MAX_REFLECTION_STREAMS = 2  # grpcurl and the like, briefly
 REFUSING_THREADS = 2  # stream threads beyond the limits: a stream over them is refused at once
-SWITCH_INTERVAL_SECONDS = 0.0005
 MAX_REQUEST_BYTES = 64 * 1024  # a request is metadata and counts, never a prompt
 REFLECTION_METHOD = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
 
@@ -287,7 +287,6 @@ async def serve(settings: DecisionSettings, storage: StorageCalls, stop: asyncio
     grpc_server = build_decision_server(settings, storage, audit)
     gc.collect()
     gc.freeze()
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     await grpc_server.start()
     log.info(
         "decision service serving gRPC on %s:%d (%d threads: %d for calls, the others for "
