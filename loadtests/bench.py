@@ -244,30 +244,38 @@ async def preload(bootstrap: str, topic: str, count: int) -> None:
 
 # The processor-alone run uses topics and a group of its own, so the pipeline run never sees
 # its events.
+def alone_topics(name: str) -> dict[str, str]:
+    return {
+        "CIVICMETER_TOPIC_RAW": f"{name}.raw",
+        "CIVICMETER_TOPIC_RATED": f"{name}.rated",
+        "CIVICMETER_TOPIC_DLQ": f"{name}.dlq",
+        "CIVICMETER_TOPIC_ALERTS": f"{name}.alerts",
+    }
+
+
 ALONE_GROUP = "civicmeter-processor-alone"
-ALONE_TOPICS = {
-    "CIVICMETER_TOPIC_RAW": "alone.raw",
-    "CIVICMETER_TOPIC_RATED": "alone.rated",
-    "CIVICMETER_TOPIC_DLQ": "alone.dlq",
-    "CIVICMETER_TOPIC_ALERTS": "alone.alerts",
-}
+ALONE_TOPICS = alone_topics("alone")
 
 
-def processor_alone(kafka: LocalKafka, workdir: Path, count: int, processors: int = 1) -> float:
+def processor_alone(
+    kafka: LocalKafka, workdir: Path, count: int, processors: int = 1, name: str = "alone"
+) -> float:
     """Events/s of the processor (`processors` processes sharing the partitions) alone
     draining a preloaded topic: its rated output, from the first rated record out to the last
     (start-up and group join are not counted). Not its commits: offsets are committed once
     the detector state counting them is written, every few seconds (processor/state_flush.py),
     so they move in steps longer than a drain of a few hundred thousand events. It runs until
-    every offset is committed."""
-    raw = ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
-    rated = ALONE_TOPICS["CIVICMETER_TOPIC_RATED"]
-    topics = TopicSettings.from_env(ALONE_TOPICS)
+    every offset is committed. `name`: the run's topics and group, its own."""
+    own_topics = alone_topics(name)
+    group = ALONE_GROUP if name == "alone" else f"civicmeter-processor-{name}"
+    raw = own_topics["CIVICMETER_TOPIC_RAW"]
+    rated = own_topics["CIVICMETER_TOPIC_RATED"]
+    topics = TopicSettings.from_env(own_topics)
     asyncio.run(
         ensure_topics(KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=topics))
     )
     asyncio.run(preload(kafka.bootstrap_servers, raw, count))
-    env = {**ALONE_TOPICS, "CIVICMETER_PROCESSOR_GROUP_ID": ALONE_GROUP}
+    env = {**own_topics, "CIVICMETER_PROCESSOR_GROUP_ID": group}
     initial = sum(asyncio.run(measure.topic_ends(kafka.bootstrap_servers, rated)).values())
     outputs: list[tuple[float, int]] = [(time.monotonic(), initial)]  # (when, rated records out)
     done = threading.Event()
@@ -283,13 +291,13 @@ def processor_alone(kafka: LocalKafka, workdir: Path, count: int, processors: in
     try:
         with LocalStack(
             kafka.bootstrap_servers,
-            workdir / f"processor-alone-{processors}",
+            workdir / f"processor-{name}-{processors}",
             extra_env=env,
             services=("processor",),
             processors=processors,
         ) as stack:
             deadline = time.monotonic() + 600
-            while asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, ALONE_GROUP, raw)):
+            while asyncio.run(measure.consumer_lag(kafka.bootstrap_servers, group, raw)):
                 stack.check_alive()
                 if time.monotonic() > deadline:
                     raise TimeoutError("the processor did not drain the preloaded topic")
@@ -396,6 +404,8 @@ class Parts:
     processor_alone: float
     batch_loop: float
     sink_alone: float
+    # The processor alone in more processes sharing usage.raw's partitions: {processes: rate}.
+    processor_scaled: dict[int, float] = field(default_factory=dict)
 
 
 def measure_parts(kafka: LocalKafka, args: argparse.Namespace) -> Parts:
@@ -422,10 +432,18 @@ def measure_parts(kafka: LocalKafka, args: argparse.Namespace) -> Parts:
         f"  the same pipeline on a plain aiokafka batch loop: {loop:,.0f} events/s "
         f"({loop / aiokafka:.0%})"
     )
+    scaled: dict[int, float] = {}
+    for processes in args.alone_processes:
+        if processes != args.processors:
+            say(f"processor alone in {processes} processes on {args.preload:,} preloaded events")
+            scaled[processes] = processor_alone(
+                kafka, args.workdir, args.preload, processes, name=f"alone{processes}"
+            )
+            say(f"  {scaled[processes]:,.0f} events/s ({scaled[processes] / aiokafka:.0%})")
     say(f"sink alone on {args.sink_preload:,} preloaded rated events")
     sink = sink_alone(kafka, args.workdir, args.sink_preload)
     say(f"  {sink:,.0f} rows/s with every rollup ({sink / insert:.0%} of the raw insert)")
-    return Parts(producer, consumer, aiokafka, insert, alone, loop, sink)
+    return Parts(producer, consumer, aiokafka, insert, alone, loop, sink, scaled)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -453,6 +471,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=1,
         help="processor processes sharing usage.raw's partitions",
+    )
+    parser.add_argument(
+        "--alone-processes",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[2],
+        help="the processor alone again in these numbers of processes (scale-out on this box)",
     )
     parser.add_argument("--workdir", type=Path, default=REPO / ".civicmeter" / "bench")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -555,7 +579,8 @@ def write_results(
         "",
         f"Written by `python -m loadtests.bench --rates {args.rates} --step-seconds "
         f"{args.step_seconds:g} --soak-seconds {args.soak_seconds:g} --processors "
-        f"{args.processors}` (`make bench`) on "
+        f"{args.processors} --alone-processes {','.join(map(str, args.alone_processes))} "
+        f"--preload {args.preload} --sink-preload {args.sink_preload}` (`make bench`) on "
         f"{began:%Y-%m-%d %H:%M} UTC.",
         "",
         f"Machine: {platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
@@ -575,6 +600,11 @@ def write_results(
         f"| **processor alone** (faust, detectors on, {args.processors} process(es), preloaded "
         f"usage.raw) | **{processor_rate:,.0f} events/s "
         f"= {processor_rate / aiokafka_rate:.0%} of aiokafka** |",
+        *(
+            f"| **processor alone** in {processes} processes (the same, sharing usage.raw's 6 "
+            f"partitions) | **{rate:,.0f} events/s = {rate / aiokafka_rate:.0%} of aiokafka** |"
+            for processes, rate in parts.processor_scaled.items()
+        ),
         f"| the same pipeline on a plain aiokafka batch loop, no faust (design alternative) | "
         f"{parts.batch_loop:,.0f} events/s = {parts.batch_loop / aiokafka_rate:.0%} of aiokafka |",
         f"| **sink alone** (storage process, preloaded usage.rated, ledger and every rollup) | "
