@@ -4,12 +4,12 @@ The rules are validate_event_at's (core/events/validation.py). Most of what make
 valid is its identity (gateway, organisation, department, user, account kind, provider,
 service, model, operation, purpose, decision) and its usage quantities, and both repeat from
 event to event. The protobuf runtime cuts them out of the batch's encoding as bytes
-(projections of UsageEvent that declare only those fields), so each distinct identity and
-usage is proven valid once (an identity by one event that passes every rule, a usage by the
-quantities' rules) and remembered: reading eleven fields of every event in Python would cost
-more than all the rest. Event ids and
-times, which differ per event, are checked as columns, and the fields most events leave out
-where present. Only an event some rule may refuse goes through validate_event_at, so that its
+(projections of UsageEvent that declare only those fields, core/events/projections.py), so
+each distinct identity and usage is proven valid once (an identity by one event that passes
+every rule, a usage by the quantities' rules) and remembered: reading eleven fields of every
+event in Python would cost more than all the rest. Event ids and times, which differ per
+event, are checked as columns, and the fields most events leave out where present. Only an
+event some rule may refuse goes through validate_event_at, so that its
 error is exactly the one-by-one error.
 """
 
@@ -18,21 +18,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from operator import attrgetter
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.descriptor_pb2 import FieldDescriptorProto
-from google.protobuf.message import Message
-
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
-from civicmeter.core.events.encodings import split_events
 from civicmeter.core.events.rare_fields import events_with_rare_fields
 from civicmeter.core.events.validation import (  # the same rules, some of them on their own
     _ID,
     _ID_LINES,
-    IDENTITY_FIELDS,
+    IdentityFields,
     TimeWindow,
+    UsageField,
     ValidationError,
     _validate_usage,
+    identity_encodings,
+    usage_encodings,
     validate_event_at,
 )
 from civicmeter.core.kafka import event_key
@@ -41,53 +38,6 @@ _MAX_NANOS = 999_999_999
 # How many distinct identities and usages are remembered (then forgotten all at once): users
 # by services is bounded, while API calls' usages rarely recur, so only a few are worth keeping.
 _IDENTITIES_LIMIT, _USAGES_LIMIT = 200_000, 20_000
-
-
-def _projection(name: str, fields: Sequence[str]) -> tuple[type[Message], type[Message]]:
-    """A batch type whose events declare only `fields` of UsageEvent, and that event type.
-    Strings and messages are declared as bytes, enums as int32: the same wire form, read
-    without checking UTF-8 or parsing the message again."""
-    file = descriptor_pb2.FileDescriptorProto(
-        name=f"civicmeter/ingest/{name.lower()}.proto",
-        package="civicmeter.ingest.projection",
-        syntax="proto3",
-    )
-    event = file.message_type.add(name=f"{name}Event")
-    for field_name in fields:
-        original = pb.UsageEvent.DESCRIPTOR.fields_by_name[field_name]
-        kind = original.type
-        if kind in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_MESSAGE):
-            kind = FieldDescriptor.TYPE_BYTES
-        elif kind == FieldDescriptor.TYPE_ENUM:
-            kind = FieldDescriptor.TYPE_INT32
-        event.field.add(
-            name=field_name,
-            number=original.number,
-            type=kind,
-            label=FieldDescriptorProto.LABEL_OPTIONAL,
-        )
-    batch = file.message_type.add(name=name)
-    batch.field.add(
-        name="events",
-        number=pb.UsageEventBatch.EVENTS_FIELD_NUMBER,
-        type=FieldDescriptorProto.TYPE_MESSAGE,
-        label=FieldDescriptorProto.LABEL_REPEATED,
-        type_name=f".civicmeter.ingest.projection.{name}Event",
-    )
-    pool = descriptor_pool.DescriptorPool()  # its own pool: nothing else sees these types
-    pool.Add(file)
-    return (
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"civicmeter.ingest.projection.{name}")
-        ),
-        message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"civicmeter.ingest.projection.{name}Event")
-        ),
-    )
-
-
-_Identities, _Identity = _projection("Identities", IDENTITY_FIELDS)
-_Usages, _Usage = _projection("Usages", ["usage"])
 # Identities and usages some event carrying them passed every rule with.
 _valid_identities: set[bytes] = set()
 _valid_usages: set[bytes] = set()
@@ -96,16 +46,9 @@ _time_of = attrgetter("seconds", "nanos")
 _event_time_of = attrgetter("event_time")
 
 
-def _cut(projection: type[Message], batch: bytes) -> list[bytes]:
-    """Each event's fields that `projection` declares, as encoded (b"" for none)."""
-    message = projection.FromString(batch)
-    message.DiscardUnknownFields()
-    return split_events(message.SerializeToString())
-
-
 def identity_key(identity: bytes) -> bytes:
     """The partition key (core/kafka.py event_key) of an event with this identity."""
-    fields = _Identity.FromString(identity)
+    fields = IdentityFields.FromString(identity)
     return event_key(fields.organization_id.decode(), fields.user_id.decode())  # type: ignore[attr-defined]
 
 
@@ -119,8 +62,8 @@ def validate_encoded_batch(
     """validate_event_at over `events`, whose UsageEventBatch encoding is `encoded`: each
     event's identity (its identity fields as encoded, for identity_key) and the error of each
     invalid event, by index."""
-    identities = _cut(_Identities, encoded)
-    usages = _cut(_Usages, encoded)
+    identities = identity_encodings(encoded)
+    usages = usage_encodings(encoded)
     if not events:
         return identities, {}
     errors: dict[int, ValidationError] = {}
@@ -145,7 +88,7 @@ def validate_encoded_batch(
     # Quantities differ from call to call (tokens): each new usage is checked on its own.
     for usage, indices in _unproven(usages, _valid_usages).items():
         try:
-            _validate_usage(pb.Usage.FromString(_Usage.FromString(usage).usage))  # type: ignore[attr-defined]
+            _validate_usage(pb.Usage.FromString(UsageField.FromString(usage).usage))  # type: ignore[attr-defined]
         except ValidationError:
             suspects.update(indices)
         else:

@@ -21,6 +21,7 @@ from typing import cast
 
 from civicmeter.api.limits import MAX_PII_KINDS, MAX_RULE_IDS
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
+from civicmeter.core.events.projections import cut, projection
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.events.rare_fields import events_with_rare_fields
 
@@ -264,6 +265,27 @@ _BY_LIMIT = [
 # bounded in practice).
 _valid_identities: dict[Identity, Identity] = {}
 _VALID_IDENTITIES_LIMIT = 200_000
+# Each event's identity fields and usage as encoded (core/events/projections.py): reading
+# eleven strings and eleven quantities of every event in Python costs more than the rest of
+# validation, while equal bytes mean equal fields.
+IdentityProjection, IdentityFields = projection("Identities", IDENTITY_FIELDS)
+UsageProjection, UsageField = projection("Usages", ["usage"])
+# Encoded identities found valid, each to its identity's one tuple; encoded usages found
+# valid, each to its quantities. Few usages are worth keeping (API calls' token counts rarely
+# recur), so fewer are remembered. Each is forgotten all at once when large.
+_identity_by_encoding: dict[bytes, Identity] = {}
+_quantities_by_encoding: dict[bytes, tuple[int, ...]] = {}
+_USAGES_LIMIT = 20_000
+
+
+def identity_encodings(batch: bytes) -> list[bytes]:
+    """Each event's identity fields as encoded, from a UsageEventBatch encoding."""
+    return cut(IdentityProjection, batch)
+
+
+def usage_encodings(batch: bytes) -> list[bytes]:
+    """Each event's usage field as encoded, from a UsageEventBatch encoding."""
+    return cut(UsageProjection, batch)
 
 
 @dataclass(frozen=True)
@@ -314,23 +336,23 @@ def validate_batch(
     encoding, when at hand, lets the fields most events leave out be found for the whole
     batch at once (core/events/rare_fields.py).
     """
-    read: list[Identity] = list(map(_identity_of, events))
-    # Each valid identity as the one tuple remembered for it (None: not found valid yet).
-    known: list[Identity | None] = list(map(_valid_identities.get, read))
-    all_known = all(known)
-    identities = cast("list[Identity]", known) if all_known else _identities(read, known)
-    quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
-    if not identities:
-        return EventColumns(identities, [], quantities, [], [], []), {}
+    if not events:
+        return EventColumns([], [], [], [], [], []), {}
+    suspects: set[int] = set()  # events some rule may refuse
+    if encoded is None:
+        identities = _read_identities(events, suspects)
+        quantities: list[tuple[int, ...]] = list(map(_quantities_of, map(_usage_of, events)))
+        if not _quantities_valid(quantities):
+            suspects.update(i for i, q in enumerate(quantities) if not _quantities_valid([q]))
+    else:
+        identities = _encoded_identities(events, identity_encodings(encoded), suspects)
+        quantities = _encoded_quantities(events, usage_encodings(encoded), suspects)
     seconds_column, nanos_column = zip(*map(_time_of, map(_event_time_of, events)), strict=True)
     seconds: list[int] = list(seconds_column)
     nanos: list[int] = list(nanos_column)
     ids: list[str] = list(map(_event_id_of, events))
     rare = [False] * len(events)
     columns = EventColumns(identities, seconds, quantities, ids, nanos, rare)
-    suspects: set[int] = set()
-    if not all_known:  # those of identities found invalid
-        suspects.update(i for i, identity in enumerate(known) if identity is None)
     lines = "\n".join(ids) + "\n"
     # One line per id: an id with a line break of its own must not pass as two valid ones.
     if lines.count("\n") != len(ids) or not _ID_LINES.fullmatch(lines):
@@ -342,8 +364,6 @@ def validate_batch(
         suspects.update(i for i, s in enumerate(seconds) if not earliest <= s <= latest)
     if min(nanos) < 0 or max(nanos) > _MAX_NANOS:
         suspects.update(i for i, n in enumerate(nanos) if not 0 <= n <= _MAX_NANOS)
-    if not _quantities_valid(quantities):
-        suspects.update(i for i, q in enumerate(quantities) if not _quantities_valid([q]))
     # Risk signals, rule ids and a reported cost are rare: checked where present.
     suspects.update(_rare_field_suspects(events, encoded, rare))
     errors: dict[int, ValidationError] = {}
@@ -353,6 +373,73 @@ def validate_batch(
         except ValidationError as exc:
             errors[i] = exc
     return columns, errors
+
+
+def _read_identities(events: Sequence[pb.UsageEvent], suspects: set[int]) -> list[Identity]:
+    """Each event's identity read from its message; those not found valid are suspects."""
+    read: list[Identity] = list(map(_identity_of, events))
+    # Each valid identity as the one tuple remembered for it (None: not found valid yet).
+    known: list[Identity | None] = list(map(_valid_identities.get, read))
+    if all(known):
+        return cast("list[Identity]", known)
+    identities = _identities(read, known)
+    suspects.update(i for i, identity in enumerate(known) if identity is None)
+    return identities
+
+
+def _encoded_identities(
+    events: Sequence[pb.UsageEvent], encodings: list[bytes], suspects: set[int]
+) -> list[Identity]:
+    """Each event's identity by its encoding; an encoding not found valid before is read from
+    its first event's message and proven once (those found invalid: suspects, as read)."""
+    found: list[Identity | None] = list(map(_identity_by_encoding.get, encodings))
+    if all(found):
+        return cast("list[Identity]", found)
+    invalid: set[bytes] = set()
+    identities: list[Identity] = []
+    for index, identity in enumerate(found):
+        if identity is None:
+            encoding = encodings[index]
+            identity = _identity_by_encoding.get(encoding)  # proven earlier in this batch
+            if identity is None:
+                read: Identity = _identity_of(events[index])
+                if encoding not in invalid:
+                    identity = _valid_identities.get(read) or (read if _remember(read) else None)
+                    if identity is None:
+                        invalid.add(encoding)
+                    else:
+                        if len(_identity_by_encoding) >= _VALID_IDENTITIES_LIMIT:
+                            _identity_by_encoding.clear()
+                        _identity_by_encoding[encoding] = identity
+                if identity is None:
+                    suspects.add(index)
+                    identity = read
+        identities.append(identity)
+    return identities
+
+
+def _encoded_quantities(
+    events: Sequence[pb.UsageEvent], encodings: list[bytes], suspects: set[int]
+) -> list[tuple[int, ...]]:
+    """Each event's quantities by its usage's encoding; those of a usage not found valid
+    before are read from the message, checked together and, when valid, remembered."""
+    found: list[tuple[int, ...] | None] = list(map(_quantities_by_encoding.get, encodings))
+    if all(found):
+        return cast("list[tuple[int, ...]]", found)
+    new = [index for index, quantities in enumerate(found) if quantities is None]
+    read: list[tuple[int, ...]] = [_quantities_of(events[index].usage) for index in new]
+    valid = [True] * len(new)
+    if not _quantities_valid(read):
+        valid = [_quantities_valid([quantities]) for quantities in read]
+    if len(_quantities_by_encoding) + len(new) > _USAGES_LIMIT:
+        _quantities_by_encoding.clear()
+    for index, quantities, ok in zip(new, read, valid, strict=True):
+        found[index] = quantities
+        if ok:
+            _quantities_by_encoding[encodings[index]] = quantities
+        else:
+            suspects.add(index)
+    return cast("list[tuple[int, ...]]", found)
 
 
 def _identities(read: list[Identity], known: list[Identity | None]) -> list[Identity]:
