@@ -333,8 +333,10 @@ def validate_batch(
     pattern over all event ids, repeated identities looked up among those already found
     valid); only an event some rule may refuse goes through validate_event_at, so that its
     error is exactly the one-by-one error. `encoded`, the events as a UsageEventBatch's
-    encoding, when at hand, lets the fields most events leave out be found for the whole
-    batch at once (core/events/rare_fields.py).
+    encoding written by the runtime (each field once, as SerializeToString writes it), when at
+    hand, lets each event's identity and usage be recognised by their encodings, read from
+    the messages only when new (core/events/projections.py), and the fields most events
+    leave out be found for the whole batch at once (core/events/rare_fields.py).
     """
     if not events:
         return EventColumns([], [], [], [], [], []), {}
