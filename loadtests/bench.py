@@ -459,7 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="after the steps, hold --soak-rate this long and track memory",
     )
     parser.add_argument("--soak-rate", type=float, default=10_000)
-    parser.add_argument("--preload", type=int, default=200_000)
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=1_000_000,
+        help="raw events for the processor alone: long enough for two processes to settle",
+    )
     parser.add_argument(
         "--sink-preload",
         type=int,

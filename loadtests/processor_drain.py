@@ -2,7 +2,7 @@
 usage.raw, the faust worker with its detectors draining it) while the processor's process is
 watched for CPU time and, optionally, sampled by py-spy.
 
-    python -m loadtests.processor_drain [--events 200000] [--profile-seconds 10]
+    python -m loadtests.processor_drain [--events 200000] [--processes 1] [--profile-seconds 10]
 
 Prints events/s (processor_alone's: from the last look with no rated record out to the first
 with all out; and from the first rated record seen to the last) and the processor's CPU µs per
@@ -65,9 +65,12 @@ def _cpu_seconds(pid: int) -> float | None:
 class ProcessorWatch(threading.Thread):
     """Samples the processor's CPU time and the consumer lag until the processor exits."""
 
-    def __init__(self, bootstrap: str, profile_seconds: int, workdir: Path) -> None:
+    def __init__(
+        self, bootstrap: str, profile_seconds: int, workdir: Path, processes: int = 1
+    ) -> None:
         super().__init__(daemon=True)
         self.bootstrap = bootstrap
+        self.processes = processes
         self.profile_seconds = profile_seconds
         self.workdir = workdir
         # (monotonic, cpu seconds, lag, rated records out)
@@ -77,24 +80,24 @@ class ProcessorWatch(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        pid = None
-        while pid is None and not self.stop.is_set():
-            pid = next(
-                (p for p, cmd in _children(os.getpid()).items() if "civicmeter\0processor" in cmd),
-                None,
-            )
+        pids: list[int] = []
+        while len(pids) < self.processes and not self.stop.is_set():
+            children = _children(os.getpid()).items()
+            pids = [p for p, cmd in children if "civicmeter\0processor" in cmd]
             time.sleep(0.05)
-        if pid is None:
+        if not pids:
             return
+        pid = pids[0]  # the one profiled
         raw = bench.ALONE_TOPICS["CIVICMETER_TOPIC_RAW"]
         rated = bench.ALONE_TOPICS["CIVICMETER_TOPIC_RATED"]
         profiling = not self.profile_seconds
         while not self.stop.is_set():
             lag = asyncio.run(measure.consumer_lag(self.bootstrap, bench.ALONE_GROUP, raw))
             out = sum(asyncio.run(measure.topic_ends(self.bootstrap, rated)).values())
-            cpu = _cpu_seconds(pid)
-            if cpu is None:
+            cpus = [_cpu_seconds(p) for p in pids]
+            if None in cpus:
                 return
+            cpu = sum(c for c in cpus if c is not None)
             self.samples.append((time.monotonic(), cpu, lag, out))
             if not profiling and out > self.samples[0][3]:  # draining: past start-up and join
                 profiling = True
@@ -111,14 +114,17 @@ class ProcessorWatch(threading.Thread):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--processes", type=int, default=1, help="processor processes")
     parser.add_argument("--profile-seconds", type=int, default=0)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="processor-drain-") as tmp:
         workdir = Path(tmp)
         with LocalKafka(workdir / "kafka") as kafka:
-            watch = ProcessorWatch(kafka.bootstrap_servers, args.profile_seconds, workdir)
+            watch = ProcessorWatch(
+                kafka.bootstrap_servers, args.profile_seconds, workdir, args.processes
+            )
             watch.start()
-            rate = bench.processor_alone(kafka, workdir, args.events)
+            rate = bench.processor_alone(kafka, workdir, args.events, args.processes)
             watch.stop.set()
             watch.join(timeout=30)
             if watch.profiler is not None:
@@ -136,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     last = min((s for s in samples if s[3] == final_out), key=lambda s: s[0])
     share = (last[3] - first[3]) / max(final_out - initial_out, 1)
     out_rate = args.events * share / max(last[0] - first[0], 1e-9)
-    print(f"processor alone: {rate:,.0f} events/s (wall clock, as make bench counts)")
+    print(
+        f"processor alone, {args.processes} process(es): {rate:,.0f} events/s "
+        "(wall clock, as make bench counts)"
+    )
     print(f"processor alone: {out_rate:,.0f} events/s (wall clock, first rated output to last)")
     print(
         f"processor CPU: {cpu:.2f} s for {events:,.0f} events = {cpu / max(events, 1) * 1e6:.1f} "
