@@ -154,22 +154,35 @@ def decide_requests() -> list[bytes]:
     return [v.SerializeToString() for v in variants]
 
 
-def client_main(target: str, rate: float, seconds: float, server_pid: int) -> None:
+def client_main(
+    target: str, rate: float, seconds: float, server_pid: int, connections: int
+) -> None:
     """The load generator, run as a process of its own (`--client`): JSON on stdout."""
-    asyncio.run(_client(target, rate, seconds, server_pid))
+    asyncio.run(_client(target, rate, seconds, server_pid, connections))
 
 
-async def _client(target: str, rate: float, seconds: float, server_pid: int) -> None:
+async def _client(
+    target: str, rate: float, seconds: float, server_pid: int, connections: int
+) -> None:
     bodies = decide_requests()
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     times: list[float] = []
     errors: dict[str, int] = {}
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(METHOD)
-        for body in bodies * 100:  # warm-up: connection, budget state, caches
-            await call(body, metadata=metadata, timeout=10)
+    # A connection each, as that many gateways would have (channels share one by default).
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(connections)
+    ]
+    async with contextlib.AsyncExitStack() as open_channels:
+        calls = []
+        for channel in channels:
+            await open_channels.enter_async_context(channel)
+            calls.append(channel.unary_unary(METHOD))
+        for call in calls:
+            for body in bodies * 100:  # warm-up: connection, budget state, caches
+                await call(body, metadata=metadata, timeout=10)
 
-        async def one(body: bytes) -> None:
+        async def one(call: Any, body: bytes) -> None:
             began = time.perf_counter()
             try:
                 await call(body, metadata=metadata, timeout=5)
@@ -184,24 +197,22 @@ async def _client(target: str, rate: float, seconds: float, server_pid: int) -> 
         # measured) would be timed as the server's latency: none run during the run.
         gc.collect()
         gc.disable()
-        server_began = sample_process(server_pid).cpu_seconds
-        children_began = _children_cpu(server_pid)
+        server_began = ProcessCpu.of(server_pid)
         own_began = _own_cpu()
         start = time.perf_counter()
         for n in range(total):
             delay = start + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(bodies[n % len(bodies)])))
+            tasks.append(asyncio.create_task(one(calls[n % len(calls)], bodies[n % len(bodies)])))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         gc.enable()
-        server_cpu = sample_process(server_pid).cpu_seconds - server_began
-        children_cpu = _children_cpu(server_pid) - children_began
+        server_cpu = ProcessCpu.of(server_pid) - server_began
         own_cpu = _own_cpu() - own_began
     print(json.dumps({"times": times, "errors": errors, "achieved": total / elapsed,
-                      "seconds": elapsed, "calls": total, "server_cpu": server_cpu,
-                      "children_cpu": children_cpu, "client_cpu": own_cpu,
+                      "seconds": elapsed, "calls": total, "servers_cpu": server_cpu.servers,
+                      "storage_cpu": server_cpu.storage, "client_cpu": own_cpu,
                       "load": os.getloadavg()}))  # fmt: skip
 
 
@@ -214,13 +225,47 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
-def _children_cpu(pid: int) -> float:
-    """CPU time of the server's child processes (the decision service's storage process)."""
-    total = 0.0
-    for child in child_pids(pid):
+@dataclass(frozen=True)
+class ProcessCpu:
+    """CPU seconds of a server and the processes it started, told apart by name
+    (core.prctl.name_process): its storage process (`cm-storage`), and each server process of
+    a group (`cm-decision-N`); everything else counts as the server's."""
+
+    servers: list[float]  # per server process: one, or each of a group's
+    storage: float
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessCpu:
+        servers: list[float] = []
+        rest = storage = 0.0
+        for process in _descendants(pid):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                name = Path(f"/proc/{process}/comm").read_text().strip()
+                cpu = sample_process(process).cpu_seconds
+                if name == "cm-storage":
+                    storage += cpu
+                elif name.startswith("cm-decision"):
+                    servers.append(cpu)
+                else:
+                    rest += cpu
+        if not servers:
+            return cls([rest], storage)
+        servers[0] += rest  # the group's parent, which only watches
+        return cls(servers, storage)
+
+    def __sub__(self, before: ProcessCpu) -> ProcessCpu:
+        return ProcessCpu(
+            [a - b for a, b in zip(self.servers, before.servers, strict=True)],
+            self.storage - before.storage,
+        )
+
+
+def _descendants(pid: int) -> list[int]:
+    found = [pid]
+    for process in found:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            total += sample_process(child).cpu_seconds
-    return total
+            found.extend(child_pids(process))
+    return found
 
 
 def _own_cpu() -> float:
@@ -236,40 +281,49 @@ class RemoteRun:
     errors: dict[str, int]  # by status code
     achieved: float
     seconds: float
-    server_ms_per_call: float
-    storage_ms_per_call: float  # the server's child processes (its storage process)
+    server_ms_per_call: float  # all its server processes
+    storage_ms_per_call: float  # its storage process
     client_ms_per_call: float
     load_after: float
     client: str = "python"  # the load generator: "python" (grpc.aio) or "ghz"
+    split: tuple[float, ...] = ()  # ms/call of each server process, when several
 
 
-def remote(target: str, server_pid: int, server: str, rate: float, seconds: float) -> RemoteRun:
+def remote(
+    target: str, server_pid: int, server: str, rate: float, seconds: float, connections: int
+) -> RemoteRun:
     """One open-loop run of the client process against the server."""
     out = subprocess.run(
         [sys.executable, "-m", "loadtests.guard.bench", "--client", target,
-         "--server-pid", str(server_pid), "--rates", str(rate), "--seconds", str(seconds)],
+         "--server-pid", str(server_pid), "--rates", str(rate), "--seconds", str(seconds),
+         "--connections", str(connections)],
         cwd=REPO, check=True, capture_output=True, text=True, timeout=seconds + 120,
     ).stdout  # fmt: skip
     found = json.loads(out.strip().splitlines()[-1])
     calls = max(1, found["calls"])
+    cpu = ProcessCpu(found["servers_cpu"], found["storage_cpu"])
     return RemoteRun(server, rate, found["times"], found["errors"], found["achieved"],
-                     found["seconds"],
-                     found["server_cpu"] / calls * 1000, found["children_cpu"] / calls * 1000,
-                     found["client_cpu"] / calls * 1000,
-                     found["load"][0])  # fmt: skip
+                     found["seconds"], sum(cpu.servers) / calls * 1000,
+                     cpu.storage / calls * 1000, found["client_cpu"] / calls * 1000,
+                     found["load"][0], split=_split(cpu, calls))  # fmt: skip
+
+
+def _split(cpu: ProcessCpu, calls: int) -> tuple[float, ...]:
+    return tuple(s / calls * 1000 for s in cpu.servers) if len(cpu.servers) > 1 else ()
 
 
 GHZ_CONCURRENCY = 16  # ghz's workers: each starts its calls on the schedule without waiting
+CONNECTIONS = 8  # gateways calling: a connection each
 GHZ_WARM_UP_CALLS = 400
 DECISION_PROTO = "civicmeter/decision/v1/decision_service.proto"
 
 
 def remote_ghz(
     ghz: Path, protoset: Path, target: str, server_pid: int, server: str, rate: float,
-    seconds: float,
+    seconds: float, connections: int,
 ) -> RemoteRun:  # fmt: skip
     """One open-loop run of ghz (Go) against the server: `--rps` with `--async`, each call
-    started on its schedule whatever the ones before it are doing, on one connection, with
+    started on its schedule whatever the ones before it are doing, over `connections`, with
     the same requests in turn as the Python client. Every call's latency is in its report
     (`details`); the percentiles are computed from them as for the Python client."""
     data = json.dumps(
@@ -279,22 +333,20 @@ def remote_ghz(
     command = [
         str(ghz), "--insecure", f"--protoset={protoset}", f"--call={METHOD[1:]}",
         f"--metadata={json.dumps({'authorization': f'Bearer {TOKEN}'})}", f"--data={data}",
-        f"--rps={rate:g}", "--async", f"--concurrency={GHZ_CONCURRENCY}", "--connections=1",
-        "--timeout=5s", "--format=json", target,
+        f"--rps={rate:g}", "--async", f"--concurrency={GHZ_CONCURRENCY}",
+        f"--connections={connections}", "--timeout=5s", "--format=json", target,
     ]  # fmt: skip
     # Warm-up: the connection, the organisation's first budget read, the server's caches.
     subprocess.run([*command, f"--total={GHZ_WARM_UP_CALLS}"], check=True, capture_output=True)
     children_before = _own_children_cpu()
-    server_began = sample_process(server_pid).cpu_seconds
-    storage_began = _children_cpu(server_pid)
+    server_began = ProcessCpu.of(server_pid)
     began = time.perf_counter()
     done = subprocess.run(
         [*command, f"--total={total}"],
         check=True, capture_output=True, text=True, timeout=seconds + 120,
     )  # fmt: skip
     elapsed = time.perf_counter() - began
-    server_cpu = sample_process(server_pid).cpu_seconds - server_began
-    storage_cpu = _children_cpu(server_pid) - storage_began
+    server_cpu = ProcessCpu.of(server_pid) - server_began
     client_cpu = _own_children_cpu() - children_before
     report = json.loads(done.stdout)
     times: list[float] = []
@@ -307,8 +359,9 @@ def remote_ghz(
     calls = max(1, total)
     return RemoteRun(server, rate, times, errors, float(report.get("rps") or 0.0),
                      report["total"] / 1e9 if report.get("total") else elapsed,
-                     server_cpu / calls * 1000, storage_cpu / calls * 1000,
-                     client_cpu / calls * 1000, os.getloadavg()[0], "ghz")  # fmt: skip
+                     sum(server_cpu.servers) / calls * 1000, server_cpu.storage / calls * 1000,
+                     client_cpu / calls * 1000, os.getloadavg()[0], "ghz",
+                     _split(server_cpu, calls))  # fmt: skip
 
 
 def _own_children_cpu() -> float:
@@ -317,9 +370,9 @@ def _own_children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start_decision_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`civicmeter decision` in its own process, on an empty embedded ClickHouse of its own,
-    with one gateway key (TOKEN, for seoul)."""
+def start_decision_server(workdir: Path, processes: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    """`civicmeter decision` in `processes` server processes, on an empty embedded ClickHouse
+    of its own, with one gateway key (TOKEN, for seoul)."""
     keys = workdir / "api-keys.yaml"
     keys.write_text(
         "keys:\n  - id: bench-gateway\n    role: gateway\n    organization_ids: [seoul]\n"
@@ -329,6 +382,7 @@ def start_decision_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     env = {**os.environ, "CLICKHOUSE_PATH": str(workdir / "chdb-decision"),
            "CIVICMETER_DECISION_GRPC_PORT": str(port), "CIVICMETER_API_KEYS_FILE": str(keys),
            "CIVICMETER_DECISION_RATE_PER_KEY": "1000000",
+           "CIVICMETER_DECISION_PROCESSES": str(processes),
            "CIVICMETER_LOG_LEVEL": "WARNING"}  # fmt: skip
     server = subprocess.Popen([sys.executable, "-m", "civicmeter", "decision"], env=env, cwd=REPO)
     return server, _serving(server, f"127.0.0.1:{port}")
@@ -428,6 +482,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="load generators for the remote runs, in order: ghz (Go, installed with `go "
         "install` on first use; skipped without Go), python (a grpc.aio client process)",
     )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1,
+        help="civicmeter decision's server processes (CIVICMETER_DECISION_PROCESSES); "
+        "default: one per CPU",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connections", type=int, default=CONNECTIONS,
+        help="connections each load generator opens (gateways), calls spread over them",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--client", metavar="TARGET", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
@@ -436,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     if args.client:
-        client_main(args.client, rates[0], args.seconds, args.server_pid)
+        client_main(args.client, rates[0], args.seconds, args.server_pid, args.connections)
         return 0
     if args.floor:
         serve_floor(args.floor, args.port)
@@ -456,7 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(work)
         protoset = ghz_protoset(workdir / "decision.protoset", DECISION_PROTO) if ghz else None
         servers: list[tuple[str, float, Any]] = [
-            (DECISION_SERVER, args.seconds, lambda: start_decision_server(workdir))
+            (
+                DECISION_SERVER,
+                args.seconds,
+                lambda: start_decision_server(workdir, args.processes),
+            )
         ]
         if args.floor_seconds > 0:
             servers += [
@@ -471,10 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         if generator == "ghz":
                             assert ghz is not None and protoset is not None
                             run = remote_ghz(
-                                ghz, protoset, target, server.pid, label, rate, seconds
-                            )
+                                ghz, protoset, target, server.pid, label, rate, seconds,
+                                args.connections,
+                            )  # fmt: skip
                         else:
-                            run = remote(target, server.pid, label, rate, seconds)
+                            run = remote(target, server.pid, label, rate, seconds,
+                                         args.connections)  # fmt: skip
                         runs.append(run)
                         print(_row(run), flush=True)
             finally:
@@ -555,9 +624,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "any API.",
         "",
         "| server | client | offered calls/s | achieved calls/s | seconds | errors | p50 ms | "
-        "p90 ms | p99 ms | max ms | server CPU ms/call | server cores busy | storage process "
-        "CPU ms/call | client CPU ms/call | load avg after |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p90 ms | p99 ms | max ms | server CPU ms/call | server cores busy | per server "
+        "process ms/call | storage process CPU ms/call | client CPU ms/call | load avg after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_row(run) for run in runs),
         "",
         f"Targets: `Decide` p99 <= {REMOTE_TARGET_MS:.0f} ms at 1,000 calls/s "
@@ -601,13 +670,18 @@ def _errors(errors: dict[str, int]) -> str:
     return ", ".join(f"{count} {code}" for code, count in sorted(errors.items())) or "0"
 
 
+def _per_process(run: RemoteRun) -> str:
+    return " / ".join(f"{share:.2f}" for share in run.split) if run.split else "one"
+
+
 def _row(run: RemoteRun) -> str:
     busy = run.server_ms_per_call * run.achieved / 1000
     return (
         f"| {run.server} | {run.client} | {run.rate:.0f} | {run.achieved:.0f} | "
         f"{run.seconds:.0f} | {_errors(run.errors)} | {_ms(run.times, 0.5)} | "
         f"{_ms(run.times, 0.9)} | {_ms(run.times, 0.99)} | {_ms(run.times, 1.0)} | "
-        f"{run.server_ms_per_call:.3f} | {busy:.2f} | {run.storage_ms_per_call:.3f} | "
+        f"{run.server_ms_per_call:.3f} | {busy:.2f} | {_per_process(run)} | "
+        f"{run.storage_ms_per_call:.3f} | "
         f"{run.client_ms_per_call:.3f} | "
         f"{run.load_after:.1f} |"
     )

@@ -59,6 +59,13 @@ def _service(name: str, env: Mapping[str, str], alone: bool = True) -> ServiceMa
         from civicmeter.query import decision_server
 
         decision_settings = decision_server.settings_from_env(env)
+        if decision_settings.processes > 1:  # `civicmeter decision` runs the group (main)
+            from civicmeter.core.config import ConfigError
+
+            raise ConfigError(
+                "CIVICMETER_DECISION_PROCESSES: several processes serve the decision service "
+                "only when it runs alone (`civicmeter decision`), not beside other services"
+            )
         # Alone, its storage work runs in a child process, off the calls' GIL.
         decision_storage: StorageCalls = (
             StorageProcess(decision_settings.clickhouse)
@@ -87,6 +94,12 @@ def _service(name: str, env: Mapping[str, str], alone: bool = True) -> ServiceMa
         billing_storage = open_storage(billing_settings.clickhouse)
         return lambda stop: billing.serve(billing_settings, billing_storage, telemetry, stop)
     raise SystemExit(f"unknown service {name!r}; choose from {', '.join(SERVABLE)}")
+
+
+def _decision_processes(env: Mapping[str, str]) -> int:
+    from civicmeter.query.decision_server import settings_from_env
+
+    return settings_from_env(env).processes
 
 
 def _run_processor(env: Mapping[str, str], log_level: str) -> None:
@@ -216,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(_check_prices(args.files))
         elif args.command == "api-key":
             _api_key(args.id, args.organization, args.role, args.gateway_id)
+        elif args.command == "decision" and _decision_processes(env) > 1:
+            from civicmeter.query import decision_processes
+
+            raise SystemExit(decision_processes.run(env, args.log_level))
         else:
             names = args.services if args.command == "serve" else [args.command]
             services = list(dict.fromkeys(names))

@@ -24,7 +24,12 @@ from civicmeter.core.config import ClickHouseSettings
 from civicmeter.core.events.event_batch import encode_event_batch
 from civicmeter.core.store.connection import Storage, StorageCalls
 from civicmeter.core.store.migrations import migrate
-from civicmeter.core.store.storage_process import StorageError, StorageProcess
+from civicmeter.core.store.storage_process import (
+    StorageError,
+    StorageLink,
+    StorageProcess,
+    start_shared,
+)
 from civicmeter.policy.decision import BudgetState
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
 from civicmeter.query.access import AuditEntry, AuditLog
@@ -154,3 +159,34 @@ def test_budget_states_read_through_the_child_equal_those_read_in_process(
     assert through_child.organization.month_krw == sum(
         s.month_krw for s in through_child.departments.values()
     )
+
+
+def test_a_shared_storage_process_serves_each_pipe_and_ends_with_the_last(
+    tmp_path: Path,
+) -> None:
+    """start_shared: several processes' links (here two in this process) write one database;
+    a failing call on one link leaves the other served; the storage process ends when the
+    last link closes, and a call on a closed group raises StorageError."""
+    settings = ClickHouseSettings(path=str(tmp_path / "chdb"), database="shared")
+    process, pipes = start_shared(settings, 2)
+    first, second = (StorageLink(pipe) for pipe in pipes)
+    first.call(migrate)
+    assert second.call(migrate) == []  # the same database: nothing left to apply
+    for n, link in enumerate((first, second, first, second)):
+        audit = AuditLog(link)
+        for m in range(1, 251):
+            assert audit.record(_entry(n * 1000 + m))
+        asyncio.run(audit.flush())
+    with pytest.raises(StorageError, match="no_such_table"):
+        first.call(functools.partial(_result_rows, "SELECT * FROM no_such_table"))
+    assert second.call(
+        functools.partial(_result_rows, "SELECT count(), uniqExact(peer) FROM audit_log")
+    ) == [(1000, 1000)]
+    first.close()
+    assert second.call(operator.methodcaller("command", "SELECT 1")) == 1
+    assert process.is_alive()
+    second.close()
+    process.join(30)
+    assert process.exitcode == 0
+    with pytest.raises((StorageError, OSError)):
+        second.call(migrate)

@@ -120,3 +120,19 @@ def test_the_render_with_the_decision_container_is_valid_kubernetes(
     result = _run([*kubeconform, "-"], stdin=rendered.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Invalid: 0, Errors: 0" in result.stdout
+
+
+def test_several_decision_processes_need_metrics_by_otlp(helm: str, tmp_path: Path) -> None:
+    """Each process of a group exports on a port of its own, which the chart does not name:
+    with the Prometheus exporter the chart refuses the group; with OTLP it sets the count."""
+    values = {"query": {"decision": {"enabled": True, "processes": 2}}}
+    refused = _template(
+        helm, tmp_path, {**values, "otel": {"env": {"OTEL_METRICS_EXPORTER": "prometheus"}}}
+    )
+    assert refused.returncode != 0
+    assert "query.decision.processes" in refused.stderr and "OTLP" in refused.stderr
+    render = _render(helm, tmp_path, {**values, "otel": {"env": {"OTEL_METRICS_EXPORTER": "otlp"}}})
+    env = _env(_containers(render)["decision"])
+    assert env["CIVICMETER_DECISION_PROCESSES"]["value"] == "2"
+    one = _env(_containers(_render(helm, tmp_path, ENABLED))["decision"])
+    assert one["CIVICMETER_DECISION_PROCESSES"]["value"] == "1"

@@ -38,7 +38,7 @@ def test_percentile_is_a_value_of_the_sample() -> None:
 def test_an_open_loop_run_times_every_call_and_reads_both_sides_cpu() -> None:
     server, target = start_floor_server("aio")
     try:
-        run = remote(target, server.pid, "floor", rate=200, seconds=1.0)
+        run = remote(target, server.pid, "floor", rate=200, seconds=1.0, connections=2)
     finally:
         server.terminate()
         server.wait(30)
@@ -54,7 +54,7 @@ def test_the_decision_service_alone_does_its_storage_work_in_a_child_process(
 ) -> None:
     server, target = start_decision_server(tmp_path)
     try:
-        run = remote(target, server.pid, "decision", rate=200, seconds=2.5)
+        run = remote(target, server.pid, "decision", rate=200, seconds=2.5, connections=1)
         children = child_pids(server.pid)
         storage = [child for child in children if _storage_process(child)]
         policies = [os.sched_getscheduler(child) for child in storage]
@@ -77,8 +77,21 @@ def test_the_decision_service_alone_does_its_storage_work_in_a_child_process(
 
 
 def _storage_process(pid: int) -> bool:
-    """Whether `pid` is a process multiprocessing spawned (not its resource tracker)."""
-    return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return Path(f"/proc/{pid}/comm").read_text().strip() == "cm-storage"
+
+
+def test_a_group_of_decision_processes_is_measured_per_process(tmp_path: Path) -> None:
+    server, target = start_decision_server(tmp_path, processes=2)
+    try:
+        run = remote(target, server.pid, "decision", rate=200, seconds=2.5, connections=16)
+    finally:
+        server.terminate()
+        code = server.wait(60)
+    assert run.errors == {} and len(run.times) == 500
+    assert len(run.split) == 2 and all(share > 0 for share in run.split)
+    assert abs(sum(run.split) - run.server_ms_per_call) < 1e-6
+    assert run.storage_ms_per_call > 0  # the storage process both servers share
+    assert code == 0
 
 
 def _running(pid: int) -> bool:

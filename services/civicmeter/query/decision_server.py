@@ -70,7 +70,7 @@ from civicmeter.core.grpc_server import CallDurationInterceptor
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.store.connection import StorageCalls
 from civicmeter.core.store.migrations import migrate
-from civicmeter.core.store.storage_process import StorageProcess
+from civicmeter.core.store.storage_process import StorageLink, StorageProcess
 from civicmeter.query.access import AccessInterceptor, AuditLog, RateLimiter
 from civicmeter.query.decision_service import SERVICE_NAME, ThreadedDecisionService
 from civicmeter.query.server import server_credentials
@@ -80,6 +80,7 @@ DEFAULT_PORT = 50053
 DEFAULT_RATE_PER_KEY = 5000.0  # calls/s of one gateway key (bursts of twice that)
 DEFAULT_MAX_WATCHERS = 128  # WatchPolicy streams at once: one per running gateway
 MAX_WATCHERS_BOUND = 4096  # threads are cheap asleep, not free
+MAX_PROCESSES = 64
 DECIDE_WORKERS = 4  # threads for unary calls: 1,000 decisions/s need about one busy
 MAX_REFLECTION_STREAMS = 2  # grpcurl and the like, briefly
 REFUSING_THREADS = 2  # stream threads beyond the limits: a stream over them is refused at once
@@ -90,24 +91,28 @@ REFLECTION_METHOD = f"/{reflection.SERVICE_NAME}/ServerReflectionInfo"
 @dataclass(frozen=True)
 class DecisionSettings(QuerySettings):
     max_watchers: int = DEFAULT_MAX_WATCHERS
+    processes: int = 1  # servers on the port (query.decision_processes)
 
 
 def settings_from_env(env: Mapping[str, str]) -> DecisionSettings:
     """The query service's settings, on the decision service's host and port, with its own
     per-key rate limit (CIVICMETER_DECISION_RATE_PER_KEY): a gateway asks once per request;
     and how many gateways may follow the policy stream at once
-    (CIVICMETER_DECISION_MAX_WATCHERS)."""
+    (CIVICMETER_DECISION_MAX_WATCHERS); and how many processes serve the port
+    (CIVICMETER_DECISION_PROCESSES, query.decision_processes)."""
     settings = QuerySettings.from_env(env)
     port = env_port(env, "CIVICMETER_DECISION_GRPC_PORT", DEFAULT_PORT)
     rate = env_float(env, "CIVICMETER_DECISION_RATE_PER_KEY", DEFAULT_RATE_PER_KEY, 0)
     watchers = env_int(
         env, "CIVICMETER_DECISION_MAX_WATCHERS", DEFAULT_MAX_WATCHERS, 1, MAX_WATCHERS_BOUND
     )
+    processes = env_int(env, "CIVICMETER_DECISION_PROCESSES", 1, 1, MAX_PROCESSES)
     host = env.get("CIVICMETER_DECISION_HOST", settings.host)
     fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     return DecisionSettings(
         **{**fields, "host": host, "grpc_port": port, "rate_per_key": rate},
         max_watchers=watchers,
+        processes=processes,
     )
 
 
@@ -165,7 +170,10 @@ def build_decision_server(
     stream_threads = max_watchers + MAX_REFLECTION_STREAMS + REFUSING_THREADS
     streams = ThreadPoolExecutor(max_workers=stream_threads, thread_name_prefix="decision-stream")
     workers = DECIDE_WORKERS + stream_threads
-    server = grpc.server(calls, options=[("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
+    options: list[tuple[str, int]] = [("grpc.max_receive_message_length", MAX_REQUEST_BYTES)]
+    if getattr(settings, "processes", 1) > 1:  # the port is shared with the group's others
+        options.append(("grpc.so_reuseport", 1))
+    server = grpc.server(calls, options=options)
     policies = PolicySource(settings.policy_file)
     service = ThreadedDecisionService(storage, policies.current, max_watchers, audit=audit)
     timing = _ThreadedCallDuration(meter or metrics.get_meter("civicmeter.grpc"))
@@ -302,5 +310,5 @@ async def serve(settings: DecisionSettings, storage: StorageCalls, stop: asyncio
     finally:
         await grpc_server.stop()
         await audit.flush()
-        if isinstance(storage, StorageProcess):
+        if isinstance(storage, StorageProcess | StorageLink):
             await asyncio.to_thread(storage.close)

@@ -18,6 +18,11 @@ when storage work ends: after its last flush) and exits when the parent closes i
 pipe or dies. A call the child cannot answer (its function raised, or the child died) raises
 StorageError with the cause; the callers keep their work for the next try (the audit queue) or
 their last result (budget states).
+
+Several processes of one service (the decision service's `CIVICMETER_DECISION_PROCESSES`)
+share one storage process, started by their parent with start_shared: one pipe per process,
+each wrapped in StorageLink there. On the embedded engine this is also what lets them write
+one database at all (one process opens its directory at a time).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -36,6 +42,7 @@ from typing import Any, TypeVar
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.prctl import name_process
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,10 @@ STOP_SECONDS = 10.0  # how long close() waits for the child to end after its pip
 
 class StorageError(RuntimeError):
     """A function sent to the storage process did not return (it raised, or the child died)."""
+
+
+class _StorageEndedError(StorageError):
+    """The storage process ended (or closed its pipe) before it answered."""
 
 
 def _yield_to_the_parent() -> None:
@@ -63,27 +74,90 @@ def _yield_to_the_parent() -> None:
             os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
 
 
-def _serve(settings: ClickHouseSettings, pipe: Connection) -> None:
-    """The child: run each function received on the client, answer (ok, value or reason)."""
+def _serve(settings: ClickHouseSettings, pipes: list[Connection]) -> None:
+    """The child: run each function received on any of `pipes` on the client, answer on the
+    same pipe (ok, value or reason), one call at a time; end when every pipe is closed."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    name_process("cm-storage")
     _yield_to_the_parent()
     from civicmeter.core.store.connection import connect  # the child's own imports
 
     client = connect(settings)
-    while True:
-        try:
-            fn = pipe.recv()
-        except (EOFError, OSError):  # the parent closed the pipe or died
-            return
-        try:
-            answer: tuple[bool, Any] = (True, fn(client))
-        except Exception as exc:  # noqa: BLE001 (the caller is told, and logs it)
-            answer = (False, f"{type(exc).__name__}: {exc}")
-        try:
-            pipe.send(answer)
-        except Exception as exc:  # noqa: BLE001 (an unpicklable result is still answered)
-            pipe.send((False, f"the result could not be sent back: {exc}"))
+    open_pipes = list(pipes)
+    while open_pipes:
+        for pipe in multiprocessing.connection.wait(open_pipes):
+            assert isinstance(pipe, Connection)
+            try:
+                fn = pipe.recv()
+            except (EOFError, OSError):  # that process closed its end, or died
+                open_pipes.remove(pipe)
+                pipe.close()
+                continue
+            try:
+                answer: tuple[bool, Any] = (True, fn(client))
+            except Exception as exc:  # noqa: BLE001 (the caller is told, and logs it)
+                answer = (False, f"{type(exc).__name__}: {exc}")
+            try:
+                pipe.send(answer)
+            except (EOFError, OSError):
+                continue  # the caller is gone; its EOF comes next
+            except Exception as exc:  # noqa: BLE001 (an unpicklable result is still answered)
+                pipe.send((False, f"the result could not be sent back: {exc}"))
+
+
+def start_shared(
+    settings: ClickHouseSettings, processes: int
+) -> tuple[multiprocessing.process.BaseProcess, list[Connection]]:
+    """A storage process serving `processes` other processes (one pipe each, answered one
+    call at a time): for several processes of one service on the embedded engine, which one
+    process opens at a time. Hand each process one of the pipes (a Process argument) and wrap
+    it in StorageLink there, then close it here: the storage process ends when every one of
+    them has closed its pipe or died."""
+    context = multiprocessing.get_context("spawn")
+    ends = [context.Pipe() for _ in range(processes)]
+    process = context.Process(
+        target=_serve,
+        args=(settings, [child for _, child in ends]),
+        name="civicmeter-storage",
+        daemon=False,  # its callers may be other children of the starting process
+    )
+    process.start()
+    for _, child in ends:
+        child.close()
+    return process, [parent for parent, _ in ends]
+
+
+class StorageLink:
+    """Storage's `call`/`run` over a pipe to a storage process (start_shared), one call at a
+    time. The storage process is not this process's to restart: a call it cannot answer
+    raises StorageError, as StorageProcess's do."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe = pipe
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[Client], T]) -> T:
+        with self._lock:
+            return _ask(self._pipe, fn)
+
+    async def run(self, fn: Callable[[Client], T]) -> T:
+        return await asyncio.to_thread(self.call, fn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._pipe.close()
+
+
+def _ask(pipe: Connection, fn: Callable[[Client], T]) -> T:
+    try:
+        pipe.send(fn)
+        ok, value = pipe.recv()
+    except (EOFError, OSError) as exc:
+        raise _StorageEndedError("the storage process ended during the call") from exc
+    if not ok:
+        raise StorageError(value)
+    return value  # type: ignore[no-any-return]
 
 
 class StorageProcess:
@@ -103,7 +177,7 @@ class StorageProcess:
         self._end_child()
         parent, child = self._context.Pipe()
         process = self._context.Process(
-            target=_serve, args=(self._settings, child), name="civicmeter-storage", daemon=True
+            target=_serve, args=(self._settings, [child]), name="civicmeter-storage", daemon=True
         )
         process.start()
         child.close()
@@ -117,14 +191,10 @@ class StorageProcess:
         with self._lock:
             pipe = self._started()
             try:
-                pipe.send(fn)
-                ok, value = pipe.recv()
-            except (EOFError, OSError) as exc:
+                return _ask(pipe, fn)
+            except _StorageEndedError:
                 self._end_child()
-                raise StorageError("the storage process ended during the call") from exc
-        if not ok:
-            raise StorageError(value)
-        return value  # type: ignore[no-any-return]
+                raise
 
     async def run(self, fn: Callable[[Client], T]) -> T:
         return await asyncio.to_thread(self.call, fn)
