@@ -313,7 +313,7 @@ def _split(cpu: ProcessCpu, calls: int) -> tuple[float, ...]:
 
 
 GHZ_CONCURRENCY = 16  # ghz's workers: each starts its calls on the schedule without waiting
-CONNECTIONS = 8  # gateways calling: a connection each
+CONNECTIONS = 16  # gateways (or gateway workers) calling: a connection each
 GHZ_WARM_UP_CALLS = 400
 DECISION_PROTO = "civicmeter/decision/v1/decision_service.proto"
 
@@ -518,12 +518,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         workdir = Path(work)
         protoset = ghz_protoset(workdir / "decision.protoset", DECISION_PROTO) if ghz else None
+        # The group the target is judged on, and one process for comparison.
+        groups = sorted({args.processes, 1}, reverse=True)
         servers: list[tuple[str, float, Any]] = [
             (
-                DECISION_SERVER,
+                _decision_label(processes),
                 args.seconds,
-                lambda: start_decision_server(workdir, args.processes),
+                lambda processes=processes: start_decision_server(workdir, processes),
             )
+            for processes in groups
         ]
         if args.floor_seconds > 0:
             servers += [
@@ -551,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 server.wait(30)
     load_after = os.getloadavg()
     local_p99, local_cpu_p99 = percentile(local_times, 0.99), percentile(local_cpu, 0.99)
-    decided = [run for run in runs if run.server == DECISION_SERVER]
+    decided = [run for run in runs if run.server == _decision_label(args.processes)]
     remote_ok = bool(decided) and all(_met(run) for run in decided)
     lines = [
         "# Guard and Decide: decision latency",
@@ -600,24 +603,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         "Open loop: each call starts on its schedule (1/rate apart), whatever the ones before "
         "it are doing, and is timed from its start to its answer. The load generator is a "
-        "process of its own on one connection, sending the same four requests in turn "
-        "(findings counts as a gateway sends them), on the same two cores as the server, so "
-        "its CPU is shown too: **ghz** "
+        f"process of its own on {args.connections} connections (as many gateways, or gateway "
+        "workers, would hold; calls spread evenly over them), sending the same four requests "
+        "in turn (findings counts as a gateway sends them), on the same two cores as the "
+        "server, so its CPU is shown too: **ghz** "
         f"{GHZ_VERSION} (Go, `--rps --async`: the standard gRPC benchmarking tool, every "
         "call's latency from its report) and **python** (a grpc.aio client, pre-serialised "
         "requests, its garbage collector off during the run so that its own pauses are not "
         "timed as the server's). Each server is measured by each generator in turn, in the "
-        "same run. Server CPU per call is the server process's CPU time (all its threads, "
-        "/proc) over the run divided by the calls; its storage process's (a child doing its "
-        "ClickHouse work) is shown apart.",
+        "same run. Server CPU per call is the server processes' CPU time (all their threads, "
+        "/proc) over the run divided by the calls, and per process when several share the "
+        "port (each takes the calls of the connections the kernel handed it: SO_REUSEPORT "
+        "spreads connections, not calls, so the shares are uneven); their storage process's "
+        "(a child doing their ClickHouse work) is shown apart.",
         "",
-        f"- **{DECISION_SERVER}**: `python -m civicmeter decision` in its own process, on the "
+        f"- **{_decision_label(args.processes)}**: `python -m civicmeter decision` with "
+        f"CIVICMETER_DECISION_PROCESSES={args.processes} (the target is judged on it; "
+        f"**{_decision_label(1)}** for comparison); each process on the "
         f"thread-pool server (grpc.server: {DECIDE_WORKERS} threads for calls, streams on a "
         "pool of their own): API keys, role check, per-key rate limit, argument checks, an "
         "audit row per call (queued, written in batches each second by a background task), "
         "the policy from config/policies.yaml and the budget state read again every 2 s by a "
-        "background thread; the audit batches and the budget reads run in its storage "
-        "process, a child at idle priority owning an empty embedded ClickHouse of its own.",
+        "background thread; the audit batches and the budget reads run in the storage "
+        "process, a child at idle priority owning an empty embedded ClickHouse of its own "
+        "(one for the group).",
         f"- **{FLOORS['aio']}** / **{FLOORS['sync']}**: the transport alone, a fixed "
         "DecideResponse with no API work, on grpc.aio and on the thread-pool server "
         f"(grpc.server, {DECIDE_WORKERS} workers): the floor either server model puts under "
@@ -644,6 +653,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 DECISION_SERVER = "civicmeter decision"
+
+
+def _decision_label(processes: int) -> str:
+    return f"{DECISION_SERVER}, {processes} process{'es' if processes > 1 else ''}"
+
+
 FLOORS = {"aio": "floor, grpc.aio", "sync": "floor, thread pool"}
 
 

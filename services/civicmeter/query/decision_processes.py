@@ -22,9 +22,9 @@ the audit batches, budget reads and migrations of every server, one call at a ti
 embedded engine, the one process that may open its directory), then the servers, and then only
 watches them. SIGTERM or SIGINT is passed on to every server, which drains as it does alone;
 the storage process ends once the last of them has flushed its audit rows. A server that ends
-on its own (it crashed, or was killed) ends the others, and this process exits with its status
-(1 if it had none): the orchestrator restarts the whole, since a server started again alone
-would have no pipe to the storage process.
+on its own (it crashed, or was killed) ends the others, as does the storage process's end, and
+this process exits with its status (1 if it had none): the orchestrator restarts the whole,
+since a server started again alone would have no pipe to the storage process.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def run(env: Mapping[str, str], log_level: str) -> int:
     if stopping:  # signalled while the servers were starting
         stop()
     log.info("decision service: %d processes on port %d", len(servers), settings.grpc_port)
-    status = _watch(servers, stop, lambda: stopping)
+    status = _watch(servers, storage, stop, lambda: stopping)
     storage.join(STOP_SECONDS)
     if storage.is_alive():
         storage.kill()
@@ -89,22 +89,28 @@ def run(env: Mapping[str, str], log_level: str) -> int:
 
 
 def _watch(
-    servers: list[BaseProcess], stop: Callable[[], None], stopping: Callable[[], bool]
+    servers: list[BaseProcess],
+    storage: BaseProcess,
+    stop: Callable[[], None],
+    stopping: Callable[[], bool],
 ) -> int:
-    """Wait for every server to end; the first that ends unasked ends the others."""
+    """Wait for every server to end. The first server that ends unasked ends the others, and
+    so does the storage process (without it, no call would be audited)."""
     status = 0
     running = {server.sentinel: server for server in servers}
+    watched = {**running, storage.sentinel: storage}
     while running:
-        for sentinel in multiprocessing.connection.wait(list(running)):
+        for sentinel in multiprocessing.connection.wait(list(watched)):
             assert isinstance(sentinel, int)
-            server = running.pop(sentinel)
-            server.join()
-            code = server.exitcode or 0
+            process = watched.pop(sentinel)
+            running.pop(sentinel, None)
+            process.join()
+            code = process.exitcode or 0
             if not stopping():
                 log.error(
-                    "decision server %s ended unasked (exit status %s): stopping the others",
-                    server.name,
-                    server.exitcode,
+                    "%s ended unasked (exit status %s): stopping the decision service",
+                    process.name,
+                    process.exitcode,
                 )
                 status = status or code or 1
                 stop()

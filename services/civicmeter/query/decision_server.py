@@ -23,6 +23,9 @@ own (measured: up to 112 threads after a pause of the process, each call of a ba
 sharing the GIL with all the others and answered late, rather than the first ones first).
 Health's Watch does not hold a thread (the servicer answers it from callbacks).
 
+One process answers on one core: CIVICMETER_DECISION_PROCESSES runs several on the same port
+(query.decision_processes), each built here, sharing one storage process.
+
 The call path holds no I/O: the policy in memory (reloaded when its file changes), the budget
 state read by a thread of its own in the background (at most 2 s old; an organisation's first
 call waits for its first read), the audit row appended to a bounded in-memory queue that a task
