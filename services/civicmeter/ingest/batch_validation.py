@@ -21,16 +21,16 @@ from operator import attrgetter
 from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.rare_fields import events_with_rare_fields
 from civicmeter.core.events.validation import (  # the same rules, some of them on their own
-    _ID,
-    _ID_LINES,
+    ID_LINES,
+    ID_PATTERN,
     IdentityFields,
     TimeWindow,
     UsageField,
     ValidationError,
-    _validate_usage,
     identity_encodings,
     usage_encodings,
     validate_event_at,
+    validate_usage,
 )
 from civicmeter.core.kafka import event_key
 
@@ -88,7 +88,7 @@ def validate_encoded_batch(
     # Quantities differ from call to call (tokens): each new usage is checked on its own.
     for usage, indices in _unproven(usages, _valid_usages).items():
         try:
-            _validate_usage(pb.Usage.FromString(UsageField.FromString(usage).usage))  # type: ignore[attr-defined]
+            validate_usage(pb.Usage.FromString(UsageField.FromString(usage).usage))  # type: ignore[attr-defined]
         except ValidationError:
             suspects.update(indices)
         else:
@@ -96,8 +96,8 @@ def validate_encoded_batch(
     ids = list(map(_event_id_of, events))
     lines = "\n".join(ids) + "\n"
     # One line per id: an id with a line break of its own must not pass as two valid ones.
-    if lines.count("\n") != len(ids) or not _ID_LINES.fullmatch(lines):
-        suspects.update(i for i, value in enumerate(ids) if not _ID.fullmatch(value))
+    if lines.count("\n") != len(ids) or not ID_LINES.fullmatch(lines):
+        suspects.update(i for i, value in enumerate(ids) if not ID_PATTERN.fullmatch(value))
     seconds, nanos = zip(*map(_time_of, map(_event_time_of, events)), strict=True)
     # An event without a time reads as second 0, which the window refuses when it starts later.
     if earliest <= 0:

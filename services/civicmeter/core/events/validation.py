@@ -25,7 +25,7 @@ from civicmeter.core.events.projections import cut, projection
 from civicmeter.core.events.quantities import QUANTITIES
 from civicmeter.core.events.rare_fields import events_with_rare_fields
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _DECISIONS = frozenset(pb.Decision.values())
 _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
@@ -100,7 +100,7 @@ _ACCOUNT_KINDS = frozenset(pb.AccountKind.values()) - {pb.ACCOUNT_KIND_UNSPECIFI
 # Identifiers repeat across events (organisations, departments, users, services), so each
 # distinct value is matched against its pattern once; the cache is cleared when it grows large.
 _known_good: dict[re.Pattern[str], set[str]] = {
-    _ID: set(),
+    ID_PATTERN: set(),
     _NAME: set(),
     _MODEL: set(),
     PSEUDONYMOUS_USER_ID: set(),
@@ -109,7 +109,7 @@ _KNOWN_GOOD_LIMIT = 200_000
 
 
 def _check_id(
-    value: str, field: str, pattern: re.Pattern[str] = _ID, expected: str | None = None
+    value: str, field: str, pattern: re.Pattern[str] = ID_PATTERN, expected: str | None = None
 ) -> None:
     """`expected` replaces the default message, which quotes the start of the value."""
     known = _known_good[pattern]
@@ -176,7 +176,7 @@ def validate_event_at(
             "operation_name",
             f"{event.operation_name[:40]!r} is not one of {', '.join(sorted(OPERATIONS))}",
         )
-    _validate_usage(event.usage)
+    validate_usage(event.usage)
     if event.HasField("risk"):
         _validate_risk(event.risk)
     if event.purpose:
@@ -211,7 +211,7 @@ def _validate_risk(risk: pb.RiskSignals) -> None:
         _check_id(risk.content_category, "risk.content_category", _NAME)
 
 
-def _validate_usage(usage: pb.Usage) -> None:
+def validate_usage(usage: pb.Usage) -> None:
     # ListFields yields only the quantities that are set (non-zero in proto3).
     fields = usage.ListFields()
     if not fields:
@@ -253,7 +253,7 @@ _usage_of = attrgetter("usage")
 _time_of = attrgetter("seconds", "nanos")
 _has_time = methodcaller("HasField", "event_time")
 # Many event ids at once: each on its own line, every line a valid identifier.
-_ID_LINES = re.compile(rf"(?:{_ID.pattern}\n)*")
+ID_LINES = re.compile(rf"(?:{ID_PATTERN.pattern}\n)*")
 # Each quantity's limit and the getter of its column, the lowest limit first.
 _BY_LIMIT = [
     (LIMITS_IN_ORDER[i], itemgetter(i))
@@ -357,8 +357,8 @@ def validate_batch(
     columns = EventColumns(identities, seconds, quantities, ids, nanos, rare)
     lines = "\n".join(ids) + "\n"
     # One line per id: an id with a line break of its own must not pass as two valid ones.
-    if lines.count("\n") != len(ids) or not _ID_LINES.fullmatch(lines):
-        suspects.update(i for i, value in enumerate(ids) if not _ID.fullmatch(value))
+    if lines.count("\n") != len(ids) or not ID_LINES.fullmatch(lines):
+        suspects.update(i for i, value in enumerate(ids) if not ID_PATTERN.fullmatch(value))
     # An event without a time reads as second 0, which the window refuses when it starts later.
     if earliest <= 0 and not all(map(_has_time, events)):
         suspects.update(i for i, event in enumerate(events) if not event.HasField("event_time"))
@@ -467,9 +467,9 @@ def _remember(identity: Identity) -> bool:
     gateway, organization, department, user, kind, provider, service, model = identity[:8]
     operation, purpose, decision = identity[8:]
     valid = bool(
-        _ID.fullmatch(gateway)
-        and _ID.fullmatch(organization)
-        and _ID.fullmatch(department)
+        ID_PATTERN.fullmatch(gateway)
+        and ID_PATTERN.fullmatch(organization)
+        and ID_PATTERN.fullmatch(department)
         and PSEUDONYMOUS_USER_ID.fullmatch(user)
         and kind in _ACCOUNT_KINDS
         and _NAME.fullmatch(provider)
