@@ -33,7 +33,6 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch
 from opentelemetry import metrics, trace
 
-from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.access.auth import GATEWAY_ROLE, Principal
 from civicmeter.core.config import IngestSettings, KafkaSettings, TopicSettings
 from civicmeter.core.events.encodings import EncodedEvents
@@ -45,7 +44,13 @@ from civicmeter.ingest.batch_validation import identity_key
 from civicmeter.ingest.decoding import parse_publish_request
 from civicmeter.ingest.http_api import build_http_app
 from civicmeter.ingest.publisher import Publisher, check_batch
-from loadtests.loadgen import FACTS, stamp, templates, working_hours_offset_ns
+from loadtests.loadgen import (
+    FACTS,
+    stamp,
+    templates,
+    with_fresh_usage,
+    working_hours_offset_ns,
+)
 from loadtests.scenario import governments_of, load_facts
 
 REQUEST_EVENTS = 1_000  # the load generator's batch
@@ -76,14 +81,7 @@ def request_bodies(
 
     def template(i: int) -> bytes:
         encoded = pool[i % len(pool)]
-        if not fresh_usage:
-            return encoded
-        message = pb.UsageEvent.FromString(encoded)
-        if not message.usage.input_tokens:
-            return encoded  # a seat or media service: the same usage call after call
-        message.usage.input_tokens = rng.randint(500, 20_000)
-        message.usage.output_tokens = rng.randint(50, 2_000)
-        return message.SerializeToString()
+        return with_fresh_usage(encoded, rng) if fresh_usage else encoded
 
     bodies = [
         b"".join(

@@ -81,6 +81,17 @@ def templates(governments: Sequence[Government], count: int, seed: int) -> list[
     return out
 
 
+def with_fresh_usage(encoded: bytes, rng: random.Random) -> bytes:
+    """A template (from `templates`) with token counts of its own, as each real API call has;
+    a seat or media service keeps its usage, the same call after call."""
+    message = pb.UsageEvent.FromString(encoded)
+    if not message.usage.input_tokens:
+        return encoded
+    message.usage.input_tokens = rng.randint(500, 20_000)
+    message.usage.output_tokens = rng.randint(50, 2_000)
+    return message.SerializeToString()
+
+
 @dataclass(frozen=True)
 class WorkerPlan:
     url: str

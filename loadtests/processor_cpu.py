@@ -23,13 +23,18 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.events.event_batch import frame
 from civicmeter.core.policy_source import PolicySource
 from civicmeter.core.pricing.catalog_source import CatalogSource
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.pipeline import BatchProcessor, RawRecord
-from loadtests.loadgen import FACTS, stamp, templates, working_hours_offset_ns
+from loadtests.loadgen import (
+    FACTS,
+    stamp,
+    templates,
+    with_fresh_usage,
+    working_hours_offset_ns,
+)
 from loadtests.scenario import governments_of, load_facts
 from loadtests.stack import DEFAULT_POLICIES, DEFAULT_PRICES
 
@@ -46,14 +51,7 @@ def realistic_records(count: int, seed: int = 99, fresh_usage: bool = False) -> 
 
     def template(i: int) -> bytes:
         encoded = pool[i % len(pool)]
-        if not fresh_usage:
-            return encoded
-        message = pb.UsageEvent.FromString(encoded)
-        if not message.usage.input_tokens:
-            return encoded  # a seat or media service: the same usage call after call
-        message.usage.input_tokens = rng.randint(500, 20_000)
-        message.usage.output_tokens = rng.randint(50, 2_000)
-        return message.SerializeToString()
+        return with_fresh_usage(encoded, rng) if fresh_usage else encoded
 
     records: list[RawRecord] = []
     for start in range(0, count, EVENTS_PER_RECORD):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pytest
 import yaml
 
 from civicmeter.api.seoul import SEOUL
+from civicmeter.api.usage.v1 import usage_event_pb2 as pb
 from civicmeter.core.access.auth import hash_token
-from loadtests.loadgen import run_load, working_hours_offset_ns
+from loadtests.loadgen import FACTS, run_load, templates, with_fresh_usage, working_hours_offset_ns
+from loadtests.scenario import governments_of, load_facts
 from tests.ingest.test_auth import MULTI_TOKEN, running_ingest
 
 pytestmark = [pytest.mark.kafka]
@@ -47,3 +50,19 @@ def test_the_load_clock_lands_in_seoul_working_hours(now: str, lands_on: str) ->
     moved = instant - timedelta(microseconds=working_hours_offset_ns(instant) / 1000)
     assert moved == datetime.fromisoformat(lands_on)
     assert moved.astimezone(SEOUL).weekday() < 5
+
+
+def test_fresh_usage_gives_api_calls_their_own_token_counts_and_keeps_seats() -> None:
+    pool = templates(governments_of(load_facts(FACTS)), 400, seed=3)
+    rng = random.Random(5)
+    api = [t for t in pool if pb.UsageEvent.FromString(t).usage.input_tokens]
+    seats = [t for t in pool if not pb.UsageEvent.FromString(t).usage.input_tokens]
+    assert api and seats
+    assert all(with_fresh_usage(t, rng) == t for t in seats)
+    fresh = [pb.UsageEvent.FromString(with_fresh_usage(api[0], rng)) for _ in range(50)]
+    assert len({(e.usage.input_tokens, e.usage.output_tokens) for e in fresh}) > 40
+    original = pb.UsageEvent.FromString(api[0])
+    for event in fresh:  # only the counts change
+        event.usage.input_tokens = original.usage.input_tokens
+        event.usage.output_tokens = original.usage.output_tokens
+        assert event == original
