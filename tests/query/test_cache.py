@@ -98,6 +98,16 @@ async def test_an_answer_is_never_served_past_its_time_to_live() -> None:
     assert source.computed == 2
 
 
+def test_answers_not_asked_again_are_dropped_once_expired() -> None:
+    clock = Clock()
+    cache: AnswerCache[str, int] = AnswerCache(ttl_seconds=10, clock=clock)
+    for second in range(100):  # a dashboard's window moving on: each question asked once
+        clock.now = second
+        cache.put(f"until {second}", second)
+    assert len(cache) == 10  # the answers of the last time to live, not all a hundred
+    assert [cache.get(f"until {s}") for s in (89, 90, 99)] == [None, 90, 99]
+
+
 async def test_a_failed_refresh_keeps_the_answer_until_it_expires(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

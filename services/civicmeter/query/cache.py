@@ -93,8 +93,18 @@ class AnswerCache(Generic[K, V]):
         lead = min(self.ttl / 4, max(self.ttl / 10, took_seconds))
         self._entries[key] = _Entry(now + self.ttl, now + self.ttl - lead, value, refresh)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
+        # Expired answers go as new ones come, oldest first (the order of expiry: one time to
+        # live for all). A question not asked again (a window ending now, the next page) would
+        # otherwise stay until the capacity is reached: answers of up to a thousand lines,
+        # ~150 KB each, growing the process by megabytes a minute under a polling dashboard.
+        while self._entries and (
+            next(iter(self._entries.values())).expires <= now or len(self._entries) > self.capacity
+        ):
             self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        """Answers held, expired ones not yet dropped included."""
+        return len(self._entries)
 
     def _claim(self, key: K) -> asyncio.Future[V]:
         """Register the computation of `key`, so concurrent askers wait for it."""
