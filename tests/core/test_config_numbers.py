@@ -87,6 +87,8 @@ NUMBERS: dict[str, Number] = {
     "CIVICMETER_DECISION_RATE_PER_KEY": Number(decision_settings, NOT_NEGATIVE, "0", ("-1",)),
     "CIVICMETER_DECISION_MAX_WATCHERS": Number(
         decision_settings, "an integer from 1 to 4096", "8", ("0", "4097")),
+    "CIVICMETER_DECISION_PROCESSES": Number(
+        decision_settings, "an integer from 1 to 64", "4", ("0", "65")),
     "OTEL_EXPORTER_PROMETHEUS_PORT": Number(
         lambda env: None, PORT, "9464", ()),  # read where the exporter starts (core.telemetry)
 }  # fmt: skip

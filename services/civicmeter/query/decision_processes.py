@@ -124,7 +124,7 @@ def _serve_one(
 ) -> None:
     """One server of the group (a spawned process): its storage through `pipe`."""
     from civicmeter.core.access.auth import ApiKeyError
-    from civicmeter.core.config import ConfigError
+    from civicmeter.core.config import ConfigError, env_port
     from civicmeter.core.runtime import configure_logging, run_until_signalled
     from civicmeter.core.telemetry.setup import setup_telemetry
     from civicmeter.policy.organization import PolicyError
@@ -134,7 +134,7 @@ def _serve_one(
     end_with_the_parent(parent_pid)
     configure_logging(log_level)
     if env.get("OTEL_METRICS_EXPORTER", "").strip().lower() == "prometheus":
-        base = int(env.get(PROMETHEUS_PORT, DEFAULT_PROMETHEUS_PORT))
+        base = env_port(env, "OTEL_EXPORTER_PROMETHEUS_PORT", DEFAULT_PROMETHEUS_PORT)
         env = {**env, PROMETHEUS_PORT: str(base + index)}
     try:
         setup_telemetry("decision", env)
