@@ -11,6 +11,7 @@ import pytest
 
 from civicmeter.api.usage.v1 import activity_pb2
 from civicmeter.policy.organization import PolicySet, parse_policies
+from civicmeter.processor.app import ACTIVITY_RECORD_BYTES, _by_organization
 from civicmeter.processor.detection import DetectionEngine
 from civicmeter.processor.detection.day_activity import (
     VERSION,
@@ -134,3 +135,27 @@ def test_a_known_service_reported_earlier_moves_the_departments_first_use_back(
 
     assert run(late_first_use=True) == ["new_service_in_department"]
     assert run(late_first_use=False) == []  # known for an hour only: still warming up
+
+
+def test_a_backlogs_activity_goes_out_in_records_the_broker_takes() -> None:
+    """Catching up, a processor publishes tens of thousands of users' days at once: each
+    organisation's updates are cut into records of at most the bound, in order, keyed by it."""
+
+    def update(n: int) -> DayActivity:
+        return DayActivity(
+            ("seoul", "busan")[n % 2], "dept1", f"u{n}", date(2026, 3, 1 + n % 28).toordinal(),
+            n, f"{n}.5", f"e{n}", 1_772_400_000.0 + n, n % 12, n,
+            [ServiceUse("chatgpt", "openai", 1_772_399_000.0, f"e{n}")] * (n % 3),
+        )  # fmt: skip
+
+    updates = [update(n) for n in range(30_000)]
+    records = _by_organization(updates)
+    assert max(len(value) for _, value in records) <= ACTIVITY_RECORD_BYTES
+    assert len(records) > 2  # more than one a organisation
+    for org in ("seoul", "busan"):
+        sent = [u for key, value in records if key == org.encode() for u in decode(value)]
+        assert sent == [u for u in updates if u.organization_id == org]
+    small = _by_organization(updates[:3], most_bytes=1)  # one update a record at the least
+    assert [(key, decode(value)) for key, value in small] == [
+        (b"seoul", [updates[0]]), (b"seoul", [updates[2]]), (b"busan", [updates[1]])
+    ]  # fmt: skip

@@ -429,8 +429,17 @@ class _KeyPartitions:
         return placed
 
 
-def _by_organization(updates: list[DayActivity]) -> list[tuple[bytes, bytes]]:
-    """One activity record per organisation, keyed by it (day_activity.py)."""
+ACTIVITY_RECORD_BYTES = 256 * 1024  # well under the broker's message.max.bytes (1 MiB)
+
+
+def _by_organization(
+    updates: list[DayActivity], most_bytes: int = ACTIVITY_RECORD_BYTES
+) -> list[tuple[bytes, bytes]]:
+    """Activity records keyed by organisation (day_activity.py), each at most `most_bytes`:
+    one per organisation unless its updates need more. A processor catching up on a backlog
+    touches tens of thousands of users' days between two publications, which in one record
+    the broker refuses; updates are absolute, so an organisation's several records, in order
+    on its partition, say what one would."""
     grouped: dict[str, list[DayActivity]] = {}
     for update in updates:
         batch = grouped.get(update.organization_id)
@@ -438,7 +447,21 @@ def _by_organization(updates: list[DayActivity]) -> list[tuple[bytes, bytes]]:
             grouped[update.organization_id] = [update]
         else:
             batch.append(update)
-    return [(org.encode(), day_activity.encode(batch)) for org, batch in grouped.items()]
+    records: list[tuple[bytes, bytes]] = []
+    for org, batch in grouped.items():
+        key = org.encode()
+        records.extend((key, value) for value in _bounded(batch, most_bytes))
+    return records
+
+
+def _bounded(updates: list[DayActivity], most_bytes: int) -> list[bytes]:
+    """`updates` encoded in order, halved until each record is at most `most_bytes` (or one
+    update)."""
+    encoded = day_activity.encode(updates)
+    if len(encoded) <= most_bytes or len(updates) == 1:
+        return [encoded]
+    half = len(updates) // 2
+    return _bounded(updates[:half], most_bytes) + _bounded(updates[half:], most_bytes)
 
 
 class PolicyReloader:
