@@ -26,9 +26,9 @@ def test_the_embedded_engine_leaves_the_query_condition_cache_unused(clickhouse:
 
     def entries() -> int:
         return int(
-            clickhouse.command(
+            clickhouse.query(
                 "SELECT value FROM system.metrics WHERE metric = 'QueryConditionCacheEntries'"
-            )
+            ).result_rows[0][0]
         )
 
     def filtered(threshold: int, **settings: int) -> None:
