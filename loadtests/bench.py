@@ -35,6 +35,7 @@ from civicmeter.core.kafka import ensure_topics, send_event_batches
 from loadtests import measure
 from loadtests.loadgen import FACTS, run_load, stamp, templates, working_hours_offset_ns
 from loadtests.scenario import governments_of, load_facts
+from loadtests.soak import WARM_UP, WINDOW_SECONDS, growth
 from loadtests.stack import DEFAULT_PRICES, REPO, LocalStack
 from tools.localkafka import KAFKA_VERSION, LocalKafka
 
@@ -42,6 +43,7 @@ RESULTS = REPO / "loadtests" / "RESULTS.md"
 PROBE_ORG = "bench-probe"
 PROBES_PER_SECOND = 5
 PRELOAD_BATCH = 1_000  # events per request batch, as a gateway sends them
+SOAK_INTERVAL = 5.0  # seconds between the soak's memory samples
 
 
 @dataclass
@@ -555,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     soak.append(
                         (time.monotonic() - started, {n: s.rss_bytes for n, s in samples.items()})
                     )
-                    time.sleep(10)
+                    time.sleep(SOAK_INTERVAL)
             probe.stop()
 
     write_results(args, began, parts, steps, profiles, soak)
@@ -651,21 +653,27 @@ def write_results(
                 f"- **{name}**: " + "; ".join(f"{frame} {share:.0%}" for frame, share in frames[:6])
             )
     if soak:
-        # Warm-up: the first fifth of the soak (caches and buffers fill); growth is after it.
-        warm = soak[len(soak) // 5][1]
-        first, last = soak[0][1], soak[-1][1]
         lines += [
             "",
             f"## Soak: {args.soak_rate:,.0f} events/s for {args.soak_seconds:.0f} s",
             "",
-            "| service | RSS first MB | after warm-up MB | last MB | growth after warm-up |",
-            "|---|---|---|---|---|",
+            f"Resident memory sampled every {SOAK_INTERVAL:g} s. Warm-up is the first "
+            f"{WARM_UP:.0%}; growth compares the median of the last {WINDOW_SECONDS:g} s with "
+            f"the median of the {WINDOW_SECONDS:g} s after warm-up (single samples swing with "
+            "merges and freed pages not yet returned), beside the trend and the range after "
+            "warm-up.",
+            "",
+            "| service | RSS first MB | after warm-up MB | last MB | growth after warm-up "
+            "| trend MB/min | range after warm-up MB |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for name in first:
-            grown = last.get(name, 0) / max(warm.get(name, 1), 1) - 1
+        for name in soak[0][1]:
+            found = growth([(t, sample.get(name, 0)) for t, sample in soak])
             lines.append(
-                f"| {name} | {first[name] / 2**20:.0f} | {warm.get(name, 0) / 2**20:.0f} | "
-                f"{last.get(name, 0) / 2**20:.0f} | {grown:+.1%} |"
+                f"| {name} | {found.first / 2**20:.0f} | {found.warm / 2**20:.0f} | "
+                f"{found.last / 2**20:.0f} | {found.ratio:+.1%} | "
+                f"{found.trend_per_minute / 2**20:+.2f} | "
+                f"{found.low / 2**20:.0f}-{found.high / 2**20:.0f} |"
             )
     args.results.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

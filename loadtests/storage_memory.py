@@ -11,8 +11,8 @@ is `civicmeter serve ...` as the stack runs it, with a sampling thread started b
     python -m loadtests.storage_memory [--rate 10000] [--seconds 900] [--interval 10]
         [--samples FILE]
 
-Prints the first sample, the one at a fifth of the run (the bench's "after warm-up"), the last,
-and each figure's least-squares trend after the fifth; every sample goes to FILE as a JSON line.
+Prints each figure's first sample, its level after warm-up and at the end, and its trend after
+warm-up, as the bench reads its soak (loadtests.soak); every sample goes to FILE as a JSON line.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.config import ClickHouseSettings, KafkaSettings, TopicSettings
 from civicmeter.core.kafka import ensure_topics
+from loadtests.soak import growth
 from loadtests.stack import REPO, LocalStack
 from tools.localkafka import LocalKafka
 
@@ -231,38 +232,26 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [json.loads(line) for line in args.samples.read_text().splitlines()]
 
 
-def slope(points: Sequence[tuple[float, float]]) -> float:
-    """The least-squares slope of (x, y) points: a trend that one high or low sample (the
-    engine's freed pages before they go back, a merge's buffers) does not make."""
-    mean_x = sum(x for x, _ in points) / len(points)
-    mean_y = sum(y for _, y in points) / len(points)
-    spread = sum((x - mean_x) ** 2 for x, _ in points)
-    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
-
-
 def summary(samples: list[dict[str, Any]]) -> str:
-    """First, at a fifth of the run, last: each figure, its growth after the fifth, and its
-    trend after the fifth (per minute)."""
+    """Each figure: the first sample, the level after warm-up and at the end (medians of a
+    minute), the growth between them and the trend after warm-up (loadtests.soak)."""
     if len(samples) < 5:
         return "too few samples"
-    first, warm, last = samples[0], samples[len(samples) // 5], samples[-1]
-    after = samples[len(samples) // 5 :]
     lines = [
-        f"{'figure':<42} {'first':>12} {'at 1/5':>12} {'last':>12} {'growth':>10} {'trend/min':>10}"
+        f"{'figure':<42} {'first':>12} {'warmed':>12} {'last':>12} {'growth':>10} {'trend/min':>10}"
     ]
-    for key in first:
-        if key == "time" or not isinstance(first[key], int):
+    for key in samples[0]:
+        if key == "time" or not isinstance(samples[0][key], int):
             continue
-        grown = last.get(key, 0) - warm.get(key, 0)
-        trend = slope([(s["time"] / 60, s.get(key, 0)) for s in after])
+        found = growth([(s["time"], s.get(key, 0)) for s in samples])
         scale = 2**20 if key.startswith(("Vm", "Rss", "Pss", "glibc", "jemalloc")) or (
             "Bytes" in key or "bytes" in key or key == "MemoryTracking"
         ) else 1  # fmt: skip
         unit = " MB" if scale > 1 else ""
         lines.append(
-            f"{key:<42} {first[key] / scale:>12,.1f} {warm.get(key, 0) / scale:>12,.1f} "
-            f"{last.get(key, 0) / scale:>12,.1f} {grown / scale:>+10,.1f} "
-            f"{trend / scale:>+10,.2f}{unit}"
+            f"{key:<42} {found.first / scale:>12,.1f} {found.warm / scale:>12,.1f} "
+            f"{found.last / scale:>12,.1f} {(found.last - found.warm) / scale:>+10,.1f} "
+            f"{found.trend_per_minute / scale:>+10,.2f}{unit}"
         )
     return "\n".join(lines)
 
