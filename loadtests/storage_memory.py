@@ -4,9 +4,10 @@ Runs the bench's stack (a broker, ingest, the processor, and the storage process
 query, decision, notifier and billing on the embedded ClickHouse) with the load and the
 freshness probe of the bench's soak, and samples the storage process from inside every
 `--interval` seconds: its resident memory (anonymous and file-backed), the engine's own view
-(tracked memory, jemalloc's allocated/resident/retained, the size of each cache, the parts),
-glibc malloc's heap (Python's large objects, gRPC) and Python's objects. The storage process
-is `civicmeter serve ...` as the stack runs it, with a sampling thread started beside it.
+(tracked memory, jemalloc's allocated/resident/retained, the size of each cache, the parts,
+the merges running and their memory), glibc malloc's heap (Python's large objects, gRPC) and
+Python's objects. The storage process is `civicmeter serve ...` as the stack runs it, with a
+sampling thread started beside it.
 
     python -m loadtests.storage_memory [--rate 10000] [--seconds 900] [--interval 10]
         [--samples FILE]
@@ -104,6 +105,8 @@ def _engine(client: Client) -> dict[str, int]:
         " FROM system.parts"
     ).result_rows[0]
     out["parts.active"], out["parts.all"], out["parts.primary_key_bytes"] = map(int, parts)
+    merges = client.query("SELECT count(), sum(memory_usage) FROM system.merges").result_rows[0]
+    out["merges"], out["merges.memory_bytes"] = map(int, merges)
     return out
 
 
