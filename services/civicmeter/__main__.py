@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from civicmeter.core.heap import steady_heap
 from civicmeter.core.runtime import ServiceMain, configure_logging, run_until_signalled
 
 SERVABLE = ("ingest", "sink", "query", "decision", "notifier", "billing")
@@ -206,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve = commands.add_parser("serve", help="run several services in one process")
     serve.add_argument("services", nargs="+", choices=SERVABLE)
     args = parser.parse_args(argv)
+    steady_heap()
     env = dict(os.environ)
     configure_logging(args.log_level)
     from civicmeter.billing.seat_file import SeatFileError

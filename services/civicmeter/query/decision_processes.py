@@ -40,6 +40,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from civicmeter.core.heap import steady_heap
 from civicmeter.core.prctl import end_with_the_parent, name_process
 from civicmeter.core.store.storage_process import STOP_SECONDS, StorageLink, start_shared
 
@@ -131,6 +132,7 @@ def _serve_one(
     from civicmeter.query import decision_server
 
     name_process(f"cm-decision-{index}")
+    steady_heap()
     end_with_the_parent(parent_pid)
     configure_logging(log_level)
     if env.get("OTEL_METRICS_EXPORTER", "").strip().lower() == "prometheus":

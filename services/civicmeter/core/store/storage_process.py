@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.heap import steady_heap
 from civicmeter.core.prctl import name_process
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def _serve(settings: ClickHouseSettings, pipes: list[Connection]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     name_process("cm-storage")
+    steady_heap()
     _yield_to_the_parent()
     from civicmeter.core.store.connection import connect  # the child's own imports
 
