@@ -61,6 +61,9 @@ ENGINE_METRICS = (
     "CompiledExpressionCacheBytes",
     "SerializationCacheBytesInMemoryAllocated",
 )
+# The tables that grow under the load: the ledger, and the staging table and journal of the
+# crash-safe writes (kept for sink.write_journal.RETENTION).
+GROWING_TABLES = ("usage_events", "usage_staged", "usage_write_journal")
 _baseline: list[tracemalloc.Snapshot] = []  # the first traced snapshot, with --tracemalloc
 _JEMALLOC = re.compile(
     r"Allocated: (\d+), active: (\d+), metadata: (\d+).*?resident: (\d+), mapped: (\d+), "
@@ -105,6 +108,13 @@ def _engine(client: Client) -> dict[str, int]:
         " FROM system.parts"
     ).result_rows[0]
     out["parts.active"], out["parts.all"], out["parts.primary_key_bytes"] = map(int, parts)
+    tables = client.query(
+        "SELECT table, countIf(active), sumIf(rows, active) FROM system.parts"
+        " WHERE table IN {tables:Array(String)} GROUP BY table",
+        parameters={"tables": list(GROWING_TABLES)},
+    ).result_rows
+    for table, active, rows in tables:
+        out[f"{table}.parts"], out[f"{table}.rows"] = int(active), int(rows)
     merges = client.query("SELECT count(), sum(memory_usage) FROM system.merges").result_rows[0]
     out["merges"], out["merges.memory_bytes"] = map(int, merges)
     return out
