@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from clickhouse_connect.driver.client import Client
 
 from civicmeter.core.store.connection import ENGINE_CACHES
@@ -44,3 +48,57 @@ def test_the_embedded_engine_leaves_the_query_condition_cache_unused(clickhouse:
     # The same query with the cache allowed does fill it: the check above can see it.
     filtered(4, use_query_condition_cache=1)
     assert entries() > before
+
+
+# In a fresh interpreter (the engine and its thread pool are the process's): a table's 300
+# parts merged into one, then the 299 merged away removed, and the threads the process gained.
+# "civicmeter" opens the engine as connect() does; "default" as chDB does by itself.
+REMOVAL_PROBE = """
+import os, sys, tempfile, time
+import clickhouse_connect
+from civicmeter.core.config import ClickHouseSettings
+from civicmeter.core.store.connection import connect
+path = tempfile.mkdtemp()
+if sys.argv[1] == "civicmeter":
+    client = connect(ClickHouseSettings(path=path, database="probe"))
+else:
+    client = clickhouse_connect.get_client(interface="chdb", path=path)
+    client.command("CREATE DATABASE probe")
+    client.database = "probe"
+client.command(
+    "CREATE TABLE removal_probe (k UInt64) ENGINE = MergeTree ORDER BY k"
+    " SETTINGS cleanup_delay_period = 1, max_cleanup_delay_period = 1,"
+    " cleanup_delay_period_random_add = 0"
+)
+client.command("SYSTEM STOP MERGES removal_probe")
+for i in range(300):
+    client.command(f"INSERT INTO removal_probe SELECT number + {i} FROM numbers(10)")
+threads = len(os.listdir("/proc/self/task"))
+client.command("SYSTEM START MERGES removal_probe")
+client.command("OPTIMIZE TABLE removal_probe FINAL")
+deadline = time.monotonic() + 60
+parts = "SELECT count() FROM system.parts WHERE table = 'removal_probe'"
+while client.query(parts).result_rows[0][0] > 1:
+    assert time.monotonic() < deadline, "the parts merged away were not removed"
+    time.sleep(0.2)
+print(len(os.listdir("/proc/self/task")) - threads)
+"""
+
+
+def threads_gained_removing_parts(engine: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", REMOVAL_PROBE, engine],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=180,
+    )
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads counted in /proc")
+def test_the_embedded_engine_removes_parts_without_growing_its_thread_pool() -> None:
+    assert threads_gained_removing_parts("civicmeter") < 10
+    # The engine's defaults fan the same removal out over new threads that stay: the check
+    # above can see them.
+    assert threads_gained_removing_parts("default") >= 50

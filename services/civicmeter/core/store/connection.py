@@ -34,6 +34,8 @@ ENGINE_CACHES = {"mark_cache_size": 256 << 20, "query_condition_cache_size": 4 <
 # with the clock and its parts are merged away within minutes. Under the soak's load it only
 # filled, by ~1,500 entries a minute, each ~3 times the 64 bytes it counts.
 ENGINE_QUERY_SETTINGS = {"use_query_condition_cache": 0}
+# The engine's server configuration beyond its caches (what it says and why: in the file).
+ENGINE_CONFIG = Path(__file__).with_name("embedded_engine.xml")
 _embedded: dict[str, Storage] = {}
 _embedded_lock = threading.Lock()
 
@@ -146,7 +148,7 @@ def connect(settings: ClickHouseSettings) -> Client:
         client = clickhouse_connect.get_client(
             interface="chdb",
             path=str(settings.path),
-            chdb_options=ENGINE_CACHES,
+            chdb_options={**ENGINE_CACHES, "config-file": str(ENGINE_CONFIG)},
             settings=ENGINE_QUERY_SETTINGS,
         )
         client.command(f"CREATE DATABASE IF NOT EXISTS {_ident(settings.database)}")
