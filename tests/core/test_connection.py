@@ -102,3 +102,12 @@ def test_the_embedded_engine_removes_parts_without_growing_its_thread_pool() -> 
     # The engine's defaults fan the same removal out over new threads that stay: the check
     # above can see them.
     assert threads_gained_removing_parts("default") >= 50
+
+
+def test_the_embedded_engine_removes_merged_parts_within_half_a_minute(clickhouse: Client) -> None:
+    # Parts merged away (~30 KiB of memory each) wait for the cleanup, whose rounds run at
+    # most this long apart (300 s by default; under load they came every 3-4 minutes).
+    rows = clickhouse.query(
+        "SELECT value FROM system.merge_tree_settings WHERE name = 'max_cleanup_delay_period'"
+    ).result_rows
+    assert int(rows[0][0]) == 30
